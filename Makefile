@@ -1,0 +1,53 @@
+# revenue_engine: PGXS build.  The install script is concatenated from the
+# modules' SQL files in dependency order; the version comes from the control file.
+
+EXTENSION    = revenue_engine
+EXTVERSION   = $(shell sed -n "s/^default_version = '\(.*\)'/\1/p" $(EXTENSION).control)
+
+MODULE_big   = revenue_engine
+OBJS         = src/revenue_engine.o \
+               src/outbox/outbox.o \
+               src/usage/usage.o
+
+# Order matters: base objects, then the outbox, then the modules that write to it.
+MODULE_SQL   = src/revenue_engine.sql \
+               src/outbox/outbox.sql \
+               src/usage/usage.sql
+
+DATA_built   = $(EXTENSION)--$(EXTVERSION).sql
+EXTRA_CLEAN  = results output_iso tmp_check regression.diffs regression.out log
+
+PG_CPPFLAGS  = -I$(srcdir)/src
+PG_CFLAGS    = -std=gnu99 -Wall -Wextra -Werror -Wno-unused-parameter \
+               -Wno-missing-field-initializers -Wno-sign-compare
+
+REGRESS      = setup usage_response usage_ladder usage_goals_streaks \
+               usage_timezones usage_bad_input usage_backfill security
+REGRESS_OPTS = --temp-config=$(srcdir)/test/test.conf
+
+ISOLATION    = usage_concurrent_milestones usage_concurrent_goal_feature
+ISOLATION_OPTS = --inputdir=test --outputdir=test/output_iso \
+               --temp-config=$(srcdir)/test/test.conf
+
+# No JIT bitcode: nothing here gains from inlining, and it would need clang.
+override with_llvm = no
+
+PG_CONFIG   ?= pg_config
+PGXS        := $(shell $(PG_CONFIG) --pgxs)
+include $(PGXS)
+
+$(EXTENSION)--$(EXTVERSION).sql: $(MODULE_SQL) $(EXTENSION).control
+	cat $(MODULE_SQL) > $@
+
+.PHONY: test demo bench
+print-%:
+	@echo $($*)
+
+test:
+	bash test/run.sh
+
+demo:
+	bash scripts/demo.sh
+
+bench:
+	bash test/bench/run.sh

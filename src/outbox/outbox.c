@@ -1,0 +1,202 @@
+/*-------------------------------------------------------------------------
+ *
+ * outbox.c
+ *	  The outbox: events are rows of revenue_engine.webhook_events written in
+ *	  the transaction that caused them, so they commit or roll back with it.
+ *
+ *-------------------------------------------------------------------------
+ */
+#include "postgres.h"
+
+#include "catalog/pg_proc.h"
+#include "catalog/pg_type.h"
+#include "executor/spi.h"
+#include "fmgr.h"
+#include "parser/parse_func.h"
+#include "utils/builtins.h"
+#include "utils/lsyscache.h"
+#include "utils/memutils.h"
+#include "utils/regproc.h"
+#include "utils/syscache.h"
+
+#include "revenue_engine.h"
+#include "outbox/outbox.h"
+
+static SPIPlanPtr insert_event_plan = NULL;
+
+/* The resolved user payload function, for the setting's value it came from. */
+static char *payload_fn_name = NULL;
+static Oid	payload_fn_oid = InvalidOid;
+
+void
+re_new_event_id(pg_uuid_t *id)
+{
+	if (!pg_strong_random(id->data, UUID_LEN))
+		ereport(ERROR,
+				(errcode(ERRCODE_INTERNAL_ERROR),
+				 errmsg("could not generate random values for an event id")));
+	/* RFC 4122 version 4, variant 1 */
+	id->data[6] = (id->data[6] & 0x0f) | 0x40;
+	id->data[8] = (id->data[8] & 0x3f) | 0x80;
+}
+
+static Oid
+user_payload_function_oid(void)
+{
+	const char *name = re_user_payload_function;
+	Oid			argtypes[1] = {UUIDOID};
+	Oid			fn;
+
+	if (name == NULL || name[0] == '\0')
+		return InvalidOid;
+	if (payload_fn_name != NULL && strcmp(payload_fn_name, name) == 0 &&
+		SearchSysCacheExists1(PROCOID, ObjectIdGetDatum(payload_fn_oid)))
+		return payload_fn_oid;
+
+	fn = LookupFuncName(stringToQualifiedNameList(name), 1, argtypes, true);
+	if (!OidIsValid(fn))
+		ereport(ERROR,
+				(errcode(ERRCODE_UNDEFINED_FUNCTION),
+				 errmsg("user payload function %s(uuid) does not exist", name),
+				 errhint("Set revenue_engine.user_payload_function to a schema-qualified function(uuid) returning jsonb, or to ''.")));
+	if (get_func_rettype(fn) != JSONBOID)
+		ereport(ERROR,
+				(errcode(ERRCODE_WRONG_OBJECT_TYPE),
+				 errmsg("user payload function %s(uuid) must return jsonb", name)));
+
+	if (payload_fn_name)
+		pfree(payload_fn_name);
+	payload_fn_name = MemoryContextStrdup(TopMemoryContext, name);
+	payload_fn_oid = fn;
+	return fn;
+}
+
+Jsonb *
+re_build_user_payload(const pg_uuid_t *user_id)
+{
+	Oid			fn = user_payload_function_oid();
+	LOCAL_FCINFO(fcinfo, 1);
+	FmgrInfo	flinfo;
+	Datum		result;
+	Jsonb	   *payload;
+
+	if (!OidIsValid(fn) || user_id == NULL)
+		return NULL;
+
+	fmgr_info(fn, &flinfo);
+	InitFunctionCallInfoData(*fcinfo, &flinfo, 1, InvalidOid, NULL, NULL);
+	fcinfo->args[0].value = UUIDPGetDatum((pg_uuid_t *) user_id);
+	fcinfo->args[0].isnull = false;
+	result = FunctionCallInvoke(fcinfo);
+	if (fcinfo->isnull)
+		return NULL;
+	payload = DatumGetJsonbP(result);
+	if (!JB_ROOT_IS_OBJECT(payload) || JB_ROOT_IS_SCALAR(payload))
+		ereport(ERROR,
+				(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
+				 errmsg("user payload function %s returned a JSON value that is not an object",
+						re_user_payload_function)));
+	return payload;
+}
+
+void
+re_outbox_enqueue(const char *tenant, const pg_uuid_t *user_id,
+				  const char *event_type, Jsonb *event_data,
+				  Jsonb *user_data, const pg_uuid_t *event_id)
+{
+	Datum		values[6];
+	char		nulls[6] = {' ', ' ', ' ', ' ', ' ', ' '};
+	int			ret;
+
+	if (insert_event_plan == NULL)
+	{
+		Oid			types[6] = {TEXTOID, UUIDOID, UUIDOID, TEXTOID, JSONBOID, JSONBOID};
+		SPIPlanPtr	plan;
+
+		plan = SPI_prepare("INSERT INTO revenue_engine.webhook_events"
+						   " (tenant_id, id, user_id, event_type, event_data, user_data)"
+						   " VALUES ($1, $2, $3, $4, $5, $6)",
+						   6, types);
+		if (plan == NULL)
+			elog(ERROR, "SPI_prepare failed: %s", SPI_result_code_string(SPI_result));
+		SPI_keepplan(plan);
+		insert_event_plan = plan;
+	}
+
+	values[0] = CStringGetTextDatum(tenant);
+	values[1] = UUIDPGetDatum((pg_uuid_t *) event_id);
+	if (user_id)
+		values[2] = UUIDPGetDatum((pg_uuid_t *) user_id);
+	else
+		nulls[2] = 'n';
+	values[3] = CStringGetTextDatum(event_type);
+	values[4] = JsonbPGetDatum(event_data);
+	if (user_data)
+		values[5] = JsonbPGetDatum(user_data);
+	else
+		nulls[5] = 'n';
+
+	ret = SPI_execute_plan(insert_event_plan, values, nulls, false, 0);
+	if (ret != SPI_OK_INSERT)
+		elog(ERROR, "inserting an event failed: %s", SPI_result_code_string(ret));
+}
+
+/* SQL: revenue_engine.enqueue_event(user_id uuid, event_type text, event_data jsonb) */
+PG_FUNCTION_INFO_V1(re_enqueue_event);
+Datum
+re_enqueue_event(PG_FUNCTION_ARGS)
+{
+	pg_uuid_t  *user_id = PG_ARGISNULL(0) ? NULL : PG_GETARG_UUID_P(0);
+	char	   *event_type;
+	Jsonb	   *event_data;
+	Jsonb	   *user_data;
+	pg_uuid_t  *event_id = palloc(sizeof(pg_uuid_t));
+	ReOwnerScope scope = {0};
+
+	if (PG_ARGISNULL(1))
+		ereport(ERROR,
+				(errcode(ERRCODE_NULL_VALUE_NOT_ALLOWED),
+				 errmsg("event_type must not be null")));
+	if (PG_ARGISNULL(2))
+		ereport(ERROR,
+				(errcode(ERRCODE_NULL_VALUE_NOT_ALLOWED),
+				 errmsg("event_data must not be null"),
+				 errhint("Pass '{}' for an event without data.")));
+	event_type = text_to_cstring(PG_GETARG_TEXT_PP(1));
+	re_check_name("event type", event_type);
+	event_data = PG_GETARG_JSONB_P(2);
+	if (!JB_ROOT_IS_OBJECT(event_data) || JB_ROOT_IS_SCALAR(event_data))
+		ereport(ERROR,
+				(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
+				 errmsg("event_data must be a JSON object"),
+				 errdetail("It is %s.", JsonbToCString(NULL, &event_data->root,
+													   VARSIZE(event_data)))));
+
+	user_data = re_build_user_payload(user_id);
+	re_new_event_id(event_id);
+
+	re_enter_owner(&scope);
+	if (SPI_connect() != SPI_OK_CONNECT)
+		elog(ERROR, "SPI_connect failed");
+	re_outbox_enqueue(re_current_tenant_name(), user_id, event_type,
+					  event_data, user_data, event_id);
+	SPI_finish();
+	re_leave_owner(&scope);
+
+	PG_RETURN_UUID_P(event_id);
+}
+
+/* SQL: revenue_engine.user_payload(user_id uuid) */
+PG_FUNCTION_INFO_V1(re_user_payload);
+Datum
+re_user_payload(PG_FUNCTION_ARGS)
+{
+	Jsonb	   *payload;
+
+	if (PG_ARGISNULL(0))
+		PG_RETURN_NULL();
+	payload = re_build_user_payload(PG_GETARG_UUID_P(0));
+	if (payload == NULL)
+		PG_RETURN_NULL();
+	PG_RETURN_JSONB_P(payload);
+}

@@ -1,0 +1,364 @@
+/*-------------------------------------------------------------------------
+ *
+ * revenue_engine.c
+ *	  Module entry point: _PG_init (settings, preload check) and the helpers
+ *	  every module shares: owner scope, tenant, names and jsonb building.
+ *
+ *-------------------------------------------------------------------------
+ */
+#include "postgres.h"
+
+#include "access/htup_details.h"
+#include "catalog/namespace.h"
+#include "catalog/pg_namespace.h"
+#include "fmgr.h"
+#include "miscadmin.h"
+#include "utils/builtins.h"
+#include "utils/datetime.h"
+#include "utils/guc.h"
+#include "utils/inval.h"
+#include "utils/json.h"
+#include "utils/lsyscache.h"
+#include "utils/memutils.h"
+#include "utils/numeric.h"
+#include "utils/syscache.h"
+
+#include "revenue_engine.h"
+
+PG_MODULE_MAGIC;
+
+void		_PG_init(void);
+
+char	   *re_tenant_setting = NULL;
+char	   *re_user_payload_function = NULL;
+int			re_max_count_per_call = 1000000;
+
+/* Owner of schema revenue_engine; InvalidOid until looked up again. */
+static Oid	owner_oid = InvalidOid;
+static OverrideSearchPath *pinned_path = NULL;
+
+static bool check_tenant(char **newval, void **extra, GucSource source);
+static bool check_user_payload_function(char **newval, void **extra,
+										GucSource source);
+static void owner_cache_reset(Datum arg, int cacheid, uint32 hashvalue);
+
+void
+_PG_init(void)
+{
+	if (!process_shared_preload_libraries_in_progress)
+		ereport(ERROR,
+				(errcode(ERRCODE_OBJECT_NOT_IN_PREREQUISITE_STATE),
+				 errmsg("revenue_engine must be loaded via shared_preload_libraries"),
+				 errhint("Add revenue_engine to shared_preload_libraries in postgresql.conf and restart the server.")));
+
+	DefineCustomStringVariable("revenue_engine.tenant",
+							   "Tenant that rows written by this session belong to.",
+							   "Single-tenant applications leave it at 'default'.",
+							   &re_tenant_setting,
+							   "default",
+							   PGC_USERSET,
+							   0,
+							   check_tenant, NULL, NULL);
+
+	DefineCustomStringVariable("revenue_engine.user_payload_function",
+							   "Schema-qualified function(uuid) returning jsonb that builds the \"user\" object of event payloads.",
+							   "Empty: events carry no user object.",
+							   &re_user_payload_function,
+							   "",
+							   PGC_SUSET,
+							   0,
+							   check_user_payload_function, NULL, NULL);
+
+	DefineCustomIntVariable("revenue_engine.max_count_per_call",
+							"Largest count track_daily_usage accepts in one call.",
+							NULL,
+							&re_max_count_per_call,
+							1000000, 1, INT_MAX,
+							PGC_SUSET,
+							0,
+							NULL, NULL, NULL);
+
+	MarkGUCPrefixReserved("revenue_engine");
+}
+
+/* A name of a usage type, event type or tenant: 1-63 of [A-Za-z0-9_.:-]. */
+void
+re_check_name(const char *what, const char *name)
+{
+	size_t		len = strlen(name);
+	const char *p;
+
+	if (len == 0)
+		ereport(ERROR,
+				(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
+				 errmsg("%s must not be empty", what)));
+	if (len > RE_MAX_NAME_LEN)
+		ereport(ERROR,
+				(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
+				 errmsg("%s \"%s\" is too long", what, name),
+				 errdetail("It has %zu bytes; at most %d are allowed.",
+						   len, RE_MAX_NAME_LEN)));
+	for (p = name; *p; p++)
+	{
+		if (!((*p >= 'a' && *p <= 'z') || (*p >= 'A' && *p <= 'Z') ||
+			  (*p >= '0' && *p <= '9') || *p == '_' || *p == '.' ||
+			  *p == ':' || *p == '-'))
+			ereport(ERROR,
+					(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
+					 errmsg("%s \"%s\" contains an invalid character", what, name),
+					 errhint("Use letters, digits, \"_\", \".\", \":\" and \"-\".")));
+	}
+}
+
+static bool
+check_tenant(char **newval, void **extra, GucSource source)
+{
+	const char *p;
+
+	if (*newval == NULL || **newval == '\0' || strlen(*newval) > RE_MAX_NAME_LEN)
+	{
+		GUC_check_errdetail("The tenant must have 1 to %d bytes.", RE_MAX_NAME_LEN);
+		return false;
+	}
+	for (p = *newval; *p; p++)
+	{
+		if ((unsigned char) *p < 0x20 || *p == 0x7f)
+		{
+			GUC_check_errdetail("The tenant must not contain control characters.");
+			return false;
+		}
+	}
+	return true;
+}
+
+static bool
+check_user_payload_function(char **newval, void **extra, GucSource source)
+{
+	if (*newval == NULL || **newval == '\0')
+		return true;
+	if (strchr(*newval, '.') == NULL)
+	{
+		GUC_check_errdetail("The function name must be schema-qualified, such as \"app.user_payload\".");
+		return false;
+	}
+	return true;
+}
+
+const char *
+re_current_tenant_name(void)
+{
+	return re_tenant_setting ? re_tenant_setting : "default";
+}
+
+PG_FUNCTION_INFO_V1(re_current_tenant);
+Datum
+re_current_tenant(PG_FUNCTION_ARGS)
+{
+	PG_RETURN_TEXT_P(cstring_to_text(re_current_tenant_name()));
+}
+
+static void
+owner_cache_reset(Datum arg, int cacheid, uint32 hashvalue)
+{
+	owner_oid = InvalidOid;
+}
+
+static Oid
+extension_owner(void)
+{
+	static bool callback_registered = false;
+
+	if (!callback_registered)
+	{
+		CacheRegisterSyscacheCallback(NAMESPACEOID, owner_cache_reset, (Datum) 0);
+		callback_registered = true;
+	}
+	if (!OidIsValid(owner_oid))
+	{
+		Oid			nspid = get_namespace_oid("revenue_engine", false);
+		HeapTuple	tup = SearchSysCache1(NAMESPACEOID, ObjectIdGetDatum(nspid));
+
+		if (!HeapTupleIsValid(tup))
+			elog(ERROR, "cache lookup failed for namespace %u", nspid);
+		owner_oid = ((Form_pg_namespace) GETSTRUCT(tup))->nspowner;
+		ReleaseSysCache(tup);
+	}
+	return owner_oid;
+}
+
+void
+re_enter_owner(ReOwnerScope *scope)
+{
+	Oid			owner = extension_owner();
+
+	if (pinned_path == NULL)
+	{
+		MemoryContext old = MemoryContextSwitchTo(TopMemoryContext);
+
+		pinned_path = palloc0(sizeof(OverrideSearchPath));
+		pinned_path->schemas = NIL;
+		pinned_path->addCatalog = true;
+		pinned_path->addTemp = false;
+		MemoryContextSwitchTo(old);
+	}
+	GetUserIdAndSecContext(&scope->saved_userid, &scope->saved_sec_context);
+	SetUserIdAndSecContext(owner,
+						   scope->saved_sec_context | SECURITY_LOCAL_USERID_CHANGE);
+	PushOverrideSearchPath(pinned_path);
+	scope->active = true;
+}
+
+void
+re_leave_owner(ReOwnerScope *scope)
+{
+	if (!scope->active)
+		return;
+	PopOverrideSearchPath();
+	SetUserIdAndSecContext(scope->saved_userid, scope->saved_sec_context);
+	scope->active = false;
+}
+
+/* jsonb building */
+
+void
+re_jb_begin(JsonbParseState **state)
+{
+	*state = NULL;
+	pushJsonbValue(state, WJB_BEGIN_OBJECT, NULL);
+}
+
+Jsonb *
+re_jb_end(JsonbParseState **state)
+{
+	JsonbValue *res = pushJsonbValue(state, WJB_END_OBJECT, NULL);
+
+	return JsonbValueToJsonb(res);
+}
+
+void
+re_jb_key(JsonbParseState **state, const char *key)
+{
+	JsonbValue	k;
+
+	k.type = jbvString;
+	k.val.string.len = strlen(key);
+	k.val.string.val = (char *) key;
+	pushJsonbValue(state, WJB_KEY, &k);
+}
+
+static void
+push_string(JsonbParseState **state, JsonbIteratorToken tok, const char *value)
+{
+	JsonbValue	v;
+
+	v.type = jbvString;
+	v.val.string.len = strlen(value);
+	v.val.string.val = (char *) value;
+	pushJsonbValue(state, tok, &v);
+}
+
+void
+re_jb_str(JsonbParseState **state, const char *key, const char *value)
+{
+	re_jb_key(state, key);
+	push_string(state, WJB_VALUE, value);
+}
+
+static void
+push_int(JsonbParseState **state, JsonbIteratorToken tok, int64 value)
+{
+	JsonbValue	v;
+
+	v.type = jbvNumeric;
+	v.val.numeric = int64_to_numeric(value);
+	pushJsonbValue(state, tok, &v);
+}
+
+void
+re_jb_int(JsonbParseState **state, const char *key, int64 value)
+{
+	re_jb_key(state, key);
+	push_int(state, WJB_VALUE, value);
+}
+
+void
+re_jb_bool(JsonbParseState **state, const char *key, bool value)
+{
+	JsonbValue	v;
+
+	re_jb_key(state, key);
+	v.type = jbvBool;
+	v.val.boolean = value;
+	pushJsonbValue(state, WJB_VALUE, &v);
+}
+
+void
+re_jb_null(JsonbParseState **state, const char *key)
+{
+	JsonbValue	v;
+
+	re_jb_key(state, key);
+	v.type = jbvNull;
+	pushJsonbValue(state, WJB_VALUE, &v);
+}
+
+char *
+re_date_text(DateADT value)
+{
+	int			y,
+				m,
+				d;
+
+	if (DATE_NOT_FINITE(value))
+		return pstrdup(DATE_IS_NOBEGIN(value) ? "-infinity" : "infinity");
+	j2date(value + POSTGRES_EPOCH_JDATE, &y, &m, &d);
+	if (y <= 0)
+		return psprintf("%04d-%02d-%02d BC", -y + 1, m, d);
+	return psprintf("%04d-%02d-%02d", y, m, d);
+}
+
+void
+re_jb_date(JsonbParseState **state, const char *key, DateADT value)
+{
+	re_jb_str(state, key, re_date_text(value));
+}
+
+void
+re_jb_timestamptz(JsonbParseState **state, const char *key, TimestampTz value)
+{
+	char		buf[MAXDATELEN + 1];
+
+	JsonEncodeDateTime(buf, TimestampTzGetDatum(value), TIMESTAMPTZOID, NULL);
+	re_jb_str(state, key, buf);
+}
+
+void
+re_jb_jsonb(JsonbParseState **state, const char *key, Jsonb *value)
+{
+	JsonbValue	v;
+
+	re_jb_key(state, key);
+	if (value == NULL)
+	{
+		v.type = jbvNull;
+		pushJsonbValue(state, WJB_VALUE, &v);
+		return;
+	}
+	v.type = jbvBinary;
+	v.val.binary.data = &value->root;
+	v.val.binary.len = VARSIZE(value) - VARHDRSZ;
+	pushJsonbValue(state, WJB_VALUE, &v);
+}
+
+void
+re_jb_int_array(JsonbParseState **state, const char *key,
+				const int64 *values, int n)
+{
+	int			i;
+
+	re_jb_key(state, key);
+	pushJsonbValue(state, WJB_BEGIN_ARRAY, NULL);
+	for (i = 0; i < n; i++)
+		push_int(state, WJB_ELEM, values[i]);
+	pushJsonbValue(state, WJB_END_ARRAY, NULL);
+}

@@ -1,0 +1,68 @@
+/*-------------------------------------------------------------------------
+ *
+ * revenue_engine.h
+ *	  Settings and helpers shared by the modules of revenue_engine: the
+ *	  tenant, running statements as the extension owner with a pinned
+ *	  search_path, and building jsonb objects.
+ *
+ *-------------------------------------------------------------------------
+ */
+#ifndef REVENUE_ENGINE_H
+#define REVENUE_ENGINE_H
+
+#include "postgres.h"
+
+#include "utils/date.h"
+#include "utils/jsonb.h"
+#include "utils/timestamp.h"
+#include "utils/uuid.h"
+
+/* Settings (GUCs), defined in _PG_init. */
+extern char *re_tenant_setting;
+extern char *re_user_payload_function;
+extern int	re_max_count_per_call;
+
+/* Longest tenant, usage type and event type names, in bytes. */
+#define RE_MAX_NAME_LEN 63
+
+/*
+ * Statements of the extension run as the owner of schema revenue_engine with
+ * search_path pinned to pg_catalog, like a SECURITY DEFINER function with
+ * SET search_path, but without the per-call cost of a GUC change.  Errors
+ * restore the caller's identity and path through transaction abort.
+ */
+typedef struct ReOwnerScope
+{
+	Oid			saved_userid;
+	int			saved_sec_context;
+	bool		active;
+} ReOwnerScope;
+
+extern void re_enter_owner(ReOwnerScope *scope);
+extern void re_leave_owner(ReOwnerScope *scope);
+
+/* The tenant of the current session (validated by the setting's hook). */
+extern const char *re_current_tenant_name(void);
+
+/* Validate a name of a usage type or event type; ereport on bad input. */
+extern void re_check_name(const char *what, const char *name);
+
+/* jsonb object building on top of pushJsonbValue. */
+extern void re_jb_begin(JsonbParseState **state);
+extern Jsonb *re_jb_end(JsonbParseState **state);
+extern void re_jb_key(JsonbParseState **state, const char *key);
+extern void re_jb_str(JsonbParseState **state, const char *key, const char *value);
+extern void re_jb_int(JsonbParseState **state, const char *key, int64 value);
+extern void re_jb_bool(JsonbParseState **state, const char *key, bool value);
+extern void re_jb_null(JsonbParseState **state, const char *key);
+extern void re_jb_date(JsonbParseState **state, const char *key, DateADT value);
+extern void re_jb_timestamptz(JsonbParseState **state, const char *key,
+							  TimestampTz value);
+extern void re_jb_jsonb(JsonbParseState **state, const char *key, Jsonb *value);
+extern void re_jb_int_array(JsonbParseState **state, const char *key,
+							const int64 *values, int n);
+
+/* ISO 8601 text of a date, independent of DateStyle. */
+extern char *re_date_text(DateADT value);
+
+#endif							/* REVENUE_ENGINE_H */

@@ -1,0 +1,800 @@
+/*-------------------------------------------------------------------------
+ *
+ * usage.c
+ *	  track_daily_usage: daily and lifetime counters per user and usage type,
+ *	  milestone ladders, daily goals, streaks and feature first use, each
+ *	  with its outbox event, all in the caller's transaction.
+ *
+ * The common call is one statement (a saved plan): it reads the user's
+ * profile and the usage type's settings, computes the user's local day, and
+ * upserts the daily and the lifetime rows.  The lifetime row's lock
+ * serializes calls for one user and usage type, so the thresholds crossed
+ * are exactly those in (total - count, total]; the primary key of
+ * milestones_reached makes each one recorded once even against backfill.
+ * Rarer work (a milestone, a goal, a first use) takes a few more statements.
+ *
+ *-------------------------------------------------------------------------
+ */
+#include "postgres.h"
+
+#include "access/htup_details.h"
+#include "catalog/pg_type.h"
+#include "executor/spi.h"
+#include "funcapi.h"
+#include "pgtime.h"
+#include "utils/array.h"
+#include "utils/builtins.h"
+#include "utils/date.h"
+#include "utils/datetime.h"
+#include "utils/jsonb.h"
+#include "utils/memutils.h"
+#include "utils/timestamp.h"
+#include "utils/uuid.h"
+
+#include "revenue_engine.h"
+#include "outbox/outbox.h"
+
+/* Built-in settings of the usage types the extension knows by name. */
+typedef struct BuiltinUsageType
+{
+	const char *name;
+	const int64 *milestones;
+	int			nmilestones;
+	int32		daily_goal;		/* 0: no goal */
+	bool		is_feature;
+} BuiltinUsageType;
+
+static const int64 reply_ladder[] = {1, 10, 50, 100, 500, 1000};
+static const int32 default_streak_ladder[] = {1, 7, 30};
+
+static const BuiltinUsageType builtin_types[] = {
+	{"reply", reply_ladder, lengthof(reply_ladder), 10, false},
+	{"meme", NULL, 0, 0, true},
+	{"write_like_me", NULL, 0, 0, true},
+	{"research", NULL, 0, 0, true},
+};
+
+/* Any other usage type: counted, no milestones, no goal, not a feature. */
+static const BuiltinUsageType generic_type = {NULL, NULL, 0, 0, false};
+
+/* The settings in effect for one call. */
+typedef struct UsageSettings
+{
+	int64	   *milestones;
+	int			nmilestones;
+	int32	   *streak_milestones;
+	int			nstreak;
+	int32		daily_goal;		/* 0: no goal */
+	bool		is_feature;
+} UsageSettings;
+
+/* Saved plans, prepared on first use in a backend. */
+static SPIPlanPtr track_plan = NULL;
+static SPIPlanPtr prev_streak_plan = NULL;
+static SPIPlanPtr achieve_plan = NULL;
+static SPIPlanPtr chain_plan = NULL;
+static SPIPlanPtr lifetime_streak_plan = NULL;
+static SPIPlanPtr milestone_plan = NULL;
+static SPIPlanPtr latest_milestone_plan = NULL;
+
+/*
+ * The hot statement.  $1 tenant, $2 user, $3 usage type, $4 count, $5 date
+ * or NULL for the user's today.  No row is written when $5 is after the
+ * user's today: then d and l are empty and the caller reports the error.
+ */
+static const char *track_sql =
+"WITH cfg AS ("
+"  SELECT coalesce(p.timezone, 'UTC') AS tz,"
+"         (p.daily_goals ->> $3)::integer AS user_goal,"
+"         t.usage_type IS NOT NULL AS configured,"
+"         t.daily_goal, t.milestones, t.streak_milestones, t.is_feature"
+"    FROM (VALUES (1)) AS one(x)"
+"    LEFT JOIN revenue_engine.user_profiles p"
+"           ON p.tenant_id = $1 AND p.user_id = $2"
+"    LEFT JOIN revenue_engine.usage_types t ON t.usage_type = $3"
+"), day AS ("
+"  SELECT cfg.*, date(timezone(cfg.tz, now())) AS today FROM cfg"
+"), d AS ("
+"  INSERT INTO revenue_engine.daily_usage AS d"
+"         (tenant_id, user_id, usage_type, usage_date, count)"
+"  SELECT $1, $2, $3, coalesce($5, day.today), $4 FROM day"
+"   WHERE $5 IS NULL OR $5 <= day.today"
+"  ON CONFLICT (tenant_id, user_id, usage_type, usage_date)"
+"  DO UPDATE SET count = d.count + excluded.count"
+"  RETURNING d.usage_date, d.count, d.goal_achieved_at IS NOT NULL AS achieved,"
+"            d.streak_days"
+"), l AS ("
+"  INSERT INTO revenue_engine.lifetime_usage AS l"
+"         (tenant_id, user_id, usage_type, total, first_used_at, last_used_at)"
+"  SELECT $1, $2, $3, $4, now(), now() FROM d"
+"  ON CONFLICT (tenant_id, user_id, usage_type)"
+"  DO UPDATE SET total = l.total + excluded.total, last_used_at = excluded.last_used_at"
+"  RETURNING l.total, l.current_streak, l.streak_end_date,"
+"            l.first_used_at = now() AS fresh"
+")"
+"SELECT day.tz, day.today, day.user_goal, day.configured, day.daily_goal,"
+"       day.milestones, day.streak_milestones, day.is_feature,"
+"       d.usage_date, d.count, d.achieved, d.streak_days,"
+"       l.total, l.current_streak, l.streak_end_date, l.fresh"
+"  FROM day LEFT JOIN d ON true LEFT JOIN l ON true";
+
+enum
+{
+	COL_TZ = 1,
+	COL_TODAY,
+	COL_USER_GOAL,
+	COL_CONFIGURED,
+	COL_DAILY_GOAL,
+	COL_MILESTONES,
+	COL_STREAK_MILESTONES,
+	COL_IS_FEATURE,
+	COL_USAGE_DATE,
+	COL_DAY_COUNT,
+	COL_ACHIEVED,
+	COL_DAY_STREAK,
+	COL_TOTAL,
+	COL_CURRENT_STREAK,
+	COL_STREAK_END,
+	COL_FRESH
+};
+
+static SPIPlanPtr
+prepare_saved(const char *sql, int nargs, Oid *argtypes)
+{
+	SPIPlanPtr	plan = SPI_prepare(sql, nargs, argtypes);
+
+	if (plan == NULL)
+		elog(ERROR, "SPI_prepare failed for \"%s\": %s",
+			 sql, SPI_result_code_string(SPI_result));
+	SPI_keepplan(plan);
+	return plan;
+}
+
+static void
+prepare_plans(void)
+{
+	Oid			key4[6] = {TEXTOID, UUIDOID, TEXTOID, DATEOID, INT4OID, INT4OID};
+	Oid			track_types[5] = {TEXTOID, UUIDOID, TEXTOID, INT8OID, DATEOID};
+	Oid			lts_types[6] = {TEXTOID, UUIDOID, TEXTOID, INT4OID, DATEOID, INT4OID};
+	Oid			ms_types[6] = {TEXTOID, UUIDOID, TEXTOID, INT8OID, INT8OID, UUIDOID};
+
+	if (track_plan != NULL)
+		return;
+
+	track_plan = prepare_saved(track_sql, 5, track_types);
+	prev_streak_plan = prepare_saved(
+									 "SELECT streak_days FROM revenue_engine.daily_usage"
+									 " WHERE tenant_id = $1 AND user_id = $2 AND usage_type = $3"
+									 "   AND usage_date = $4 AND goal_achieved_at IS NOT NULL",
+									 4, key4);
+	achieve_plan = prepare_saved(
+								 "UPDATE revenue_engine.daily_usage"
+								 "   SET goal_achieved_at = now(), goal = $5, streak_days = $6"
+								 " WHERE tenant_id = $1 AND user_id = $2 AND usage_type = $3"
+								 "   AND usage_date = $4",
+								 6, key4);
+	chain_plan = prepare_saved(
+							   "UPDATE revenue_engine.daily_usage SET streak_days = $5"
+							   " WHERE tenant_id = $1 AND user_id = $2 AND usage_type = $3"
+							   "   AND usage_date = $4 AND goal_achieved_at IS NOT NULL",
+							   5, key4);
+	lifetime_streak_plan = prepare_saved(
+										 "UPDATE revenue_engine.lifetime_usage"
+										 "   SET current_streak = CASE WHEN streak_end_date IS NULL"
+										 "                              OR $5 >= streak_end_date"
+										 "                        THEN $4 ELSE current_streak END,"
+										 "       streak_end_date = greatest(streak_end_date, $5),"
+										 "       best_streak = greatest(best_streak, $6)"
+										 " WHERE tenant_id = $1 AND user_id = $2 AND usage_type = $3",
+										 6, lts_types);
+	milestone_plan = prepare_saved(
+								   "INSERT INTO revenue_engine.milestones_reached"
+								   " (tenant_id, user_id, usage_type, milestone, lifetime_total, event_id)"
+								   " VALUES ($1, $2, $3, $4, $5, $6) ON CONFLICT DO NOTHING",
+								   6, ms_types);
+	latest_milestone_plan = prepare_saved(
+										  "UPDATE revenue_engine.lifetime_usage"
+										  "   SET latest_milestone = $4, latest_milestone_at = now()"
+										  " WHERE tenant_id = $1 AND user_id = $2 AND usage_type = $3"
+										  "   AND (latest_milestone IS NULL OR latest_milestone < $4)",
+										  4, ms_types);
+}
+
+static const BuiltinUsageType *
+builtin_settings(const char *usage_type)
+{
+	int			i;
+
+	for (i = 0; i < lengthof(builtin_types); i++)
+		if (strcmp(builtin_types[i].name, usage_type) == 0)
+			return &builtin_types[i];
+	return &generic_type;
+}
+
+static void
+settings_from_builtin(UsageSettings *s, const char *usage_type)
+{
+	const BuiltinUsageType *b = builtin_settings(usage_type);
+
+	s->milestones = (int64 *) b->milestones;
+	s->nmilestones = b->nmilestones;
+	s->streak_milestones = (int32 *) default_streak_ladder;
+	s->nstreak = lengthof(default_streak_ladder);
+	s->daily_goal = b->daily_goal;
+	s->is_feature = b->is_feature;
+}
+
+/* Elements of a one-dimensional int8[] or int4[] without NULLs. */
+static void *
+array_values(Datum d, Oid elemtype, int *n)
+{
+	ArrayType  *arr = DatumGetArrayTypeP(d);
+
+	if (ARR_NDIM(arr) == 0)
+	{
+		*n = 0;
+		return NULL;
+	}
+	if (ARR_NDIM(arr) != 1 || ARR_HASNULL(arr) || ARR_ELEMTYPE(arr) != elemtype)
+		ereport(ERROR,
+				(errcode(ERRCODE_DATA_CORRUPTED),
+				 errmsg("revenue_engine.usage_types holds a ladder that is not a flat array without nulls")));
+	*n = ArrayGetNItems(ARR_NDIM(arr), ARR_DIMS(arr));
+	return ARR_DATA_PTR(arr);
+}
+
+static Datum
+col(int colno, bool *isnull)
+{
+	return SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, colno, isnull);
+}
+
+static int32
+streak_of_day(const char *tenant, pg_uuid_t *user_id, text *usage_type, DateADT day)
+{
+	Datum		values[4];
+	bool		isnull;
+	Datum		v;
+	int			ret;
+
+	values[0] = CStringGetTextDatum(tenant);
+	values[1] = UUIDPGetDatum(user_id);
+	values[2] = PointerGetDatum(usage_type);
+	values[3] = DateADTGetDatum(day);
+	ret = SPI_execute_plan(prev_streak_plan, values, NULL, true, 1);
+	if (ret != SPI_OK_SELECT)
+		elog(ERROR, "streak look-up failed: %s", SPI_result_code_string(ret));
+	if (SPI_processed == 0)
+		return 0;
+	v = col(1, &isnull);
+	return isnull ? 0 : DatumGetInt32(v);
+}
+
+/*
+ * Mark day "day" achieved and return its streak.  Later goal days that the
+ * new day joins to (usage tracked for an earlier date) are renumbered, and
+ * the lifetime row's cached run is moved forward when this run is the latest.
+ */
+static int32
+achieve_goal(const char *tenant, pg_uuid_t *user_id, text *usage_type,
+			 DateADT day, int32 goal, int32 cached_streak, DateADT cached_end,
+			 bool cached_end_null)
+{
+	Datum		values[6];
+	int32		streak;
+	DateADT		run_end = day;
+	int32		run_streak;
+	int			ret;
+
+	if (!cached_end_null && cached_end == day - 1)
+		streak = cached_streak + 1;
+	else
+		streak = streak_of_day(tenant, user_id, usage_type, day - 1) + 1;
+
+	values[0] = CStringGetTextDatum(tenant);
+	values[1] = UUIDPGetDatum(user_id);
+	values[2] = PointerGetDatum(usage_type);
+	values[3] = DateADTGetDatum(day);
+	values[4] = Int32GetDatum(goal);
+	values[5] = Int32GetDatum(streak);
+	ret = SPI_execute_plan(achieve_plan, values, NULL, false, 0);
+	if (ret != SPI_OK_UPDATE || SPI_processed != 1)
+		elog(ERROR, "marking the daily goal achieved failed: %s",
+			 SPI_result_code_string(ret));
+
+	run_streak = streak;
+	if (!cached_end_null && cached_end > day)
+	{
+		/* Usage for an earlier day joined runs of later goal days. */
+		for (;;)
+		{
+			values[3] = DateADTGetDatum(run_end + 1);
+			values[4] = Int32GetDatum(run_streak + 1);
+			ret = SPI_execute_plan(chain_plan, values, NULL, false, 0);
+			if (ret != SPI_OK_UPDATE)
+				elog(ERROR, "renumbering a streak failed: %s",
+					 SPI_result_code_string(ret));
+			if (SPI_processed == 0)
+				break;
+			run_end++;
+			run_streak++;
+		}
+	}
+
+	values[3] = Int32GetDatum(run_streak);
+	values[4] = DateADTGetDatum(run_end);
+	values[5] = Int32GetDatum(run_streak);
+	ret = SPI_execute_plan(lifetime_streak_plan, values, NULL, false, 0);
+	if (ret != SPI_OK_UPDATE)
+		elog(ERROR, "updating the streak failed: %s", SPI_result_code_string(ret));
+	return streak;
+}
+
+/* Record milestone "milestone" once; true when this call recorded it. */
+static bool
+record_milestone(const char *tenant, pg_uuid_t *user_id, text *usage_type,
+				 int64 milestone, int64 total, pg_uuid_t *event_id)
+{
+	Datum		values[6];
+	int			ret;
+
+	values[0] = CStringGetTextDatum(tenant);
+	values[1] = UUIDPGetDatum(user_id);
+	values[2] = PointerGetDatum(usage_type);
+	values[3] = Int64GetDatum(milestone);
+	values[4] = Int64GetDatum(total);
+	values[5] = UUIDPGetDatum(event_id);
+	ret = SPI_execute_plan(milestone_plan, values, NULL, false, 0);
+	if (ret != SPI_OK_INSERT)
+		elog(ERROR, "recording a milestone failed: %s", SPI_result_code_string(ret));
+	return SPI_processed == 1;
+}
+
+static void
+set_latest_milestone(const char *tenant, pg_uuid_t *user_id, text *usage_type,
+					 int64 milestone)
+{
+	Datum		values[4];
+	int			ret;
+
+	values[0] = CStringGetTextDatum(tenant);
+	values[1] = UUIDPGetDatum(user_id);
+	values[2] = PointerGetDatum(usage_type);
+	values[3] = Int64GetDatum(milestone);
+	ret = SPI_execute_plan(latest_milestone_plan, values, NULL, false, 0);
+	if (ret != SPI_OK_UPDATE)
+		elog(ERROR, "updating the latest milestone failed: %s",
+			 SPI_result_code_string(ret));
+}
+
+/* The user object of this call's events, built once, as the caller. */
+typedef struct EventContext
+{
+	const char *tenant;
+	pg_uuid_t  *user_id;
+	ReOwnerScope *scope;
+	bool		have_user_data;
+	Jsonb	   *user_data;
+	int			nevents;
+} EventContext;
+
+static void
+emit_event(EventContext *ev, const char *event_type, Jsonb *data,
+		   pg_uuid_t *event_id)
+{
+	if (!ev->have_user_data)
+	{
+		re_leave_owner(ev->scope);
+		ev->user_data = re_build_user_payload(ev->user_id);
+		re_enter_owner(ev->scope);
+		ev->have_user_data = true;
+	}
+	re_outbox_enqueue(ev->tenant, ev->user_id, event_type, data,
+					  ev->user_data, event_id);
+	ev->nevents++;
+}
+
+static bool
+in_ladder(const int32 *ladder, int n, int32 value)
+{
+	int			i;
+
+	for (i = 0; i < n; i++)
+		if (ladder[i] == value)
+			return true;
+	return false;
+}
+
+static void
+raise_future_date(pg_uuid_t *user_id, DateADT date, DateADT today, const char *tz)
+{
+	ereport(ERROR,
+			(errcode(ERRCODE_DATETIME_VALUE_OUT_OF_RANGE),
+			 errmsg("usage date %s is in the future for user %s",
+					re_date_text(date),
+					DatumGetCString(DirectFunctionCall1(uuid_out, UUIDPGetDatum(user_id)))),
+			 errdetail("Today is %s in the user's time zone \"%s\".",
+					   re_date_text(today), tz),
+			 errhint("Omit usage_date to count usage on the user's today.")));
+}
+
+PG_FUNCTION_INFO_V1(re_track_daily_usage);
+Datum
+re_track_daily_usage(PG_FUNCTION_ARGS)
+{
+	pg_uuid_t  *user_id;
+	text	   *usage_type_t;
+	char	   *usage_type;
+	int32		count;
+	const char *tenant = re_current_tenant_name();
+	MemoryContext callerctx = CurrentMemoryContext;
+	ReOwnerScope scope = {0};
+	EventContext ev = {0};
+	Datum		values[5];
+	char		nulls[5] = {' ', ' ', ' ', ' ', ' '};
+	bool		isnull;
+	int			ret;
+
+	/* results, copied out of SPI memory */
+	char	   *tz;
+	DateADT		usage_date;
+	int32		goal;
+	int64		day_count;
+	int64		total;
+	bool		already_achieved;
+	bool		goal_now = false;
+	int32		streak_days = 0;
+	int32		streak_milestone = 0;
+	bool		first_use;
+	int64	   *crossed;
+	int			ncrossed = 0;
+	int64		highest = 0;
+	int32		day_streak;
+	int32		cached_streak;
+	bool		end_null;
+	DateADT		cached_end;
+	UsageSettings settings;
+	int			i;
+	JsonbParseState *st;
+
+	if (PG_ARGISNULL(0))
+		ereport(ERROR,
+				(errcode(ERRCODE_NULL_VALUE_NOT_ALLOWED),
+				 errmsg("user_id must not be null")));
+	if (PG_ARGISNULL(1))
+		ereport(ERROR,
+				(errcode(ERRCODE_NULL_VALUE_NOT_ALLOWED),
+				 errmsg("usage_type must not be null")));
+	if (PG_ARGISNULL(2))
+		ereport(ERROR,
+				(errcode(ERRCODE_NULL_VALUE_NOT_ALLOWED),
+				 errmsg("count must not be null"),
+				 errhint("Omit count to count one use.")));
+	user_id = PG_GETARG_UUID_P(0);
+	usage_type_t = PG_GETARG_TEXT_PP(1);
+	usage_type = text_to_cstring(usage_type_t);
+	re_check_name("usage type", usage_type);
+	count = PG_GETARG_INT32(2);
+	if (count <= 0 || count > re_max_count_per_call)
+		ereport(ERROR,
+				(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
+				 errmsg("count %d is out of range", count),
+				 errhint("Count between 1 and %d uses per call (revenue_engine.max_count_per_call).",
+						 re_max_count_per_call)));
+	if (!PG_ARGISNULL(3) && DATE_NOT_FINITE(PG_GETARG_DATEADT(3)))
+		ereport(ERROR,
+				(errcode(ERRCODE_DATETIME_VALUE_OUT_OF_RANGE),
+				 errmsg("usage date %s is not a calendar day",
+						re_date_text(PG_GETARG_DATEADT(3)))));
+
+	re_enter_owner(&scope);
+	if (SPI_connect() != SPI_OK_CONNECT)
+		elog(ERROR, "SPI_connect failed");
+	prepare_plans();
+
+	values[0] = CStringGetTextDatum(tenant);
+	values[1] = UUIDPGetDatum(user_id);
+	values[2] = PointerGetDatum(usage_type_t);
+	values[3] = Int64GetDatum((int64) count);
+	if (PG_ARGISNULL(3))
+	{
+		values[4] = (Datum) 0;
+		nulls[4] = 'n';
+	}
+	else
+		values[4] = PG_GETARG_DATUM(3);
+
+	PG_TRY();
+	{
+		ret = SPI_execute_plan(track_plan, values, nulls, false, 0);
+	}
+	PG_CATCH();
+	{
+		ErrorData  *edata;
+
+		MemoryContextSwitchTo(callerctx);
+		edata = CopyErrorData();
+		if (edata->sqlerrcode == ERRCODE_NUMERIC_VALUE_OUT_OF_RANGE)
+		{
+			FlushErrorState();
+			ereport(ERROR,
+					(errcode(ERRCODE_NUMERIC_VALUE_OUT_OF_RANGE),
+					 errmsg("usage total of user %s for usage type \"%s\" would overflow",
+							DatumGetCString(DirectFunctionCall1(uuid_out, UUIDPGetDatum(user_id))),
+							usage_type),
+					 errdetail("Adding %d to the stored total exceeds the bigint range.", count)));
+		}
+		PG_RE_THROW();
+	}
+	PG_END_TRY();
+	if (ret != SPI_OK_SELECT || SPI_processed != 1)
+		elog(ERROR, "tracking usage failed: %s", SPI_result_code_string(ret));
+
+	tz = MemoryContextStrdup(callerctx, TextDatumGetCString(col(COL_TZ, &isnull)));
+	(void) col(COL_USAGE_DATE, &isnull);
+	if (isnull)
+		raise_future_date(user_id, PG_GETARG_DATEADT(3),
+						  DatumGetDateADT(col(COL_TODAY, &isnull)), tz);
+	usage_date = DatumGetDateADT(col(COL_USAGE_DATE, &isnull));
+	day_count = DatumGetInt64(col(COL_DAY_COUNT, &isnull));
+	already_achieved = DatumGetBool(col(COL_ACHIEVED, &isnull));
+	total = DatumGetInt64(col(COL_TOTAL, &isnull));
+	/* a row inserted now, not one a backfill left at zero */
+	first_use = (total == count) && DatumGetBool(col(COL_FRESH, &isnull));
+
+	if (DatumGetBool(col(COL_CONFIGURED, &isnull)))
+	{
+		Datum		d = col(COL_DAILY_GOAL, &isnull);
+
+		settings.daily_goal = isnull ? 0 : DatumGetInt32(d);
+		settings.milestones = array_values(col(COL_MILESTONES, &isnull), INT8OID,
+										   &settings.nmilestones);
+		settings.streak_milestones = array_values(col(COL_STREAK_MILESTONES, &isnull),
+												  INT4OID, &settings.nstreak);
+		settings.is_feature = DatumGetBool(col(COL_IS_FEATURE, &isnull));
+	}
+	else
+		settings_from_builtin(&settings, usage_type);
+	{
+		Datum		d = col(COL_USER_GOAL, &isnull);
+
+		goal = isnull ? settings.daily_goal : DatumGetInt32(d);
+	}
+	/* Read everything now: the next statement replaces SPI_tuptable. */
+	{
+		Datum		d = col(COL_DAY_STREAK, &isnull);
+
+		day_streak = isnull ? 0 : DatumGetInt32(d);
+		cached_streak = DatumGetInt32(col(COL_CURRENT_STREAK, &isnull));
+		d = col(COL_STREAK_END, &end_null);
+		cached_end = end_null ? 0 : DatumGetDateADT(d);
+	}
+
+	ev.tenant = tenant;
+	ev.user_id = user_id;
+	ev.scope = &scope;
+
+	/* Milestones crossed by this call: thresholds in (total - count, total]. */
+	crossed = MemoryContextAlloc(callerctx, sizeof(int64) * Max(settings.nmilestones, 1));
+	for (i = 0; i < settings.nmilestones; i++)
+	{
+		int64		m = settings.milestones[i];
+		pg_uuid_t	event_id;
+
+		if (m <= total - count || m > total)
+			continue;
+		re_new_event_id(&event_id);
+		if (!record_milestone(tenant, user_id, usage_type_t, m, total, &event_id))
+			continue;
+		{
+			Jsonb	   *data;
+
+			re_jb_begin(&st);
+			re_jb_str(&st, "usage_type", usage_type);
+			re_jb_str(&st, "milestone_type", usage_type);
+			re_jb_int(&st, "milestone_value", m);
+			re_jb_int(&st, "lifetime_total", total);
+			re_jb_bool(&st, "is_first", i == 0);
+			re_jb_date(&st, "date", usage_date);
+			data = re_jb_end(&st);
+			emit_event(&ev, "milestone_reached", data, &event_id);
+		}
+		crossed[ncrossed++] = m;
+		highest = m;
+	}
+	if (ncrossed > 0)
+		set_latest_milestone(tenant, user_id, usage_type_t, highest);
+
+	/* Daily goal and streak. */
+	{
+		if (already_achieved)
+			streak_days = day_streak;
+		else if (goal > 0 && day_count >= goal)
+		{
+			pg_uuid_t	event_id;
+			Jsonb	   *data;
+
+			goal_now = true;
+			streak_days = achieve_goal(tenant, user_id, usage_type_t, usage_date,
+									   goal, cached_streak, cached_end, end_null);
+			if (in_ladder(settings.streak_milestones, settings.nstreak, streak_days))
+				streak_milestone = streak_days;
+
+			re_new_event_id(&event_id);
+			re_jb_begin(&st);
+			re_jb_str(&st, "usage_type", usage_type);
+			re_jb_date(&st, "date", usage_date);
+			re_jb_int(&st, "count", day_count);
+			re_jb_int(&st, "goal", goal);
+			re_jb_int(&st, "streak_days", streak_days);
+			if (streak_milestone > 0)
+				re_jb_int(&st, "streak_milestone", streak_milestone);
+			else
+				re_jb_null(&st, "streak_milestone");
+			data = re_jb_end(&st);
+			emit_event(&ev, "daily_goal_achieved", data, &event_id);
+		}
+		else if (!end_null && cached_end == usage_date - 1)
+			streak_days = cached_streak;
+		else if (!end_null && cached_end >= usage_date)
+			streak_days = streak_of_day(tenant, user_id, usage_type_t, usage_date - 1);
+		else
+			streak_days = 0;
+	}
+
+	/* Feature first used. */
+	if (first_use && settings.is_feature)
+	{
+		pg_uuid_t	event_id;
+		Jsonb	   *data;
+
+		re_new_event_id(&event_id);
+		re_jb_begin(&st);
+		re_jb_str(&st, "feature", usage_type);
+		re_jb_timestamptz(&st, "first_used_at", GetCurrentTransactionStartTimestamp());
+		re_jb_date(&st, "date", usage_date);
+		data = re_jb_end(&st);
+		emit_event(&ev, "feature_first_used", data, &event_id);
+	}
+
+	SPI_finish();
+	re_leave_owner(&scope);
+
+	/* The response, in the caller's memory context. */
+	re_jb_begin(&st);
+	re_jb_bool(&st, "success", true);
+	re_jb_str(&st, "usage_type", usage_type);
+	re_jb_int(&st, "count", count);
+	re_jb_date(&st, "date", usage_date);
+	re_jb_str(&st, "timezone", tz);
+	re_jb_int(&st, "current_count", day_count);
+	if (goal > 0)
+		re_jb_int(&st, "daily_goal", goal);
+	else
+		re_jb_null(&st, "daily_goal");
+	re_jb_bool(&st, "goal_achieved", already_achieved || goal_now);
+	re_jb_bool(&st, "goal_just_achieved", goal_now);
+	re_jb_int(&st, "lifetime_total", total);
+	if (ncrossed > 0)
+		re_jb_int(&st, "milestone_reached", highest);
+	else
+		re_jb_null(&st, "milestone_reached");
+	re_jb_int_array(&st, "milestones", crossed, ncrossed);
+	re_jb_int(&st, "streak_days", streak_days);
+	if (streak_milestone > 0)
+		re_jb_int(&st, "streak_milestone", streak_milestone);
+	else
+		re_jb_null(&st, "streak_milestone");
+	re_jb_bool(&st, "first_use", first_use);
+	re_jb_int(&st, "events", ev.nevents);
+	PG_RETURN_JSONB_P(re_jb_end(&st));
+}
+
+/* SQL: revenue_engine.builtin_usage_types() */
+PG_FUNCTION_INFO_V1(re_builtin_usage_types);
+Datum
+re_builtin_usage_types(PG_FUNCTION_ARGS)
+{
+	ReturnSetInfo *rsinfo = (ReturnSetInfo *) fcinfo->resultinfo;
+	int			i;
+
+	InitMaterializedSRF(fcinfo, 0);
+	for (i = 0; i < lengthof(builtin_types); i++)
+	{
+		const BuiltinUsageType *b = &builtin_types[i];
+		Datum		values[5];
+		bool		nulls[5] = {false, false, false, false, false};
+		Datum	   *ms = palloc(sizeof(Datum) * Max(b->nmilestones, 1));
+		Datum		sm[lengthof(default_streak_ladder)];
+		int			j;
+
+		for (j = 0; j < b->nmilestones; j++)
+			ms[j] = Int64GetDatum(b->milestones[j]);
+		for (j = 0; j < lengthof(default_streak_ladder); j++)
+			sm[j] = Int32GetDatum(default_streak_ladder[j]);
+		values[0] = CStringGetTextDatum(b->name);
+		values[1] = PointerGetDatum(construct_array(ms, b->nmilestones, INT8OID,
+													8, FLOAT8PASSBYVAL, TYPALIGN_DOUBLE));
+		values[2] = PointerGetDatum(construct_array(sm, lengthof(default_streak_ladder),
+													INT4OID, 4, true, TYPALIGN_INT));
+		values[3] = Int32GetDatum(b->daily_goal);
+		nulls[3] = (b->daily_goal == 0);
+		values[4] = BoolGetDatum(b->is_feature);
+		tuplestore_putvalues(rsinfo->setResult, rsinfo->setDesc, values, nulls);
+	}
+	return (Datum) 0;
+}
+
+/* SQL: revenue_engine.builtin_usage_type(usage_type text) */
+PG_FUNCTION_INFO_V1(re_builtin_usage_type);
+Datum
+re_builtin_usage_type(PG_FUNCTION_ARGS)
+{
+	TupleDesc	tupdesc;
+	const BuiltinUsageType *b;
+	Datum		values[4];
+	bool		nulls[4] = {false, false, false, false};
+	Datum	   *ms;
+	Datum		sm[lengthof(default_streak_ladder)];
+	char	   *name;
+	int			j;
+
+	if (PG_ARGISNULL(0))
+		ereport(ERROR,
+				(errcode(ERRCODE_NULL_VALUE_NOT_ALLOWED),
+				 errmsg("usage_type must not be null")));
+	name = text_to_cstring(PG_GETARG_TEXT_PP(0));
+	if (get_call_result_type(fcinfo, NULL, &tupdesc) != TYPEFUNC_COMPOSITE)
+		elog(ERROR, "return type must be a row type");
+	tupdesc = BlessTupleDesc(tupdesc);
+
+	b = builtin_settings(name);
+	ms = palloc(sizeof(Datum) * Max(b->nmilestones, 1));
+	for (j = 0; j < b->nmilestones; j++)
+		ms[j] = Int64GetDatum(b->milestones[j]);
+	for (j = 0; j < lengthof(default_streak_ladder); j++)
+		sm[j] = Int32GetDatum(default_streak_ladder[j]);
+	values[0] = PointerGetDatum(construct_array(ms, b->nmilestones, INT8OID,
+												8, FLOAT8PASSBYVAL, TYPALIGN_DOUBLE));
+	values[1] = PointerGetDatum(construct_array(sm, lengthof(default_streak_ladder),
+												INT4OID, 4, true, TYPALIGN_INT));
+	values[2] = Int32GetDatum(b->daily_goal);
+	nulls[2] = (b->daily_goal == 0);
+	values[3] = BoolGetDatum(b->is_feature);
+	PG_RETURN_DATUM(HeapTupleGetDatum(heap_form_tuple(tupdesc, values, nulls)));
+}
+
+/* SQL: revenue_engine.canonical_timezone(timezone text) */
+PG_FUNCTION_INFO_V1(re_canonical_timezone);
+Datum
+re_canonical_timezone(PG_FUNCTION_ARGS)
+{
+	char	   *name;
+	pg_tz	   *tz;
+
+	if (PG_ARGISNULL(0))
+		ereport(ERROR,
+				(errcode(ERRCODE_NULL_VALUE_NOT_ALLOWED),
+				 errmsg("timezone must not be null")));
+	name = text_to_cstring(PG_GETARG_TEXT_PP(0));
+	tz = (name[0] != '\0' && strlen(name) < TZ_STRLEN_MAX) ? pg_tzset(name) : NULL;
+	if (tz == NULL || !pg_tz_acceptable(tz) || strpbrk(name, "<>,") != NULL)
+		ereport(ERROR,
+				(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
+				 errmsg("time zone \"%s\" is not recognized", name),
+				 errhint("Use an IANA time zone name from pg_timezone_names, such as \"America/New_York\".")));
+	PG_RETURN_TEXT_P(cstring_to_text(pg_get_timezone_name(tz)));
+}
+
+/* SQL: revenue_engine.check_usage_type(usage_type text) */
+PG_FUNCTION_INFO_V1(re_check_usage_type);
+Datum
+re_check_usage_type(PG_FUNCTION_ARGS)
+{
+	if (PG_ARGISNULL(0))
+		ereport(ERROR,
+				(errcode(ERRCODE_NULL_VALUE_NOT_ALLOWED),
+				 errmsg("usage_type must not be null")));
+	re_check_name("usage type", text_to_cstring(PG_GETARG_TEXT_PP(0)));
+	PG_RETURN_DATUM(PG_GETARG_DATUM(0));
+}

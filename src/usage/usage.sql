@@ -1,0 +1,603 @@
+/*
+ * usage: per-user settings, daily and lifetime counters, milestone ladders,
+ * daily goals, streaks and feature first use.  track_daily_usage is in C
+ * (usage.c); backfill and settings are set-based SQL.
+ */
+
+-- Settings of a usage type that differ from the built-in defaults.
+CREATE TABLE revenue_engine.usage_types (
+    usage_type        text      NOT NULL PRIMARY KEY,
+    milestones        bigint[]  NOT NULL,
+    streak_milestones integer[] NOT NULL,
+    daily_goal        integer,
+    is_feature        boolean   NOT NULL,
+    updated_at        timestamptz NOT NULL DEFAULT pg_catalog.now(),
+    CONSTRAINT usage_types_daily_goal_check CHECK (daily_goal > 0)
+);
+COMMENT ON TABLE revenue_engine.usage_types IS
+    'usage types whose settings differ from the built-in defaults; write it with revenue_engine.set_usage_type()';
+SELECT pg_catalog.pg_extension_config_dump('revenue_engine.usage_types', '');
+
+CREATE TABLE revenue_engine.user_profiles (
+    tenant_id   text        NOT NULL DEFAULT revenue_engine.current_tenant(),
+    user_id     uuid        NOT NULL,
+    timezone    text        NOT NULL DEFAULT 'UTC',
+    daily_goals jsonb       NOT NULL DEFAULT '{}',
+    created_at  timestamptz NOT NULL DEFAULT pg_catalog.now(),
+    updated_at  timestamptz NOT NULL DEFAULT pg_catalog.now(),
+    PRIMARY KEY (tenant_id, user_id),
+    CONSTRAINT user_profiles_daily_goals_check
+        CHECK (pg_catalog.jsonb_typeof(daily_goals) = 'object')
+);
+COMMENT ON TABLE revenue_engine.user_profiles IS
+    'per-user time zone and daily goals; write it with revenue_engine.set_user_profile()';
+SELECT pg_catalog.pg_extension_config_dump('revenue_engine.user_profiles', '');
+
+-- Updated in place many times a day: leave room on the page for HOT updates.
+CREATE TABLE revenue_engine.daily_usage (
+    tenant_id        text    NOT NULL,
+    user_id          uuid    NOT NULL,
+    usage_type       text    NOT NULL,
+    usage_date       date    NOT NULL,
+    count            bigint  NOT NULL,
+    backfilled_count bigint  NOT NULL DEFAULT 0,
+    goal             integer,
+    goal_achieved_at timestamptz,
+    streak_days      integer,
+    PRIMARY KEY (tenant_id, user_id, usage_type, usage_date)
+) WITH (fillfactor = 70);
+COMMENT ON TABLE revenue_engine.daily_usage IS
+    'usage per user, usage type and local calendar day of the user';
+COMMENT ON COLUMN revenue_engine.daily_usage.backfilled_count IS
+    'the part of count set by backfill_usage (replaced, not added, when backfill runs again)';
+COMMENT ON COLUMN revenue_engine.daily_usage.streak_days IS
+    'consecutive local days with the goal achieved, ending on this day (NULL unless achieved)';
+SELECT pg_catalog.pg_extension_config_dump('revenue_engine.daily_usage', '');
+
+CREATE TABLE revenue_engine.lifetime_usage (
+    tenant_id           text        NOT NULL,
+    user_id             uuid        NOT NULL,
+    usage_type          text        NOT NULL,
+    total               bigint      NOT NULL,
+    backfilled_total    bigint      NOT NULL DEFAULT 0,
+    first_used_at       timestamptz NOT NULL,
+    last_used_at        timestamptz NOT NULL,
+    latest_milestone    bigint,
+    latest_milestone_at timestamptz,
+    current_streak      integer     NOT NULL DEFAULT 0,
+    streak_end_date     date,
+    best_streak         integer     NOT NULL DEFAULT 0,
+    PRIMARY KEY (tenant_id, user_id, usage_type)
+) WITH (fillfactor = 70);
+COMMENT ON TABLE revenue_engine.lifetime_usage IS
+    'lifetime usage per user and usage type';
+COMMENT ON COLUMN revenue_engine.lifetime_usage.current_streak IS
+    'length of the most recent run of goal days, which ends on streak_end_date';
+SELECT pg_catalog.pg_extension_config_dump('revenue_engine.lifetime_usage', '');
+
+-- One row per (user, usage type, threshold), ever: the primary key is the guarantee.
+CREATE TABLE revenue_engine.milestones_reached (
+    tenant_id      text        NOT NULL,
+    user_id        uuid        NOT NULL,
+    usage_type     text        NOT NULL,
+    milestone      bigint      NOT NULL,
+    reached_at     timestamptz NOT NULL DEFAULT pg_catalog.now(),
+    lifetime_total bigint      NOT NULL,
+    backfilled     boolean     NOT NULL DEFAULT false,
+    event_id       uuid,
+    PRIMARY KEY (tenant_id, user_id, usage_type, milestone)
+);
+COMMENT ON TABLE revenue_engine.milestones_reached IS
+    'every milestone each user reached, exactly once; backfilled rows emitted no event';
+SELECT pg_catalog.pg_extension_config_dump('revenue_engine.milestones_reached', '');
+
+CREATE FUNCTION revenue_engine.track_daily_usage(
+    user_id    uuid,
+    usage_type text,
+    count      integer DEFAULT 1,
+    usage_date date DEFAULT NULL)
+RETURNS jsonb
+LANGUAGE C VOLATILE PARALLEL UNSAFE
+AS 'MODULE_PATHNAME', 're_track_daily_usage';
+COMMENT ON FUNCTION revenue_engine.track_daily_usage(uuid, text, integer, date) IS
+    'count usage for a user on their local day; records milestones, goals, streaks and first use, and writes their events';
+
+-- The built-in settings, for every usage type the extension knows by name.
+CREATE FUNCTION revenue_engine.builtin_usage_types(
+    OUT usage_type text, OUT milestones bigint[], OUT streak_milestones integer[],
+    OUT daily_goal integer, OUT is_feature boolean)
+RETURNS SETOF record
+LANGUAGE C IMMUTABLE PARALLEL SAFE
+AS 'MODULE_PATHNAME', 're_builtin_usage_types';
+
+-- The built-in settings of any usage type (the defaults for a type not listed).
+CREATE FUNCTION revenue_engine.builtin_usage_type(
+    usage_type text,
+    OUT milestones bigint[], OUT streak_milestones integer[],
+    OUT daily_goal integer, OUT is_feature boolean)
+RETURNS record
+LANGUAGE C IMMUTABLE PARALLEL SAFE
+AS 'MODULE_PATHNAME', 're_builtin_usage_type';
+
+-- A time zone name as PostgreSQL spells it, or error 22023.
+CREATE FUNCTION revenue_engine.canonical_timezone(timezone text)
+RETURNS text
+LANGUAGE C STABLE
+AS 'MODULE_PATHNAME', 're_canonical_timezone';
+
+-- Validates a usage type name; raises 22004/22023 or returns it unchanged.
+CREATE FUNCTION revenue_engine.check_usage_type(usage_type text)
+RETURNS text
+LANGUAGE C IMMUTABLE
+AS 'MODULE_PATHNAME', 're_check_usage_type';
+
+CREATE VIEW revenue_engine.usage_type_settings AS
+SELECT t.usage_type, t.milestones, t.streak_milestones, t.daily_goal, t.is_feature,
+       true AS customized
+  FROM revenue_engine.usage_types t
+UNION ALL
+SELECT b.usage_type, b.milestones, b.streak_milestones, b.daily_goal, b.is_feature,
+       false
+  FROM revenue_engine.builtin_usage_types() b
+ WHERE NOT EXISTS (SELECT 1 FROM revenue_engine.usage_types t
+                    WHERE t.usage_type OPERATOR(pg_catalog.=) b.usage_type);
+COMMENT ON VIEW revenue_engine.usage_type_settings IS
+    'the settings in effect for every usage type that is configured or built in';
+
+CREATE FUNCTION revenue_engine.set_usage_type(
+    usage_type        text,
+    milestones        bigint[]  DEFAULT NULL,
+    streak_milestones integer[] DEFAULT NULL,
+    daily_goal        integer   DEFAULT NULL,
+    is_feature        boolean   DEFAULT NULL,
+    clear_daily_goal  boolean   DEFAULT false)
+RETURNS revenue_engine.usage_types
+LANGUAGE plpgsql VOLATILE
+SET search_path = pg_catalog, pg_temp
+AS $fn$
+DECLARE
+    cur  revenue_engine.usage_types;
+    b    record;
+    v    bigint;
+    prev bigint;
+    row  revenue_engine.usage_types;
+BEGIN
+    PERFORM revenue_engine.check_usage_type(set_usage_type.usage_type);
+
+    FOREACH v IN ARRAY coalesce(set_usage_type.milestones, '{}'::bigint[]) || coalesce(set_usage_type.streak_milestones::bigint[], '{}'::bigint[])
+    LOOP
+        IF v IS NULL OR v <= 0 THEN
+            RAISE EXCEPTION 'milestone % is not a positive number', coalesce(v::text, 'NULL')
+                USING ERRCODE = '22023',
+                      HINT = 'A ladder is a list of increasing positive thresholds, such as ''{1,10,50,100}''.';
+        END IF;
+    END LOOP;
+    prev := NULL;
+    FOREACH v IN ARRAY coalesce(set_usage_type.milestones, '{}'::bigint[]) LOOP
+        IF prev IS NOT NULL AND v <= prev THEN
+            RAISE EXCEPTION 'milestones % are not strictly increasing', set_usage_type.milestones
+                USING ERRCODE = '22023',
+                      HINT = 'List each threshold once, smallest first, such as ''{1,10,50,100}''.';
+        END IF;
+        prev := v;
+    END LOOP;
+    prev := NULL;
+    FOREACH v IN ARRAY coalesce(set_usage_type.streak_milestones::bigint[], '{}'::bigint[]) LOOP
+        IF prev IS NOT NULL AND v <= prev THEN
+            RAISE EXCEPTION 'streak milestones % are not strictly increasing', set_usage_type.streak_milestones
+                USING ERRCODE = '22023',
+                      HINT = 'List each number of days once, smallest first, such as ''{1,7,30}''.';
+        END IF;
+        prev := v;
+    END LOOP;
+    IF set_usage_type.daily_goal IS NOT NULL AND set_usage_type.daily_goal <= 0 THEN
+        RAISE EXCEPTION 'daily goal % is not a positive number', set_usage_type.daily_goal
+            USING ERRCODE = '22023',
+                  HINT = 'Pass clear_daily_goal => true to remove the goal.';
+    END IF;
+
+    SELECT * INTO cur FROM revenue_engine.usage_types t
+     WHERE t.usage_type = set_usage_type.usage_type FOR UPDATE;
+    IF NOT FOUND THEN
+        SELECT * INTO b FROM revenue_engine.builtin_usage_type(set_usage_type.usage_type);
+        cur.usage_type := set_usage_type.usage_type;
+        cur.milestones := b.milestones;
+        cur.streak_milestones := b.streak_milestones;
+        cur.daily_goal := b.daily_goal;
+        cur.is_feature := b.is_feature;
+    END IF;
+
+    INSERT INTO revenue_engine.usage_types AS t
+           (usage_type, milestones, streak_milestones, daily_goal, is_feature, updated_at)
+    VALUES (cur.usage_type,
+            coalesce(set_usage_type.milestones, cur.milestones),
+            coalesce(set_usage_type.streak_milestones, cur.streak_milestones),
+            CASE WHEN clear_daily_goal THEN NULL
+                 ELSE coalesce(set_usage_type.daily_goal, cur.daily_goal) END,
+            coalesce(set_usage_type.is_feature, cur.is_feature),
+            now())
+    ON CONFLICT ON CONSTRAINT usage_types_pkey DO UPDATE
+       SET milestones = excluded.milestones,
+           streak_milestones = excluded.streak_milestones,
+           daily_goal = excluded.daily_goal,
+           is_feature = excluded.is_feature,
+           updated_at = excluded.updated_at
+    RETURNING * INTO row;
+    RETURN row;
+END
+$fn$;
+COMMENT ON FUNCTION revenue_engine.set_usage_type(text, bigint[], integer[], integer, boolean, boolean) IS
+    'configure a usage type: milestone ladder, streak ladder, default daily goal, feature flag (NULL keeps the current value)';
+
+-- Back to the built-in settings.
+CREATE FUNCTION revenue_engine.reset_usage_type(usage_type text)
+RETURNS boolean
+LANGUAGE sql VOLATILE
+SET search_path = pg_catalog, pg_temp
+BEGIN ATOMIC
+    SELECT revenue_engine.check_usage_type(reset_usage_type.usage_type);
+    WITH d AS (DELETE FROM revenue_engine.usage_types t
+                WHERE t.usage_type = reset_usage_type.usage_type RETURNING 1)
+    SELECT count(*) > 0 FROM d;
+END;
+
+CREATE FUNCTION revenue_engine.set_user_profile(
+    user_id     uuid,
+    timezone    text  DEFAULT NULL,
+    daily_goals jsonb DEFAULT NULL)
+RETURNS revenue_engine.user_profiles
+LANGUAGE plpgsql VOLATILE SECURITY DEFINER
+SET search_path = pg_catalog, pg_temp
+AS $fn$
+DECLARE
+    tz    text;
+    k     text;
+    v     jsonb;
+    goals jsonb;
+    row   revenue_engine.user_profiles;
+BEGIN
+    IF set_user_profile.user_id IS NULL THEN
+        RAISE EXCEPTION 'user_id must not be null' USING ERRCODE = '22004';
+    END IF;
+    IF set_user_profile.timezone IS NOT NULL THEN
+        tz := revenue_engine.canonical_timezone(set_user_profile.timezone);
+    END IF;
+    IF set_user_profile.daily_goals IS NOT NULL THEN
+        IF jsonb_typeof(set_user_profile.daily_goals) <> 'object' THEN
+            RAISE EXCEPTION 'daily_goals must be a JSON object, not %', set_user_profile.daily_goals
+                USING ERRCODE = '22023',
+                      HINT = 'Map usage types to goals, such as ''{"reply": 20}''; null removes a goal.';
+        END IF;
+        FOR k, v IN SELECT * FROM jsonb_each(set_user_profile.daily_goals) LOOP
+            PERFORM revenue_engine.check_usage_type(k);
+            IF jsonb_typeof(v) <> 'null' AND (jsonb_typeof(v) <> 'number'
+                    OR v::numeric <> trunc(v::numeric) OR v::numeric <= 0 OR v::numeric > 2147483647) THEN
+                RAISE EXCEPTION 'daily goal % for usage type "%" is not a positive integer', v, k
+                    USING ERRCODE = '22023',
+                          HINT = 'Map usage types to goals, such as ''{"reply": 20}''; null removes a goal.';
+            END IF;
+        END LOOP;
+    END IF;
+
+    SELECT p.daily_goals INTO goals FROM revenue_engine.user_profiles p
+     WHERE p.tenant_id = revenue_engine.current_tenant()
+       AND p.user_id = set_user_profile.user_id;
+    goals := jsonb_strip_nulls(coalesce(goals, '{}') || coalesce(set_user_profile.daily_goals, '{}'));
+
+    INSERT INTO revenue_engine.user_profiles AS p (tenant_id, user_id, timezone, daily_goals)
+    VALUES (revenue_engine.current_tenant(), set_user_profile.user_id, coalesce(tz, 'UTC'), goals)
+    ON CONFLICT ON CONSTRAINT user_profiles_pkey DO UPDATE
+       SET timezone = coalesce(tz, p.timezone),
+           daily_goals = excluded.daily_goals,
+           updated_at = now()
+    RETURNING * INTO row;
+    RETURN row;
+END
+$fn$;
+COMMENT ON FUNCTION revenue_engine.set_user_profile(uuid, text, jsonb) IS
+    'set a user''s IANA time zone and daily goals per usage type (merged; a null goal removes it)';
+
+-- Lifetime figures per user and usage type, with the streak as of the user's today.
+CREATE VIEW revenue_engine.user_lifetime_stats AS
+SELECT l.tenant_id,
+       l.user_id,
+       l.usage_type,
+       l.total AS lifetime_total,
+       l.first_used_at,
+       l.last_used_at,
+       l.latest_milestone,
+       l.latest_milestone_at,
+       (SELECT count(*) FROM revenue_engine.milestones_reached m
+         WHERE m.tenant_id = l.tenant_id AND m.user_id = l.user_id
+           AND m.usage_type = l.usage_type) AS milestones_reached,
+       CASE WHEN l.streak_end_date >= (pg_catalog.timezone(coalesce(p.timezone, 'UTC'), pg_catalog.now()))::date - 1
+            THEN l.current_streak ELSE 0 END AS current_streak,
+       l.best_streak,
+       coalesce(p.timezone, 'UTC') AS timezone
+  FROM revenue_engine.lifetime_usage l
+  LEFT JOIN revenue_engine.user_profiles p
+         ON p.tenant_id = l.tenant_id AND p.user_id = l.user_id;
+COMMENT ON VIEW revenue_engine.user_lifetime_stats IS
+    'lifetime total, first use, latest milestone and streaks per user and usage type';
+
+
+/*
+ * backfill_usage: build counters, milestones, goals and streaks from the
+ * application's history.  The query runs with the caller's privileges.  The
+ * count of a (user, usage type, day) it returns replaces what an earlier
+ * backfill set for that day (tracked usage is kept), so a second run changes
+ * nothing.  Milestones and goals it finds already passed are marked reached
+ * without events unless emit_events is true.
+ */
+CREATE FUNCTION revenue_engine.backfill_usage(query text, emit_events boolean DEFAULT false)
+RETURNS jsonb
+LANGUAGE plpgsql VOLATILE
+SET search_path = pg_catalog, pg_temp
+AS $fn$
+DECLARE
+    tenant   text := revenue_engine.current_tenant();
+    ncols    integer;
+    bad      record;
+    result   jsonb;
+BEGIN
+    IF query IS NULL THEN
+        RAISE EXCEPTION 'query must not be null' USING ERRCODE = '22004';
+    END IF;
+    IF emit_events IS NULL THEN
+        RAISE EXCEPTION 'emit_events must not be null' USING ERRCODE = '22004';
+    END IF;
+
+    DROP TABLE IF EXISTS pg_temp.re_backfill_raw, pg_temp.re_backfill_src,
+        pg_temp.re_backfill_pairs, pg_temp.re_backfill_ms, pg_temp.re_backfill_goals;
+    EXECUTE 'CREATE TEMP TABLE re_backfill_raw ON COMMIT DROP AS SELECT * FROM ('
+            || query || ') AS q(user_id, usage_type, usage_date, count)';
+    SELECT count(*) INTO ncols FROM pg_attribute
+     WHERE attrelid = 'pg_temp.re_backfill_raw'::regclass AND attnum > 0 AND NOT attisdropped;
+    IF ncols <> 4 THEN
+        RAISE EXCEPTION 'backfill query returns % columns, expected 4', ncols
+            USING ERRCODE = '42601',
+                  HINT = 'Return (user_id uuid, usage_type text, usage_date date, count bigint) rows.';
+    END IF;
+
+    CREATE TEMP TABLE re_backfill_src ON COMMIT DROP AS
+    SELECT r.user_id::uuid AS user_id, r.usage_type::text AS usage_type,
+           r.usage_date::date AS usage_date, r.count::bigint AS count
+      FROM pg_temp.re_backfill_raw r;
+
+    SELECT * INTO bad FROM pg_temp.re_backfill_src s
+     WHERE s.user_id IS NULL OR s.usage_type IS NULL OR s.usage_date IS NULL OR s.count IS NULL
+     LIMIT 1;
+    IF FOUND THEN
+        RAISE EXCEPTION 'backfill row (%, %, %, %) has a null column',
+              coalesce(bad.user_id::text, 'NULL'), coalesce(bad.usage_type, 'NULL'),
+              coalesce(bad.usage_date::text, 'NULL'), coalesce(bad.count::text, 'NULL')
+            USING ERRCODE = '22004';
+    END IF;
+    SELECT * INTO bad FROM pg_temp.re_backfill_src s WHERE s.count <= 0 LIMIT 1;
+    IF FOUND THEN
+        RAISE EXCEPTION 'backfill count % for user %, usage type "%", day % is not positive',
+              bad.count, bad.user_id, bad.usage_type, bad.usage_date
+            USING ERRCODE = '22023';
+    END IF;
+    PERFORM revenue_engine.check_usage_type(t.usage_type)
+       FROM (SELECT DISTINCT s.usage_type FROM pg_temp.re_backfill_src s) t;
+
+    -- One row per (user, type): settings, time zone and the user's today.
+    CREATE TEMP TABLE re_backfill_pairs ON COMMIT DROP AS
+    SELECT s.user_id, s.usage_type,
+           coalesce(p.timezone, 'UTC') AS tz,
+           coalesce((p.daily_goals ->> s.usage_type)::integer,
+                    CASE WHEN t.usage_type IS NOT NULL THEN t.daily_goal ELSE b.daily_goal END) AS goal,
+           CASE WHEN t.usage_type IS NOT NULL THEN t.milestones ELSE b.milestones END AS milestones,
+           CASE WHEN t.usage_type IS NOT NULL THEN t.is_feature ELSE b.is_feature END AS is_feature,
+           timezone(coalesce(p.timezone, 'UTC'), now())::date AS today,
+           min(s.usage_date) AS first_date, max(s.usage_date) AS last_date,
+           NOT EXISTS (SELECT 1 FROM revenue_engine.lifetime_usage l
+                        WHERE l.tenant_id = tenant AND l.user_id = s.user_id
+                          AND l.usage_type = s.usage_type) AS is_new
+      FROM pg_temp.re_backfill_src s
+      LEFT JOIN revenue_engine.user_profiles p
+             ON p.tenant_id = tenant AND p.user_id = s.user_id
+      LEFT JOIN revenue_engine.usage_types t ON t.usage_type = s.usage_type
+      CROSS JOIN LATERAL revenue_engine.builtin_usage_type(s.usage_type) b
+     GROUP BY 1, 2, 3, 4, 5, 6, 7, 9;
+
+    SELECT s.*, pr.tz, pr.today INTO bad FROM pg_temp.re_backfill_src s
+      JOIN pg_temp.re_backfill_pairs pr USING (user_id, usage_type)
+     WHERE s.usage_date > pr.today LIMIT 1;
+    IF FOUND THEN
+        RAISE EXCEPTION 'backfill day % for user % is in the future', bad.usage_date, bad.user_id
+            USING ERRCODE = '22008',
+                  DETAIL = format('Today is %s in the user''s time zone %s.', bad.today, bad.tz);
+    END IF;
+
+    -- Daily counters: this backfill's count replaces the previous backfill's.
+    WITH agg AS (
+        SELECT s.user_id, s.usage_type, s.usage_date, sum(s.count) AS count
+          FROM pg_temp.re_backfill_src s GROUP BY 1, 2, 3
+    ), delta AS (
+        SELECT a.user_id, a.usage_type, a.count - coalesce(d.backfilled_count, 0) AS delta
+          FROM agg a
+          LEFT JOIN revenue_engine.daily_usage d
+                 ON d.tenant_id = tenant AND d.user_id = a.user_id
+                AND d.usage_type = a.usage_type AND d.usage_date = a.usage_date
+    ), upd AS (
+        INSERT INTO revenue_engine.daily_usage AS d
+               (tenant_id, user_id, usage_type, usage_date, count, backfilled_count)
+        SELECT tenant, a.user_id, a.usage_type, a.usage_date, a.count, a.count FROM agg a
+        ON CONFLICT (tenant_id, user_id, usage_type, usage_date) DO UPDATE
+           SET count = d.count - d.backfilled_count + excluded.backfilled_count,
+               backfilled_count = excluded.backfilled_count
+        RETURNING 1
+    ), per_pair AS (
+        SELECT x.user_id, x.usage_type, sum(x.delta) AS delta
+          FROM delta x GROUP BY 1, 2
+    )
+    INSERT INTO revenue_engine.lifetime_usage AS l
+           (tenant_id, user_id, usage_type, total, backfilled_total, first_used_at, last_used_at)
+    SELECT tenant, pp.user_id, pp.usage_type, pp.delta, pp.delta,
+           pr.first_date::timestamp AT TIME ZONE pr.tz,
+           pr.last_date::timestamp AT TIME ZONE pr.tz
+      FROM per_pair pp
+      JOIN pg_temp.re_backfill_pairs pr USING (user_id, usage_type)
+     WHERE (SELECT count(*) FROM upd) >= 0
+    ON CONFLICT (tenant_id, user_id, usage_type) DO UPDATE
+       SET total = l.total + excluded.total,
+           backfilled_total = l.backfilled_total + excluded.backfilled_total,
+           first_used_at = least(l.first_used_at, excluded.first_used_at),
+           last_used_at = greatest(l.last_used_at, excluded.last_used_at);
+
+    -- Milestones already passed: each recorded once; events only when asked.
+    CREATE TEMP TABLE re_backfill_ms ON COMMIT DROP AS
+    WITH ins AS (
+        INSERT INTO revenue_engine.milestones_reached AS m
+               (tenant_id, user_id, usage_type, milestone, lifetime_total, backfilled)
+        SELECT tenant, pr.user_id, pr.usage_type, ms.milestone, l.total, NOT emit_events
+          FROM pg_temp.re_backfill_pairs pr
+          JOIN revenue_engine.lifetime_usage l
+            ON l.tenant_id = tenant AND l.user_id = pr.user_id AND l.usage_type = pr.usage_type
+         CROSS JOIN LATERAL unnest(pr.milestones) AS ms(milestone)
+         WHERE ms.milestone <= l.total
+        ON CONFLICT DO NOTHING
+        RETURNING m.user_id, m.usage_type, m.milestone, m.lifetime_total
+    )
+    SELECT ins.*, pr.milestones[1] = ins.milestone AS is_first,
+           CASE WHEN emit_events THEN gen_random_uuid() END AS event_id
+      FROM ins JOIN pg_temp.re_backfill_pairs pr USING (user_id, usage_type);
+
+    UPDATE revenue_engine.lifetime_usage l
+       SET latest_milestone = x.milestone, latest_milestone_at = now()
+      FROM (SELECT user_id, usage_type, max(milestone) AS milestone
+              FROM pg_temp.re_backfill_ms GROUP BY 1, 2) x
+     WHERE l.tenant_id = tenant AND l.user_id = x.user_id AND l.usage_type = x.usage_type
+       AND l.latest_milestone IS DISTINCT FROM greatest(l.latest_milestone, x.milestone)
+       AND (l.latest_milestone IS NULL OR x.milestone > l.latest_milestone);
+
+    -- Goals reached on days not yet marked.
+    CREATE TEMP TABLE re_backfill_goals ON COMMIT DROP AS
+    WITH g AS (
+        UPDATE revenue_engine.daily_usage d
+           SET goal = pr.goal,
+               goal_achieved_at = least(now(), ((d.usage_date + 1)::timestamp AT TIME ZONE pr.tz)
+                                               - interval '1 microsecond')
+          FROM pg_temp.re_backfill_pairs pr
+         WHERE d.tenant_id = tenant AND d.user_id = pr.user_id AND d.usage_type = pr.usage_type
+           AND d.goal_achieved_at IS NULL AND pr.goal IS NOT NULL AND d.count >= pr.goal
+        RETURNING d.user_id, d.usage_type, d.usage_date, d.count, d.goal
+    )
+    SELECT g.*, CASE WHEN emit_events THEN gen_random_uuid() END AS event_id FROM g;
+
+    -- Streaks: recompute every run of consecutive goal days of the pairs touched.
+    WITH a AS (
+        SELECT d.user_id, d.usage_type, d.usage_date,
+               d.usage_date - (row_number() OVER w)::integer AS grp
+          FROM revenue_engine.daily_usage d
+          JOIN pg_temp.re_backfill_pairs pr
+            ON d.tenant_id = tenant AND d.user_id = pr.user_id AND d.usage_type = pr.usage_type
+         WHERE d.goal_achieved_at IS NOT NULL
+        WINDOW w AS (PARTITION BY d.user_id, d.usage_type ORDER BY d.usage_date)
+    ), s AS (
+        SELECT a.*, row_number() OVER (PARTITION BY a.user_id, a.usage_type, a.grp
+                                       ORDER BY a.usage_date)::integer AS streak
+          FROM a
+    )
+    UPDATE revenue_engine.daily_usage d
+       SET streak_days = s.streak
+      FROM s
+     WHERE d.tenant_id = tenant AND d.user_id = s.user_id AND d.usage_type = s.usage_type
+       AND d.usage_date = s.usage_date AND d.streak_days IS DISTINCT FROM s.streak;
+
+    UPDATE revenue_engine.lifetime_usage l
+       SET current_streak = x.current_streak, streak_end_date = x.streak_end_date,
+           best_streak = greatest(l.best_streak, x.best_streak)
+      FROM (SELECT DISTINCT ON (d.user_id, d.usage_type)
+                   d.user_id, d.usage_type, d.streak_days AS current_streak,
+                   d.usage_date AS streak_end_date,
+                   max(d.streak_days) OVER (PARTITION BY d.user_id, d.usage_type) AS best_streak
+              FROM revenue_engine.daily_usage d
+              JOIN pg_temp.re_backfill_pairs pr
+                ON d.tenant_id = tenant AND d.user_id = pr.user_id AND d.usage_type = pr.usage_type
+             WHERE d.goal_achieved_at IS NOT NULL
+             ORDER BY d.user_id, d.usage_type, d.usage_date DESC) x
+     WHERE l.tenant_id = tenant AND l.user_id = x.user_id AND l.usage_type = x.usage_type;
+
+    IF emit_events THEN
+        INSERT INTO revenue_engine.webhook_events
+               (tenant_id, id, user_id, event_type, event_data, user_data)
+        SELECT tenant, m.event_id, m.user_id, 'milestone_reached',
+               jsonb_build_object('usage_type', m.usage_type, 'milestone_type', m.usage_type,
+                                  'milestone_value', m.milestone, 'lifetime_total', m.lifetime_total,
+                                  'is_first', m.is_first, 'backfilled', true),
+               revenue_engine.user_payload(m.user_id)
+          FROM pg_temp.re_backfill_ms m;
+        UPDATE revenue_engine.milestones_reached r SET event_id = m.event_id
+          FROM pg_temp.re_backfill_ms m
+         WHERE r.tenant_id = tenant AND r.user_id = m.user_id AND r.usage_type = m.usage_type
+           AND r.milestone = m.milestone;
+
+        INSERT INTO revenue_engine.webhook_events
+               (tenant_id, id, user_id, event_type, event_data, user_data)
+        SELECT tenant, g.event_id, g.user_id, 'daily_goal_achieved',
+               jsonb_build_object('usage_type', g.usage_type, 'date', g.usage_date,
+                                  'count', g.count, 'goal', g.goal, 'streak_days', d.streak_days,
+                                  'streak_milestone',
+                                  CASE WHEN d.streak_days = ANY (b.streak_milestones)
+                                       THEN d.streak_days END,
+                                  'backfilled', true),
+               revenue_engine.user_payload(g.user_id)
+          FROM pg_temp.re_backfill_goals g
+          JOIN revenue_engine.daily_usage d
+            ON d.tenant_id = tenant AND d.user_id = g.user_id AND d.usage_type = g.usage_type
+           AND d.usage_date = g.usage_date
+          LEFT JOIN revenue_engine.usage_type_settings b ON b.usage_type = g.usage_type;
+
+        INSERT INTO revenue_engine.webhook_events (tenant_id, user_id, event_type, event_data, user_data)
+        SELECT tenant, pr.user_id, 'feature_first_used',
+               jsonb_build_object('feature', pr.usage_type,
+                                  'first_used_at', pr.first_date::timestamp AT TIME ZONE pr.tz,
+                                  'backfilled', true),
+               revenue_engine.user_payload(pr.user_id)
+          FROM pg_temp.re_backfill_pairs pr
+         WHERE pr.is_new AND pr.is_feature;
+    END IF;
+
+    SELECT jsonb_build_object(
+               'rows', (SELECT count(*) FROM pg_temp.re_backfill_src),
+               'users', (SELECT count(DISTINCT user_id) FROM pg_temp.re_backfill_pairs),
+               'usage_days', (SELECT count(*) FROM (SELECT DISTINCT user_id, usage_type, usage_date
+                                                      FROM pg_temp.re_backfill_src) d),
+               'milestones_marked', (SELECT count(*) FROM pg_temp.re_backfill_ms),
+               'goals_marked', (SELECT count(*) FROM pg_temp.re_backfill_goals),
+               'features_first_used', (SELECT count(*) FROM pg_temp.re_backfill_pairs
+                                        WHERE is_new AND is_feature),
+               'events_emitted', CASE WHEN emit_events THEN
+                     (SELECT count(*) FROM pg_temp.re_backfill_ms)
+                   + (SELECT count(*) FROM pg_temp.re_backfill_goals)
+                   + (SELECT count(*) FROM pg_temp.re_backfill_pairs WHERE is_new AND is_feature)
+                   ELSE 0 END)
+      INTO result;
+
+    DROP TABLE pg_temp.re_backfill_raw, pg_temp.re_backfill_src, pg_temp.re_backfill_pairs,
+        pg_temp.re_backfill_ms, pg_temp.re_backfill_goals;
+    RETURN result;
+END
+$fn$;
+COMMENT ON FUNCTION revenue_engine.backfill_usage(text, boolean) IS
+    'build counters, milestones, goals and streaks from a query of (user_id, usage_type, usage_date, count); idempotent';
+
+-- Functions are for the application role only; the tables are written through them.
+REVOKE ALL ON ALL TABLES IN SCHEMA revenue_engine FROM PUBLIC;
+REVOKE ALL ON ALL FUNCTIONS IN SCHEMA revenue_engine FROM PUBLIC;
+GRANT EXECUTE ON FUNCTION
+    revenue_engine.track_daily_usage(uuid, text, integer, date),
+    revenue_engine.set_user_profile(uuid, text, jsonb),
+    revenue_engine.builtin_usage_types(),
+    revenue_engine.builtin_usage_type(text),
+    revenue_engine.canonical_timezone(text),
+    revenue_engine.check_usage_type(text)
+  TO revenue_engine_user;
+GRANT SELECT ON revenue_engine.user_profiles, revenue_engine.daily_usage,
+    revenue_engine.lifetime_usage, revenue_engine.milestones_reached,
+    revenue_engine.usage_types, revenue_engine.usage_type_settings,
+    revenue_engine.user_lifetime_stats
+  TO revenue_engine_user;

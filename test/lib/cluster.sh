@@ -1,0 +1,51 @@
+# Throwaway PostgreSQL clusters for the demo, the benchmarks and the tests.
+# Source it; clusters run as the postgres OS user (initdb refuses root) on a
+# free port under a private directory, and re_cluster_stop removes them.
+
+PGBIN="${PGBIN:-$(pg_config --bindir)}"
+
+as_postgres() {
+	if [ "$(id -u)" = 0 ]; then
+		runuser -u postgres -- env PATH="$PGBIN:$PATH" "$@"
+	else
+		env PATH="$PGBIN:$PATH" "$@"
+	fi
+}
+
+# A TCP port nothing listens on.
+re_free_port() {
+	python3 - <<'PY'
+import socket
+s = socket.socket()
+s.bind(("127.0.0.1", 0))
+print(s.getsockname()[1])
+s.close()
+PY
+}
+
+# re_cluster_start DIR PORT [extra postgresql.conf lines...]
+re_cluster_start() {
+	local dir="$1" port="$2"
+	shift 2
+	mkdir -p "$dir"
+	[ "$(id -u)" = 0 ] && chown postgres: "$dir"
+	as_postgres initdb -D "$dir/data" -U postgres -A trust --no-sync >"$dir/initdb.log" 2>&1 ||
+		{ cat "$dir/initdb.log"; return 1; }
+	{
+		echo "port = $port"
+		echo "listen_addresses = '127.0.0.1'"
+		echo "unix_socket_directories = '$dir'"
+		echo "shared_preload_libraries = 'revenue_engine'"
+		echo "fsync = off"
+		echo "timezone = 'UTC'"
+		for line in "$@"; do echo "$line"; done
+	} >>"$dir/data/postgresql.conf"
+	as_postgres pg_ctl -D "$dir/data" -l "$dir/server.log" -w -t 60 start >/dev/null ||
+		{ cat "$dir/server.log"; return 1; }
+}
+
+re_cluster_stop() {
+	local dir="$1"
+	[ -d "$dir/data" ] && as_postgres pg_ctl -D "$dir/data" -m fast -w stop >/dev/null 2>&1
+	rm -rf "$dir"
+}

@@ -1,0 +1,83 @@
+#!/usr/bin/env bash
+# Runs every test of revenue_engine: pg_regress (sql/, expected/), the
+# isolation tester (test/specs/) and TAP (test/t/), each on throwaway clusters
+# run by the postgres OS user.  Ends with "N passed, N failed"; exits non-zero
+# on any failure.  Usage: bash test/run.sh [regress|isolation|tap ...]
+set -uo pipefail
+
+ROOT=$(cd "$(dirname "$0")/.." && pwd)
+SUITES=("$@")
+[ ${#SUITES[@]} -eq 0 ] && SUITES=(regress isolation tap)
+
+bash "$ROOT/scripts/install-deps.sh" || exit 1
+source "$ROOT/test/lib/cluster.sh"
+PGXS_DIR=$(dirname "$(pg_config --pgxs)")/..
+
+echo "== build and install"
+make -C "$ROOT" -s clean >/dev/null
+if ! make -C "$ROOT" -s all >/tmp/re_build.log 2>&1 || ! make -C "$ROOT" -s install >>/tmp/re_build.log 2>&1; then
+	cat /tmp/re_build.log
+	echo "0 passed, 1 failed"
+	exit 1
+fi
+
+# The tests write results next to their inputs: work on a copy postgres owns.
+WORK=$(mktemp -d /tmp/revenue_engine_test.XXXXXX)
+trap 'rm -rf "$WORK"' EXIT
+cp -a "$ROOT/." "$WORK/tree"
+rm -rf "$WORK/tree/.git"
+[ "$(id -u)" = 0 ] && chown -R postgres: "$WORK"
+cd "$WORK/tree"
+
+REGRESS=$(make -s print-REGRESS)
+ISOLATION=$(make -s print-ISOLATION)
+
+passed=0
+failed=0
+
+count_regress() {			# log file -> adds to passed/failed
+	local ok bad
+	ok=$(grep -cE '\.\.\. +ok' "$1")
+	bad=$(grep -cE '\.\.\. +FAILED' "$1")
+	passed=$((passed + ok)); failed=$((failed + bad))
+}
+
+for suite in "${SUITES[@]}"; do
+	case "$suite" in
+	regress)
+		echo "== pg_regress"
+		as_postgres "$PGXS_DIR/test/regress/pg_regress" \
+			--temp-instance="$WORK/tmp_regress" --temp-config=test/test.conf \
+			--port="$(re_free_port)" --bindir="$PGBIN" \
+			--inputdir=. --outputdir=. $REGRESS 2>&1 | tee "$WORK/regress.log"
+		count_regress "$WORK/regress.log"
+		[ -s regression.diffs ] && cat regression.diffs
+		;;
+	isolation)
+		echo "== isolation"
+		as_postgres "$PGXS_DIR/test/isolation/pg_isolation_regress" \
+			--temp-instance="$WORK/tmp_isolation" --temp-config=test/test.conf \
+			--port="$(re_free_port)" --bindir="$PGBIN" \
+			--inputdir=test --outputdir=output_iso $ISOLATION 2>&1 | tee "$WORK/isolation.log"
+		count_regress "$WORK/isolation.log"
+		[ -s output_iso/regression.diffs ] && cat output_iso/regression.diffs
+		;;
+	tap)
+		echo "== TAP"
+		as_postgres env TESTDIR="$WORK/tree" PG_REGRESS="$PGXS_DIR/test/regress/pg_regress" \
+			prove -I "$PGXS_DIR/test/perl" test/t/ 2>&1 | tee "$WORK/tap.log"
+		tests=$(sed -n 's/^Files=[0-9]*, Tests=\([0-9]*\),.*/\1/p' "$WORK/tap.log")
+		bad=$(grep -oE 'Failed [0-9]+/[0-9]+ subtests' "$WORK/tap.log" | awk -F'[ /]' '{s+=$2} END {print s+0}')
+		# a script that died before its plan counts as one failure
+		died=$(grep -cE 'Non-zero (exit|wait) status|No subtests run|Bad plan' "$WORK/tap.log")
+		tests=${tests:-0}
+		passed=$((passed + tests - bad)); failed=$((failed + bad + died))
+		grep -q '^Result: PASS' "$WORK/tap.log" || [ "$died" -gt 0 ] || [ "$bad" -gt 0 ] || failed=$((failed + 1))
+		;;
+	*)
+		echo "unknown suite $suite" >&2; failed=$((failed + 1)) ;;
+	esac
+done
+
+echo "$passed passed, $failed failed"
+[ "$failed" -eq 0 ]
