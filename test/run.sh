@@ -3,7 +3,8 @@
 # isolation tester (test/specs/) and TAP (test/t/), each on throwaway clusters
 # run by the postgres OS user.  Ends with "N passed, N failed"; exits non-zero
 # on any failure.  Usage: bash test/run.sh [regress|isolation|tap ...]
-# RE_SKIP_BUILD=1 tests the build already installed; RE_TAP_TESTS picks TAP files.
+# RE_SKIP_BUILD=1 tests the build already installed; RE_TAP_TESTS picks TAP
+# files; RE_KEEP_WORK=1 keeps the work copy with its results and logs.
 set -uo pipefail
 
 ROOT=$(cd "$(dirname "$0")/.." && pwd)
@@ -25,7 +26,11 @@ fi
 
 # The tests write results next to their inputs: work on a copy postgres owns.
 WORK=$(mktemp -d /tmp/revenue_engine_test.XXXXXX)
-trap 'rm -rf "$WORK"' EXIT
+if [ -n "${RE_KEEP_WORK:-}" ]; then
+	echo "(keeping $WORK: results/, output_iso/, tmp_check/ logs)"
+else
+	trap 'rm -rf "$WORK"' EXIT
+fi
 cp -a "$ROOT/." "$WORK/tree"
 rm -rf "$WORK/tree/.git"
 [ "$(id -u)" = 0 ] && chown -R postgres: "$WORK"
