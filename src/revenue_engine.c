@@ -18,6 +18,8 @@
 #include "utils/guc.h"
 #include "utils/inval.h"
 #include "utils/json.h"
+#include "utils/timestamp.h"
+#include "access/xact.h"
 #include "utils/lsyscache.h"
 #include "utils/memutils.h"
 #include "utils/numeric.h"
@@ -32,6 +34,7 @@ void		_PG_init(void);
 char	   *re_tenant_setting = NULL;
 char	   *re_user_payload_function = NULL;
 int			re_max_count_per_call = 1000000;
+char	   *re_clock_override = NULL;
 
 /* Owner of schema revenue_engine; InvalidOid until looked up again. */
 static Oid	owner_oid = InvalidOid;
@@ -77,6 +80,15 @@ _PG_init(void)
 							PGC_SUSET,
 							0,
 							NULL, NULL, NULL);
+
+	DefineCustomStringVariable("revenue_engine.clock_override",
+							   "For tests and demos: the instant taken as now when computing users' local days.",
+							   "Empty: the transaction's start time, as now().",
+							   &re_clock_override,
+							   "",
+							   PGC_SUSET,
+							   GUC_NOT_IN_SAMPLE,
+							   NULL, NULL, NULL);
 
 	MarkGUCPrefixReserved("revenue_engine");
 }
@@ -148,6 +160,24 @@ const char *
 re_current_tenant_name(void)
 {
 	return re_tenant_setting ? re_tenant_setting : "default";
+}
+
+TimestampTz
+re_clock_now(void)
+{
+	if (re_clock_override != NULL && re_clock_override[0] != '\0')
+		return DatumGetTimestampTz(DirectFunctionCall3(timestamptz_in,
+													   CStringGetDatum(re_clock_override),
+													   ObjectIdGetDatum(InvalidOid),
+													   Int32GetDatum(-1)));
+	return GetCurrentTransactionStartTimestamp();
+}
+
+PG_FUNCTION_INFO_V1(re_clock_now_sql);
+Datum
+re_clock_now_sql(PG_FUNCTION_ARGS)
+{
+	PG_RETURN_TIMESTAMPTZ(re_clock_now());
 }
 
 PG_FUNCTION_INFO_V1(re_current_tenant);

@@ -21,6 +21,10 @@
 extern char *re_tenant_setting;
 extern char *re_user_payload_function;
 extern int	re_max_count_per_call;
+extern char *re_clock_override;
+
+/* The instant the extension takes as now: revenue_engine.clock_override or now(). */
+extern TimestampTz re_clock_now(void);
 
 /* Longest tenant, usage type and event type names, in bytes. */
 #define RE_MAX_NAME_LEN 63

@@ -28,5 +28,13 @@ LANGUAGE C STABLE PARALLEL SAFE
 AS 'MODULE_PATHNAME', 're_current_tenant';
 COMMENT ON FUNCTION revenue_engine.current_tenant() IS
     'the tenant of this session (setting revenue_engine.tenant), ''default'' unless set';
+-- now(), or revenue_engine.clock_override when a test or demo sets it.
+CREATE FUNCTION revenue_engine.clock_now()
+RETURNS timestamptz
+LANGUAGE C STABLE PARALLEL SAFE
+AS 'MODULE_PATHNAME', 're_clock_now_sql';
+
 REVOKE ALL ON FUNCTION revenue_engine.current_tenant() FROM PUBLIC;
+REVOKE ALL ON FUNCTION revenue_engine.clock_now() FROM PUBLIC;
+GRANT EXECUTE ON FUNCTION revenue_engine.clock_now() TO revenue_engine_user;
 GRANT EXECUTE ON FUNCTION revenue_engine.current_tenant() TO revenue_engine_user;

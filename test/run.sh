@@ -42,10 +42,12 @@ ISOLATION=$(make -s print-ISOLATION)
 passed=0
 failed=0
 
-count_regress() {			# log file -> adds to passed/failed
+count_regress() {			# log file, exit status -> adds to passed/failed
 	local ok bad
 	ok=$(grep -cE '\.\.\. +ok' "$1")
 	bad=$(grep -cE '\.\.\. +FAILED' "$1")
+	# a run that failed without a failed test (server crash, setup error) counts once
+	[ "$2" -ne 0 ] && [ "$bad" -eq 0 ] && bad=1
 	passed=$((passed + ok)); failed=$((failed + bad))
 }
 
@@ -57,7 +59,7 @@ for suite in "${SUITES[@]}"; do
 			--temp-instance="$WORK/tmp_regress" --temp-config=test/test.conf \
 			--port="$(re_free_port)" --bindir="$PGBIN" \
 			--inputdir=. --outputdir=. $REGRESS 2>&1 | tee "$WORK/regress.log"
-		count_regress "$WORK/regress.log"
+		count_regress "$WORK/regress.log" "${PIPESTATUS[0]}"
 		[ -s regression.diffs ] && cat regression.diffs
 		;;
 	isolation)
@@ -66,7 +68,7 @@ for suite in "${SUITES[@]}"; do
 			--temp-instance="$WORK/tmp_isolation" --temp-config=test/test.conf \
 			--port="$(re_free_port)" --bindir="$PGBIN" \
 			--inputdir=test --outputdir=output_iso $ISOLATION 2>&1 | tee "$WORK/isolation.log"
-		count_regress "$WORK/isolation.log"
+		count_regress "$WORK/isolation.log" "${PIPESTATUS[0]}"
 		[ -s output_iso/regression.diffs ] && cat output_iso/regression.diffs
 		;;
 	tap)

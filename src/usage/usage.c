@@ -79,7 +79,7 @@ static SPIPlanPtr latest_milestone_plan = NULL;
 
 /*
  * The hot statement.  $1 tenant, $2 user, $3 usage type, $4 count, $5 date
- * or NULL for the user's today.  No row is written when $5 is after the
+ * or NULL for the user's today, $6 the instant taken as now.  No row is written when $5 is after the
  * user's today: then d and l are empty and the caller reports the error.
  */
 static const char *track_sql =
@@ -93,7 +93,7 @@ static const char *track_sql =
 "           ON p.tenant_id = $1 AND p.user_id = $2"
 "    LEFT JOIN revenue_engine.usage_types t ON t.usage_type = $3"
 "), day AS ("
-"  SELECT cfg.*, date(timezone(cfg.tz, now())) AS today FROM cfg"
+"  SELECT cfg.*, date(timezone(cfg.tz, $6)) AS today FROM cfg"
 "), d AS ("
 "  INSERT INTO revenue_engine.daily_usage AS d"
 "         (tenant_id, user_id, usage_type, usage_date, count)"
@@ -154,14 +154,14 @@ static void
 prepare_plans(void)
 {
 	Oid			key4[6] = {TEXTOID, UUIDOID, TEXTOID, DATEOID, INT4OID, INT4OID};
-	Oid			track_types[5] = {TEXTOID, UUIDOID, TEXTOID, INT8OID, DATEOID};
+	Oid			track_types[6] = {TEXTOID, UUIDOID, TEXTOID, INT8OID, DATEOID, TIMESTAMPTZOID};
 	Oid			lts_types[6] = {TEXTOID, UUIDOID, TEXTOID, INT4OID, DATEOID, INT4OID};
 	Oid			ms_types[6] = {TEXTOID, UUIDOID, TEXTOID, INT8OID, INT8OID, UUIDOID};
 
 	if (track_plan != NULL)
 		return;
 
-	track_plan = prepare_saved(track_sql, 5, track_types);
+	track_plan = prepare_saved(track_sql, 6, track_types);
 	prev_streak_plan = prepare_saved(
 									 "SELECT streak_days FROM revenue_engine.daily_usage"
 									 " WHERE tenant_id = $1 AND user_id = $2 AND usage_type = $3"
@@ -430,8 +430,8 @@ re_track_daily_usage(PG_FUNCTION_ARGS)
 	MemoryContext callerctx = CurrentMemoryContext;
 	ReOwnerScope scope = {0};
 	EventContext ev = {0};
-	Datum		values[5];
-	char		nulls[5] = {' ', ' ', ' ', ' ', ' '};
+	Datum		values[6];
+	char		nulls[6] = {' ', ' ', ' ', ' ', ' ', ' '};
 	bool		isnull;
 	int			ret;
 
@@ -503,6 +503,7 @@ re_track_daily_usage(PG_FUNCTION_ARGS)
 	}
 	else
 		values[4] = PG_GETARG_DATUM(3);
+	values[5] = TimestampTzGetDatum(re_clock_now());
 
 	PG_TRY();
 	{

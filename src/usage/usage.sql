@@ -310,7 +310,7 @@ SELECT l.tenant_id,
        (SELECT count(*) FROM revenue_engine.milestones_reached m
          WHERE m.tenant_id = l.tenant_id AND m.user_id = l.user_id
            AND m.usage_type = l.usage_type) AS milestones_reached,
-       CASE WHEN l.streak_end_date >= (pg_catalog.timezone(coalesce(p.timezone, 'UTC'), pg_catalog.now()))::date - 1
+       CASE WHEN l.streak_end_date >= (pg_catalog.timezone(coalesce(p.timezone, 'UTC'), revenue_engine.clock_now()))::date - 1
             THEN l.current_streak ELSE 0 END AS current_streak,
        l.best_streak,
        coalesce(p.timezone, 'UTC') AS timezone
@@ -332,6 +332,28 @@ COMMENT ON VIEW revenue_engine.user_lifetime_stats IS
 CREATE FUNCTION revenue_engine.backfill_usage(query text, emit_events boolean DEFAULT false)
 RETURNS jsonb
 LANGUAGE plpgsql VOLATILE
+AS $fn$
+BEGIN
+    -- The caller's query runs with the caller's privileges and search_path;
+    -- everything after it runs with a pinned search_path.
+    IF query IS NULL THEN
+        RAISE EXCEPTION 'query must not be null' USING ERRCODE = '22004';
+    END IF;
+    IF emit_events IS NULL THEN
+        RAISE EXCEPTION 'emit_events must not be null' USING ERRCODE = '22004';
+    END IF;
+    EXECUTE pg_catalog.concat('CREATE TEMP TABLE re_backfill_raw ON COMMIT DROP AS SELECT * FROM (',
+                              query, ') AS q(user_id, usage_type, usage_date, count)');
+    RETURN revenue_engine.backfill_apply(emit_events);
+END
+$fn$;
+COMMENT ON FUNCTION revenue_engine.backfill_usage(text, boolean) IS
+    'build counters, milestones, goals and streaks from a query of (user_id, usage_type, usage_date, count); idempotent';
+
+-- The part of backfill_usage after the caller's query: reads pg_temp.re_backfill_raw.
+CREATE FUNCTION revenue_engine.backfill_apply(emit_events boolean)
+RETURNS jsonb
+LANGUAGE plpgsql VOLATILE
 SET search_path = pg_catalog, pg_temp
 AS $fn$
 DECLARE
@@ -340,17 +362,6 @@ DECLARE
     bad      record;
     result   jsonb;
 BEGIN
-    IF query IS NULL THEN
-        RAISE EXCEPTION 'query must not be null' USING ERRCODE = '22004';
-    END IF;
-    IF emit_events IS NULL THEN
-        RAISE EXCEPTION 'emit_events must not be null' USING ERRCODE = '22004';
-    END IF;
-
-    DROP TABLE IF EXISTS pg_temp.re_backfill_raw, pg_temp.re_backfill_src,
-        pg_temp.re_backfill_pairs, pg_temp.re_backfill_ms, pg_temp.re_backfill_goals;
-    EXECUTE 'CREATE TEMP TABLE re_backfill_raw ON COMMIT DROP AS SELECT * FROM ('
-            || query || ') AS q(user_id, usage_type, usage_date, count)';
     SELECT count(*) INTO ncols FROM pg_attribute
      WHERE attrelid = 'pg_temp.re_backfill_raw'::regclass AND attnum > 0 AND NOT attisdropped;
     IF ncols <> 4 THEN
@@ -390,7 +401,7 @@ BEGIN
                     CASE WHEN t.usage_type IS NOT NULL THEN t.daily_goal ELSE b.daily_goal END) AS goal,
            CASE WHEN t.usage_type IS NOT NULL THEN t.milestones ELSE b.milestones END AS milestones,
            CASE WHEN t.usage_type IS NOT NULL THEN t.is_feature ELSE b.is_feature END AS is_feature,
-           timezone(coalesce(p.timezone, 'UTC'), now())::date AS today,
+           timezone(coalesce(p.timezone, 'UTC'), revenue_engine.clock_now())::date AS today,
            min(s.usage_date) AS first_date, max(s.usage_date) AS last_date,
            NOT EXISTS (SELECT 1 FROM revenue_engine.lifetime_usage l
                         WHERE l.tenant_id = tenant AND l.user_id = s.user_id
@@ -400,7 +411,7 @@ BEGIN
              ON p.tenant_id = tenant AND p.user_id = s.user_id
       LEFT JOIN revenue_engine.usage_types t ON t.usage_type = s.usage_type
       CROSS JOIN LATERAL revenue_engine.builtin_usage_type(s.usage_type) b
-     GROUP BY 1, 2, 3, 4, 5, 6, 7, 9;
+     GROUP BY 1, 2, 3, 4, 5, 6, 7, 10;
 
     SELECT s.*, pr.tz, pr.today INTO bad FROM pg_temp.re_backfill_src s
       JOIN pg_temp.re_backfill_pairs pr USING (user_id, usage_type)
@@ -582,8 +593,6 @@ BEGIN
     RETURN result;
 END
 $fn$;
-COMMENT ON FUNCTION revenue_engine.backfill_usage(text, boolean) IS
-    'build counters, milestones, goals and streaks from a query of (user_id, usage_type, usage_date, count); idempotent';
 
 -- Functions are for the application role only; the tables are written through them.
 REVOKE ALL ON ALL TABLES IN SCHEMA revenue_engine FROM PUBLIC;
