@@ -359,7 +359,8 @@ re_jb_timestamptz(JsonbParseState **state, const char *key, TimestampTz value)
 	char		buf[MAXDATELEN + 1];
 
 	JsonEncodeDateTime(buf, TimestampTzGetDatum(value), TIMESTAMPTZOID, NULL);
-	re_jb_str(state, key, buf);
+	/* pushJsonbValue keeps the pointer, not a copy */
+	re_jb_str(state, key, pstrdup(buf));
 }
 
 void
