@@ -6,18 +6,25 @@ EXTVERSION   = $(shell sed -n "s/^default_version = '\(.*\)'/\1/p" $(EXTENSION).
 
 MODULE_big   = revenue_engine
 OBJS         = src/revenue_engine.o \
+               src/http/http.o \
                src/outbox/outbox.o \
+               src/outbox/delivery.o \
+               src/worker/worker.o \
                src/usage/usage.o
 
 # Order matters: base objects, then the outbox, then the modules that write to it.
 MODULE_SQL   = src/revenue_engine.sql \
                src/outbox/outbox.sql \
-               src/usage/usage.sql
+               src/outbox/delivery.sql \
+               src/messaging/messaging.sql \
+               src/usage/usage.sql \
+               src/worker/worker.sql
 
 DATA_built   = $(EXTENSION)--$(EXTVERSION).sql
 EXTRA_CLEAN  = results output_iso tmp_check regression.diffs regression.out log
 
 PG_CPPFLAGS  = -I$(srcdir)/src
+SHLIB_LINK   = -lcurl -lcrypto
 PG_CFLAGS    = -std=gnu99 -Wall -Wextra -Werror -Wno-unused-parameter \
                -Wno-missing-field-initializers -Wno-sign-compare
 

@@ -1,5 +1,6 @@
 -- Permissions: the application role, no PUBLIC access, owner-run statements with a pinned path.
 \c
+SELECT revenue_engine.register_event_type('plan_changed');
 CREATE ROLE re_app LOGIN;
 CREATE ROLE re_stranger LOGIN;
 GRANT revenue_engine_user TO re_app;

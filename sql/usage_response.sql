@@ -43,7 +43,9 @@ SELECT revenue_engine.track_daily_usage(u(4), 'reply');
 SET revenue_engine.user_payload_function = 'unqualified';
 RESET revenue_engine.user_payload_function;
 
--- Application events enter the same outbox.
+-- Application events enter the same outbox, once their type is registered.
+SELECT revenue_engine.enqueue_event(u(3), 'payment_failed', '{"amount": 19}');
+SELECT revenue_engine.register_event_type('payment_failed', 'a renewal payment failed');
 SELECT revenue_engine.enqueue_event(u(3), 'payment_failed', '{"amount": 19}') IS NOT NULL AS queued;
 SELECT event_type, event_data, status, attempts FROM revenue_engine.webhook_events
  WHERE user_id = u(3) AND event_type = 'payment_failed';

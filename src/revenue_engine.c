@@ -26,6 +26,7 @@
 #include "utils/syscache.h"
 
 #include "revenue_engine.h"
+#include "worker/worker.h"
 
 PG_MODULE_MAGIC;
 
@@ -35,6 +36,7 @@ char	   *re_tenant_setting = NULL;
 char	   *re_user_payload_function = NULL;
 int			re_max_count_per_call = 1000000;
 char	   *re_clock_override = NULL;
+char	   *re_attempt_retention = NULL;
 
 /* Owner of schema revenue_engine; InvalidOid until looked up again. */
 static Oid	owner_oid = InvalidOid;
@@ -44,6 +46,7 @@ static bool check_tenant(char **newval, void **extra, GucSource source);
 static bool check_user_payload_function(char **newval, void **extra,
 										GucSource source);
 static void owner_cache_reset(Datum arg, int cacheid, uint32 hashvalue);
+static bool check_interval(char **newval, void **extra, GucSource source);
 
 void
 _PG_init(void)
@@ -89,6 +92,17 @@ _PG_init(void)
 							   PGC_SUSET,
 							   GUC_NOT_IN_SAMPLE,
 							   NULL, NULL, NULL);
+
+	DefineCustomStringVariable("revenue_engine.attempt_retention",
+							   "How long the log of delivery attempts is kept.",
+							   NULL,
+							   &re_attempt_retention,
+							   "7 days",
+							   PGC_SUSET,
+							   0,
+							   check_interval, NULL, NULL);
+
+	re_worker_init();
 
 	MarkGUCPrefixReserved("revenue_engine");
 }
@@ -151,6 +165,30 @@ check_user_payload_function(char **newval, void **extra, GucSource source)
 	if (strchr(*newval, '.') == NULL)
 	{
 		GUC_check_errdetail("The function name must be schema-qualified, such as \"app.user_payload\".");
+		return false;
+	}
+	return true;
+}
+
+static bool
+check_interval(char **newval, void **extra, GucSource source)
+{
+	/* a positive number followed by a unit, as interval input accepts it */
+	const char *p = *newval;
+	char	   *end;
+	double		v;
+
+	if (p == NULL)
+		return false;
+	v = strtod(p, &end);
+	while (*end == ' ')
+		end++;
+	if (end == p || v <= 0 ||
+		!(strncmp(end, "second", 6) == 0 || strncmp(end, "minute", 6) == 0 ||
+		  strncmp(end, "hour", 4) == 0 || strncmp(end, "day", 3) == 0 ||
+		  strncmp(end, "week", 4) == 0))
+	{
+		GUC_check_errdetail("Use a positive number of seconds, minutes, hours, days or weeks, such as \"7 days\".");
 		return false;
 	}
 	return true;

@@ -22,6 +22,7 @@ extern char *re_tenant_setting;
 extern char *re_user_payload_function;
 extern int	re_max_count_per_call;
 extern char *re_clock_override;
+extern char *re_attempt_retention;
 
 /* The instant the extension takes as now: revenue_engine.clock_override or now(). */
 extern TimestampTz re_clock_now(void);

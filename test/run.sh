@@ -74,7 +74,7 @@ for suite in "${SUITES[@]}"; do
 	tap)
 		echo "== TAP"
 		as_postgres env TESTDIR="$WORK/tree" PG_REGRESS="$PGXS_DIR/test/regress/pg_regress" \
-			prove -I "$PGXS_DIR/test/perl" ${RE_TAP_TESTS:-test/t/} 2>&1 | tee "$WORK/tap.log"
+			prove -I "$PGXS_DIR/test/perl" ${RE_TAP_TESTS:-test/t/*.pl} 2>&1 | tee "$WORK/tap.log"
 		tests=$(sed -n 's/^Files=[0-9]*, Tests=\([0-9]*\),.*/\1/p' "$WORK/tap.log")
 		bad=$(grep -oE 'Failed [0-9]+/[0-9]+ subtests' "$WORK/tap.log" | awk -F'[ /]' '{s+=$2} END {print s+0}')
 		# a script that died before its plan counts as one failure

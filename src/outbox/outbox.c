@@ -20,7 +20,17 @@
 #include "utils/syscache.h"
 
 #include "revenue_engine.h"
+#include "funcapi.h"
+#include "http/http.h"
 #include "outbox/outbox.h"
+#include "worker/worker.h"
+
+/* Event types the extension itself writes. */
+static const char *const builtin_event_types[] = {
+	"milestone_reached",
+	"daily_goal_achieved",
+	"feature_first_used",
+};
 
 static SPIPlanPtr insert_event_plan = NULL;
 
@@ -113,9 +123,16 @@ re_outbox_enqueue(const char *tenant, const pg_uuid_t *user_id,
 		Oid			types[6] = {TEXTOID, UUIDOID, UUIDOID, TEXTOID, JSONBOID, JSONBOID};
 		SPIPlanPtr	plan;
 
-		plan = SPI_prepare("INSERT INTO revenue_engine.webhook_events"
-						   " (tenant_id, id, user_id, event_type, event_data, user_data)"
-						   " VALUES ($1, $2, $3, $4, $5, $6)",
+		/* the event and one delivery per subscribed endpoint, in one statement */
+		plan = SPI_prepare("WITH e AS ("
+						   "  INSERT INTO revenue_engine.webhook_events"
+						   "   (tenant_id, id, user_id, event_type, event_data, user_data)"
+						   "  VALUES ($1, $2, $3, $4, $5, $6)"
+						   "  RETURNING tenant_id, id, event_type)"
+						   "INSERT INTO revenue_engine.deliveries (tenant_id, event_id, endpoint_id)"
+						   "SELECT e.tenant_id, e.id, ep.id"
+						   "  FROM e JOIN revenue_engine.endpoints ep ON ep.tenant_id = e.tenant_id"
+						   " WHERE ep.event_types IS NULL OR e.event_type = ANY (ep.event_types)",
 						   6, types);
 		if (plan == NULL)
 			elog(ERROR, "SPI_prepare failed: %s", SPI_result_code_string(SPI_result));
@@ -139,6 +156,42 @@ re_outbox_enqueue(const char *tenant, const pg_uuid_t *user_id,
 	ret = SPI_execute_plan(insert_event_plan, values, nulls, false, 0);
 	if (ret != SPI_OK_INSERT)
 		elog(ERROR, "inserting an event failed: %s", SPI_result_code_string(ret));
+	if (SPI_processed > 0)
+		re_worker_wake_at_commit();
+}
+
+static bool
+is_builtin_event_type(const char *event_type)
+{
+	int			i;
+
+	for (i = 0; i < lengthof(builtin_event_types); i++)
+		if (strcmp(builtin_event_types[i], event_type) == 0)
+			return true;
+	return false;
+}
+
+/* Built-in or registered; call connected to SPI, inside the owner scope. */
+static void
+check_event_type_known(const char *event_type)
+{
+	Oid			types[1] = {TEXTOID};
+	Datum		values[1];
+	int			ret;
+
+	if (is_builtin_event_type(event_type))
+		return;
+	values[0] = CStringGetTextDatum(event_type);
+	ret = SPI_execute_with_args("SELECT 1 FROM revenue_engine.event_types WHERE event_type = $1",
+								1, types, values, NULL, true, 1);
+	if (ret != SPI_OK_SELECT)
+		elog(ERROR, "event type look-up failed: %s", SPI_result_code_string(ret));
+	if (SPI_processed == 0)
+		ereport(ERROR,
+				(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
+				 errmsg("unknown event type \"%s\"", event_type),
+				 errhint("Register it first with revenue_engine.register_event_type('%s').",
+						 event_type)));
 }
 
 /* SQL: revenue_engine.enqueue_event(user_id uuid, event_type text, event_data jsonb) */
@@ -178,6 +231,7 @@ re_enqueue_event(PG_FUNCTION_ARGS)
 	re_enter_owner(&scope);
 	if (SPI_connect() != SPI_OK_CONNECT)
 		elog(ERROR, "SPI_connect failed");
+	check_event_type_known(event_type);
 	re_outbox_enqueue(re_current_tenant_name(), user_id, event_type,
 					  event_data, user_data, event_id);
 	SPI_finish();
@@ -199,4 +253,80 @@ re_user_payload(PG_FUNCTION_ARGS)
 	if (payload == NULL)
 		PG_RETURN_NULL();
 	PG_RETURN_JSONB_P(payload);
+}
+
+/* SQL: revenue_engine.builtin_event_types() */
+PG_FUNCTION_INFO_V1(re_builtin_event_types);
+Datum
+re_builtin_event_types(PG_FUNCTION_ARGS)
+{
+	ReturnSetInfo *rsinfo = (ReturnSetInfo *) fcinfo->resultinfo;
+	int			i;
+
+	InitMaterializedSRF(fcinfo, MAT_SRF_USE_EXPECTED_DESC);
+	for (i = 0; i < lengthof(builtin_event_types); i++)
+	{
+		Datum		value = CStringGetTextDatum(builtin_event_types[i]);
+		bool		isnull = false;
+
+		tuplestore_putvalues(rsinfo->setResult, rsinfo->setDesc, &value, &isnull);
+	}
+	return (Datum) 0;
+}
+
+/* SQL: revenue_engine.check_name(what text, name text) */
+PG_FUNCTION_INFO_V1(re_check_name_sql);
+Datum
+re_check_name_sql(PG_FUNCTION_ARGS)
+{
+	char	   *what = PG_ARGISNULL(0) ? "name" : text_to_cstring(PG_GETARG_TEXT_PP(0));
+
+	if (PG_ARGISNULL(1))
+		ereport(ERROR,
+				(errcode(ERRCODE_NULL_VALUE_NOT_ALLOWED),
+				 errmsg("%s must not be null", what)));
+	re_check_name(what, text_to_cstring(PG_GETARG_TEXT_PP(1)));
+	PG_RETURN_DATUM(PG_GETARG_DATUM(1));
+}
+
+/* SQL: revenue_engine.check_url(url text) */
+PG_FUNCTION_INFO_V1(re_check_url);
+Datum
+re_check_url(PG_FUNCTION_ARGS)
+{
+	char	   *url;
+	const char *reason;
+
+	if (PG_ARGISNULL(0))
+		ereport(ERROR,
+				(errcode(ERRCODE_NULL_VALUE_NOT_ALLOWED),
+				 errmsg("url must not be null")));
+	url = text_to_cstring(PG_GETARG_TEXT_PP(0));
+	reason = re_http_check_url(url);
+	if (reason != NULL)
+		ereport(ERROR,
+				(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
+				 errmsg("invalid URL \"%s\": %s", url, reason),
+				 errhint("Use an absolute http:// or https:// URL, such as \"https://hooks.example.com/revenue\".")));
+	PG_RETURN_DATUM(PG_GETARG_DATUM(0));
+}
+
+/* SQL: revenue_engine.check_signing_secret(secret text) */
+PG_FUNCTION_INFO_V1(re_check_signing_secret);
+Datum
+re_check_signing_secret(PG_FUNCTION_ARGS)
+{
+	const char *reason;
+
+	if (PG_ARGISNULL(0))
+		ereport(ERROR,
+				(errcode(ERRCODE_NULL_VALUE_NOT_ALLOWED),
+				 errmsg("signing secret must not be null")));
+	reason = re_http_check_secret(text_to_cstring(PG_GETARG_TEXT_PP(0)));
+	if (reason != NULL)
+		ereport(ERROR,
+				(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
+				 errmsg("invalid signing secret: %s", reason),
+				 errhint("Use a Standard Webhooks secret: \"whsec_\" followed by base64 of 24 to 64 random bytes.")));
+	PG_RETURN_DATUM(PG_GETARG_DATUM(0));
 }

@@ -1,0 +1,512 @@
+/*-------------------------------------------------------------------------
+ *
+ * http.c
+ *	  libcurl multi wrapper: many requests in flight on reused keep-alive
+ *	  connections, capped responses, no redirects, http/https only, and a
+ *	  guard at connect time (after DNS) against internal addresses.
+ *	  Standard Webhooks signing with HMAC-SHA256.
+ *
+ * Everything here runs outside transactions and must not ereport from a
+ * libcurl callback: callbacks use malloc and report through the request.
+ *
+ *-------------------------------------------------------------------------
+ */
+#include "postgres.h"
+
+#include <arpa/inet.h>
+#include <netinet/in.h>
+#include <sys/socket.h>
+
+#include <curl/curl.h>
+#include <openssl/evp.h>
+#include <openssl/hmac.h>
+
+#include "common/base64.h"
+#include "http/http.h"
+
+/* Responses longer than this are cut off: the transfer is aborted. */
+#define RE_HTTP_BODY_ABORT (1024 * 1024)
+
+struct ReHttpClient
+{
+	CURLM	   *multi;
+	int			in_flight;
+	bool		allow_private;
+};
+
+static bool curl_initialized = false;
+
+/* Address classes */
+
+static bool
+v4_in(uint32 addr, const char *net, int bits)
+{
+	struct in_addr n;
+	uint32		mask = bits == 0 ? 0 : htonl(~((1U << (32 - bits)) - 1));
+
+	inet_pton(AF_INET, net, &n);
+	return (addr & mask) == (n.s_addr & mask);
+}
+
+static const char *
+v4_class(uint32 a)				/* network byte order */
+{
+	if (v4_in(a, "169.254.169.254", 32) || v4_in(a, "100.100.100.200", 32))
+		return "cloud metadata";
+	if (v4_in(a, "0.0.0.0", 8))
+		return "unspecified";
+	if (v4_in(a, "127.0.0.0", 8))
+		return "loopback";
+	if (v4_in(a, "10.0.0.0", 8) || v4_in(a, "172.16.0.0", 12) ||
+		v4_in(a, "192.168.0.0", 16))
+		return "private";
+	if (v4_in(a, "100.64.0.0", 10))
+		return "carrier-grade NAT";
+	if (v4_in(a, "169.254.0.0", 16))
+		return "link-local";
+	if (v4_in(a, "224.0.0.0", 4))
+		return "multicast";
+	if (v4_in(a, "192.0.0.0", 24) || v4_in(a, "192.0.2.0", 24) ||
+		v4_in(a, "198.18.0.0", 15) || v4_in(a, "198.51.100.0", 24) ||
+		v4_in(a, "203.0.113.0", 24) || v4_in(a, "240.0.0.0", 4))
+		return "reserved";
+	return NULL;
+}
+
+const char *
+re_http_internal_address_class(const void *sockaddr)
+{
+	const struct sockaddr *sa = sockaddr;
+
+	if (sa->sa_family == AF_INET)
+		return v4_class(((const struct sockaddr_in *) sa)->sin_addr.s_addr);
+	if (sa->sa_family == AF_INET6)
+	{
+		const uint8 *b = ((const struct sockaddr_in6 *) sa)->sin6_addr.s6_addr;
+		static const uint8 zero[16] = {0};
+		static const uint8 v4mapped[12] = {0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0xff, 0xff};
+		static const uint8 nat64[12] = {0x00, 0x64, 0xff, 0x9b, 0, 0, 0, 0, 0, 0, 0, 0};
+		uint32		v4;
+
+		/* IPv4-mapped (::ffff:a.b.c.d), NAT64 and IPv4-compatible (::a.b.c.d) */
+		if (memcmp(b, v4mapped, 12) == 0 || memcmp(b, nat64, 12) == 0 ||
+			(memcmp(b, zero, 12) == 0 && (b[12] | b[13]) != 0))
+		{
+			memcpy(&v4, b + 12, 4);
+			return v4_class(v4);
+		}
+		if (memcmp(b, zero, 15) == 0 && b[15] == 0)
+			return "unspecified";
+		if (memcmp(b, zero, 15) == 0 && b[15] == 1)
+			return "loopback";
+		if (b[0] == 0xfd && b[1] == 0x00 && b[2] == 0x0e && b[3] == 0xc2)
+			return "cloud metadata";
+		if (b[0] == 0xfe && (b[1] & 0xc0) == 0x80)
+			return "link-local";
+		if ((b[0] & 0xfe) == 0xfc)
+			return "private";
+		if (b[0] == 0xff)
+			return "multicast";
+		if (b[0] == 0x20 && b[1] == 0x01 && b[2] == 0x0d && b[3] == 0xb8)
+			return "reserved";
+		return NULL;
+	}
+	return "unsupported address family";
+}
+
+/* libcurl callbacks: no ereport, no palloc */
+
+static curl_socket_t
+open_socket(void *clientp, curlsocktype purpose, struct curl_sockaddr *address)
+{
+	ReHttpRequest *req = clientp;
+	const char *cls = re_http_internal_address_class(&address->addr);
+
+	if (cls != NULL && !req->allow_private)
+	{
+		char		host[INET6_ADDRSTRLEN] = "?";
+
+		if (address->family == AF_INET)
+			inet_ntop(AF_INET, &((struct sockaddr_in *) &address->addr)->sin_addr,
+					  host, sizeof(host));
+		else if (address->family == AF_INET6)
+			inet_ntop(AF_INET6, &((struct sockaddr_in6 *) &address->addr)->sin6_addr,
+					  host, sizeof(host));
+		req->blocked = true;
+		snprintf(req->error, sizeof(req->error),
+				 "address %s is not allowed (%s); see revenue_engine.http_allow_private",
+				 host, cls);
+		return CURL_SOCKET_BAD;
+	}
+	return socket(address->family, address->socktype, address->protocol);
+}
+
+static size_t
+write_body(char *data, size_t size, size_t nmemb, void *userdata)
+{
+	ReHttpRequest *req = userdata;
+	size_t		n = size * nmemb;
+
+	if (req->received + n > RE_HTTP_BODY_ABORT)
+	{
+		req->response_truncated = true;
+		return 0;				/* aborts the transfer */
+	}
+	if (req->response_len < RE_HTTP_BODY_CAP)
+	{
+		size_t		keep = Min(n, RE_HTTP_BODY_CAP - req->response_len);
+
+		if (req->response == NULL)
+			req->response = malloc(RE_HTTP_BODY_CAP + 1);
+		if (req->response == NULL)
+			return 0;
+		memcpy(req->response + req->response_len, data, keep);
+		req->response_len += keep;
+		req->response[req->response_len] = '\0';
+		if (keep < n)
+			req->response_truncated = true;
+	}
+	else
+		req->response_truncated = true;
+	req->received += n;
+	return n;
+}
+
+static size_t
+read_header(char *data, size_t size, size_t nmemb, void *userdata)
+{
+	ReHttpRequest *req = userdata;
+	size_t		n = size * nmemb;
+	char		line[256];
+	char	   *v;
+	char	   *end;
+
+	if (n < 12 || n >= sizeof(line) || pg_strncasecmp(data, "retry-after:", 12) != 0)
+		return n;
+	memcpy(line, data, n);
+	line[n] = '\0';
+	v = line + 12;
+	while (*v == ' ' || *v == '\t')
+		v++;
+	for (end = v + strlen(v); end > v && (end[-1] == '\r' || end[-1] == '\n' || end[-1] == ' '); end--)
+		*(end - 1) = '\0';
+	if (*v >= '0' && *v <= '9')
+		req->retry_after_s = strtod(v, NULL);
+	else
+	{
+		time_t		t = curl_getdate(v, NULL);
+
+		if (t > 0)
+			req->retry_after_s = Max(0, (double) (t - time(NULL)));
+	}
+	return n;
+}
+
+static double
+now_ms(void)
+{
+	struct timespec ts;
+
+	clock_gettime(CLOCK_MONOTONIC, &ts);
+	return ts.tv_sec * 1000.0 + ts.tv_nsec / 1e6;
+}
+
+/* The client */
+
+ReHttpClient *
+re_http_client_create(int max_connections)
+{
+	ReHttpClient *client;
+
+	if (!curl_initialized)
+	{
+		if (curl_global_init(CURL_GLOBAL_ALL) != CURLE_OK)
+			return NULL;
+		curl_initialized = true;
+	}
+	client = calloc(1, sizeof(ReHttpClient));
+	if (client == NULL)
+		return NULL;
+	client->multi = curl_multi_init();
+	if (client->multi == NULL)
+	{
+		free(client);
+		return NULL;
+	}
+	curl_multi_setopt(client->multi, CURLMOPT_MAX_TOTAL_CONNECTIONS, (long) max_connections);
+	curl_multi_setopt(client->multi, CURLMOPT_MAXCONNECTS, (long) max_connections);
+	return client;
+}
+
+void
+re_http_client_destroy(ReHttpClient *client)
+{
+	if (client == NULL)
+		return;
+	curl_multi_cleanup(client->multi);
+	free(client);
+}
+
+void
+re_http_set_allow_private(ReHttpClient *client, bool allow)
+{
+	client->allow_private = allow;
+}
+
+int
+re_http_in_flight(ReHttpClient *client)
+{
+	return client->in_flight;
+}
+
+bool
+re_http_start(ReHttpClient *client, ReHttpRequest *req)
+{
+	CURL	   *easy;
+	struct curl_slist *list = NULL;
+	int			i;
+
+	req->status = 0;
+	req->transport_error = false;
+	req->blocked = false;
+	req->error[0] = '\0';
+	req->response = NULL;
+	req->response_len = 0;
+	req->response_truncated = false;
+	req->retry_after_s = -1;
+	req->latency_ms = 0;
+	req->received = 0;
+	req->allow_private = client->allow_private;
+
+	if (pg_strncasecmp(req->url, "http://", 7) != 0 &&
+		pg_strncasecmp(req->url, "https://", 8) != 0)
+	{
+		snprintf(req->error, sizeof(req->error), "only http and https URLs are allowed");
+		return false;
+	}
+
+	easy = curl_easy_init();
+	if (easy == NULL)
+	{
+		snprintf(req->error, sizeof(req->error), "could not create a curl handle");
+		return false;
+	}
+	for (i = 0; i < req->nheaders; i++)
+		list = curl_slist_append(list, req->headers[i]);
+	/* no "Expect: 100-continue" round trip */
+	list = curl_slist_append(list, "Expect:");
+
+	curl_easy_setopt(easy, CURLOPT_URL, req->url);
+	curl_easy_setopt(easy, CURLOPT_PROTOCOLS_STR, "http,https");
+	curl_easy_setopt(easy, CURLOPT_FOLLOWLOCATION, 0L);
+	curl_easy_setopt(easy, CURLOPT_PROXY, "");
+	curl_easy_setopt(easy, CURLOPT_NOSIGNAL, 1L);
+	curl_easy_setopt(easy, CURLOPT_TCP_KEEPALIVE, 1L);
+	curl_easy_setopt(easy, CURLOPT_USERAGENT, "revenue_engine/0.1");
+	curl_easy_setopt(easy, CURLOPT_HTTPHEADER, list);
+	curl_easy_setopt(easy, CURLOPT_CUSTOMREQUEST, req->method);
+	if (req->body != NULL)
+	{
+		curl_easy_setopt(easy, CURLOPT_POSTFIELDS, req->body);
+		curl_easy_setopt(easy, CURLOPT_POSTFIELDSIZE_LARGE, (curl_off_t) req->body_len);
+	}
+	curl_easy_setopt(easy, CURLOPT_TIMEOUT_MS, req->timeout_ms);
+	curl_easy_setopt(easy, CURLOPT_CONNECTTIMEOUT_MS, req->connect_timeout_ms);
+	curl_easy_setopt(easy, CURLOPT_OPENSOCKETFUNCTION, open_socket);
+	curl_easy_setopt(easy, CURLOPT_OPENSOCKETDATA, req);
+	curl_easy_setopt(easy, CURLOPT_WRITEFUNCTION, write_body);
+	curl_easy_setopt(easy, CURLOPT_WRITEDATA, req);
+	curl_easy_setopt(easy, CURLOPT_HEADERFUNCTION, read_header);
+	curl_easy_setopt(easy, CURLOPT_HEADERDATA, req);
+	curl_easy_setopt(easy, CURLOPT_PRIVATE, req);
+
+	req->easy = easy;
+	req->header_list = list;
+	req->started_ms = now_ms();
+	if (curl_multi_add_handle(client->multi, easy) != CURLM_OK)
+	{
+		snprintf(req->error, sizeof(req->error), "could not start the request");
+		curl_easy_cleanup(easy);
+		curl_slist_free_all(list);
+		req->easy = NULL;
+		req->header_list = NULL;
+		return false;
+	}
+	client->in_flight++;
+	return true;
+}
+
+int
+re_http_poll(ReHttpClient *client, int timeout_ms, ReHttpRequest **done, int max_done)
+{
+	int			running;
+	int			ndone = 0;
+	CURLMsg    *msg;
+	int			left;
+
+	curl_multi_perform(client->multi, &running);
+	if (client->in_flight > 0 && running == client->in_flight && timeout_ms > 0)
+	{
+		curl_multi_poll(client->multi, NULL, 0, timeout_ms, NULL);
+		curl_multi_perform(client->multi, &running);
+	}
+
+	while (ndone < max_done && (msg = curl_multi_info_read(client->multi, &left)) != NULL)
+	{
+		ReHttpRequest *req;
+		CURL	   *easy = msg->easy_handle;
+		long		status = 0;
+
+		if (msg->msg != CURLMSG_DONE)
+			continue;
+		curl_easy_getinfo(easy, CURLINFO_PRIVATE, (char **) &req);
+		curl_easy_getinfo(easy, CURLINFO_RESPONSE_CODE, &status);
+		req->status = status;
+		req->latency_ms = now_ms() - req->started_ms;
+		if (msg->data.result != CURLE_OK)
+		{
+			if (req->response_truncated && msg->data.result == CURLE_WRITE_ERROR)
+				snprintf(req->error, sizeof(req->error),
+						 "response body larger than %d bytes", RE_HTTP_BODY_ABORT);
+			else if (!req->blocked)
+				snprintf(req->error, sizeof(req->error), "%s",
+						 curl_easy_strerror(msg->data.result));
+			/* a status read before the body failed still counts as an answer */
+			req->transport_error = !(status >= 200 && status < 300 && req->response_truncated);
+			if (req->transport_error)
+				req->status = status >= 100 ? status : 0;
+		}
+		curl_multi_remove_handle(client->multi, easy);
+		client->in_flight--;
+		done[ndone++] = req;
+	}
+	return ndone;
+}
+
+void
+re_http_request_cleanup(ReHttpRequest *req)
+{
+	if (req->easy)
+		curl_easy_cleanup(req->easy);
+	if (req->header_list)
+		curl_slist_free_all(req->header_list);
+	if (req->response)
+		free(req->response);
+	req->easy = NULL;
+	req->header_list = NULL;
+	req->response = NULL;
+}
+
+/* URL validation with libcurl's own parser, as the requests will use it */
+
+const char *
+re_http_check_url(const char *url)
+{
+	static char reason[160];
+	CURLU	   *h = curl_url();
+	CURLUcode	rc;
+	char	   *scheme = NULL;
+	char	   *host = NULL;
+	const char *result = NULL;
+
+	if (h == NULL)
+		return "out of memory";
+	if (strlen(url) > 2048)
+		result = "the URL is longer than 2048 bytes";
+	else if ((rc = curl_url_set(h, CURLUPART_URL, url, 0)) != CURLUE_OK)
+	{
+		snprintf(reason, sizeof(reason), "%s", curl_url_strerror(rc));
+		result = reason;
+	}
+	else if (curl_url_get(h, CURLUPART_SCHEME, &scheme, 0) != CURLUE_OK ||
+			 (pg_strcasecmp(scheme, "http") != 0 && pg_strcasecmp(scheme, "https") != 0))
+	{
+		snprintf(reason, sizeof(reason), "scheme \"%s\" is not allowed: use http or https",
+				 scheme ? scheme : "");
+		result = reason;
+	}
+	else if (curl_url_get(h, CURLUPART_HOST, &host, 0) != CURLUE_OK || host[0] == '\0')
+		result = "the URL has no host";
+	curl_free(scheme);
+	curl_free(host);
+	curl_url_cleanup(h);
+	return result;
+}
+
+/* Standard Webhooks signing */
+
+const char *
+re_http_check_secret(const char *secret)
+{
+	const char *b64;
+	size_t		len;
+	char		key[256];
+	int			klen;
+
+	if (strncmp(secret, "whsec_", 6) != 0)
+		return "a signing secret starts with \"whsec_\"";
+	b64 = secret + 6;
+	len = strlen(b64);
+	if (len < 24 || len > 256 || len % 4 != 0)
+		return "the part after \"whsec_\" must be base64 of 18 to 192 bytes";
+	klen = pg_b64_decode(b64, (int) len, key, sizeof(key));
+	if (klen < 16)
+		return "the part after \"whsec_\" is not valid base64 of at least 16 bytes";
+	return NULL;
+}
+
+bool
+re_http_sign(const char *msg_id, long timestamp, const char *body,
+			 size_t body_len, const char **secrets, int nsecrets,
+			 char *out, size_t outlen, const char **error)
+{
+	char		prefix[128];
+	int			plen;
+	char	   *msg;
+	size_t		pos = 0;
+	int			i;
+
+	/* the signed content is "<id>.<timestamp>.<body>" */
+	plen = snprintf(prefix, sizeof(prefix), "%s.%ld.", msg_id, timestamp);
+	msg = malloc(plen + body_len);
+	if (msg == NULL)
+	{
+		*error = "out of memory";
+		return false;
+	}
+	memcpy(msg, prefix, plen);
+	memcpy(msg + plen, body, body_len);
+
+	out[0] = '\0';
+	*error = NULL;
+	for (i = 0; i < nsecrets && *error == NULL; i++)
+	{
+		char		key[256];
+		int			klen;
+		unsigned char mac[EVP_MAX_MD_SIZE];
+		unsigned int maclen = 0;
+		char		b64[64];
+		int			blen;
+
+		*error = re_http_check_secret(secrets[i]);
+		if (*error != NULL)
+			break;
+		klen = pg_b64_decode(secrets[i] + 6, (int) strlen(secrets[i] + 6), key, sizeof(key));
+		if (HMAC(EVP_sha256(), key, klen, (unsigned char *) msg, plen + body_len,
+				 mac, &maclen) == NULL)
+		{
+			*error = "HMAC-SHA256 failed";
+			break;
+		}
+		blen = pg_b64_encode((char *) mac, (int) maclen, b64, sizeof(b64) - 1);
+		if (blen < 0 || pos + blen + 5 >= outlen)
+		{
+			*error = "signature buffer too small";
+			break;
+		}
+		b64[blen] = '\0';
+		pos += snprintf(out + pos, outlen - pos, "%sv1,%s", i > 0 ? " " : "", b64);
+	}
+	free(msg);
+	return *error == NULL;
+}

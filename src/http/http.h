@@ -1,0 +1,95 @@
+/*-------------------------------------------------------------------------
+ *
+ * http.h
+ *	  Concurrent HTTP requests with the libcurl multi interface, Standard
+ *	  Webhooks signing, and the guard that refuses private addresses.
+ *	  Knows nothing of SPI or tables: the worker hands it requests and reads
+ *	  back outcomes.
+ *
+ *-------------------------------------------------------------------------
+ */
+#ifndef RE_HTTP_H
+#define RE_HTTP_H
+
+#include <stdbool.h>
+#include <stddef.h>
+
+/* Largest response body kept, in bytes; the rest is read and dropped. */
+#define RE_HTTP_BODY_CAP 20480
+
+typedef struct ReHttpRequest
+{
+	/* filled by the caller; strings must live until the request completes */
+	const char *method;
+	const char *url;
+	const char *body;
+	size_t		body_len;
+	const char **headers;		/* "Name: value" lines */
+	int			nheaders;
+	long		timeout_ms;
+	long		connect_timeout_ms;
+	void	   *owner;			/* the caller's bookkeeping */
+
+	/* outcome, valid once the request completed */
+	long		status;			/* HTTP status, 0 when none was received */
+	bool		transport_error;	/* timeout, refused, reset, garbage ... */
+	bool		blocked;		/* refused by the address guard */
+	char		error[256];
+	char	   *response;		/* malloc'd, NUL-terminated, capped */
+	size_t		response_len;
+	bool		response_truncated;
+	double		retry_after_s;	/* from Retry-After, -1 if absent */
+	double		latency_ms;
+
+	/* private */
+	void	   *easy;
+	void	   *header_list;
+	size_t		received;
+	bool		allow_private;
+	double		started_ms;
+} ReHttpRequest;
+
+typedef struct ReHttpClient ReHttpClient;
+
+/* allow_private: let requests reach loopback, private and other internal networks. */
+extern ReHttpClient *re_http_client_create(int max_connections);
+extern void re_http_client_destroy(ReHttpClient *client);
+extern void re_http_set_allow_private(ReHttpClient *client, bool allow);
+
+/* Start a request; false (with req->error set) if it could not be started. */
+extern bool re_http_start(ReHttpClient *client, ReHttpRequest *req);
+
+/*
+ * Drive transfers for at most timeout_ms; completed requests are stored in
+ * done[] (up to max_done) and their count returned.
+ */
+extern int	re_http_poll(ReHttpClient *client, int timeout_ms,
+						 ReHttpRequest **done, int max_done);
+extern int	re_http_in_flight(ReHttpClient *client);
+
+/* Free what a completed request holds (response, curl handle). */
+extern void re_http_request_cleanup(ReHttpRequest *req);
+
+/*
+ * Which address class, if any, makes addr (a struct sockaddr) internal:
+ * "loopback", "private", "link-local", "cgnat", "multicast", "unspecified",
+ * "reserved", "metadata" ...; NULL for a public address.
+ */
+extern const char *re_http_internal_address_class(const void *sockaddr);
+
+/*
+ * Standard Webhooks signature header value for one or more "whsec_..."
+ * secrets: "v1,<b64> v1,<b64>".  Returns false with *error set on a bad
+ * secret.  out must hold nsecrets * 50 bytes.
+ */
+extern bool re_http_sign(const char *msg_id, long timestamp, const char *body,
+						 size_t body_len, const char **secrets, int nsecrets,
+						 char *out, size_t outlen, const char **error);
+
+/* Check a URL: NULL if it is an absolute http(s) URL with a host, else the reason. */
+extern const char *re_http_check_url(const char *url);
+
+/* Check a "whsec_<base64>" secret's format; NULL if good, else the reason. */
+extern const char *re_http_check_secret(const char *secret);
+
+#endif							/* RE_HTTP_H */

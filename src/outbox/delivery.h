@@ -1,0 +1,103 @@
+/*-------------------------------------------------------------------------
+ *
+ * delivery.h
+ *	  The queue side of delivery: claiming due deliveries (events) and sends
+ *	  (messages) in short transactions, and recording outcomes.  Used by the
+ *	  worker; knows nothing of HTTP beyond the request it prepares.
+ *
+ *-------------------------------------------------------------------------
+ */
+#ifndef RE_DELIVERY_H
+#define RE_DELIVERY_H
+
+#include "postgres.h"
+
+#include "datatype/timestamp.h"
+#include "http/http.h"
+#include "utils/palloc.h"
+
+typedef enum ReJobKind
+{
+	RE_JOB_EVENT,
+	RE_JOB_SEND
+} ReJobKind;
+
+/* An endpoint or a channel, as loaded at the last refresh. */
+typedef struct ReTarget
+{
+	ReJobKind	kind;
+	char		tenant[64];
+	int64		id;
+	bool		seen;			/* present at the last refresh */
+	int			max_in_flight;
+	int			in_flight;
+	int			rate_limit;		/* 0: none */
+	double		rate_period_s;
+	double		tokens;
+	TimestampTz tokens_at;
+	bool		may_have_more;	/* the last claim filled its limit */
+	MemoryContext cxt;			/* holds the strings below */
+	char	   *url;
+	char	   *method;
+	char	  **headers;		/* "Name: value" */
+	int			nheaders;
+	char	  **secrets;
+	int			nsecrets;
+	char	   *body_template;	/* sends: JSON object text */
+	char	   *message_id_path;	/* sends: text[] literal or NULL */
+	long		timeout_ms;
+	long		connect_timeout_ms;
+	double	   *retry_s;
+	int			nretry;
+} ReTarget;
+
+typedef struct ReBatch
+{
+	MemoryContext cxt;
+	int			remaining;
+} ReBatch;
+
+/* One claimed row being delivered. */
+typedef struct ReJob
+{
+	ReJobKind	kind;
+	ReTarget   *target;
+	ReBatch    *batch;
+	char		tenant[64];
+	char		event_id[40];	/* events */
+	int64		send_id;		/* sends */
+	int			attempt;
+	TimestampTz started_at;
+	const char *hdrs[64];
+	char		signature[512];
+	char		id_header[80];
+	char		ts_header[48];
+	char		sig_header[540];
+	char		key_header[80];
+	char	   *body;
+	ReHttpRequest req;
+} ReJob;
+
+/* The outcome of one attempt, to be recorded. */
+typedef enum ReOutcome
+{
+	RE_OUTCOME_SENT,
+	RE_OUTCOME_RETRY,
+	RE_OUTCOME_DEAD
+} ReOutcome;
+
+extern void re_delivery_reclaim_all(void);
+extern int	re_delivery_reclaim_expired(void);
+extern void re_delivery_refresh_targets(ReTarget ***targets, int *ntargets,
+										MemoryContext cxt);
+extern int	re_delivery_claim(ReTarget *target, int limit, ReJob **jobs,
+							  ReBatch *batch);
+extern ReOutcome re_delivery_classify(ReJob *job, TimestampTz *next_attempt_at,
+									  bool *disable_target);
+extern void re_delivery_record(ReJob **jobs, int njobs, int *nsent, int *nretry,
+							   int *ndead);
+extern TimestampTz re_delivery_next_due(void);
+extern bool re_delivery_extension_present(void);
+extern void re_delivery_maintenance(void);
+
+#endif							/* RE_DELIVERY_H */
