@@ -29,7 +29,7 @@ PG_CFLAGS    = -std=gnu99 -Wall -Wextra -Werror -Wno-unused-parameter \
                -Wno-missing-field-initializers -Wno-sign-compare
 
 REGRESS      = setup usage_response usage_ladder usage_goals_streaks \
-               usage_timezones usage_bad_input usage_backfill security
+               usage_timezones usage_bad_input usage_backfill delivery_input security
 REGRESS_OPTS = --temp-config=$(srcdir)/test/test.conf
 
 ISOLATION    = usage_concurrent_milestones usage_concurrent_goal_feature

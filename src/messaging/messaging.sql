@@ -84,7 +84,8 @@ CREATE FUNCTION revenue_engine.create_channel(
     max_in_flight      integer    DEFAULT 16,
     rate_limit         integer    DEFAULT NULL,
     rate_period        text       DEFAULT 'second',
-    retry_schedule     interval[] DEFAULT '{5 seconds,1 minute,5 minutes,30 minutes}')
+    retry_schedule     interval[] DEFAULT '{5 seconds,1 minute,5 minutes,30 minutes}',
+    enabled            boolean    DEFAULT true)
 RETURNS bigint
 LANGUAGE plpgsql VOLATILE
 SET search_path = pg_catalog, pg_temp
@@ -92,10 +93,14 @@ AS $fn$
 DECLARE
     new_id bigint;
 BEGIN
-    IF name IS NULL OR url IS NULL OR method IS NULL THEN
-        RAISE EXCEPTION 'name, url and method must not be null' USING ERRCODE = '22004';
+    IF name IS NULL OR url IS NULL OR method IS NULL OR enabled IS NULL THEN
+        RAISE EXCEPTION 'name, url, method and enabled must not be null' USING ERRCODE = '22004';
     END IF;
     PERFORM revenue_engine.check_name('channel name', name);
+    IF EXISTS (SELECT 1 FROM revenue_engine.channels c
+                WHERE c.tenant_id = revenue_engine.current_tenant() AND c.name = create_channel.name) THEN
+        RAISE EXCEPTION 'channel "%" already exists', name USING ERRCODE = '42710';
+    END IF;
     PERFORM revenue_engine.check_http_target(url, headers, timeout_ms, connect_timeout_ms,
                                              max_in_flight, rate_limit, rate_period, retry_schedule);
     IF upper(method) NOT IN ('POST', 'PUT', 'PATCH') THEN
@@ -111,14 +116,16 @@ BEGIN
     END IF;
     INSERT INTO revenue_engine.channels AS c
            (name, url, method, headers, body_template, message_id_path, timeout_ms,
-            connect_timeout_ms, max_in_flight, rate_limit, rate_period, retry_schedule)
+            connect_timeout_ms, max_in_flight, rate_limit, rate_period, retry_schedule,
+            enabled, disabled_reason)
     VALUES (name, url, upper(method), headers, body_template, message_id_path, timeout_ms,
-            connect_timeout_ms, max_in_flight, rate_limit, rate_period, retry_schedule)
+            connect_timeout_ms, max_in_flight, rate_limit, rate_period, retry_schedule,
+            enabled, CASE WHEN NOT enabled THEN 'created disabled' END)
     RETURNING c.id INTO new_id;
     RETURN new_id;
 END
 $fn$;
-COMMENT ON FUNCTION revenue_engine.create_channel(text, text, text, jsonb, jsonb, text[], integer, integer, integer, integer, text, interval[]) IS
+COMMENT ON FUNCTION revenue_engine.create_channel(text, text, text, jsonb, jsonb, text[], integer, integer, integer, integer, text, interval[], boolean) IS
     'create a channel: a provider API that sends are POSTed to, with the body template || the send''s payload';
 
 /*
@@ -136,6 +143,7 @@ RETURNS bigint
 LANGUAGE plpgsql VOLATILE SECURITY DEFINER
 SET search_path = pg_catalog, pg_temp
 AS $fn$
+#variable_conflict use_column
 DECLARE
     ch     bigint;
     sid    bigint;
@@ -181,6 +189,31 @@ END
 $fn$;
 COMMENT ON FUNCTION revenue_engine.enqueue_send(text, jsonb, text, timestamptz, uuid, jsonb) IS
     'queue a message on a channel; the same idempotency key returns the first send''s id';
+
+CREATE FUNCTION revenue_engine.set_channel_enabled(name text, enabled boolean, reason text DEFAULT NULL)
+RETURNS boolean
+LANGUAGE plpgsql VOLATILE
+SET search_path = pg_catalog, pg_temp
+AS $fn$
+BEGIN
+    IF name IS NULL OR enabled IS NULL THEN
+        RAISE EXCEPTION 'name and enabled must not be null' USING ERRCODE = '22004';
+    END IF;
+    UPDATE revenue_engine.channels c
+       SET enabled = set_channel_enabled.enabled,
+           disabled_reason = CASE WHEN set_channel_enabled.enabled THEN NULL
+                                  ELSE coalesce(reason, 'disabled by ' || current_user) END,
+           updated_at = now()
+     WHERE c.tenant_id = revenue_engine.current_tenant() AND c.name = set_channel_enabled.name;
+    IF NOT FOUND THEN
+        RAISE EXCEPTION 'channel "%" does not exist', name USING ERRCODE = '42704';
+    END IF;
+    IF enabled THEN
+        PERFORM revenue_engine.wake_worker();
+    END IF;
+    RETURN enabled;
+END
+$fn$;
 
 CREATE FUNCTION revenue_engine.redrive_sends(
     channel text DEFAULT NULL,

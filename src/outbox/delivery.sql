@@ -229,7 +229,8 @@ CREATE FUNCTION revenue_engine.create_endpoint(
     rate_period           text       DEFAULT 'second',
     retry_schedule        interval[] DEFAULT '{5 seconds,5 minutes,30 minutes,2 hours,5 hours,10 hours,10 hours}',
     circuit_break_after   interval   DEFAULT '3 days',
-    deliver_pending_since timestamptz DEFAULT NULL)
+    deliver_pending_since timestamptz DEFAULT NULL,
+    enabled               boolean    DEFAULT true)
 RETURNS bigint
 LANGUAGE plpgsql VOLATILE
 SET search_path = pg_catalog, pg_temp
@@ -239,10 +240,15 @@ DECLARE
     new_id bigint;
     tenant text := revenue_engine.current_tenant();
 BEGIN
-    IF name IS NULL OR url IS NULL THEN
-        RAISE EXCEPTION 'name and url must not be null' USING ERRCODE = '22004';
+    IF name IS NULL OR url IS NULL OR enabled IS NULL THEN
+        RAISE EXCEPTION 'name, url and enabled must not be null' USING ERRCODE = '22004';
     END IF;
     PERFORM revenue_engine.check_name('endpoint name', name);
+    IF EXISTS (SELECT 1 FROM revenue_engine.endpoints e
+                WHERE e.tenant_id = tenant AND e.name = create_endpoint.name) THEN
+        RAISE EXCEPTION 'endpoint "%" already exists', name
+            USING ERRCODE = '42710', HINT = 'Change it with revenue_engine.alter_endpoint().';
+    END IF;
     PERFORM revenue_engine.check_http_target(url, headers, timeout_ms, connect_timeout_ms,
                                              max_in_flight, rate_limit, rate_period, retry_schedule);
     IF event_types IS NOT NULL THEN
@@ -269,11 +275,13 @@ BEGIN
     INSERT INTO revenue_engine.endpoints AS ep
            (tenant_id, name, url, event_types, headers, signing_secrets, timeout_ms,
             connect_timeout_ms, max_in_flight, rate_limit, rate_period, retry_schedule,
-            circuit_break_after)
+            circuit_break_after, enabled, disabled_reason, disabled_at)
     VALUES (tenant, name, url, event_types, headers,
             CASE WHEN signing_secret IS NULL THEN '{}' ELSE ARRAY[signing_secret] END,
             timeout_ms, connect_timeout_ms, max_in_flight, rate_limit, rate_period,
-            retry_schedule, circuit_break_after)
+            retry_schedule, circuit_break_after, enabled,
+            CASE WHEN NOT enabled THEN 'created disabled' END,
+            CASE WHEN NOT enabled THEN now() END)
     RETURNING ep.id INTO new_id;
 
     IF deliver_pending_since IS NOT NULL THEN
@@ -288,7 +296,7 @@ BEGIN
     RETURN new_id;
 END
 $fn$;
-COMMENT ON FUNCTION revenue_engine.create_endpoint(text, text, text[], text, jsonb, integer, integer, integer, integer, text, interval[], interval, timestamptz) IS
+COMMENT ON FUNCTION revenue_engine.create_endpoint(text, text, text[], text, jsonb, integer, integer, integer, integer, text, interval[], interval, timestamptz, boolean) IS
     'create an HTTP endpoint for events; events enqueued from now on (or pending since deliver_pending_since) go to it';
 
 -- Change an endpoint: a NULL argument keeps the current value.

@@ -1,0 +1,97 @@
+-- Endpoints, channels and sends: settings, secrets hidden, and bad input refused at create time.
+\c
+\set SHOW_CONTEXT never
+SELECT revenue_engine.create_endpoint('crm', 'https://hooks.example.com/revenue',
+         event_types => '{milestone_reached,daily_goal_achieved}',
+         signing_secret => 'whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw',
+         headers => '{"Authorization": "Bearer s3cret"}',
+         enabled => false) > 0 AS created;   -- disabled: nothing leaves this test
+SELECT name, url, event_types, header_names, signing_secrets, timeout_ms, max_in_flight,
+       retry_schedule, enabled
+  FROM revenue_engine.endpoints_public;
+
+-- Every event goes to every subscribed endpoint, in the enqueuing transaction.
+SELECT revenue_engine.track_daily_usage(u(70), 'reply', 1, '2026-11-01')->'milestones';
+SELECT e.event_type, d.status, d.attempts, ep.name
+  FROM revenue_engine.deliveries d
+  JOIN revenue_engine.webhook_events e ON e.id = d.event_id
+  JOIN revenue_engine.endpoints ep ON ep.id = d.endpoint_id
+ WHERE e.user_id = u(70);
+SELECT revenue_engine.register_event_type('trial_ending');
+SELECT revenue_engine.enqueue_event(u(70), 'trial_ending', '{"days": 3}') IS NOT NULL;
+SELECT count(*) AS not_subscribed FROM revenue_engine.deliveries d
+  JOIN revenue_engine.webhook_events e ON e.id = d.event_id WHERE e.event_type = 'trial_ending';
+
+-- Bad endpoints
+SELECT revenue_engine.create_endpoint('x', 'ftp://example.com/');
+\echo :LAST_ERROR_SQLSTATE
+SELECT revenue_engine.create_endpoint('x', 'not a url');
+SELECT revenue_engine.create_endpoint('x', 'http://');
+SELECT revenue_engine.create_endpoint('x', 'https://example.com/', event_types => '{no_such_event}');
+\echo :LAST_ERROR_SQLSTATE
+SELECT revenue_engine.create_endpoint('x', 'https://example.com/', event_types => '{}');
+SELECT revenue_engine.create_endpoint('x', 'https://example.com/', signing_secret => 'secret');
+\echo :LAST_ERROR_SQLSTATE
+SELECT revenue_engine.create_endpoint('x', 'https://example.com/', signing_secret => 'whsec_!!!!');
+SELECT revenue_engine.create_endpoint('x', 'https://example.com/', timeout_ms => -5);
+\echo :LAST_ERROR_SQLSTATE
+SELECT revenue_engine.create_endpoint('x', 'https://example.com/', max_in_flight => 0);
+SELECT revenue_engine.create_endpoint('x', 'https://example.com/', rate_limit => 0);
+SELECT revenue_engine.create_endpoint('x', 'https://example.com/', rate_period => 'hour');
+SELECT revenue_engine.create_endpoint('x', 'https://example.com/', retry_schedule => '{5 seconds,-1 second}');
+SELECT revenue_engine.create_endpoint('x', 'https://example.com/', headers => '{"X-Evil": "a\r\nHost: other"}');
+SELECT revenue_engine.create_endpoint('x', 'https://example.com/', headers => '{"webhook-id": "mine"}');
+SELECT revenue_engine.create_endpoint('x', 'https://example.com/', headers => '{"Bad Name": "v"}');
+SELECT revenue_engine.create_endpoint('x', 'https://example.com/', headers => '["not an object"]');
+SELECT revenue_engine.create_endpoint(NULL, 'https://example.com/');
+\echo :LAST_ERROR_SQLSTATE
+SELECT revenue_engine.create_endpoint('crm', 'https://example.com/');
+\echo :LAST_ERROR_SQLSTATE
+SELECT count(*) AS endpoints FROM revenue_engine.endpoints;
+
+-- Changing and disabling endpoints; redrive of an unknown one.
+SELECT name, url, signing_secrets FROM revenue_engine.alter_endpoint('crm', url => 'https://hooks.example.com/v2',
+         add_signing_secret => 'whsec_C2FVsBQIhrscChlQIMV+b5sSYspob7oD');
+SELECT name, signing_secrets FROM revenue_engine.alter_endpoint('crm', drop_signing_secrets_except_newest => true);
+SELECT revenue_engine.set_endpoint_enabled('crm', false, 'maintenance window');
+SELECT enabled, disabled_reason FROM revenue_engine.endpoints_public WHERE name = 'crm';
+SELECT revenue_engine.set_endpoint_enabled('nope', true);
+\echo :LAST_ERROR_SQLSTATE
+SELECT revenue_engine.redrive('nope');
+SELECT revenue_engine.redrive('crm');
+
+-- Channels and sends
+SELECT revenue_engine.create_channel('whatsapp', 'https://graph.example.com/v19.0/123/messages',
+         headers => '{"Authorization": "Bearer EAAG"}',
+         body_template => '{"messaging_product": "whatsapp"}',
+         message_id_path => '{messages,0,id}', enabled => false) > 0 AS created;
+SELECT name, method, header_names, body_template, message_id_path FROM revenue_engine.channels_public;
+SELECT revenue_engine.enqueue_send('whatsapp', '{"to": "+60123456789", "type": "text"}', 'blast-1:+60123456789') AS first \gset
+SELECT revenue_engine.enqueue_send('whatsapp', '{"to": "+60123456789", "type": "text"}', 'blast-1:+60123456789') = :first AS same_send;
+SELECT count(*) AS sends, min(status) AS status FROM revenue_engine.sends;
+SELECT revenue_engine.enqueue_send('nope', '{}');
+\echo :LAST_ERROR_SQLSTATE
+SELECT revenue_engine.enqueue_send('whatsapp', '"text"');
+SELECT revenue_engine.enqueue_send('whatsapp', NULL);
+SELECT revenue_engine.enqueue_send('whatsapp', '{}', '');
+SELECT revenue_engine.create_channel('sms', 'https://sms.example.com/', method => 'GET');
+SELECT revenue_engine.create_channel('sms', 'https://sms.example.com/', message_id_path => '{}');
+
+-- The application role sees no secret.
+CREATE ROLE re_reader;
+GRANT revenue_engine_user TO re_reader;
+SET ROLE re_reader;
+SELECT count(*) FROM revenue_engine.endpoints;
+SELECT count(*) FROM revenue_engine.channels;
+SELECT name, header_names FROM revenue_engine.endpoints_public;
+SELECT revenue_engine.create_endpoint('mine', 'https://example.com/');
+RESET ROLE;
+DROP OWNED BY re_reader;
+DROP ROLE re_reader;
+
+-- Settings
+SET revenue_engine.http_allow_private = on;
+RESET revenue_engine.http_allow_private;
+SET revenue_engine.attempt_retention = 'forever';
+SET revenue_engine.attempt_retention = '30 days';
+SELECT revenue_engine.schedule_maintenance();
