@@ -5,6 +5,10 @@
 CREATE EXTENSION revenue_engine;
 \set user '''6f1c2a4e-0000-4000-8000-000000000001'''
 
+\echo '\n-- An endpoint receives every event, signed (Standard Webhooks).'
+SELECT revenue_engine.create_endpoint('demo-receiver', :'receiver', signing_secret => :'secret',
+                                      retry_schedule => '{1 second,5 seconds}') AS endpoint_id;
+
 \echo '\n-- The user lives in Kuala Lumpur and wants 5 replies a day.'
 SELECT user_id, timezone, daily_goals
   FROM revenue_engine.set_user_profile(:user, timezone => 'Asia/Kuala_Lumpur', daily_goals => '{"reply": 5}');
@@ -29,9 +33,13 @@ SET revenue_engine.clock_override = '2026-11-19 16:30:00+00';
 SELECT r->>'date' AS date, r->'first_use' AS first_use, r->'events' AS events
   FROM revenue_engine.track_daily_usage(:user, 'meme') r;
 
-\echo '\n-- The outbox: every event, written in the transaction that caused it (pending delivery).'
-SELECT event_type, event_data, status
+\echo '\n-- The outbox: every event was written in the transaction that caused it;'
+\echo '-- the delivery worker was woken at each commit and POSTed it to the receiver.'
+SELECT pg_sleep(1);
+SELECT event_type, event_data, status, attempts
   FROM revenue_engine.webhook_events ORDER BY created_at, event_data->>'milestone_value';
+SELECT name, pending, in_flight, dead, sent_5m, round(p50_latency_ms::numeric, 1) AS p50_ms
+  FROM revenue_engine.endpoint_stats;
 
 \echo '\n-- Lifetime figures.'
 SELECT usage_type, lifetime_total, latest_milestone, milestones_reached, best_streak
