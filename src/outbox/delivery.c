@@ -165,13 +165,18 @@ re_delivery_next_due(void)
 	Datum		d;
 
 	begin_tx("revenue_engine: looking for the next due row");
+	/* one index probe per endpoint and channel */
 	SPI_execute("SELECT least("
-				" (SELECT min(d.next_attempt_at) FROM revenue_engine.deliveries d"
-				"    JOIN revenue_engine.endpoints e ON e.tenant_id = d.tenant_id AND e.id = d.endpoint_id"
-				"   WHERE d.status = 'pending' AND e.enabled),"
-				" (SELECT min(s.next_attempt_at) FROM revenue_engine.sends s"
-				"    JOIN revenue_engine.channels c ON c.tenant_id = s.tenant_id AND c.id = s.channel_id"
-				"   WHERE s.status = 'queued' AND c.enabled))", true, 1);
+				" (SELECT min(x.at) FROM revenue_engine.endpoints e,"
+				"   LATERAL (SELECT d.next_attempt_at AS at FROM revenue_engine.deliveries d"
+				"             WHERE d.endpoint_id = e.id AND d.tenant_id = e.tenant_id"
+				"               AND d.status = 'pending' ORDER BY d.next_attempt_at LIMIT 1) x"
+				"   WHERE e.enabled),"
+				" (SELECT min(x.at) FROM revenue_engine.channels c,"
+				"   LATERAL (SELECT s.next_attempt_at AS at FROM revenue_engine.sends s"
+				"             WHERE s.channel_id = c.id AND s.tenant_id = c.tenant_id"
+				"               AND s.status = 'queued' ORDER BY s.next_attempt_at LIMIT 1) x"
+				"   WHERE c.enabled))", true, 1);
 	if (SPI_processed == 1)
 	{
 		d = SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 1, &isnull);
@@ -486,14 +491,12 @@ prepare_record_plans(void)
 	record_event_status_plan = keep(
 									"UPDATE revenue_engine.webhook_events e"
 									"   SET status = x.status, attempts = x.attempts, sent_at = x.sent_at,"
-									"       error_message = x.err,"
-									"       next_attempt_at = coalesce(x.next_at, e.next_attempt_at)"
+									"       error_message = x.err"
 									"  FROM (SELECT d.tenant_id, d.event_id,"
 									"               CASE WHEN bool_and(d.status = 'sent') THEN 'sent'"
 									"                    WHEN bool_or(d.status = 'dead') THEN 'failed'"
 									"                    ELSE 'pending' END AS status,"
 									"               max(d.attempts) AS attempts, max(d.sent_at) AS sent_at,"
-									"               min(d.next_attempt_at) FILTER (WHERE d.status = 'pending') AS next_at,"
 									"               string_agg(d.last_error, '; ') FILTER (WHERE d.status <> 'sent') AS err"
 									"          FROM revenue_engine.deliveries d"
 									"          JOIN (SELECT DISTINCT * FROM unnest($1, $2::uuid[]) AS k(tenant_id, event_id)) k"

@@ -20,18 +20,14 @@ CREATE TABLE revenue_engine.webhook_events (
     CONSTRAINT webhook_events_status_check
         CHECK (status IN ('pending', 'sent', 'failed')),
     CONSTRAINT webhook_events_attempts_check CHECK (attempts >= 0)
-);
+) WITH (fillfactor = 90);
 COMMENT ON TABLE revenue_engine.webhook_events IS
     'the outbox: one row per event, written in the transaction that caused it';
 COMMENT ON COLUMN revenue_engine.webhook_events.user_data IS
     'the "user" object of the payload, built at enqueue time by revenue_engine.user_payload_function';
 COMMENT ON COLUMN revenue_engine.webhook_events.next_attempt_at IS
-    'when the row is next due for delivery';
+    'when the event is next due for delivery (the earliest of its pending deliveries)';
 
--- The delivery worker's claim query reads due pending rows in this order.
-CREATE INDEX webhook_events_due_idx
-    ON revenue_engine.webhook_events (next_attempt_at)
-    WHERE status = 'pending';
 CREATE INDEX webhook_events_user_idx
     ON revenue_engine.webhook_events (tenant_id, user_id, created_at);
 
