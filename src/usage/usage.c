@@ -28,6 +28,12 @@
 #include "utils/datetime.h"
 #include "utils/jsonb.h"
 #include "utils/memutils.h"
+#include "utils/hsearch.h"
+#include "utils/inval.h"
+#include "utils/lsyscache.h"
+#include "utils/numeric.h"
+#include "catalog/namespace.h"
+#include "commands/trigger.h"
 #include "utils/timestamp.h"
 #include "utils/uuid.h"
 
@@ -78,70 +84,137 @@ static SPIPlanPtr milestone_plan = NULL;
 static SPIPlanPtr latest_milestone_plan = NULL;
 
 /*
- * The hot statement.  $1 tenant, $2 user, $3 usage type, $4 count, $5 date
- * or NULL for the user's today, $6 the instant taken as now.  No row is written when $5 is after the
- * user's today: then d and l are empty and the caller reports the error.
+ * The hot statement: both upserts in one executor run.  $1 tenant, $2 user,
+ * $3 usage type, $4 count, $5 the user's local day, $6 now().  The lifetime
+ * row is locked first (the main query), then the daily row (the CTE, run
+ * when RETURNING reads it); every call takes them in that order.
  */
-static const char *track_sql =
-"WITH cfg AS ("
-"  SELECT coalesce(p.timezone, 'UTC') AS tz,"
-"         (p.daily_goals ->> $3)::integer AS user_goal,"
-"         t.usage_type IS NOT NULL AS configured,"
-"         t.daily_goal, t.milestones, t.streak_milestones, t.is_feature"
-"    FROM (VALUES (1)) AS one(x)"
-"    LEFT JOIN revenue_engine.user_profiles p"
-"           ON p.tenant_id = $1 AND p.user_id = $2"
-"    LEFT JOIN revenue_engine.usage_types t ON t.usage_type = $3"
-"), day AS ("
-"  SELECT cfg.*, date(timezone(cfg.tz, $6)) AS today FROM cfg"
-"), d AS ("
-"  INSERT INTO revenue_engine.daily_usage AS d"
-"         (tenant_id, user_id, usage_type, usage_date, count)"
-"  SELECT $1, $2, $3, coalesce($5, day.today), $4 FROM day"
-"   WHERE $5 IS NULL OR $5 <= day.today"
-"  ON CONFLICT (tenant_id, user_id, usage_type, usage_date)"
-"  DO UPDATE SET count = d.count + excluded.count"
-"  RETURNING d.usage_date, d.count, d.goal_achieved_at IS NOT NULL AS achieved,"
-"            d.streak_days"
-"), l AS ("
-"  INSERT INTO revenue_engine.lifetime_usage AS l"
-"         (tenant_id, user_id, usage_type, total, first_used_at, last_used_at)"
-"  SELECT $1, $2, $3, $4, now(), now() FROM d"
-"  ON CONFLICT (tenant_id, user_id, usage_type)"
-"  DO UPDATE SET total = l.total + excluded.total, last_used_at = excluded.last_used_at"
-"  RETURNING l.total, l.current_streak, l.streak_end_date,"
-"            l.first_used_at = now() AS fresh"
-")"
-"SELECT day.tz, day.today, day.user_goal, day.configured, day.daily_goal,"
-"       day.milestones, day.streak_milestones, day.is_feature,"
-"       d.usage_date, d.count, d.achieved, d.streak_days,"
-"       l.total, l.current_streak, l.streak_end_date, l.fresh"
-"  FROM day LEFT JOIN d ON true LEFT JOIN l ON true";
+static const char *track_daily_sql =
+"INSERT INTO revenue_engine.daily_usage AS d"
+"       (tenant_id, user_id, usage_type, usage_date, count)"
+"VALUES ($1, $2, $3, $5, $4)"
+"ON CONFLICT (tenant_id, user_id, usage_type, usage_date)"
+"DO UPDATE SET count = d.count + excluded.count"
+" RETURNING d.count, d.goal_achieved_at IS NOT NULL AS achieved, d.streak_days";
+static const char *track_lifetime_sql =
+"INSERT INTO revenue_engine.lifetime_usage AS l"
+"       (tenant_id, user_id, usage_type, total, first_used_at, last_used_at)"
+"VALUES ($1, $2, $3, $4, $5, $5)"
+"ON CONFLICT (tenant_id, user_id, usage_type)"
+"DO UPDATE SET total = l.total + excluded.total, last_used_at = excluded.last_used_at"
+" RETURNING l.total, l.current_streak, l.streak_end_date, l.first_used_at = $5";
+static SPIPlanPtr track_daily_plan = NULL;
 
+/* columns of the lifetime upsert, then of the daily upsert */
 enum
 {
-	COL_TZ = 1,
-	COL_TODAY,
-	COL_USER_GOAL,
-	COL_CONFIGURED,
-	COL_DAILY_GOAL,
-	COL_MILESTONES,
-	COL_STREAK_MILESTONES,
-	COL_IS_FEATURE,
-	COL_USAGE_DATE,
-	COL_DAY_COUNT,
-	COL_ACHIEVED,
-	COL_DAY_STREAK,
-	COL_TOTAL,
+	COL_TOTAL = 1,
 	COL_CURRENT_STREAK,
 	COL_STREAK_END,
 	COL_FRESH
 };
+enum
+{
+	COL_DAY_COUNT = 1,
+	COL_ACHIEVED,
+	COL_DAY_STREAK
+};
+
+/*
+ * Backend-local caches of user profiles and usage type settings, so the hot
+ * path runs one statement.  A statement trigger on each table sends a
+ * relcache invalidation (revenue_engine.invalidate_cache); the callback
+ * empties both caches, and every call first accepts pending invalidations,
+ * so a committed change is seen by the next call in every session.
+ */
+#define RE_PROFILE_CACHE_MAX 100000
+
+typedef struct ProfileKey
+{
+	pg_uuid_t	user_id;
+	char		tenant[RE_MAX_NAME_LEN + 1];
+} ProfileKey;
+
+typedef struct ProfileEntry
+{
+	ProfileKey	key;
+	pg_tz	   *tz;
+	const char *tzname;
+	Jsonb	   *goals;			/* NULL: none */
+} ProfileEntry;
+
+typedef struct TypeEntry
+{
+	char		name[RE_MAX_NAME_LEN + 1];
+	UsageSettings settings;
+} TypeEntry;
+
+static MemoryContext cache_cxt = NULL;
+static HTAB *profile_cache = NULL;
+static HTAB *type_cache = NULL;
+static Oid	profiles_relid = InvalidOid;
+static Oid	types_relid = InvalidOid;
+static SPIPlanPtr profile_plan = NULL;
+static SPIPlanPtr type_plan = NULL;
+
+static void
+reset_caches(void)
+{
+	if (cache_cxt != NULL)
+		MemoryContextReset(cache_cxt);
+	profile_cache = NULL;
+	type_cache = NULL;
+	profiles_relid = InvalidOid;
+	types_relid = InvalidOid;
+}
+
+static void
+relcache_callback(Datum arg, Oid relid)
+{
+	if (relid == InvalidOid || relid == profiles_relid || relid == types_relid)
+		reset_caches();
+}
+
+static void
+ensure_caches(void)
+{
+	HASHCTL		ctl;
+
+	if (cache_cxt == NULL)
+	{
+		cache_cxt = AllocSetContextCreate(TopMemoryContext, "revenue_engine usage caches",
+										  ALLOCSET_DEFAULT_SIZES);
+		CacheRegisterRelcacheCallback(relcache_callback, (Datum) 0);
+	}
+	if (profile_cache != NULL &&
+		hash_get_num_entries(profile_cache) >= RE_PROFILE_CACHE_MAX)
+		reset_caches();
+	if (profile_cache == NULL)
+	{
+		Oid			nsp = get_namespace_oid("revenue_engine", false);
+
+		profiles_relid = get_relname_relid("user_profiles", nsp);
+		types_relid = get_relname_relid("usage_types", nsp);
+		memset(&ctl, 0, sizeof(ctl));
+		ctl.keysize = sizeof(ProfileKey);
+		ctl.entrysize = sizeof(ProfileEntry);
+		ctl.hcxt = cache_cxt;
+		profile_cache = hash_create("revenue_engine profiles", 1024, &ctl,
+									HASH_ELEM | HASH_BLOBS | HASH_CONTEXT);
+		memset(&ctl, 0, sizeof(ctl));
+		ctl.keysize = RE_MAX_NAME_LEN + 1;
+		ctl.entrysize = sizeof(TypeEntry);
+		ctl.hcxt = cache_cxt;
+		type_cache = hash_create("revenue_engine usage types", 64, &ctl,
+								 HASH_ELEM | HASH_STRINGS | HASH_CONTEXT);
+	}
+}
 
 static SPIPlanPtr
 prepare_saved(const char *sql, int nargs, Oid *argtypes)
 {
-	SPIPlanPtr	plan = SPI_prepare(sql, nargs, argtypes);
+	/* the parameters are key values only: a generic plan is always right */
+	SPIPlanPtr	plan = SPI_prepare_cursor(sql, nargs, argtypes, CURSOR_OPT_GENERIC_PLAN);
 
 	if (plan == NULL)
 		elog(ERROR, "SPI_prepare failed for \"%s\": %s",
@@ -154,14 +227,23 @@ static void
 prepare_plans(void)
 {
 	Oid			key4[6] = {TEXTOID, UUIDOID, TEXTOID, DATEOID, INT4OID, INT4OID};
-	Oid			track_types[6] = {TEXTOID, UUIDOID, TEXTOID, INT8OID, DATEOID, TIMESTAMPTZOID};
+	Oid			track_types[5] = {TEXTOID, UUIDOID, TEXTOID, INT8OID, DATEOID};
+	Oid			lifetime_types[5] = {TEXTOID, UUIDOID, TEXTOID, INT8OID, TIMESTAMPTZOID};
+	Oid			profile_types[2] = {TEXTOID, UUIDOID};
+	Oid			type_types[1] = {TEXTOID};
 	Oid			lts_types[6] = {TEXTOID, UUIDOID, TEXTOID, INT4OID, DATEOID, INT4OID};
 	Oid			ms_types[6] = {TEXTOID, UUIDOID, TEXTOID, INT8OID, INT8OID, UUIDOID};
 
 	if (track_plan != NULL)
 		return;
 
-	track_plan = prepare_saved(track_sql, 6, track_types);
+	track_plan = prepare_saved(track_lifetime_sql, 5, lifetime_types);
+	track_daily_plan = prepare_saved(track_daily_sql, 5, track_types);
+	profile_plan = prepare_saved("SELECT timezone, daily_goals FROM revenue_engine.user_profiles"
+								 " WHERE tenant_id = $1 AND user_id = $2", 2, profile_types);
+	type_plan = prepare_saved("SELECT milestones, streak_milestones, daily_goal, is_feature"
+							  "  FROM revenue_engine.usage_types WHERE usage_type = $1",
+							  1, type_types);
 	prev_streak_plan = prepare_saved(
 									 "SELECT streak_days FROM revenue_engine.daily_usage"
 									 " WHERE tenant_id = $1 AND user_id = $2 AND usage_type = $3"
@@ -405,6 +487,144 @@ in_ladder(const int32 *ladder, int n, int32 value)
 	return false;
 }
 
+/* The usage type's settings (cached); connected to SPI, in the owner scope. */
+static UsageSettings *
+lookup_settings(const char *usage_type)
+{
+	TypeEntry  *e;
+	bool		found;
+	Datum		values[1];
+	int			ret;
+
+	e = hash_search(type_cache, usage_type, HASH_FIND, NULL);
+	if (e != NULL)
+		return &e->settings;
+
+	values[0] = CStringGetTextDatum(usage_type);
+	ret = SPI_execute_plan(type_plan, values, NULL, true, 1);
+	if (ret != SPI_OK_SELECT)
+		elog(ERROR, "usage type look-up failed: %s", SPI_result_code_string(ret));
+
+	e = hash_search(type_cache, usage_type, HASH_ENTER, &found);
+	if (SPI_processed == 0)
+		settings_from_builtin(&e->settings, usage_type);
+	else
+	{
+		MemoryContext old = MemoryContextSwitchTo(cache_cxt);
+		bool		isnull;
+		Datum		d;
+		void	   *vals;
+		int			n;
+
+		vals = array_values(col(1, &isnull), INT8OID, &n);
+		e->settings.milestones = palloc(sizeof(int64) * Max(n, 1));
+		memcpy(e->settings.milestones, vals, sizeof(int64) * n);
+		e->settings.nmilestones = n;
+		vals = array_values(col(2, &isnull), INT4OID, &n);
+		e->settings.streak_milestones = palloc(sizeof(int32) * Max(n, 1));
+		memcpy(e->settings.streak_milestones, vals, sizeof(int32) * n);
+		e->settings.nstreak = n;
+		d = col(3, &isnull);
+		e->settings.daily_goal = isnull ? 0 : DatumGetInt32(d);
+		e->settings.is_feature = DatumGetBool(col(4, &isnull));
+		MemoryContextSwitchTo(old);
+	}
+	return &e->settings;
+}
+
+/* The user's profile (cached); connected to SPI, in the owner scope. */
+static ProfileEntry *
+lookup_profile(const char *tenant, pg_uuid_t *user_id)
+{
+	ProfileKey	key;
+	ProfileEntry *e;
+	bool		found;
+	Datum		values[2];
+	int			ret;
+	char	   *tzname = "UTC";
+	Jsonb	   *goals = NULL;
+	bool		isnull;
+
+	memset(&key, 0, sizeof(key));
+	key.user_id = *user_id;
+	strlcpy(key.tenant, tenant, sizeof(key.tenant));
+	e = hash_search(profile_cache, &key, HASH_FIND, NULL);
+	if (e != NULL)
+		return e;
+
+	values[0] = CStringGetTextDatum(tenant);
+	values[1] = UUIDPGetDatum(user_id);
+	ret = SPI_execute_plan(profile_plan, values, NULL, true, 1);
+	if (ret != SPI_OK_SELECT)
+		elog(ERROR, "profile look-up failed: %s", SPI_result_code_string(ret));
+	if (SPI_processed == 1)
+	{
+		Datum		d;
+
+		tzname = TextDatumGetCString(col(1, &isnull));
+		d = col(2, &isnull);
+		if (!isnull)
+		{
+			goals = DatumGetJsonbP(d);
+			if (JB_ROOT_COUNT(goals) == 0)
+				goals = NULL;
+		}
+	}
+
+	e = hash_search(profile_cache, &key, HASH_ENTER, &found);
+	e->tz = pg_tzset(tzname);
+	if (e->tz == NULL)
+	{
+		hash_search(profile_cache, &key, HASH_REMOVE, NULL);
+		ereport(ERROR,
+				(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
+				 errmsg("time zone \"%s\" of user %s is not recognized", tzname,
+						DatumGetCString(DirectFunctionCall1(uuid_out, UUIDPGetDatum(user_id)))),
+				 errhint("Set it with revenue_engine.set_user_profile().")));
+	}
+	e->tzname = pg_get_timezone_name(e->tz);
+	e->goals = NULL;
+	if (goals != NULL)
+	{
+		e->goals = MemoryContextAlloc(cache_cxt, VARSIZE(goals));
+		memcpy(e->goals, goals, VARSIZE(goals));
+	}
+	return e;
+}
+
+/* The user's own goal for usage_type, or -1 when the profile sets none. */
+static int32
+profile_goal(ProfileEntry *p, const char *usage_type)
+{
+	JsonbValue	k;
+	JsonbValue *v;
+
+	if (p->goals == NULL)
+		return -1;
+	k.type = jbvString;
+	k.val.string.val = (char *) usage_type;
+	k.val.string.len = strlen(usage_type);
+	v = findJsonbValueFromContainer(&p->goals->root, JB_FOBJECT, &k);
+	if (v == NULL || v->type != jbvNumeric)
+		return -1;
+	return DatumGetInt32(DirectFunctionCall1(numeric_int4, NumericGetDatum(v->val.numeric)));
+}
+
+/* The calendar date of instant now in time zone tz. */
+static DateADT
+local_date(TimestampTz now, pg_tz *tz)
+{
+	struct pg_tm tm;
+	fsec_t		fsec;
+	int			tzoff;
+
+	if (timestamp2tm(now, &tzoff, &tm, &fsec, NULL, tz) != 0)
+		ereport(ERROR,
+				(errcode(ERRCODE_DATETIME_VALUE_OUT_OF_RANGE),
+				 errmsg("timestamp out of range")));
+	return date2j(tm.tm_year, tm.tm_mon, tm.tm_mday) - POSTGRES_EPOCH_JDATE;
+}
+
 static void
 raise_future_date(pg_uuid_t *user_id, DateADT date, DateADT today, const char *tz)
 {
@@ -431,12 +651,14 @@ re_track_daily_usage(PG_FUNCTION_ARGS)
 	ReOwnerScope scope = {0};
 	EventContext ev = {0};
 	Datum		values[6];
-	char		nulls[6] = {' ', ' ', ' ', ' ', ' ', ' '};
 	bool		isnull;
 	int			ret;
 
 	/* results, copied out of SPI memory */
-	char	   *tz;
+	const char *tz;
+	TimestampTz now;
+	DateADT		today;
+	ProfileEntry *profile;
 	DateADT		usage_date;
 	int32		goal;
 	int64		day_count;
@@ -487,27 +709,50 @@ re_track_daily_usage(PG_FUNCTION_ARGS)
 				 errmsg("usage date %s is not a calendar day",
 						re_date_text(PG_GETARG_DATEADT(3)))));
 
+	/* a committed change of a profile or a usage type resets the caches */
+	AcceptInvalidationMessages();
+	now = re_clock_now();
+
 	re_enter_owner(&scope);
 	if (SPI_connect() != SPI_OK_CONNECT)
 		elog(ERROR, "SPI_connect failed");
 	prepare_plans();
+	ensure_caches();
+
+	/* copied: a cache reset during the statements below frees the entries */
+	settings = *lookup_settings(usage_type);
+	settings.milestones = memcpy(MemoryContextAlloc(callerctx, sizeof(int64) * Max(settings.nmilestones, 1)),
+								 settings.milestones, sizeof(int64) * settings.nmilestones);
+	settings.streak_milestones = memcpy(MemoryContextAlloc(callerctx, sizeof(int32) * Max(settings.nstreak, 1)),
+										settings.streak_milestones, sizeof(int32) * settings.nstreak);
+	profile = lookup_profile(tenant, user_id);
+	tz = profile->tzname;
+	goal = profile_goal(profile, usage_type);
+	if (goal < 0)
+		goal = settings.daily_goal;
+	today = local_date(now, profile->tz);
+	if (PG_ARGISNULL(3))
+		usage_date = today;
+	else
+	{
+		usage_date = PG_GETARG_DATEADT(3);
+		if (usage_date > today)
+			raise_future_date(user_id, usage_date, today, tz);
+	}
 
 	values[0] = CStringGetTextDatum(tenant);
 	values[1] = UUIDPGetDatum(user_id);
 	values[2] = PointerGetDatum(usage_type_t);
 	values[3] = Int64GetDatum((int64) count);
-	if (PG_ARGISNULL(3))
-	{
-		values[4] = (Datum) 0;
-		nulls[4] = 'n';
-	}
-	else
-		values[4] = PG_GETARG_DATUM(3);
-	values[5] = TimestampTzGetDatum(re_clock_now());
+	values[4] = TimestampTzGetDatum(GetCurrentTransactionStartTimestamp());
 
+	/*
+	 * The lifetime row first: its lock serializes calls for this user and
+	 * usage type, so the thresholds crossed are those in (total - count, total].
+	 */
 	PG_TRY();
 	{
-		ret = SPI_execute_plan(track_plan, values, nulls, false, 0);
+		ret = SPI_execute_plan(track_plan, values, NULL, false, 0);
 	}
 	PG_CATCH();
 	{
@@ -528,47 +773,28 @@ re_track_daily_usage(PG_FUNCTION_ARGS)
 		PG_RE_THROW();
 	}
 	PG_END_TRY();
-	if (ret != SPI_OK_SELECT || SPI_processed != 1)
+	if (ret != SPI_OK_INSERT_RETURNING || SPI_processed != 1)
 		elog(ERROR, "tracking usage failed: %s", SPI_result_code_string(ret));
-
-	tz = MemoryContextStrdup(callerctx, TextDatumGetCString(col(COL_TZ, &isnull)));
-	(void) col(COL_USAGE_DATE, &isnull);
-	if (isnull)
-		raise_future_date(user_id, PG_GETARG_DATEADT(3),
-						  DatumGetDateADT(col(COL_TODAY, &isnull)), tz);
-	usage_date = DatumGetDateADT(col(COL_USAGE_DATE, &isnull));
-	day_count = DatumGetInt64(col(COL_DAY_COUNT, &isnull));
-	already_achieved = DatumGetBool(col(COL_ACHIEVED, &isnull));
 	total = DatumGetInt64(col(COL_TOTAL, &isnull));
 	/* a row inserted now, not one a backfill left at zero */
 	first_use = (total == count) && DatumGetBool(col(COL_FRESH, &isnull));
-
-	if (DatumGetBool(col(COL_CONFIGURED, &isnull)))
+	cached_streak = DatumGetInt32(col(COL_CURRENT_STREAK, &isnull));
 	{
-		Datum		d = col(COL_DAILY_GOAL, &isnull);
+		Datum		d = col(COL_STREAK_END, &end_null);
 
-		settings.daily_goal = isnull ? 0 : DatumGetInt32(d);
-		settings.milestones = array_values(col(COL_MILESTONES, &isnull), INT8OID,
-										   &settings.nmilestones);
-		settings.streak_milestones = array_values(col(COL_STREAK_MILESTONES, &isnull),
-												  INT4OID, &settings.nstreak);
-		settings.is_feature = DatumGetBool(col(COL_IS_FEATURE, &isnull));
+		cached_end = end_null ? 0 : DatumGetDateADT(d);
 	}
-	else
-		settings_from_builtin(&settings, usage_type);
-	{
-		Datum		d = col(COL_USER_GOAL, &isnull);
 
-		goal = isnull ? settings.daily_goal : DatumGetInt32(d);
-	}
-	/* Read everything now: the next statement replaces SPI_tuptable. */
+	values[4] = DateADTGetDatum(usage_date);
+	ret = SPI_execute_plan(track_daily_plan, values, NULL, false, 0);
+	if (ret != SPI_OK_INSERT_RETURNING || SPI_processed != 1)
+		elog(ERROR, "tracking usage failed: %s", SPI_result_code_string(ret));
+	day_count = DatumGetInt64(col(COL_DAY_COUNT, &isnull));
+	already_achieved = DatumGetBool(col(COL_ACHIEVED, &isnull));
 	{
 		Datum		d = col(COL_DAY_STREAK, &isnull);
 
 		day_streak = isnull ? 0 : DatumGetInt32(d);
-		cached_streak = DatumGetInt32(col(COL_CURRENT_STREAK, &isnull));
-		d = col(COL_STREAK_END, &end_null);
-		cached_end = end_null ? 0 : DatumGetDateADT(d);
 	}
 
 	ev.tenant = tenant;
@@ -798,4 +1024,19 @@ re_check_usage_type(PG_FUNCTION_ARGS)
 				 errmsg("usage_type must not be null")));
 	re_check_name("usage type", text_to_cstring(PG_GETARG_TEXT_PP(0)));
 	PG_RETURN_DATUM(PG_GETARG_DATUM(0));
+}
+
+/* Trigger: a change of user_profiles or usage_types empties every backend's caches. */
+PG_FUNCTION_INFO_V1(re_invalidate_cache);
+Datum
+re_invalidate_cache(PG_FUNCTION_ARGS)
+{
+	TriggerData *trigdata = (TriggerData *) fcinfo->context;
+
+	if (!CALLED_AS_TRIGGER(fcinfo))
+		ereport(ERROR,
+				(errcode(ERRCODE_E_R_I_E_TRIGGER_PROTOCOL_VIOLATED),
+				 errmsg("revenue_engine.invalidate_cache() must be called as a trigger")));
+	CacheInvalidateRelcache(trigdata->tg_relation);
+	return PointerGetDatum(NULL);
 }
