@@ -141,6 +141,37 @@ open_socket(void *clientp, curlsocktype purpose, struct curl_sockaddr *address)
 	return socket(address->family, address->socktype, address->protocol);
 }
 
+/*
+ * Before every request, on a new or a reused connection: a connection kept
+ * alive from when internal addresses were allowed is not used once they are not.
+ */
+static int
+prereq(void *clientp, char *conn_primary_ip, char *conn_local_ip,
+	   int conn_primary_port, int conn_local_port)
+{
+	ReHttpRequest *req = clientp;
+	struct sockaddr_storage ss;
+	const char *cls;
+
+	if (req->allow_private)
+		return CURL_PREREQFUNC_OK;
+	memset(&ss, 0, sizeof(ss));
+	if (inet_pton(AF_INET, conn_primary_ip, &((struct sockaddr_in *) &ss)->sin_addr) == 1)
+		ss.ss_family = AF_INET;
+	else if (inet_pton(AF_INET6, conn_primary_ip, &((struct sockaddr_in6 *) &ss)->sin6_addr) == 1)
+		ss.ss_family = AF_INET6;
+	else
+		ss.ss_family = AF_UNSPEC;
+	cls = re_http_internal_address_class(&ss);
+	if (cls == NULL)
+		return CURL_PREREQFUNC_OK;
+	req->blocked = true;
+	snprintf(req->error, sizeof(req->error),
+			 "address %s is not allowed (%s); see revenue_engine.http_allow_private",
+			 conn_primary_ip, cls);
+	return CURL_PREREQFUNC_ABORT;
+}
+
 static size_t
 write_body(char *data, size_t size, size_t nmemb, void *userdata)
 {
@@ -314,6 +345,8 @@ re_http_start(ReHttpClient *client, ReHttpRequest *req)
 	curl_easy_setopt(easy, CURLOPT_CONNECTTIMEOUT_MS, req->connect_timeout_ms);
 	curl_easy_setopt(easy, CURLOPT_OPENSOCKETFUNCTION, open_socket);
 	curl_easy_setopt(easy, CURLOPT_OPENSOCKETDATA, req);
+	curl_easy_setopt(easy, CURLOPT_PREREQFUNCTION, prereq);
+	curl_easy_setopt(easy, CURLOPT_PREREQDATA, req);
 	curl_easy_setopt(easy, CURLOPT_WRITEFUNCTION, write_body);
 	curl_easy_setopt(easy, CURLOPT_WRITEDATA, req);
 	curl_easy_setopt(easy, CURLOPT_HEADERFUNCTION, read_header);

@@ -224,8 +224,9 @@ find_target(ReTarget **targets, int ntargets, ReJobKind kind, const char *tenant
 /*
  * Reload enabled endpoints and channels.  Targets are kept across refreshes
  * (jobs in flight point at them); one that disappeared is marked unseen.
+ * Returns false when the extension is no longer installed.
  */
-void
+bool
 re_delivery_refresh_targets(ReTarget ***targets, int *ntargets, MemoryContext cxt)
 {
 	uint64		i;
@@ -235,6 +236,11 @@ re_delivery_refresh_targets(ReTarget ***targets, int *ntargets, MemoryContext cx
 		(*targets)[j]->seen = false;
 
 	begin_tx("revenue_engine: loading endpoints and channels");
+	if (!OidIsValid(get_extension_oid("revenue_engine", true)))
+	{
+		end_tx();
+		return false;
+	}
 	SPI_execute("SELECT 0 AS kind, tenant_id, id, url, 'POST' AS method,"
 				"       ARRAY(SELECT h.key || ': ' || (h.value #>> '{}') FROM jsonb_each(headers) h),"
 				"       signing_secrets, NULL::text, NULL::text, timeout_ms, connect_timeout_ms,"
@@ -307,6 +313,7 @@ re_delivery_refresh_targets(ReTarget ***targets, int *ntargets, MemoryContext cx
 		t->nretry = n;
 	}
 	end_tx();
+	return true;
 }
 
 static void
@@ -665,8 +672,9 @@ re_delivery_record(ReJob **jobs, int njobs, int *nsent, int *nretry, int *ndead)
 			n_next[nd] = (next_at == 0);
 			d_code[nd] = Int32GetDatum((int32) req->status);
 			n_code[nd] = (req->status == 0);
-			d_err[nd] = err ? CStringGetTextDatum(err) : (Datum) 0;
-			n_err[nd] = (err == NULL);
+			/* a 2xx whose body was cut off is sent: its note stays in the attempt log */
+			d_err[nd] = (err && outcome != RE_OUTCOME_SENT) ? CStringGetTextDatum(err) : (Datum) 0;
+			n_err[nd] = (err == NULL || outcome == RE_OUTCOME_SENT);
 			nd++;
 
 			/* one health row per endpoint in this batch */
@@ -698,8 +706,8 @@ re_delivery_record(ReJob **jobs, int njobs, int *nsent, int *nretry, int *ndead)
 			sn_next[ns] = (next_at == 0);
 			s_code[ns] = Int32GetDatum((int32) req->status);
 			sn_code[ns] = (req->status == 0);
-			s_err[ns] = err ? CStringGetTextDatum(err) : (Datum) 0;
-			sn_err[ns] = (err == NULL);
+			s_err[ns] = (err && outcome != RE_OUTCOME_SENT) ? CStringGetTextDatum(err) : (Datum) 0;
+			sn_err[ns] = (err == NULL || outcome == RE_OUTCOME_SENT);
 			s_body[ns] = body ? CStringGetTextDatum(body) : (Datum) 0;
 			sn_body[ns] = (body == NULL);
 			s_path[ns] = job->target->message_id_path ?

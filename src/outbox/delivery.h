@@ -88,7 +88,7 @@ typedef enum ReOutcome
 
 extern void re_delivery_reclaim_all(void);
 extern int	re_delivery_reclaim_expired(void);
-extern void re_delivery_refresh_targets(ReTarget ***targets, int *ntargets,
+extern bool re_delivery_refresh_targets(ReTarget ***targets, int *ntargets,
 										MemoryContext cxt);
 extern int	re_delivery_claim(ReTarget *target, int limit, ReJob **jobs,
 							  ReBatch *batch);

@@ -496,6 +496,36 @@ exit_no_extension(void)
 	proc_exit(0);
 }
 
+/*
+ * How many rows target t may start now: its in-flight limit and, when it is
+ * rate limited, the tokens refilled since the last look.  When it is out of
+ * tokens, *token_due becomes (at the latest) when the next one is there.
+ */
+static int
+target_capacity(ReTarget *t, TimestampTz now, TimestampTz *token_due)
+{
+	int			cap = t->max_in_flight - t->in_flight;
+
+	if (t->rate_limit > 0)
+	{
+		double		per_token_s = t->rate_period_s / t->rate_limit;
+
+		t->tokens = Min((double) t->rate_limit,
+						t->tokens + (now - t->tokens_at) / 1e6 / per_token_s);
+		t->tokens_at = now;
+		cap = Min(cap, (int) t->tokens);
+		if (t->tokens < 1.0)
+		{
+			TimestampTz due = TimestampTzPlusMilliseconds(now,
+														  (int64) ((1.0 - t->tokens) * per_token_s * 1000) + 1);
+
+			if (*token_due == 0 || due < *token_due)
+				*token_due = due;
+		}
+	}
+	return Max(cap, 0);
+}
+
 static void
 finish_batch(ReJob *job)
 {
@@ -519,6 +549,7 @@ re_worker_main(Datum arg)
 	int			in_flight = 0;
 	bool		want_claim = true;
 	TimestampTz next_due = 0;
+	TimestampTz token_due = 0;
 	TimestampTz last_record;
 	TimestampTz last_refresh = 0;
 	TimestampTz last_maintenance = 0;
@@ -602,78 +633,57 @@ re_worker_main(Datum arg)
 		}
 		now = GetCurrentTimestamp();
 
+		/* targets that filled their last claim and can take more now */
+		token_due = 0;
 		for (i = 0; i < ntargets; i++)
-			if (targets[i]->seen && targets[i]->may_have_more)
+			if (targets[i]->seen && targets[i]->may_have_more &&
+				target_capacity(targets[i], now, &token_due) > 0)
 				more = true;
 
-		if (want_claim || more || (next_due != 0 && now >= next_due))
+		if (want_claim || more || (next_due != 0 && now >= next_due) ||
+			(token_due != 0 && now >= token_due))
 		{
 			int			room;
 
 			want_claim = false;
-			if (!re_delivery_extension_present())
+			/* endpoints change rarely: reload them at most once a second */
+			if (last_refresh == 0 || now - last_refresh >= 1000000)
 			{
-				elog(LOG, "revenue_engine: extension dropped, delivery worker stopping");
-				break;
-			}
-			if (last_refresh == 0 || now - last_refresh >= 1000000 || !more)
-			{
-				re_delivery_refresh_targets(&targets, &ntargets, targets_cxt);
+				if (!re_delivery_refresh_targets(&targets, &ntargets, targets_cxt))
+				{
+					elog(LOG, "revenue_engine: extension dropped, delivery worker stopping");
+					break;
+				}
 				last_refresh = now;
 			}
 			room = re_worker_max_in_flight - in_flight;
+			token_due = 0;
 			for (i = 0; i < ntargets && room > 0; i++)
 			{
 				ReTarget   *t = targets[i];
 				int			cap;
 				ReBatch    *batch;
+				MemoryContext bcxt;
 				ReJob	   *jobs[RE_CLAIM_BATCH];
 				int			n;
 				int			k;
 
 				if (!t->seen)
 					continue;
-				if (t->rate_limit > 0)
-				{
-					double		elapsed = (now - t->tokens_at) / 1e6;
-
-					t->tokens = Min((double) t->rate_limit,
-									t->tokens + elapsed * t->rate_limit / t->rate_period_s);
-					t->tokens_at = now;
-				}
-				cap = Min(t->max_in_flight - t->in_flight, room);
+				cap = Min(target_capacity(t, now, &token_due), room);
 				cap = Min(cap, RE_CLAIM_BATCH);
-				if (t->rate_limit > 0)
-					cap = Min(cap, (int) t->tokens);
 				if (cap <= 0)
-				{
-					/* saturated or out of tokens: come back soon */
-					if (t->rate_limit > 0 && t->in_flight < t->max_in_flight)
-						next_due = next_due == 0 ? TimestampTzPlusMilliseconds(now, 50) :
-							Min(next_due, TimestampTzPlusMilliseconds(now, 50));
 					continue;
-				}
-				batch = MemoryContextAllocZero(TopMemoryContext, sizeof(ReBatch));
-				batch->cxt = AllocSetContextCreate(TopMemoryContext, "revenue_engine batch",
-												   ALLOCSET_DEFAULT_SIZES);
-				MemoryContextSetParent(batch->cxt, TopMemoryContext);
+				bcxt = AllocSetContextCreate(TopMemoryContext, "revenue_engine batch",
+											 ALLOCSET_DEFAULT_SIZES);
+				batch = MemoryContextAllocZero(bcxt, sizeof(ReBatch));
+				batch->cxt = bcxt;
 				n = re_delivery_claim(t, cap, jobs, batch);
 				MemoryContextSwitchTo(loop_cxt);
 				if (n == 0)
 				{
-					MemoryContextDelete(batch->cxt);
-					pfree(batch);
+					MemoryContextDelete(bcxt);
 					continue;
-				}
-				/* the batch struct itself lives in its own context from here on */
-				{
-					ReBatch    *b = MemoryContextAlloc(batch->cxt, sizeof(ReBatch));
-
-					*b = *batch;
-					pfree(batch);
-					batch = b;
-					for (k = 0; k < n; k++)
-						jobs[k]->batch = batch;
 				}
 				if (t->rate_limit > 0)
 					t->tokens -= n;
@@ -719,8 +729,7 @@ re_worker_main(Datum arg)
 					room--;
 				}
 			}
-			if (!more)
-				next_due = re_delivery_next_due();
+			next_due = re_delivery_next_due();
 			MemoryContextSwitchTo(loop_cxt);
 		}
 
@@ -784,15 +793,27 @@ re_worker_main(Datum arg)
 		if (in_flight == 0 && ndone == 0 && !want_claim)
 		{
 			long		timeout = RE_LAUNCHER_NAPTIME_MS;
+			TimestampTz wake = next_due;
 
 			more = false;
+			token_due = 0;
 			for (i = 0; i < ntargets; i++)
-				if (targets[i]->seen && targets[i]->may_have_more)
+				if (targets[i]->seen && targets[i]->may_have_more &&
+					target_capacity(targets[i], now, &token_due) > 0)
 					more = true;
 			if (more)
 				continue;
-			if (next_due != 0)
-				timeout = Max(0, Min(timeout, (next_due - now) / 1000 + 1));
+
+			/*
+			 * A due row that was not claimed belongs to a target out of
+			 * tokens (nothing is in flight): wait for its next token.
+			 */
+			if (wake != 0 && wake <= now)
+				wake = token_due != 0 ? token_due : TimestampTzPlusMilliseconds(now, 100);
+			else if (token_due != 0 && (wake == 0 || token_due < wake))
+				wake = token_due;
+			if (wake != 0)
+				timeout = Max(1, Min(timeout, (wake - now) / 1000 + 1));
 			set_state("idle");
 			pgstat_report_activity(STATE_IDLE, NULL);
 			(void) WaitLatch(MyLatch, WL_LATCH_SET | WL_TIMEOUT | WL_EXIT_ON_PM_DEATH,
