@@ -140,8 +140,6 @@ CREATE TABLE revenue_engine.delivery_attempts (
 COMMENT ON TABLE revenue_engine.delivery_attempts IS
     'the log of HTTP attempts: status, latency, error and the response body capped at 20 kB';
 CREATE INDEX delivery_attempts_started_idx ON revenue_engine.delivery_attempts (started_at);
-CREATE INDEX delivery_attempts_event_idx ON revenue_engine.delivery_attempts (event_id)
-    WHERE event_id IS NOT NULL;
 
 CREATE FUNCTION revenue_engine.check_url(url text)
 RETURNS text

@@ -550,6 +550,7 @@ re_worker_main(Datum arg)
 	bool		want_claim = true;
 	TimestampTz next_due = 0;
 	TimestampTz token_due = 0;
+	int			claimed = 0;
 	TimestampTz last_record;
 	TimestampTz last_refresh = 0;
 	TimestampTz last_maintenance = 0;
@@ -658,6 +659,7 @@ re_worker_main(Datum arg)
 			}
 			room = re_worker_max_in_flight - in_flight;
 			token_due = 0;
+			claimed = 0;
 			for (i = 0; i < ntargets && room > 0; i++)
 			{
 				ReTarget   *t = targets[i];
@@ -685,6 +687,7 @@ re_worker_main(Datum arg)
 					MemoryContextDelete(bcxt);
 					continue;
 				}
+				claimed += n;
 				if (t->rate_limit > 0)
 					t->tokens -= n;
 				for (k = 0; k < n; k++)
@@ -729,7 +732,11 @@ re_worker_main(Datum arg)
 					room--;
 				}
 			}
-			next_due = re_delivery_next_due();
+			/* after a claim, the next record brings us back; else find the next due row */
+			if (claimed == 0)
+				next_due = re_delivery_next_due();
+			else
+				next_due = 0;
 			MemoryContextSwitchTo(loop_cxt);
 		}
 
