@@ -81,7 +81,7 @@ static SPIPlanPtr achieve_plan = NULL;
 static SPIPlanPtr chain_plan = NULL;
 static SPIPlanPtr lifetime_streak_plan = NULL;
 static SPIPlanPtr milestone_plan = NULL;
-static SPIPlanPtr latest_milestone_plan = NULL;
+static SPIPlanPtr achieve_run_plan = NULL;
 
 /*
  * The hot statement: both upserts in one executor run.  $1 tenant, $2 user,
@@ -269,17 +269,38 @@ prepare_plans(void)
 										 "       best_streak = greatest(best_streak, $6)"
 										 " WHERE tenant_id = $1 AND user_id = $2 AND usage_type = $3",
 										 6, lts_types);
+	/* the milestone, once, and the lifetime row's latest milestone with it */
 	milestone_plan = prepare_saved(
-								   "INSERT INTO revenue_engine.milestones_reached"
-								   " (tenant_id, user_id, usage_type, milestone, lifetime_total, event_id)"
-								   " VALUES ($1, $2, $3, $4, $5, $6) ON CONFLICT DO NOTHING",
+								   "WITH m AS ("
+								   "  INSERT INTO revenue_engine.milestones_reached"
+								   "   (tenant_id, user_id, usage_type, milestone, lifetime_total, event_id)"
+								   "  VALUES ($1, $2, $3, $4, $5, $6) ON CONFLICT DO NOTHING RETURNING 1"
+								   "), u AS ("
+								   "  UPDATE revenue_engine.lifetime_usage"
+								   "     SET latest_milestone = $4, latest_milestone_at = now()"
+								   "   WHERE tenant_id = $1 AND user_id = $2 AND usage_type = $3"
+								   "     AND (latest_milestone IS NULL OR latest_milestone < $4)"
+								   "     AND EXISTS (SELECT 1 FROM m) RETURNING 1"
+								   ")"
+								   "SELECT count(*) FROM m",
 								   6, ms_types);
-	latest_milestone_plan = prepare_saved(
-										  "UPDATE revenue_engine.lifetime_usage"
-										  "   SET latest_milestone = $4, latest_milestone_at = now()"
-										  " WHERE tenant_id = $1 AND user_id = $2 AND usage_type = $3"
-										  "   AND (latest_milestone IS NULL OR latest_milestone < $4)",
-										  4, ms_types);
+	/* the day's goal and, when no later goal day follows, the lifetime row's run */
+	achieve_run_plan = prepare_saved(
+									 "WITH a AS ("
+									 "  UPDATE revenue_engine.daily_usage"
+									 "     SET goal_achieved_at = now(), goal = $5, streak_days = $6"
+									 "   WHERE tenant_id = $1 AND user_id = $2 AND usage_type = $3"
+									 "     AND usage_date = $4 RETURNING 1"
+									 ")"
+									 "UPDATE revenue_engine.lifetime_usage"
+									 "   SET current_streak = CASE WHEN streak_end_date IS NULL"
+									 "                              OR $4 >= streak_end_date"
+									 "                        THEN $6 ELSE current_streak END,"
+									 "       streak_end_date = greatest(streak_end_date, $4),"
+									 "       best_streak = greatest(best_streak, $6)"
+									 " WHERE tenant_id = $1 AND user_id = $2 AND usage_type = $3"
+									 "   AND EXISTS (SELECT 1 FROM a)",
+									 6, key4);
 }
 
 static const BuiltinUsageType *
@@ -379,6 +400,15 @@ achieve_goal(const char *tenant, pg_uuid_t *user_id, text *usage_type,
 	values[3] = DateADTGetDatum(day);
 	values[4] = Int32GetDatum(goal);
 	values[5] = Int32GetDatum(streak);
+	if (cached_end_null || cached_end <= day)
+	{
+		/* the common case: no later goal day to renumber, one statement */
+		ret = SPI_execute_plan(achieve_run_plan, values, NULL, false, 0);
+		if (ret != SPI_OK_UPDATE)
+			elog(ERROR, "marking the daily goal achieved failed: %s",
+				 SPI_result_code_string(ret));
+		return streak;
+	}
 	ret = SPI_execute_plan(achieve_plan, values, NULL, false, 0);
 	if (ret != SPI_OK_UPDATE || SPI_processed != 1)
 		elog(ERROR, "marking the daily goal achieved failed: %s",
@@ -412,7 +442,7 @@ achieve_goal(const char *tenant, pg_uuid_t *user_id, text *usage_type,
 	return streak;
 }
 
-/* Record milestone "milestone" once; true when this call recorded it. */
+/* Record milestone "milestone" once (and as the latest); true when this call recorded it. */
 static bool
 record_milestone(const char *tenant, pg_uuid_t *user_id, text *usage_type,
 				 int64 milestone, int64 total, pg_uuid_t *event_id)
@@ -427,26 +457,13 @@ record_milestone(const char *tenant, pg_uuid_t *user_id, text *usage_type,
 	values[4] = Int64GetDatum(total);
 	values[5] = UUIDPGetDatum(event_id);
 	ret = SPI_execute_plan(milestone_plan, values, NULL, false, 0);
-	if (ret != SPI_OK_INSERT)
+	if (ret != SPI_OK_SELECT || SPI_processed != 1)
 		elog(ERROR, "recording a milestone failed: %s", SPI_result_code_string(ret));
-	return SPI_processed == 1;
-}
+	{
+		bool		isnull;
 
-static void
-set_latest_milestone(const char *tenant, pg_uuid_t *user_id, text *usage_type,
-					 int64 milestone)
-{
-	Datum		values[4];
-	int			ret;
-
-	values[0] = CStringGetTextDatum(tenant);
-	values[1] = UUIDPGetDatum(user_id);
-	values[2] = PointerGetDatum(usage_type);
-	values[3] = Int64GetDatum(milestone);
-	ret = SPI_execute_plan(latest_milestone_plan, values, NULL, false, 0);
-	if (ret != SPI_OK_UPDATE)
-		elog(ERROR, "updating the latest milestone failed: %s",
-			 SPI_result_code_string(ret));
+		return DatumGetInt64(col(1, &isnull)) == 1;
+	}
 }
 
 /* The user object of this call's events, built once, as the caller. */
@@ -829,8 +846,6 @@ re_track_daily_usage(PG_FUNCTION_ARGS)
 		crossed[ncrossed++] = m;
 		highest = m;
 	}
-	if (ncrossed > 0)
-		set_latest_milestone(tenant, user_id, usage_type_t, highest);
 
 	/* Daily goal and streak. */
 	{
