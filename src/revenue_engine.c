@@ -11,6 +11,7 @@
 #include "access/htup_details.h"
 #include "catalog/namespace.h"
 #include "catalog/pg_namespace.h"
+#include "executor/spi.h"
 #include "fmgr.h"
 #include "miscadmin.h"
 #include "utils/builtins.h"
@@ -284,6 +285,18 @@ re_leave_owner(ReOwnerScope *scope)
 	PopOverrideSearchPath();
 	SetUserIdAndSecContext(scope->saved_userid, scope->saved_sec_context);
 	scope->active = false;
+}
+
+struct _SPI_plan *
+re_prepare_saved(const char *sql, int nargs, Oid *argtypes)
+{
+	SPIPlanPtr	plan = SPI_prepare_cursor(sql, nargs, argtypes, CURSOR_OPT_GENERIC_PLAN);
+
+	if (plan == NULL)
+		elog(ERROR, "SPI_prepare failed for \"%s\": %s",
+			 sql, SPI_result_code_string(SPI_result));
+	SPI_keepplan(plan);
+	return plan;
 }
 
 /* jsonb building */

@@ -67,6 +67,12 @@ extern void re_jb_jsonb(JsonbParseState **state, const char *key, Jsonb *value);
 extern void re_jb_int_array(JsonbParseState **state, const char *key,
 							const int64 *values, int n);
 
+/*
+ * SPI_prepare + SPI_keepplan with a generic plan: every plan of the extension
+ * takes key values as parameters, so planning once per backend is right.
+ */
+extern struct _SPI_plan *re_prepare_saved(const char *sql, int nargs, Oid *argtypes);
+
 /* ISO 8601 text of a date, independent of DateStyle. */
 extern char *re_date_text(DateADT value);
 

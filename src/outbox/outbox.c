@@ -121,10 +121,8 @@ re_outbox_enqueue(const char *tenant, const pg_uuid_t *user_id,
 	if (insert_event_plan == NULL)
 	{
 		Oid			types[6] = {TEXTOID, UUIDOID, UUIDOID, TEXTOID, JSONBOID, JSONBOID};
-		SPIPlanPtr	plan;
-
 		/* the event and one delivery per subscribed endpoint, in one statement */
-		plan = SPI_prepare("WITH e AS ("
+		insert_event_plan = re_prepare_saved("WITH e AS ("
 						   "  INSERT INTO revenue_engine.webhook_events"
 						   "   (tenant_id, id, user_id, event_type, event_data, user_data)"
 						   "  VALUES ($1, $2, $3, $4, $5, $6)"
@@ -134,10 +132,6 @@ re_outbox_enqueue(const char *tenant, const pg_uuid_t *user_id,
 						   "  FROM e JOIN revenue_engine.endpoints ep ON ep.tenant_id = e.tenant_id"
 						   " WHERE ep.event_types IS NULL OR e.event_type = ANY (ep.event_types)",
 						   6, types);
-		if (plan == NULL)
-			elog(ERROR, "SPI_prepare failed: %s", SPI_result_code_string(SPI_result));
-		SPI_keepplan(plan);
-		insert_event_plan = plan;
 	}
 
 	values[0] = CStringGetTextDatum(tenant);

@@ -84,10 +84,9 @@ static SPIPlanPtr milestone_plan = NULL;
 static SPIPlanPtr achieve_run_plan = NULL;
 
 /*
- * The hot statement: both upserts in one executor run.  $1 tenant, $2 user,
- * $3 usage type, $4 count, $5 the user's local day, $6 now().  The lifetime
- * row is locked first (the main query), then the daily row (the CTE, run
- * when RETURNING reads it); every call takes them in that order.
+ * The hot statements: the daily and the lifetime upserts.  $1 tenant, $2 user,
+ * $3 usage type, $4 count, $5 the user's local day (daily) or now() (lifetime).
+ * The lifetime row is locked first; every call takes them in that order.
  */
 static const char *track_daily_sql =
 "INSERT INTO revenue_engine.daily_usage AS d"
@@ -210,19 +209,6 @@ ensure_caches(void)
 	}
 }
 
-static SPIPlanPtr
-prepare_saved(const char *sql, int nargs, Oid *argtypes)
-{
-	/* the parameters are key values only: a generic plan is always right */
-	SPIPlanPtr	plan = SPI_prepare_cursor(sql, nargs, argtypes, CURSOR_OPT_GENERIC_PLAN);
-
-	if (plan == NULL)
-		elog(ERROR, "SPI_prepare failed for \"%s\": %s",
-			 sql, SPI_result_code_string(SPI_result));
-	SPI_keepplan(plan);
-	return plan;
-}
-
 static void
 prepare_plans(void)
 {
@@ -237,30 +223,30 @@ prepare_plans(void)
 	if (track_plan != NULL)
 		return;
 
-	track_plan = prepare_saved(track_lifetime_sql, 5, lifetime_types);
-	track_daily_plan = prepare_saved(track_daily_sql, 5, track_types);
-	profile_plan = prepare_saved("SELECT timezone, daily_goals FROM revenue_engine.user_profiles"
+	track_plan = re_prepare_saved(track_lifetime_sql, 5, lifetime_types);
+	track_daily_plan = re_prepare_saved(track_daily_sql, 5, track_types);
+	profile_plan = re_prepare_saved("SELECT timezone, daily_goals FROM revenue_engine.user_profiles"
 								 " WHERE tenant_id = $1 AND user_id = $2", 2, profile_types);
-	type_plan = prepare_saved("SELECT milestones, streak_milestones, daily_goal, is_feature"
+	type_plan = re_prepare_saved("SELECT milestones, streak_milestones, daily_goal, is_feature"
 							  "  FROM revenue_engine.usage_types WHERE usage_type = $1",
 							  1, type_types);
-	prev_streak_plan = prepare_saved(
+	prev_streak_plan = re_prepare_saved(
 									 "SELECT streak_days FROM revenue_engine.daily_usage"
 									 " WHERE tenant_id = $1 AND user_id = $2 AND usage_type = $3"
 									 "   AND usage_date = $4 AND goal_achieved_at IS NOT NULL",
 									 4, key4);
-	achieve_plan = prepare_saved(
+	achieve_plan = re_prepare_saved(
 								 "UPDATE revenue_engine.daily_usage"
 								 "   SET goal_achieved_at = now(), goal = $5, streak_days = $6"
 								 " WHERE tenant_id = $1 AND user_id = $2 AND usage_type = $3"
 								 "   AND usage_date = $4",
 								 6, key4);
-	chain_plan = prepare_saved(
+	chain_plan = re_prepare_saved(
 							   "UPDATE revenue_engine.daily_usage SET streak_days = $5"
 							   " WHERE tenant_id = $1 AND user_id = $2 AND usage_type = $3"
 							   "   AND usage_date = $4 AND goal_achieved_at IS NOT NULL",
 							   5, key4);
-	lifetime_streak_plan = prepare_saved(
+	lifetime_streak_plan = re_prepare_saved(
 										 "UPDATE revenue_engine.lifetime_usage"
 										 "   SET current_streak = CASE WHEN streak_end_date IS NULL"
 										 "                              OR $5 >= streak_end_date"
@@ -270,7 +256,7 @@ prepare_plans(void)
 										 " WHERE tenant_id = $1 AND user_id = $2 AND usage_type = $3",
 										 6, lts_types);
 	/* the milestone, once, and the lifetime row's latest milestone with it */
-	milestone_plan = prepare_saved(
+	milestone_plan = re_prepare_saved(
 								   "WITH m AS ("
 								   "  INSERT INTO revenue_engine.milestones_reached"
 								   "   (tenant_id, user_id, usage_type, milestone, lifetime_total, event_id)"
@@ -285,7 +271,7 @@ prepare_plans(void)
 								   "SELECT count(*) FROM m",
 								   6, ms_types);
 	/* the day's goal and, when no later goal day follows, the lifetime row's run */
-	achieve_run_plan = prepare_saved(
+	achieve_run_plan = re_prepare_saved(
 									 "WITH a AS ("
 									 "  UPDATE revenue_engine.daily_usage"
 									 "     SET goal_achieved_at = now(), goal = $5, streak_days = $6"
