@@ -287,16 +287,28 @@ re_leave_owner(ReOwnerScope *scope)
 	scope->active = false;
 }
 
-struct _SPI_plan *
-re_prepare_saved(const char *sql, int nargs, Oid *argtypes)
+static SPIPlanPtr
+prepare_and_keep(const char *sql, int nargs, Oid *argtypes, int cursor_options)
 {
-	SPIPlanPtr	plan = SPI_prepare_cursor(sql, nargs, argtypes, CURSOR_OPT_GENERIC_PLAN);
+	SPIPlanPtr	plan = SPI_prepare_cursor(sql, nargs, argtypes, cursor_options);
 
 	if (plan == NULL)
 		elog(ERROR, "SPI_prepare failed for \"%s\": %s",
 			 sql, SPI_result_code_string(SPI_result));
 	SPI_keepplan(plan);
 	return plan;
+}
+
+struct _SPI_plan *
+re_prepare_saved(const char *sql, int nargs, Oid *argtypes)
+{
+	return prepare_and_keep(sql, nargs, argtypes, CURSOR_OPT_GENERIC_PLAN);
+}
+
+struct _SPI_plan *
+re_prepare_saved_custom(const char *sql, int nargs, Oid *argtypes)
+{
+	return prepare_and_keep(sql, nargs, argtypes, CURSOR_OPT_CUSTOM_PLAN);
 }
 
 /* jsonb building */

@@ -73,6 +73,13 @@ extern void re_jb_int_array(JsonbParseState **state, const char *key,
  */
 extern struct _SPI_plan *re_prepare_saved(const char *sql, int nargs, Oid *argtypes);
 
+/*
+ * The same, planned anew for each execution: for statements whose best plan
+ * depends on the parameters' values (a LIMIT, a skewed key, the length of an
+ * array passed to unnest) and that run once per batch, not once per row.
+ */
+extern struct _SPI_plan *re_prepare_saved_custom(const char *sql, int nargs, Oid *argtypes);
+
 /* ISO 8601 text of a date, independent of DateStyle. */
 extern char *re_date_text(DateADT value);
 

@@ -314,7 +314,11 @@ prepare_claim_plans(void)
 
 	if (claim_event_plan != NULL)
 		return;
-	claim_event_plan = re_prepare_saved(
+	/*
+	 * Batch statements are planned for each batch: a generic plan knows neither
+	 * the LIMIT nor how many rows the arrays hold, and can scan whole indexes.
+	 */
+	claim_event_plan = re_prepare_saved_custom(
 							"WITH c AS ("
 							"  SELECT d.tenant_id, d.event_id, d.endpoint_id FROM revenue_engine.deliveries d"
 							"   WHERE d.endpoint_id = $2 AND d.tenant_id = $1 AND d.status = 'pending'"
@@ -335,7 +339,7 @@ prepare_claim_plans(void)
 							"  FROM u JOIN revenue_engine.webhook_events e"
 							"    ON e.tenant_id = u.tenant_id AND e.id = u.event_id",
 							3, types);
-	claim_send_plan = re_prepare_saved(
+	claim_send_plan = re_prepare_saved_custom(
 						   "WITH c AS ("
 						   "  SELECT s.tenant_id, s.id FROM revenue_engine.sends s"
 						   "   WHERE s.channel_id = $2 AND s.tenant_id = $1 AND s.status = 'queued'"
@@ -475,7 +479,7 @@ prepare_record_plans(void)
 
 	if (record_delivery_plan != NULL)
 		return;
-	record_delivery_plan = re_prepare_saved(
+	record_delivery_plan = re_prepare_saved_custom(
 								"UPDATE revenue_engine.deliveries d"
 								"   SET status = o.status, lease_until = NULL, last_status = o.code,"
 								"       last_error = o.err,"
@@ -486,7 +490,7 @@ prepare_record_plans(void)
 								" WHERE d.tenant_id = o.tenant_id AND d.event_id = o.event_id"
 								"   AND d.endpoint_id = o.endpoint_id AND d.status = 'sending'",
 								7, dtypes);
-	record_event_status_plan = re_prepare_saved(
+	record_event_status_plan = re_prepare_saved_custom(
 									"UPDATE revenue_engine.webhook_events e"
 									"   SET status = x.status, attempts = x.attempts, sent_at = x.sent_at,"
 									"       error_message = x.err"
@@ -502,7 +506,7 @@ prepare_record_plans(void)
 									"         GROUP BY 1, 2) x"
 									" WHERE e.tenant_id = x.tenant_id AND e.id = x.event_id",
 									2, etypes);
-	record_send_plan = re_prepare_saved(
+	record_send_plan = re_prepare_saved_custom(
 							"UPDATE revenue_engine.sends s"
 							"   SET status = o.status, lease_until = NULL, response_status = o.code,"
 							"       last_error = o.err, response_body = o.body,"
@@ -514,7 +518,7 @@ prepare_record_plans(void)
 							"       AS o(tenant_id, id, status, next_at, code, err, body, path, is_json)"
 							" WHERE s.tenant_id = o.tenant_id AND s.id = o.id AND s.status = 'sending'",
 							9, stypes);
-	record_attempt_plan = re_prepare_saved(
+	record_attempt_plan = re_prepare_saved_custom(
 							   "INSERT INTO revenue_engine.delivery_attempts"
 							   " (tenant_id, kind, event_id, endpoint_id, send_id, channel_id, attempt,"
 							   "  started_at, latency_ms, status_code, outcome, error, response_body)"
@@ -526,7 +530,7 @@ prepare_record_plans(void)
 							   "       AS o(tenant_id, kind, event_id, target, send_id, unused, attempt,"
 							   "            started_at, latency, code, outcome, err, body)",
 							   13, atypes);
-	record_health_plan = re_prepare_saved(
+	record_health_plan = re_prepare_saved_custom(
 							  "UPDATE revenue_engine.endpoints e"
 							  "   SET failing_since = CASE WHEN o.any_ok THEN NULL"
 							  "                            ELSE coalesce(e.failing_since, now()) END,"
