@@ -58,3 +58,4 @@ demo:
 
 bench:
 	bash test/bench/run.sh
+	bash test/bench/delivery.sh

@@ -41,8 +41,18 @@ static SPIPlanPtr record_health_plan = NULL;
 
 static MemoryContext caller_cxt = NULL;
 
-/* A short transaction; the caller's memory context is current again after end_tx. */
-static void
+/* The extension this worker serves; a DROP (and CREATE) EXTENSION ends it. */
+static Oid	extension_oid = InvalidOid;
+bool		re_delivery_extension_gone = false;
+
+static void end_tx(void);
+
+/*
+ * A short transaction; the caller's memory context is current again after
+ * end_tx.  False (the transaction already ended) when the extension the
+ * worker started with is gone: the caller returns and the worker stops.
+ */
+static bool
 begin_tx(const char *activity)
 {
 	caller_cxt = CurrentMemoryContext;
@@ -52,6 +62,13 @@ begin_tx(const char *activity)
 		elog(ERROR, "SPI_connect failed");
 	PushActiveSnapshot(GetTransactionSnapshot());
 	pgstat_report_activity(STATE_RUNNING, activity);
+	if (get_extension_oid("revenue_engine", true) != extension_oid)
+	{
+		re_delivery_extension_gone = true;
+		end_tx();
+		return false;
+	}
+	return true;
 }
 
 static void
@@ -72,7 +89,8 @@ re_delivery_extension_present(void)
 
 	SetCurrentStatementStartTimestamp();
 	StartTransactionCommand();
-	present = OidIsValid(get_extension_oid("revenue_engine", true));
+	extension_oid = get_extension_oid("revenue_engine", true);
+	present = OidIsValid(extension_oid);
 	CommitTransactionCommand();
 	return present;
 }
@@ -107,7 +125,8 @@ re_delivery_extension_present(void)
 void
 re_delivery_reclaim_all(void)
 {
-	begin_tx("revenue_engine: reclaiming leases of a previous worker");
+	if (!begin_tx("revenue_engine: reclaiming leases of a previous worker"))
+		return;
 	SPI_execute(RECLAIM_DELIVERIES("true"), false, 0);
 	SPI_execute(RECLAIM_SENDS("true"), false, 0);
 	end_tx();
@@ -119,7 +138,8 @@ re_delivery_reclaim_expired(void)
 {
 	int			n;
 
-	begin_tx("revenue_engine: reclaiming expired leases");
+	if (!begin_tx("revenue_engine: reclaiming expired leases"))
+		return 0;
 	SPI_execute(RECLAIM_DELIVERIES("d.lease_until < now()"), false, 0);
 	n = SPI_processed;
 	SPI_execute(RECLAIM_SENDS("s.lease_until < now()"), false, 0);
@@ -132,7 +152,8 @@ re_delivery_reclaim_expired(void)
 void
 re_delivery_maintenance(void)
 {
-	begin_tx("revenue_engine: maintenance");
+	if (!begin_tx("revenue_engine: maintenance"))
+		return;
 	SPI_execute("DELETE FROM revenue_engine.delivery_attempts WHERE id IN ("
 				" SELECT id FROM revenue_engine.delivery_attempts"
 				"  WHERE started_at < now() - current_setting('revenue_engine.attempt_retention')::interval"
@@ -155,7 +176,8 @@ re_delivery_next_due(void)
 	bool		isnull;
 	Datum		d;
 
-	begin_tx("revenue_engine: looking for the next due row");
+	if (!begin_tx("revenue_engine: looking for the next due row"))
+		return 0;
 	/* one index probe per endpoint and channel */
 	SPI_execute("SELECT least("
 				" (SELECT min(x.at) FROM revenue_engine.endpoints e,"
@@ -226,12 +248,8 @@ re_delivery_refresh_targets(ReTarget ***targets, int *ntargets, MemoryContext cx
 	for (j = 0; j < *ntargets; j++)
 		(*targets)[j]->seen = false;
 
-	begin_tx("revenue_engine: loading endpoints and channels");
-	if (!OidIsValid(get_extension_oid("revenue_engine", true)))
-	{
-		end_tx();
+	if (!begin_tx("revenue_engine: loading endpoints and channels"))
 		return false;
-	}
 	SPI_execute("SELECT 0 AS kind, tenant_id, id, url, 'POST' AS method,"
 				"       ARRAY(SELECT h.key || ': ' || (h.value #>> '{}') FROM jsonb_each(headers) h),"
 				"       signing_secrets, NULL::text, NULL::text, timeout_ms, connect_timeout_ms,"
@@ -366,8 +384,12 @@ re_delivery_claim(ReTarget *target, int limit, ReJob **jobs, ReBatch *batch)
 	int			ret;
 	int			n = 0;
 
-	begin_tx(target->kind == RE_JOB_EVENT ? "revenue_engine: claiming events" :
-			 "revenue_engine: claiming sends");
+	if (!begin_tx(target->kind == RE_JOB_EVENT ? "revenue_engine: claiming events" :
+				  "revenue_engine: claiming sends"))
+	{
+		target->may_have_more = false;
+		return 0;
+	}
 	prepare_claim_plans();
 	values[0] = CStringGetTextDatum(target->tenant);
 	values[1] = Int64GetDatum(target->id);
@@ -735,7 +757,8 @@ re_delivery_record(ReJob **jobs, int njobs, int *nsent, int *nretry, int *ndead)
 		an[12][i] = (body == NULL);
 	}
 
-	begin_tx("revenue_engine: recording outcomes");
+	if (!begin_tx("revenue_engine: recording outcomes"))
+		return;
 	prepare_record_plans();
 	if (nd > 0)
 	{

@@ -97,7 +97,9 @@ extern ReOutcome re_delivery_classify(ReJob *job, TimestampTz *next_attempt_at,
 extern void re_delivery_record(ReJob **jobs, int njobs, int *nsent, int *nretry,
 							   int *ndead);
 extern TimestampTz re_delivery_next_due(void);
+/* Records the extension's OID; later transactions stop when it changes. */
 extern bool re_delivery_extension_present(void);
+extern bool re_delivery_extension_gone;
 extern void re_delivery_maintenance(void);
 
 #endif							/* RE_DELIVERY_H */

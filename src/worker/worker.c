@@ -490,9 +490,20 @@ release_slot(int code, Datum arg)
 static void
 exit_no_extension(void)
 {
+	Latch	   *launcher = NULL;
+
 	SpinLockAcquire(&shared->mutex);
-	my_slot->no_extension_at = GetCurrentTimestamp();
+	if (MyLatch->is_set)
+	{
+		/* a commit woke us after we looked: it may have created the extension */
+		shared->rescan = true;
+		launcher = shared->launcher_latch;
+	}
+	else
+		my_slot->no_extension_at = GetCurrentTimestamp();
 	SpinLockRelease(&shared->mutex);
+	if (launcher)
+		SetLatch(launcher);
 	proc_exit(0);
 }
 
@@ -624,6 +635,11 @@ re_worker_main(Datum arg)
 		ResetLatch(MyLatch);
 		if (ProcDiePending)
 			break;
+		if (re_delivery_extension_gone)
+		{
+			elog(LOG, "revenue_engine: extension dropped, delivery worker stopping");
+			break;
+		}
 		CHECK_FOR_INTERRUPTS();
 		if (ConfigReloadPending)
 		{
