@@ -78,6 +78,8 @@ end_tx(void)
 	PopActiveSnapshot();
 	CommitTransactionCommand();
 	MemoryContextSwitchTo(caller_cxt);
+	/* a worker never returns to a client loop: flush its table statistics for autovacuum */
+	pgstat_report_stat(false);
 	pgstat_report_activity(STATE_IDLE, NULL);
 }
 

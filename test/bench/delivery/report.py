@@ -187,7 +187,8 @@ lk = get("lat")[0][1]
 lc = cpu(lk, 0)
 p(f"latency: {lat_rate} events/s offered for {lat_seconds} s (pgbench -n -R {lat_rate} -T {lat_seconds} -c 4 -j 2, "
   "one enqueue_event per transaction)")
-p("    commit -> received = nginx $msec of the request (ms resolution) - the event's clock_timestamp(),")
+p("    commit -> received = nginx $msec of the request (ms resolution, truncated: up to 1 ms low, hence")
+p("    small negative values) - the event's clock_timestamp(),")
 p("    taken in the enqueueing transaction just before its commit; joined on webhook-id = event id")
 p(f"    pgbench: {grab('number of transactions actually processed: ')} transactions, tps "
   f"{float(grab('tps = ')):.0f}, latency avg {grab('latency average = ')} ms, "
