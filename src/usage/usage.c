@@ -79,9 +79,7 @@ static SPIPlanPtr track_plan = NULL;
 static SPIPlanPtr prev_streak_plan = NULL;
 static SPIPlanPtr achieve_plan = NULL;
 static SPIPlanPtr chain_plan = NULL;
-static SPIPlanPtr lifetime_streak_plan = NULL;
 static SPIPlanPtr milestone_plan = NULL;
-static SPIPlanPtr achieve_run_plan = NULL;
 
 /*
  * The hot statements: the daily and the lifetime upserts.  $1 tenant, $2 user,
@@ -212,12 +210,11 @@ ensure_caches(void)
 static void
 prepare_plans(void)
 {
-	Oid			key4[6] = {TEXTOID, UUIDOID, TEXTOID, DATEOID, INT4OID, INT4OID};
+	Oid			key4[8] = {TEXTOID, UUIDOID, TEXTOID, DATEOID, INT4OID, INT4OID, DATEOID, INT4OID};
 	Oid			track_types[5] = {TEXTOID, UUIDOID, TEXTOID, INT8OID, DATEOID};
 	Oid			lifetime_types[5] = {TEXTOID, UUIDOID, TEXTOID, INT8OID, TIMESTAMPTZOID};
 	Oid			profile_types[2] = {TEXTOID, UUIDOID};
 	Oid			type_types[1] = {TEXTOID};
-	Oid			lts_types[6] = {TEXTOID, UUIDOID, TEXTOID, INT4OID, DATEOID, INT4OID};
 	Oid			ms_types[6] = {TEXTOID, UUIDOID, TEXTOID, INT8OID, INT8OID, UUIDOID};
 
 	if (track_plan != NULL)
@@ -235,26 +232,11 @@ prepare_plans(void)
 									 " WHERE tenant_id = $1 AND user_id = $2 AND usage_type = $3"
 									 "   AND usage_date = $4 AND goal_achieved_at IS NOT NULL",
 									 4, key4);
-	achieve_plan = re_prepare_saved(
-								 "UPDATE revenue_engine.daily_usage"
-								 "   SET goal_achieved_at = now(), goal = $5, streak_days = $6"
-								 " WHERE tenant_id = $1 AND user_id = $2 AND usage_type = $3"
-								 "   AND usage_date = $4",
-								 6, key4);
 	chain_plan = re_prepare_saved(
 							   "UPDATE revenue_engine.daily_usage SET streak_days = $5"
 							   " WHERE tenant_id = $1 AND user_id = $2 AND usage_type = $3"
 							   "   AND usage_date = $4 AND goal_achieved_at IS NOT NULL",
 							   5, key4);
-	lifetime_streak_plan = re_prepare_saved(
-										 "UPDATE revenue_engine.lifetime_usage"
-										 "   SET current_streak = CASE WHEN streak_end_date IS NULL"
-										 "                              OR $5 >= streak_end_date"
-										 "                        THEN $4 ELSE current_streak END,"
-										 "       streak_end_date = greatest(streak_end_date, $5),"
-										 "       best_streak = greatest(best_streak, $6)"
-										 " WHERE tenant_id = $1 AND user_id = $2 AND usage_type = $3",
-										 6, lts_types);
 	/* the milestone, once, and the lifetime row's latest milestone with it */
 	milestone_plan = re_prepare_saved(
 								   "WITH m AS ("
@@ -270,23 +252,26 @@ prepare_plans(void)
 								   ")"
 								   "SELECT count(*) FROM m",
 								   6, ms_types);
-	/* the day's goal and, when no later goal day follows, the lifetime row's run */
-	achieve_run_plan = re_prepare_saved(
-									 "WITH a AS ("
-									 "  UPDATE revenue_engine.daily_usage"
-									 "     SET goal_achieved_at = now(), goal = $5, streak_days = $6"
-									 "   WHERE tenant_id = $1 AND user_id = $2 AND usage_type = $3"
-									 "     AND usage_date = $4 RETURNING 1"
-									 ")"
-									 "UPDATE revenue_engine.lifetime_usage"
-									 "   SET current_streak = CASE WHEN streak_end_date IS NULL"
-									 "                              OR $4 >= streak_end_date"
-									 "                        THEN $6 ELSE current_streak END,"
-									 "       streak_end_date = greatest(streak_end_date, $4),"
-									 "       best_streak = greatest(best_streak, $6)"
-									 " WHERE tenant_id = $1 AND user_id = $2 AND usage_type = $3"
-									 "   AND EXISTS (SELECT 1 FROM a)",
-									 6, key4);
+	/*
+	 * The day's goal ($4, $5, its streak $6) and the lifetime row's latest run
+	 * of goal days (ending $7 with streak $8) when it is the latest.
+	 */
+	achieve_plan = re_prepare_saved(
+								 "WITH a AS ("
+								 "  UPDATE revenue_engine.daily_usage"
+								 "     SET goal_achieved_at = now(), goal = $5, streak_days = $6"
+								 "   WHERE tenant_id = $1 AND user_id = $2 AND usage_type = $3"
+								 "     AND usage_date = $4 RETURNING 1"
+								 ")"
+								 "UPDATE revenue_engine.lifetime_usage"
+								 "   SET current_streak = CASE WHEN streak_end_date IS NULL"
+								 "                              OR $7 >= streak_end_date"
+								 "                        THEN $8 ELSE current_streak END,"
+								 "       streak_end_date = greatest(streak_end_date, $7),"
+								 "       best_streak = greatest(best_streak, $8)"
+								 " WHERE tenant_id = $1 AND user_id = $2 AND usage_type = $3"
+								 "   AND EXISTS (SELECT 1 FROM a)",
+								 8, key4);
 }
 
 static const BuiltinUsageType *
@@ -369,7 +354,7 @@ achieve_goal(const char *tenant, pg_uuid_t *user_id, text *usage_type,
 			 DateADT day, int32 goal, int32 cached_streak, DateADT cached_end,
 			 bool cached_end_null)
 {
-	Datum		values[6];
+	Datum		values[8];
 	int32		streak;
 	DateADT		run_end = day;
 	int32		run_streak;
@@ -383,22 +368,6 @@ achieve_goal(const char *tenant, pg_uuid_t *user_id, text *usage_type,
 	values[0] = CStringGetTextDatum(tenant);
 	values[1] = UUIDPGetDatum(user_id);
 	values[2] = PointerGetDatum(usage_type);
-	values[3] = DateADTGetDatum(day);
-	values[4] = Int32GetDatum(goal);
-	values[5] = Int32GetDatum(streak);
-	if (cached_end_null || cached_end <= day)
-	{
-		/* the common case: no later goal day to renumber, one statement */
-		ret = SPI_execute_plan(achieve_run_plan, values, NULL, false, 0);
-		if (ret != SPI_OK_UPDATE)
-			elog(ERROR, "marking the daily goal achieved failed: %s",
-				 SPI_result_code_string(ret));
-		return streak;
-	}
-	ret = SPI_execute_plan(achieve_plan, values, NULL, false, 0);
-	if (ret != SPI_OK_UPDATE || SPI_processed != 1)
-		elog(ERROR, "marking the daily goal achieved failed: %s",
-			 SPI_result_code_string(ret));
 
 	run_streak = streak;
 	if (!cached_end_null && cached_end > day)
@@ -419,12 +388,15 @@ achieve_goal(const char *tenant, pg_uuid_t *user_id, text *usage_type,
 		}
 	}
 
-	values[3] = Int32GetDatum(run_streak);
-	values[4] = DateADTGetDatum(run_end);
-	values[5] = Int32GetDatum(run_streak);
-	ret = SPI_execute_plan(lifetime_streak_plan, values, NULL, false, 0);
-	if (ret != SPI_OK_UPDATE)
-		elog(ERROR, "updating the streak failed: %s", SPI_result_code_string(ret));
+	values[3] = DateADTGetDatum(day);
+	values[4] = Int32GetDatum(goal);
+	values[5] = Int32GetDatum(streak);
+	values[6] = DateADTGetDatum(run_end);
+	values[7] = Int32GetDatum(run_streak);
+	ret = SPI_execute_plan(achieve_plan, values, NULL, false, 0);
+	if (ret != SPI_OK_UPDATE || SPI_processed != 1)
+		elog(ERROR, "marking the daily goal achieved failed: %s",
+			 SPI_result_code_string(ret));
 	return streak;
 }
 
