@@ -456,8 +456,8 @@ re_delivery_claim(ReTarget *target, int limit, ReJob **jobs, ReBatch *batch)
  * transport errors retried while attempts remain (Retry-After honoured);
  * other 4xx dead; 410 dead and the endpoint disabled; a refused address dead.
  */
-ReOutcome
-re_delivery_classify(ReJob *job, TimestampTz *next_attempt_at, bool *disable_target)
+static ReOutcome
+classify(ReJob *job, TimestampTz *next_attempt_at, bool *disable_target)
 {
 	ReHttpRequest *req = &job->req;
 	ReTarget   *t = job->target;
@@ -664,7 +664,7 @@ re_delivery_record(ReJob **jobs, int njobs, int *nsent, int *nretry, int *ndead)
 		ReHttpRequest *req = &job->req;
 		TimestampTz next_at;
 		bool		disable;
-		ReOutcome	outcome = re_delivery_classify(job, &next_at, &disable);
+		ReOutcome	outcome = classify(job, &next_at, &disable);
 		const char *status;
 		char	   *err = req->error[0] ? req->error : NULL;
 		char	   *body = req->response ? clean_text(req->response, req->response_len) : NULL;

@@ -92,8 +92,6 @@ extern bool re_delivery_refresh_targets(ReTarget ***targets, int *ntargets,
 										MemoryContext cxt);
 extern int	re_delivery_claim(ReTarget *target, int limit, ReJob **jobs,
 							  ReBatch *batch);
-extern ReOutcome re_delivery_classify(ReJob *job, TimestampTz *next_attempt_at,
-									  bool *disable_target);
 extern void re_delivery_record(ReJob **jobs, int njobs, int *nsent, int *nretry,
 							   int *ndead);
 extern TimestampTz re_delivery_next_due(void);

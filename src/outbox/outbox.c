@@ -169,15 +169,21 @@ is_builtin_event_type(const char *event_type)
 static void
 check_event_type_known(const char *event_type)
 {
-	Oid			types[1] = {TEXTOID};
+	static SPIPlanPtr plan = NULL;
 	Datum		values[1];
 	int			ret;
 
 	if (is_builtin_event_type(event_type))
 		return;
+	if (plan == NULL)
+	{
+		Oid			types[1] = {TEXTOID};
+
+		plan = re_prepare_saved("SELECT 1 FROM revenue_engine.event_types WHERE event_type = $1",
+								1, types);
+	}
 	values[0] = CStringGetTextDatum(event_type);
-	ret = SPI_execute_with_args("SELECT 1 FROM revenue_engine.event_types WHERE event_type = $1",
-								1, types, values, NULL, true, 1);
+	ret = SPI_execute_plan(plan, values, NULL, true, 1);
 	if (ret != SPI_OK_SELECT)
 		elog(ERROR, "event type look-up failed: %s", SPI_result_code_string(ret));
 	if (SPI_processed == 0)
