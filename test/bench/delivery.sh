@@ -198,13 +198,7 @@ log "nginx sink pid $NGINX_PID: throughput 127.0.0.1:$SINK_PORT, latency (logged
 # --- the cluster --------------------------------------------------------------
 log "cluster in $DIR, port $PORT"
 # autovacuum off: every timed phase starts from the same explicitly VACUUMed state
-re_cluster_start "$DIR" "$PORT" \
-	"shared_buffers = 256MB" \
-	"max_wal_size = 8GB" \
-	"checkpoint_timeout = 30min" \
-	"jit = off" \
-	"autovacuum = off" \
-	"log_checkpoints = off" \
+re_cluster_start "$DIR" "$PORT" "${RE_BENCH_SETTINGS[@]}" \
 	"revenue_engine.http_allow_private = on" \
 	"revenue_engine.worker_max_in_flight = $WORKER_MIF"
 PM_PID=$(head -1 "$DIR/data/postmaster.pid")

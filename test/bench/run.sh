@@ -75,14 +75,7 @@ load() { echo "L $(cut -d' ' -f1 /proc/loadavg)" >>"$RAW"; }
 pq() { as_postgres psql -X -q -At -v ON_ERROR_STOP=1 -h "$DIR" -p "$PORT" -d postgres "$@"; }
 
 log "cluster in $DIR, port $PORT"
-re_cluster_start "$DIR" "$PORT" \
-	"shared_buffers = 256MB" \
-	"max_wal_size = 8GB" \
-	"checkpoint_timeout = 30min" \
-	"jit = off" \
-	"autovacuum = off" \
-	"log_min_messages = warning" \
-	"log_checkpoints = off"
+re_cluster_start "$DIR" "$PORT" "${RE_BENCH_SETTINGS[@]}" "log_min_messages = warning"
 cp "$BENCH"/reference.sql "$BENCH"/setup.sql "$BENCH"/pgbench_*.sql "$DIR/"
 chown postgres: "$DIR"/*.sql
 : >"$RAW"

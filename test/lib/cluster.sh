@@ -49,3 +49,15 @@ re_cluster_stop() {
 	[ -d "$dir/data" ] && as_postgres pg_ctl -D "$dir/data" -m fast -w stop >/dev/null 2>&1
 	rm -rf "$dir"
 }
+
+# Settings of the benchmarks' clusters: large enough to keep the data in memory
+# and no checkpoint, JIT or autovacuum in the middle of a timed phase (each
+# phase VACUUMs explicitly when it needs to).
+RE_BENCH_SETTINGS=(
+	"shared_buffers = 256MB"
+	"max_wal_size = 8GB"
+	"checkpoint_timeout = 30min"
+	"jit = off"
+	"autovacuum = off"
+	"log_checkpoints = off"
+)
