@@ -10,7 +10,9 @@ OBJS         = src/revenue_engine.o \
                src/outbox/outbox.o \
                src/outbox/delivery.o \
                src/worker/worker.o \
-               src/usage/usage.o
+               src/usage/usage.o \
+               src/blasts/status.o \
+               src/blasts/funnel.o
 
 # Order matters: base objects, then the outbox, then the modules that write to it.
 MODULE_SQL   = src/revenue_engine.sql \
@@ -18,6 +20,7 @@ MODULE_SQL   = src/revenue_engine.sql \
                src/outbox/delivery.sql \
                src/messaging/messaging.sql \
                src/usage/usage.sql \
+               src/blasts/blasts.sql \
                src/worker/worker.sql
 
 DATA_built   = $(EXTENSION)--$(EXTVERSION).sql

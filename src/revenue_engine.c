@@ -8,6 +8,9 @@
  */
 #include "postgres.h"
 
+#include "common/jsonapi.h"
+#include "mb/pg_wchar.h"
+
 #include "access/htup_details.h"
 #include "catalog/namespace.h"
 #include "catalog/pg_namespace.h"
@@ -27,6 +30,7 @@
 #include "utils/syscache.h"
 
 #include "revenue_engine.h"
+#include "blasts/blasts.h"
 #include "worker/worker.h"
 
 PG_MODULE_MAGIC;
@@ -102,6 +106,15 @@ _PG_init(void)
 							   PGC_SUSET,
 							   0,
 							   check_interval, NULL, NULL);
+
+	DefineCustomIntVariable("revenue_engine.reply_window",
+							"How long after a blast message an inbound message from its phone counts as a reply to it.",
+							NULL,
+							&re_reply_window_min,
+							7 * 24 * 60, 1, 366 * 24 * 60,
+							PGC_USERSET,
+							GUC_UNIT_MIN,
+							NULL, NULL, NULL);
 
 	re_worker_init();
 
@@ -455,4 +468,16 @@ re_jb_int_array(JsonbParseState **state, const char *key,
 	for (i = 0; i < n; i++)
 		push_int(state, WJB_ELEM, values[i]);
 	pushJsonbValue(state, WJB_END_ARRAY, NULL);
+}
+
+bool
+re_is_json(const char *text, size_t len)
+{
+	JsonLexContext *lex;
+
+	if (text == NULL || len == 0)
+		return false;
+	/* with escapes decoded, \u0000 and unconvertible escapes fail as in jsonb_in */
+	lex = makeJsonLexContextCstringLen((char *) text, (int) len, GetDatabaseEncoding(), true);
+	return pg_parse_json(lex, &nullSemAction) == JSON_SUCCESS;
 }

@@ -80,6 +80,12 @@ extern struct _SPI_plan *re_prepare_saved(const char *sql, int nargs, Oid *argty
  */
 extern struct _SPI_plan *re_prepare_saved_custom(const char *sql, int nargs, Oid *argtypes);
 
+/*
+ * Whether text is JSON that jsonb_in accepts (it does not throw): for
+ * responses from the network, cast to jsonb only when this says so.
+ */
+extern bool re_is_json(const char *text, size_t len);
+
 /* ISO 8601 text of a date, independent of DateStyle. */
 extern char *re_date_text(DateADT value);
 

@@ -19,6 +19,7 @@
 
 #include <curl/curl.h>
 #include <openssl/evp.h>
+#include <openssl/crypto.h>
 #include <openssl/hmac.h>
 
 #include "common/base64.h"
@@ -489,57 +490,112 @@ re_http_check_secret(const char *secret)
 }
 
 bool
+re_hmac_sha256(const void *key, size_t keylen, const void *msg, size_t msglen,
+			   unsigned char *out)
+{
+	unsigned int maclen = 0;
+
+	return HMAC(EVP_sha256(), key, (int) keylen, msg, msglen, out, &maclen) != NULL &&
+		maclen == 32;
+}
+
+/*
+ * The base64 of HMAC-SHA256("<id>.<timestamp>.<body>") with a whsec_ secret,
+ * into b64 (at least 64 bytes); NULL if good, else the reason.
+ */
+static const char *
+standard_signature(const char *secret, const char *msg_id, const char *timestamp,
+				   const char *body, size_t body_len, char *b64)
+{
+	const char *error;
+	char		key[256];
+	int			klen;
+	char		prefix[256];
+	int			plen;
+	char	   *msg;
+	unsigned char mac[32];
+	int			blen;
+
+	if ((error = re_http_check_secret(secret)) != NULL)
+		return error;
+	klen = pg_b64_decode(secret + 6, (int) strlen(secret + 6), key, sizeof(key));
+	plen = snprintf(prefix, sizeof(prefix), "%s.%s.", msg_id, timestamp);
+	if (plen < 0 || plen >= (int) sizeof(prefix))
+		return "the message id is too long";
+	msg = malloc(plen + body_len + 1);
+	if (msg == NULL)
+		return "out of memory";
+	memcpy(msg, prefix, plen);
+	memcpy(msg + plen, body, body_len);
+	if (!re_hmac_sha256(key, klen, msg, plen + body_len, mac))
+		error = "HMAC-SHA256 failed";
+	free(msg);
+	if (error)
+		return error;
+	blen = pg_b64_encode((char *) mac, (int) sizeof(mac), b64, 63);
+	if (blen < 0)
+		return "base64 encoding failed";
+	b64[blen] = '\0';
+	return NULL;
+}
+
+bool
 re_http_sign(const char *msg_id, long timestamp, const char *body,
 			 size_t body_len, const char **secrets, int nsecrets,
 			 char *out, size_t outlen, const char **error)
 {
-	char		prefix[128];
-	int			plen;
-	char	   *msg;
+	char		ts[32];
 	size_t		pos = 0;
 	int			i;
 
-	/* the signed content is "<id>.<timestamp>.<body>" */
-	plen = snprintf(prefix, sizeof(prefix), "%s.%ld.", msg_id, timestamp);
-	msg = malloc(plen + body_len);
-	if (msg == NULL)
-	{
-		*error = "out of memory";
-		return false;
-	}
-	memcpy(msg, prefix, plen);
-	memcpy(msg + plen, body, body_len);
-
+	snprintf(ts, sizeof(ts), "%ld", timestamp);
 	out[0] = '\0';
 	*error = NULL;
-	for (i = 0; i < nsecrets && *error == NULL; i++)
+	for (i = 0; i < nsecrets; i++)
 	{
-		char		key[256];
-		int			klen;
-		unsigned char mac[EVP_MAX_MD_SIZE];
-		unsigned int maclen = 0;
 		char		b64[64];
-		int			blen;
 
-		*error = re_http_check_secret(secrets[i]);
+		*error = standard_signature(secrets[i], msg_id, ts, body, body_len, b64);
 		if (*error != NULL)
 			break;
-		klen = pg_b64_decode(secrets[i] + 6, (int) strlen(secrets[i] + 6), key, sizeof(key));
-		if (HMAC(EVP_sha256(), key, klen, (unsigned char *) msg, plen + body_len,
-				 mac, &maclen) == NULL)
-		{
-			*error = "HMAC-SHA256 failed";
-			break;
-		}
-		blen = pg_b64_encode((char *) mac, (int) maclen, b64, sizeof(b64) - 1);
-		if (blen < 0 || pos + blen + 5 >= outlen)
+		if (pos + strlen(b64) + 5 >= outlen)
 		{
 			*error = "signature buffer too small";
 			break;
 		}
-		b64[blen] = '\0';
 		pos += snprintf(out + pos, outlen - pos, "%sv1,%s", i > 0 ? " " : "", b64);
 	}
-	free(msg);
 	return *error == NULL;
+}
+
+bool
+re_http_verify(const char *secret, const char *msg_id, const char *timestamp,
+			   const char *body, size_t body_len, const char *signatures,
+			   const char **error)
+{
+	char		expected[64];
+	size_t		elen;
+	const char *p = signatures;
+
+	*error = standard_signature(secret, msg_id, timestamp, body, body_len, expected);
+	if (*error != NULL)
+		return false;
+	elen = strlen(expected);
+	/* space-separated "v1,<base64>" entries; any one matching is enough */
+	while (*p)
+	{
+		const char *end;
+
+		while (*p == ' ')
+			p++;
+		end = p;
+		while (*end && *end != ' ')
+			end++;
+		if (end - p == (ptrdiff_t) (3 + elen) && strncmp(p, "v1,", 3) == 0 &&
+			CRYPTO_memcmp(p + 3, expected, elen) == 0)
+			return true;
+		p = end;
+	}
+	*error = "no v1 signature matches";
+	return false;
 }

@@ -86,6 +86,19 @@ extern bool re_http_sign(const char *msg_id, long timestamp, const char *body,
 						 size_t body_len, const char **secrets, int nsecrets,
 						 char *out, size_t outlen, const char **error);
 
+/*
+ * Verify a Standard Webhooks "webhook-signature" header (space-separated
+ * "v1,<b64>" entries) of "<msg_id>.<timestamp>.<body>" with a whsec_ secret.
+ * False with *error set when none matches or the secret is bad.
+ */
+extern bool re_http_verify(const char *secret, const char *msg_id, const char *timestamp,
+						   const char *body, size_t body_len, const char *signatures,
+						   const char **error);
+
+/* HMAC-SHA256 of msg with key into out (32 bytes); false on failure. */
+extern bool re_hmac_sha256(const void *key, size_t keylen, const void *msg, size_t msglen,
+						   unsigned char *out);
+
 /* Check a URL: NULL if it is an absolute http(s) URL with a host, else the reason. */
 extern const char *re_http_check_url(const char *url);
 

@@ -13,7 +13,6 @@
 #include "access/xact.h"
 #include "catalog/pg_type.h"
 #include "commands/extension.h"
-#include "common/jsonapi.h"
 #include "common/pg_prng.h"
 #include "executor/spi.h"
 #include "pgstat.h"
@@ -584,19 +583,6 @@ make_array(Datum *elems, bool *nulls, int n, Oid type)
 											  typlen, typbyval, typalign));
 }
 
-static bool
-is_json(const char *text, size_t len)
-{
-	JsonLexContext *lex;
-	JsonParseErrorType err;
-
-	if (text == NULL || len == 0)
-		return false;
-	lex = makeJsonLexContextCstringLen((char *) text, (int) len, PG_UTF8, true);
-	err = pg_parse_json(lex, &nullSemAction);
-	return err == JSON_SUCCESS;
-}
-
 static char *
 clean_text(const char *s, size_t len)
 {
@@ -733,7 +719,7 @@ re_delivery_record(ReJob **jobs, int njobs, int *nsent, int *nretry, int *ndead)
 				CStringGetTextDatum(job->target->message_id_path) : (Datum) 0;
 			sn_path[ns] = (job->target->message_id_path == NULL);
 			s_json[ns] = BoolGetDatum(body != NULL && !req->response_truncated &&
-									  is_json(req->response, req->response_len));
+									  re_is_json(req->response, req->response_len));
 			ns++;
 		}
 

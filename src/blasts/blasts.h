@@ -1,0 +1,42 @@
+/*-------------------------------------------------------------------------
+ *
+ * blasts.h
+ *	  Recipient statuses of blasts: their ranking, and the funnel counters.
+ *
+ *-------------------------------------------------------------------------
+ */
+#ifndef RE_BLASTS_H
+#define RE_BLASTS_H
+
+/*
+ * Counter rows per blast.  A recipient is counted in row id % slots, so
+ * concurrent updates of different recipients of one blast rarely queue on
+ * one row.  Fixed: changing it would need existing counters redistributed.
+ */
+#define RE_FUNNEL_SLOTS 16
+
+/* Statuses in rank order; failed stands outside the ranking. */
+typedef enum ReStatus
+{
+	RE_ST_PENDING = 0,
+	RE_ST_SENT,
+	RE_ST_DELIVERED,
+	RE_ST_READ,
+	RE_ST_REPLIED,
+	RE_ST_CLOSED,
+	RE_ST_FAILED,
+	RE_ST_UNKNOWN
+} ReStatus;
+
+/* Stages sent .. closed each have a timestamp column. */
+#define RE_NSTAGES 5
+
+extern const char *const re_status_names[];
+
+/* revenue_engine.reply_window, in minutes */
+extern int	re_reply_window_min;
+
+/* The status of a name, RE_ST_UNKNOWN if none. */
+extern ReStatus re_status_from_name(const char *name);
+
+#endif							/* RE_BLASTS_H */

@@ -1,0 +1,718 @@
+/*
+ * blasts: one message to many phone numbers through a channel; each
+ * recipient's progress pending < sent < delivered < read < replied < closed
+ * (or failed) from the send's response, provider callbacks, polling and
+ * manual marks; the append-only history of every change; and funnel counters
+ * kept exact by C triggers (status.c, funnel.c), spread over
+ * revenue_engine.funnel_slots rows per blast.
+ */
+
+-- Provider callbacks and polling are configured per channel.
+ALTER TABLE revenue_engine.channels
+    ADD COLUMN webhook_kind   text,
+    ADD COLUMN webhook_secret text,
+    ADD COLUMN status_url     text,
+    ADD COLUMN status_path    text[],
+    ADD COLUMN status_map     jsonb    NOT NULL DEFAULT '{}',
+    ADD COLUMN poll_interval  interval NOT NULL DEFAULT '5 minutes',
+    ADD COLUMN poll_max_age   interval NOT NULL DEFAULT '3 days',
+    ADD CONSTRAINT channels_webhook_kind_check
+        CHECK (webhook_kind IN ('whatsapp', 'standard_webhooks')),
+    ADD CONSTRAINT channels_webhook_secret_check
+        CHECK ((webhook_kind IS NULL) = (webhook_secret IS NULL)),
+    ADD CONSTRAINT channels_status_poll_check
+        CHECK ((status_url IS NULL) = (status_path IS NULL));
+COMMENT ON COLUMN revenue_engine.channels.webhook_kind IS
+    'how ingest_status_webhook verifies this provider''s callbacks: whatsapp (X-Hub-Signature-256) or standard_webhooks';
+COMMENT ON COLUMN revenue_engine.channels.status_url IS
+    'polling: GET this URL, {message_id} replaced, for recipients not yet final; status_path finds the status in the JSON response';
+
+CREATE OR REPLACE VIEW revenue_engine.channels_public AS
+SELECT tenant_id, id, name, method, url,
+       ARRAY(SELECT pg_catalog.jsonb_object_keys(headers)) AS header_names,
+       body_template, message_id_path, timeout_ms, connect_timeout_ms, max_in_flight,
+       rate_limit, rate_period, retry_schedule, enabled, disabled_reason, created_at, updated_at,
+       webhook_kind, status_url, status_path, status_map, poll_interval, poll_max_age
+  FROM revenue_engine.channels;
+
+CREATE TABLE revenue_engine.blasts (
+    tenant_id        text        NOT NULL DEFAULT revenue_engine.current_tenant(),
+    id               bigint      GENERATED ALWAYS AS IDENTITY,
+    tag              text        NOT NULL,
+    follow_up_stage  integer     NOT NULL DEFAULT 0,
+    channel_id       bigint      NOT NULL,
+    message          text,
+    template         jsonb,
+    payload          jsonb       NOT NULL DEFAULT '{}',
+    scheduled_for    timestamptz NOT NULL DEFAULT pg_catalog.now(),
+    status           text        NOT NULL DEFAULT 'pending',
+    total_recipients integer     NOT NULL DEFAULT 0,
+    duplicates       integer     NOT NULL DEFAULT 0,
+    rejected         integer     NOT NULL DEFAULT 0,
+    created_at       timestamptz NOT NULL DEFAULT pg_catalog.now(),
+    started_at       timestamptz,
+    completed_at     timestamptz,
+    PRIMARY KEY (tenant_id, id),
+    FOREIGN KEY (tenant_id, channel_id) REFERENCES revenue_engine.channels (tenant_id, id),
+    CONSTRAINT blasts_status_check CHECK (status IN ('pending', 'sending', 'completed', 'failed')),
+    CONSTRAINT blasts_follow_up_stage_check CHECK (follow_up_stage >= 0),
+    CONSTRAINT blasts_content_check CHECK (message IS NOT NULL OR template IS NOT NULL)
+);
+COMMENT ON TABLE revenue_engine.blasts IS
+    'one message or template sent to many recipients through a channel; totals are fixed at creation';
+CREATE INDEX blasts_tag_idx ON revenue_engine.blasts (tenant_id, tag, scheduled_for);
+SELECT pg_catalog.pg_extension_config_dump('revenue_engine.blasts', '');
+
+CREATE TABLE revenue_engine.blast_recipients (
+    tenant_id           text        NOT NULL DEFAULT revenue_engine.current_tenant(),
+    id                  bigint      GENERATED ALWAYS AS IDENTITY,
+    blast_id            bigint      NOT NULL,
+    phone               text        NOT NULL,
+    name                text,
+    contact_id          text,
+    provider_message_id text,
+    status              text        NOT NULL DEFAULT 'pending',
+    sent_at             timestamptz,
+    delivered_at        timestamptz,
+    read_at             timestamptz,
+    replied_at          timestamptz,
+    closed_at           timestamptz,
+    failed_at           timestamptz,
+    error               jsonb,
+    amount              numeric,
+    send_response       jsonb,
+    last_polled_at      timestamptz,
+    created_at          timestamptz NOT NULL DEFAULT pg_catalog.now(),
+    updated_at          timestamptz NOT NULL DEFAULT pg_catalog.now(),
+    PRIMARY KEY (tenant_id, id),
+    FOREIGN KEY (tenant_id, blast_id) REFERENCES revenue_engine.blasts (tenant_id, id) ON DELETE CASCADE,
+    CONSTRAINT blast_recipients_phone_check CHECK (phone ~ '^\+[1-9][0-9]{6,14}$'),
+    CONSTRAINT blast_recipients_status_check
+        CHECK (status IN ('pending', 'sent', 'delivered', 'read', 'replied', 'closed', 'failed')),
+    CONSTRAINT blast_recipients_failed_check CHECK ((status = 'failed') <= (failed_at IS NOT NULL))
+) WITH (fillfactor = 80);
+COMMENT ON TABLE revenue_engine.blast_recipients IS
+    'one row per phone number of a blast; a timestamp per stage reached; status never moves backwards';
+CREATE UNIQUE INDEX blast_recipients_phone_idx
+    ON revenue_engine.blast_recipients (tenant_id, blast_id, phone);
+CREATE INDEX blast_recipients_message_idx
+    ON revenue_engine.blast_recipients (tenant_id, provider_message_id)
+    WHERE provider_message_id IS NOT NULL;
+CREATE INDEX blast_recipients_reply_idx
+    ON revenue_engine.blast_recipients (tenant_id, phone, sent_at)
+    WHERE sent_at IS NOT NULL;
+SELECT pg_catalog.pg_extension_config_dump('revenue_engine.blast_recipients', '');
+
+-- Numbers create_blast(on_invalid => 'skip') did not take, with the reason.
+CREATE TABLE revenue_engine.blast_rejections (
+    tenant_id text    NOT NULL DEFAULT revenue_engine.current_tenant(),
+    blast_id  bigint  NOT NULL,
+    position  integer NOT NULL,
+    input     text,
+    reason    text    NOT NULL,
+    PRIMARY KEY (tenant_id, blast_id, position),
+    FOREIGN KEY (tenant_id, blast_id) REFERENCES revenue_engine.blasts (tenant_id, id) ON DELETE CASCADE
+);
+SELECT pg_catalog.pg_extension_config_dump('revenue_engine.blast_rejections', '');
+
+-- Sends of a blast point at their recipient; the send's outcome moves it.
+ALTER TABLE revenue_engine.sends
+    ADD COLUMN blast_id     bigint,
+    ADD COLUMN recipient_id bigint;
+CREATE INDEX sends_blast_open_idx ON revenue_engine.sends (tenant_id, blast_id)
+    WHERE blast_id IS NOT NULL AND status IN ('queued', 'sending');
+
+/*
+ * Funnel counters: revenue_engine.funnel_slots rows per blast, a recipient
+ * counted in the slot id % slots, so concurrent updates of one blast rarely
+ * wait for each other.  sent .. closed count recipients that reached the
+ * stage (cumulative); at_* count the current status.
+ */
+CREATE TABLE revenue_engine.blast_counters (
+    tenant_id    text     NOT NULL,
+    blast_id     bigint   NOT NULL,
+    slot         smallint NOT NULL,
+    total        bigint   NOT NULL DEFAULT 0,
+    sent         bigint   NOT NULL DEFAULT 0,
+    delivered    bigint   NOT NULL DEFAULT 0,
+    read         bigint   NOT NULL DEFAULT 0,
+    replied      bigint   NOT NULL DEFAULT 0,
+    closed       bigint   NOT NULL DEFAULT 0,
+    at_pending   bigint   NOT NULL DEFAULT 0,
+    at_sent      bigint   NOT NULL DEFAULT 0,
+    at_delivered bigint   NOT NULL DEFAULT 0,
+    at_read      bigint   NOT NULL DEFAULT 0,
+    at_replied   bigint   NOT NULL DEFAULT 0,
+    at_closed    bigint   NOT NULL DEFAULT 0,
+    at_failed    bigint   NOT NULL DEFAULT 0,
+    PRIMARY KEY (tenant_id, blast_id, slot),
+    FOREIGN KEY (tenant_id, blast_id) REFERENCES revenue_engine.blasts (tenant_id, id) ON DELETE CASCADE
+) WITH (fillfactor = 30);
+COMMENT ON TABLE revenue_engine.blast_counters IS
+    'funnel counters kept by triggers on blast_recipients; read them through blast_funnel and blast_stuck';
+
+-- How many counter rows a new blast gets (fixed per blast at creation).
+CREATE FUNCTION revenue_engine.funnel_slots()
+RETURNS integer
+LANGUAGE C IMMUTABLE PARALLEL SAFE
+AS 'MODULE_PATHNAME', 're_funnel_slots';
+
+CREATE FUNCTION revenue_engine.funnel_recipients_changed()
+RETURNS trigger
+LANGUAGE C
+AS 'MODULE_PATHNAME', 're_funnel_trigger';
+
+-- One row changed: one counter row updated (C, saved plan).
+CREATE TRIGGER blast_recipients_funnel_update
+    AFTER UPDATE ON revenue_engine.blast_recipients
+    FOR EACH ROW EXECUTE FUNCTION revenue_engine.funnel_recipients_changed();
+-- Rows added or removed in bulk: counted per statement from the transition table.
+CREATE TRIGGER blast_recipients_funnel_insert
+    AFTER INSERT ON revenue_engine.blast_recipients
+    REFERENCING NEW TABLE AS re_new_rows
+    FOR EACH STATEMENT EXECUTE FUNCTION revenue_engine.funnel_recipients_changed();
+CREATE TRIGGER blast_recipients_funnel_delete
+    AFTER DELETE ON revenue_engine.blast_recipients
+    REFERENCING OLD TABLE AS re_old_rows
+    FOR EACH STATEMENT EXECUTE FUNCTION revenue_engine.funnel_recipients_changed();
+CREATE TRIGGER blast_recipients_funnel_truncate
+    AFTER TRUNCATE ON revenue_engine.blast_recipients
+    FOR EACH STATEMENT EXECUTE FUNCTION revenue_engine.funnel_recipients_changed();
+
+-- Status updates for a message id no recipient has yet: applied when the id lands.
+CREATE TABLE revenue_engine.status_parked (
+    tenant_id   text        NOT NULL DEFAULT revenue_engine.current_tenant(),
+    id          bigint      GENERATED ALWAYS AS IDENTITY,
+    message_id  text        NOT NULL,
+    status      text        NOT NULL,
+    occurred_at timestamptz NOT NULL,
+    source      text        NOT NULL,
+    raw         jsonb,
+    received_at timestamptz NOT NULL DEFAULT pg_catalog.now(),
+    PRIMARY KEY (tenant_id, id)
+);
+COMMENT ON TABLE revenue_engine.status_parked IS
+    'status updates that arrived before their message id was known; applied and removed when it appears';
+CREATE INDEX status_parked_message_idx ON revenue_engine.status_parked (tenant_id, message_id);
+SELECT pg_catalog.pg_extension_config_dump('revenue_engine.status_parked', '');
+
+CREATE TABLE revenue_engine.status_history (
+    tenant_id    text        NOT NULL DEFAULT revenue_engine.current_tenant(),
+    id           bigint      GENERATED ALWAYS AS IDENTITY,
+    recipient_id bigint      NOT NULL,
+    blast_id     bigint      NOT NULL,
+    message_id   text,
+    old_status   text        NOT NULL,
+    new_status   text        NOT NULL,
+    occurred_at  timestamptz NOT NULL,
+    recorded_at  timestamptz NOT NULL DEFAULT pg_catalog.now(),
+    source       text        NOT NULL,
+    metadata     jsonb       NOT NULL DEFAULT '{}',
+    PRIMARY KEY (tenant_id, id),
+    CONSTRAINT status_history_source_check CHECK (source IN ('send', 'webhook', 'polling', 'manual'))
+);
+COMMENT ON TABLE revenue_engine.status_history IS
+    'every status change of a blast recipient, append-only; source send = the provider''s answer to the send';
+CREATE INDEX status_history_recipient_idx ON revenue_engine.status_history (tenant_id, recipient_id);
+SELECT pg_catalog.pg_extension_config_dump('revenue_engine.status_history', '');
+
+CREATE FUNCTION revenue_engine.status_history_append_only()
+RETURNS trigger
+LANGUAGE plpgsql
+SET search_path = pg_catalog, pg_temp
+AS $fn$
+BEGIN
+    RAISE EXCEPTION 'revenue_engine.status_history is append-only: % is not allowed', TG_OP
+        USING ERRCODE = '55000',
+              HINT = 'History rows are never changed; TRUNCATE by the extension owner empties it.';
+END
+$fn$;
+CREATE TRIGGER status_history_append_only
+    BEFORE UPDATE OR DELETE ON revenue_engine.status_history
+    FOR EACH ROW EXECUTE FUNCTION revenue_engine.status_history_append_only();
+
+-- E.164 checks (C): the reason a number is not E.164, or NULL; and the number normalized.
+CREATE FUNCTION revenue_engine.phone_problem(phone text)
+RETURNS text
+LANGUAGE C IMMUTABLE PARALLEL SAFE
+AS 'MODULE_PATHNAME', 're_phone_problem';
+COMMENT ON FUNCTION revenue_engine.phone_problem(text) IS
+    'NULL when the number (spaces, dots, dashes and parentheses ignored) is E.164, else why not';
+CREATE FUNCTION revenue_engine.normalize_phone(phone text)
+RETURNS text
+LANGUAGE C IMMUTABLE PARALLEL SAFE
+AS 'MODULE_PATHNAME', 're_normalize_phone';
+COMMENT ON FUNCTION revenue_engine.normalize_phone(text) IS
+    'the number as E.164 (+ and digits), separators removed; an error if it is not E.164';
+
+-- Status ingestion (C).
+CREATE FUNCTION revenue_engine.record_message_status(
+    message_id  text,
+    status      text,
+    occurred_at timestamptz DEFAULT NULL,
+    source      text        DEFAULT 'manual',
+    raw         jsonb       DEFAULT NULL)
+RETURNS text
+LANGUAGE C VOLATILE
+AS 'MODULE_PATHNAME', 're_record_message_status';
+COMMENT ON FUNCTION revenue_engine.record_message_status(text, text, timestamptz, text, jsonb) IS
+    'apply one status (sent, delivered, read, replied, closed, failed) of a provider message id: applied, duplicate, stale or parked';
+
+CREATE FUNCTION revenue_engine.record_inbound_message(
+    phone       text,
+    occurred_at timestamptz DEFAULT NULL,
+    source      text        DEFAULT 'manual',
+    raw         jsonb       DEFAULT NULL)
+RETURNS bigint
+LANGUAGE C VOLATILE
+AS 'MODULE_PATHNAME', 're_record_inbound_message';
+COMMENT ON FUNCTION revenue_engine.record_inbound_message(text, timestamptz, text, jsonb) IS
+    'a message from this phone: marks its latest open recipient (sent within revenue_engine.reply_window) replied; returns it, or NULL';
+
+CREATE FUNCTION revenue_engine.mark_closed(
+    phone       text,
+    amount      numeric     DEFAULT NULL,
+    occurred_at timestamptz DEFAULT NULL,
+    blast_id    bigint      DEFAULT NULL,
+    metadata    jsonb       DEFAULT NULL)
+RETURNS bigint
+LANGUAGE C VOLATILE
+AS 'MODULE_PATHNAME', 're_mark_closed';
+COMMENT ON FUNCTION revenue_engine.mark_closed(text, numeric, timestamptz, bigint, jsonb) IS
+    'a sale closed with this phone: marks its latest recipient (of blast_id, if given) closed with the amount; returns it';
+
+CREATE FUNCTION revenue_engine.ingest_status_webhook(
+    provider text,
+    headers  jsonb,
+    body     text,
+    OUT item integer, OUT kind text, OUT message_id text, OUT status text,
+    OUT result text, OUT reason text)
+RETURNS SETOF record
+LANGUAGE C VOLATILE
+AS 'MODULE_PATHNAME', 're_ingest_status_webhook';
+COMMENT ON FUNCTION revenue_engine.ingest_status_webhook(text, jsonb, text) IS
+    'verify a provider callback''s signature (channel provider''s webhook_kind) and apply each status and inbound message; one row per item';
+
+-- The send's outcome lands on its recipient (C): message id, response, sent or failed.
+CREATE FUNCTION revenue_engine.send_outcome_to_recipient()
+RETURNS trigger
+LANGUAGE C
+AS 'MODULE_PATHNAME', 're_send_outcome_trigger';
+CREATE TRIGGER sends_blast_outcome
+    AFTER UPDATE OF status ON revenue_engine.sends
+    FOR EACH ROW
+    WHEN (NEW.recipient_id IS NOT NULL AND OLD.status = 'sending' AND NEW.status IN ('sent', 'failed'))
+    EXECUTE FUNCTION revenue_engine.send_outcome_to_recipient();
+
+CREATE FUNCTION revenue_engine.set_channel_status_source(
+    channel       text,
+    webhook_kind  text     DEFAULT NULL,
+    webhook_secret text    DEFAULT NULL,
+    status_url    text     DEFAULT NULL,
+    status_path   text[]   DEFAULT NULL,
+    status_map    jsonb    DEFAULT '{}',
+    poll_interval interval DEFAULT '5 minutes',
+    poll_max_age  interval DEFAULT '3 days')
+RETURNS void
+LANGUAGE plpgsql VOLATILE
+SET search_path = pg_catalog, pg_temp
+AS $fn$
+DECLARE
+    k text;
+    v jsonb;
+BEGIN
+    IF channel IS NULL OR status_map IS NULL OR poll_interval IS NULL OR poll_max_age IS NULL THEN
+        RAISE EXCEPTION 'channel, status_map, poll_interval and poll_max_age must not be null'
+            USING ERRCODE = '22004';
+    END IF;
+    IF webhook_kind IS NOT NULL AND webhook_kind NOT IN ('whatsapp', 'standard_webhooks') THEN
+        RAISE EXCEPTION 'webhook kind "%" is not whatsapp or standard_webhooks', webhook_kind
+            USING ERRCODE = '22023';
+    END IF;
+    IF (webhook_kind IS NULL) <> (webhook_secret IS NULL) THEN
+        RAISE EXCEPTION 'webhook_kind and webhook_secret go together' USING ERRCODE = '22023';
+    END IF;
+    IF webhook_kind = 'whatsapp' AND length(webhook_secret) < 16 THEN
+        RAISE EXCEPTION 'a WhatsApp app secret has at least 16 characters' USING ERRCODE = '22023';
+    END IF;
+    IF webhook_kind = 'standard_webhooks' THEN
+        PERFORM revenue_engine.check_signing_secret(webhook_secret);
+    END IF;
+    IF (status_url IS NULL) <> (status_path IS NULL) THEN
+        RAISE EXCEPTION 'status_url and status_path go together' USING ERRCODE = '22023';
+    END IF;
+    IF status_url IS NOT NULL THEN
+        IF strpos(status_url, '{message_id}') = 0 THEN
+            RAISE EXCEPTION 'status URL "%" has no {message_id} placeholder', status_url
+                USING ERRCODE = '22023';
+        END IF;
+        PERFORM revenue_engine.check_url(replace(status_url, '{message_id}', 'x'));
+        IF cardinality(status_path) = 0 OR array_position(status_path, NULL) IS NOT NULL THEN
+            RAISE EXCEPTION 'status_path must be a non-empty path without nulls, such as ''{status}'''
+                USING ERRCODE = '22023';
+        END IF;
+    END IF;
+    IF jsonb_typeof(status_map) <> 'object' THEN
+        RAISE EXCEPTION 'status_map must be a JSON object of provider status -> status'
+            USING ERRCODE = '22023';
+    END IF;
+    FOR k, v IN SELECT * FROM jsonb_each(status_map) LOOP
+        IF jsonb_typeof(v) <> 'string'
+           OR v #>> '{}' NOT IN ('sent', 'delivered', 'read', 'failed', 'pending') THEN
+            RAISE EXCEPTION 'status_map maps "%" to %, not one of sent, delivered, read, failed, pending', k, v
+                USING ERRCODE = '22023';
+        END IF;
+    END LOOP;
+    IF poll_interval < interval '1 second' OR poll_max_age <= interval '0' THEN
+        RAISE EXCEPTION 'poll_interval must be at least 1 second and poll_max_age positive'
+            USING ERRCODE = '22023';
+    END IF;
+    UPDATE revenue_engine.channels c
+       SET webhook_kind = set_channel_status_source.webhook_kind,
+           webhook_secret = set_channel_status_source.webhook_secret,
+           status_url = set_channel_status_source.status_url,
+           status_path = set_channel_status_source.status_path,
+           status_map = set_channel_status_source.status_map,
+           poll_interval = set_channel_status_source.poll_interval,
+           poll_max_age = set_channel_status_source.poll_max_age,
+           updated_at = now()
+     WHERE c.tenant_id = revenue_engine.current_tenant() AND c.name = channel;
+    IF NOT FOUND THEN
+        RAISE EXCEPTION 'channel "%" does not exist', channel USING ERRCODE = '42704';
+    END IF;
+    PERFORM revenue_engine.wake_worker();
+END
+$fn$;
+COMMENT ON FUNCTION revenue_engine.set_channel_status_source(text, text, text, text, text[], jsonb, interval, interval) IS
+    'how a channel''s statuses arrive: signed callbacks (whatsapp or standard_webhooks) and/or polling a status URL';
+
+/*
+ * create_blast: the recipients come as a jsonb array (of "+phone" strings or
+ * {"phone", "name", "contact_id"} objects) or as a query returning
+ * (phone [, name [, contact_id]]).  Numbers are normalized and checked as
+ * E.164; a bad one is an error naming it (on_invalid 'error', the default) or
+ * is recorded in blast_rejections (on_invalid 'skip').  A number given twice
+ * is taken once (its first name).  One send per recipient is queued on the
+ * channel, due at scheduled_for, with the payload
+ *   blast payload || {"to": phone} || {"type": "text", "text": {"body": message}}
+ * or || {"type": "template", "template": template}, message's {{name}} and
+ * {{phone}} replaced: the WhatsApp Cloud API's shape, with the channel's
+ * body_template (e.g. {"messaging_product": "whatsapp"}) in front.
+ */
+CREATE FUNCTION revenue_engine.create_blast(
+    channel          text,
+    tag              text,
+    recipients       jsonb       DEFAULT NULL,
+    recipients_query text        DEFAULT NULL,
+    message          text        DEFAULT NULL,
+    template         jsonb       DEFAULT NULL,
+    payload          jsonb       DEFAULT '{}',
+    scheduled_for    timestamptz DEFAULT NULL,
+    follow_up_stage  integer     DEFAULT 0,
+    on_invalid       text        DEFAULT 'error',
+    OUT blast_id bigint, OUT recipient_count integer, OUT duplicates integer, OUT rejected integer)
+LANGUAGE plpgsql VOLATILE
+AS $fn$
+BEGIN
+    -- The caller's query runs with the caller's privileges and search_path.
+    IF (recipients IS NULL) = (recipients_query IS NULL) THEN
+        RAISE EXCEPTION 'give the recipients either as an array or as a query'
+            USING ERRCODE = '22023';
+    END IF;
+    IF recipients_query IS NOT NULL THEN
+        EXECUTE pg_catalog.concat('CREATE TEMP TABLE re_blast_raw ON COMMIT DROP AS',
+                                  ' SELECT * FROM (', recipients_query, ') AS q');
+    END IF;
+    SELECT * INTO blast_id, recipient_count, duplicates, rejected
+      FROM revenue_engine.blast_apply(channel, tag, recipients, recipients_query IS NOT NULL,
+                                      message, template, payload, scheduled_for,
+                                      follow_up_stage, on_invalid);
+END
+$fn$;
+COMMENT ON FUNCTION revenue_engine.create_blast(text, text, jsonb, text, text, jsonb, jsonb, timestamptz, integer, text) IS
+    'create a blast and queue one send per valid, distinct E.164 number; bad numbers are an error or, with on_invalid => ''skip'', recorded in blast_rejections';
+
+-- The part of create_blast after the caller's query (pg_temp.re_blast_raw).
+CREATE FUNCTION revenue_engine.blast_apply(
+    channel text, tag text, recipients jsonb, from_query boolean, message text,
+    template jsonb, payload jsonb, scheduled_for timestamptz, follow_up_stage integer,
+    on_invalid text,
+    OUT blast_id bigint, OUT recipient_count integer, OUT duplicates integer, OUT rejected integer)
+LANGUAGE plpgsql VOLATILE SECURITY DEFINER
+SET search_path = pg_catalog, pg_temp
+AS $fn$
+#variable_conflict use_variable
+DECLARE
+    tenant   text := revenue_engine.current_tenant();
+    ch       bigint;
+    ncols    integer;
+    nraw     integer;
+    bad      text;
+    slots    integer := revenue_engine.funnel_slots();
+BEGIN
+    IF channel IS NULL OR tag IS NULL OR payload IS NULL OR follow_up_stage IS NULL
+       OR on_invalid IS NULL THEN
+        RAISE EXCEPTION 'channel, tag, payload, follow_up_stage and on_invalid must not be null'
+            USING ERRCODE = '22004';
+    END IF;
+    IF length(tag) = 0 OR length(tag) > 200 THEN
+        RAISE EXCEPTION 'tag must have 1 to 200 characters' USING ERRCODE = '22023';
+    END IF;
+    IF on_invalid NOT IN ('error', 'skip') THEN
+        RAISE EXCEPTION 'on_invalid "%" is not error or skip', on_invalid USING ERRCODE = '22023';
+    END IF;
+    IF follow_up_stage < 0 THEN
+        RAISE EXCEPTION 'follow_up_stage % is negative', follow_up_stage USING ERRCODE = '22023';
+    END IF;
+    IF message IS NULL AND template IS NULL THEN
+        RAISE EXCEPTION 'a blast needs a message or a template' USING ERRCODE = '22023';
+    END IF;
+    IF message IS NOT NULL AND template IS NOT NULL THEN
+        RAISE EXCEPTION 'a blast has a message or a template, not both' USING ERRCODE = '22023';
+    END IF;
+    IF message IS NOT NULL AND length(message) = 0 THEN
+        RAISE EXCEPTION 'message must not be empty' USING ERRCODE = '22023';
+    END IF;
+    IF template IS NOT NULL AND jsonb_typeof(template) <> 'object' THEN
+        RAISE EXCEPTION 'template must be a JSON object, not %', left(template::text, 100)
+            USING ERRCODE = '22023';
+    END IF;
+    IF jsonb_typeof(payload) <> 'object' THEN
+        RAISE EXCEPTION 'payload must be a JSON object, not %', left(payload::text, 100)
+            USING ERRCODE = '22023';
+    END IF;
+    IF scheduled_for IS NOT NULL AND NOT isfinite(scheduled_for) THEN
+        RAISE EXCEPTION 'scheduled_for must be a finite time' USING ERRCODE = '22008';
+    END IF;
+    SELECT c.id INTO ch FROM revenue_engine.channels c
+     WHERE c.tenant_id = tenant AND c.name = channel;
+    IF NOT FOUND THEN
+        RAISE EXCEPTION 'channel "%" does not exist', channel USING ERRCODE = '42704';
+    END IF;
+
+    -- (position, input, name, contact_id) in the order given
+    IF from_query THEN
+        SELECT count(*) INTO ncols FROM pg_attribute
+         WHERE attrelid = 'pg_temp.re_blast_raw'::regclass AND attnum > 0 AND NOT attisdropped;
+        IF ncols < 1 OR ncols > 3 THEN
+            RAISE EXCEPTION 'recipients query returns % columns, expected 1 to 3', ncols
+                USING ERRCODE = '42601',
+                      HINT = 'Return (phone text [, name text [, contact_id text]]) rows.';
+        END IF;
+        EXECUTE pg_catalog.format(
+            'CREATE TEMP TABLE re_blast_in ON COMMIT DROP AS'
+            ' SELECT (row_number() OVER ())::integer AS position, r.%I::text AS input, %s AS name, %s AS contact_id'
+            '   FROM pg_temp.re_blast_raw r',
+            (SELECT attname FROM pg_attribute WHERE attrelid = 'pg_temp.re_blast_raw'::regclass AND attnum = 1),
+            CASE WHEN ncols >= 2 THEN pg_catalog.format('r.%I::text',
+                 (SELECT attname FROM pg_attribute WHERE attrelid = 'pg_temp.re_blast_raw'::regclass AND attnum = 2))
+                 ELSE 'NULL::text' END,
+            CASE WHEN ncols >= 3 THEN pg_catalog.format('r.%I::text',
+                 (SELECT attname FROM pg_attribute WHERE attrelid = 'pg_temp.re_blast_raw'::regclass AND attnum = 3))
+                 ELSE 'NULL::text' END);
+    ELSE
+        IF jsonb_typeof(recipients) <> 'array' THEN
+            RAISE EXCEPTION 'recipients must be a JSON array, not %', left(recipients::text, 100)
+                USING ERRCODE = '22023';
+        END IF;
+        SELECT x.elem::text INTO bad
+          FROM jsonb_array_elements(recipients) AS x(elem)
+         WHERE jsonb_typeof(x.elem) NOT IN ('string', 'object')
+            OR (jsonb_typeof(x.elem) = 'object' AND jsonb_typeof(x.elem -> 'phone') IS DISTINCT FROM 'string')
+         LIMIT 1;
+        IF FOUND THEN
+            RAISE EXCEPTION 'recipient % is neither a phone number string nor an object with a "phone" string', left(bad, 100)
+                USING ERRCODE = '22023';
+        END IF;
+        CREATE TEMP TABLE re_blast_in ON COMMIT DROP AS
+        SELECT x.position::integer AS position,
+               CASE WHEN jsonb_typeof(x.elem) = 'string' THEN x.elem #>> '{}' ELSE x.elem ->> 'phone' END AS input,
+               x.elem ->> 'name' AS name,
+               x.elem ->> 'contact_id' AS contact_id
+          FROM jsonb_array_elements(recipients) WITH ORDINALITY AS x(elem, position);
+    END IF;
+    SELECT count(*) INTO nraw FROM pg_temp.re_blast_in;
+
+    CREATE TEMP TABLE re_blast_checked ON COMMIT DROP AS
+    SELECT i.position, i.input, i.name, i.contact_id,
+           revenue_engine.phone_problem(i.input) AS problem
+      FROM pg_temp.re_blast_in i;
+    SELECT count(*) INTO rejected FROM pg_temp.re_blast_checked c WHERE c.problem IS NOT NULL;
+    IF rejected > 0 AND on_invalid = 'error' THEN
+        SELECT string_agg(pg_catalog.format('#%s %s: %s', c.position, coalesce(pg_catalog.quote_literal(c.input), 'NULL'), c.problem),
+                          '; ' ORDER BY c.position) INTO bad
+          FROM (SELECT * FROM pg_temp.re_blast_checked c WHERE c.problem IS NOT NULL
+                ORDER BY c.position LIMIT 5) c;
+        RAISE EXCEPTION '% of % recipients are not E.164 phone numbers: %', rejected, nraw,
+                        bad || CASE WHEN rejected > 5 THEN '; ...' ELSE '' END
+            USING ERRCODE = '22023',
+                  HINT = 'Write numbers as +<country code><number>, or pass on_invalid => ''skip'' to leave them out and list them in revenue_engine.blast_rejections.';
+    END IF;
+
+    CREATE TEMP TABLE re_blast_ok ON COMMIT DROP AS
+    SELECT DISTINCT ON (p.phone) p.position, p.phone, p.name, p.contact_id
+      FROM (SELECT c.position, revenue_engine.normalize_phone(c.input) AS phone, c.name, c.contact_id
+              FROM pg_temp.re_blast_checked c WHERE c.problem IS NULL) p
+     ORDER BY p.phone, p.position;
+    SELECT count(*) INTO recipient_count FROM pg_temp.re_blast_ok;
+    duplicates := nraw - rejected - recipient_count;
+    IF recipient_count = 0 THEN
+        RAISE EXCEPTION 'the blast has no valid recipients (% given, % rejected)', nraw, rejected
+            USING ERRCODE = '22023';
+    END IF;
+
+    INSERT INTO revenue_engine.blasts AS b
+           (tenant_id, tag, follow_up_stage, channel_id, message, template, payload,
+            scheduled_for, total_recipients, duplicates, rejected)
+    VALUES (tenant, tag, follow_up_stage, ch, message, template, payload,
+            coalesce(scheduled_for, now()), recipient_count, duplicates, rejected)
+    RETURNING b.id INTO blast_id;
+    INSERT INTO revenue_engine.blast_counters (tenant_id, blast_id, slot)
+    SELECT tenant, blast_id, s FROM generate_series(0, slots - 1) s;
+    INSERT INTO revenue_engine.blast_rejections (tenant_id, blast_id, position, input, reason)
+    SELECT tenant, blast_id, c.position, c.input, c.problem
+      FROM pg_temp.re_blast_checked c WHERE c.problem IS NOT NULL;
+
+    WITH r AS (
+        INSERT INTO revenue_engine.blast_recipients (tenant_id, blast_id, phone, name, contact_id)
+        SELECT tenant, blast_id, o.phone, o.name, o.contact_id
+          FROM pg_temp.re_blast_ok o ORDER BY o.position
+        RETURNING id, phone, name)
+    INSERT INTO revenue_engine.sends
+           (tenant_id, channel_id, payload, scheduled_for, next_attempt_at, blast_id, recipient_id,
+            metadata)
+    SELECT tenant, ch,
+           payload || jsonb_build_object('to', r.phone)
+             || CASE WHEN message IS NOT NULL
+                     THEN jsonb_build_object('type', 'text', 'text', jsonb_build_object('body',
+                              replace(replace(message, '{{name}}', coalesce(r.name, '')), '{{phone}}', r.phone)))
+                     ELSE jsonb_build_object('type', 'template', 'template', template) END,
+           coalesce(scheduled_for, now()), coalesce(scheduled_for, now()), blast_id, r.id,
+           jsonb_build_object('blast_id', blast_id)
+      FROM r ORDER BY r.id;
+
+    DROP TABLE pg_temp.re_blast_in, pg_temp.re_blast_checked, pg_temp.re_blast_ok;
+    IF from_query THEN
+        DROP TABLE pg_temp.re_blast_raw;
+    END IF;
+    PERFORM revenue_engine.wake_worker();
+END
+$fn$;
+
+CREATE VIEW revenue_engine.blast_funnel AS
+SELECT b.tenant_id, b.id AS blast_id, b.tag, (b.scheduled_for)::date AS blast_date,
+       b.follow_up_stage, b.status AS blast_status,
+       c.total, c.sent, c.delivered, c.read, c.replied, c.closed, c.failed,
+       round(100.0 * c.sent / NULLIF(c.total, 0), 1) AS sent_pct,
+       round(100.0 * c.delivered / NULLIF(c.total, 0), 1) AS delivered_pct,
+       round(100.0 * c.read / NULLIF(c.total, 0), 1) AS read_pct,
+       round(100.0 * c.replied / NULLIF(c.total, 0), 1) AS replied_pct,
+       round(100.0 * c.closed / NULLIF(c.total, 0), 1) AS closed_pct,
+       round(100.0 * c.failed / NULLIF(c.total, 0), 1) AS failed_pct
+  FROM revenue_engine.blasts b
+  CROSS JOIN LATERAL (
+       SELECT coalesce(sum(k.total), 0)::bigint AS total, coalesce(sum(k.sent), 0)::bigint AS sent,
+              coalesce(sum(k.delivered), 0)::bigint AS delivered, coalesce(sum(k.read), 0)::bigint AS read,
+              coalesce(sum(k.replied), 0)::bigint AS replied, coalesce(sum(k.closed), 0)::bigint AS closed,
+              coalesce(sum(k.at_failed), 0)::bigint AS failed
+         FROM revenue_engine.blast_counters k
+        WHERE k.tenant_id = b.tenant_id AND k.blast_id = b.id) c
+ WHERE b.tenant_id = revenue_engine.current_tenant();
+COMMENT ON VIEW revenue_engine.blast_funnel IS
+    'per blast: recipients that reached each stage (cumulative: read includes those who replied) and the share of total; from counters, no scan';
+
+CREATE VIEW revenue_engine.blast_stuck AS
+SELECT b.tenant_id, b.id AS blast_id, b.tag, s.stage, s.stuck,
+       round(100.0 * s.stuck / NULLIF(c.total, 0), 1) AS stuck_pct
+  FROM revenue_engine.blasts b
+  CROSS JOIN LATERAL (
+       SELECT sum(k.total) AS total, sum(k.at_pending) AS at_pending, sum(k.at_sent) AS at_sent,
+              sum(k.at_delivered) AS at_delivered, sum(k.at_read) AS at_read,
+              sum(k.at_replied) AS at_replied, sum(k.at_closed) AS at_closed,
+              sum(k.at_failed) AS at_failed
+         FROM revenue_engine.blast_counters k
+        WHERE k.tenant_id = b.tenant_id AND k.blast_id = b.id) c
+  CROSS JOIN LATERAL (VALUES
+       (1, 'pending', coalesce(c.at_pending, 0)::bigint), (2, 'sent', coalesce(c.at_sent, 0)::bigint),
+       (3, 'delivered', coalesce(c.at_delivered, 0)::bigint), (4, 'read', coalesce(c.at_read, 0)::bigint),
+       (5, 'replied', coalesce(c.at_replied, 0)::bigint), (6, 'closed', coalesce(c.at_closed, 0)::bigint),
+       (7, 'failed', coalesce(c.at_failed, 0)::bigint)) AS s(ord, stage, stuck)
+ WHERE b.tenant_id = revenue_engine.current_tenant();
+COMMENT ON VIEW revenue_engine.blast_stuck IS
+    'per blast and stage: recipients whose status is that stage now (stopped there), and their share of total';
+
+-- Funnel of every blast with a tag (all tags if NULL) scheduled within [from_date, to_date].
+CREATE FUNCTION revenue_engine.funnel_by_tag(
+    only_tag  text DEFAULT NULL,
+    from_date date DEFAULT NULL,
+    to_date   date DEFAULT NULL,
+    OUT tag text, OUT follow_up_stage integer, OUT blasts bigint, OUT total bigint,
+    OUT sent bigint, OUT delivered bigint, OUT read bigint, OUT replied bigint,
+    OUT closed bigint, OUT failed bigint,
+    OUT delivered_pct numeric, OUT read_pct numeric, OUT replied_pct numeric, OUT closed_pct numeric)
+RETURNS SETOF record
+LANGUAGE sql STABLE
+SET search_path = pg_catalog, pg_temp
+AS $fn$
+    SELECT f.tag, f.follow_up_stage, count(*), sum(f.total)::bigint, sum(f.sent)::bigint,
+           sum(f.delivered)::bigint, sum(f.read)::bigint, sum(f.replied)::bigint,
+           sum(f.closed)::bigint, sum(f.failed)::bigint,
+           round(100.0 * sum(f.delivered) / NULLIF(sum(f.total), 0), 1),
+           round(100.0 * sum(f.read) / NULLIF(sum(f.total), 0), 1),
+           round(100.0 * sum(f.replied) / NULLIF(sum(f.total), 0), 1),
+           round(100.0 * sum(f.closed) / NULLIF(sum(f.total), 0), 1)
+      FROM revenue_engine.blast_funnel f
+     WHERE ($1 IS NULL OR f.tag = $1)
+       AND ($2 IS NULL OR f.blast_date >= $2) AND ($3 IS NULL OR f.blast_date <= $3)
+     GROUP BY f.tag, f.follow_up_stage
+     ORDER BY f.tag, f.follow_up_stage
+$fn$;
+COMMENT ON FUNCTION revenue_engine.funnel_by_tag(text, date, date) IS
+    'funnel summed over the blasts of a tag (or every tag) in a date range, per follow-up stage';
+
+-- Median (and 90th percentile) time between consecutive stages; scans the blast's recipients.
+CREATE FUNCTION revenue_engine.blast_stage_times(
+    blast_id bigint,
+    OUT from_stage text, OUT to_stage text, OUT recipients bigint,
+    OUT median interval, OUT p90 interval)
+RETURNS SETOF record
+LANGUAGE sql STABLE
+SET search_path = pg_catalog, pg_temp
+AS $fn$
+    SELECT s.from_stage, s.to_stage, count(s.d),
+           percentile_cont(0.5) WITHIN GROUP (ORDER BY s.d),
+           percentile_cont(0.9) WITHIN GROUP (ORDER BY s.d)
+      FROM revenue_engine.blast_recipients r
+      CROSS JOIN LATERAL (VALUES
+           (1, 'queued', 'sent', r.sent_at - r.created_at),
+           (2, 'sent', 'delivered', r.delivered_at - r.sent_at),
+           (3, 'delivered', 'read', r.read_at - r.delivered_at),
+           (4, 'read', 'replied', r.replied_at - r.read_at),
+           (5, 'replied', 'closed', r.closed_at - r.replied_at)) AS s(ord, from_stage, to_stage, d)
+     WHERE r.tenant_id = revenue_engine.current_tenant() AND r.blast_id = $1
+     GROUP BY s.ord, s.from_stage, s.to_stage
+     ORDER BY s.ord
+$fn$;
+COMMENT ON FUNCTION revenue_engine.blast_stage_times(bigint) IS
+    'median and 90th percentile time between consecutive stages of a blast''s recipients (scans them)';
+
+REVOKE ALL ON ALL TABLES IN SCHEMA revenue_engine FROM PUBLIC;
+REVOKE ALL ON ALL FUNCTIONS IN SCHEMA revenue_engine FROM PUBLIC;
+GRANT EXECUTE ON FUNCTION
+    revenue_engine.create_blast(text, text, jsonb, text, text, jsonb, jsonb, timestamptz, integer, text),
+    revenue_engine.blast_apply(text, text, jsonb, boolean, text, jsonb, jsonb, timestamptz, integer, text),
+    revenue_engine.funnel_slots(),
+    revenue_engine.phone_problem(text),
+    revenue_engine.normalize_phone(text),
+    revenue_engine.record_message_status(text, text, timestamptz, text, jsonb),
+    revenue_engine.record_inbound_message(text, timestamptz, text, jsonb),
+    revenue_engine.mark_closed(text, numeric, timestamptz, bigint, jsonb),
+    revenue_engine.ingest_status_webhook(text, jsonb, text),
+    revenue_engine.funnel_by_tag(text, date, date),
+    revenue_engine.blast_stage_times(bigint)
+  TO revenue_engine_user;
+GRANT SELECT ON revenue_engine.blasts, revenue_engine.blast_recipients,
+                revenue_engine.blast_rejections, revenue_engine.status_history,
+                revenue_engine.status_parked, revenue_engine.blast_funnel,
+                revenue_engine.blast_stuck
+  TO revenue_engine_user;

@@ -1,0 +1,1391 @@
+/*-------------------------------------------------------------------------
+ *
+ * status.c
+ *	  Blast recipients' statuses: one update (record_message_status), a
+ *	  provider's signed callback batch (ingest_status_webhook), inbound
+ *	  messages as replies, closed sales, and the send's own outcome (a
+ *	  trigger on sends).
+ *
+ * The rules, in one place (next_state):
+ *	- pending < sent < delivered < read < replied < closed; a status fills
+ *	  the timestamp of its stage and of every lower stage not reached yet
+ *	  (a read before its delivered also marks delivered), and the status
+ *	  never moves backwards;
+ *	- a late lower status only moves its own stage's timestamp earlier, and
+ *	  no stage's timestamp is later than the next stage's;
+ *	- failed is taken only before delivered; a later higher status (the
+ *	  provider delivered after all) moves a failed recipient on;
+ *	- a change of status writes one status_history row; an update that
+ *	  changes nothing writes nothing.
+ *
+ * A status for a message id no recipient carries yet is parked.  Parking and
+ * the landing of a message id take the same transaction-level advisory lock
+ * on the id, so one of them always sees the other: nothing is lost between a
+ * callback and the send's response committing at the same time.
+ *
+ *-------------------------------------------------------------------------
+ */
+#include "postgres.h"
+
+#include <ctype.h>
+#include <math.h>
+
+#include "access/htup_details.h"
+#include "catalog/pg_type.h"
+#include "commands/trigger.h"
+#include "common/hashfn.h"
+#include "common/hmac.h"
+#include "executor/spi.h"
+#include "fmgr.h"
+#include "funcapi.h"
+#include "miscadmin.h"
+#include "storage/lock.h"
+#include "utils/builtins.h"
+#include "utils/datetime.h"
+#include "utils/jsonb.h"
+#include "utils/numeric.h"
+#include "utils/timestamp.h"
+
+#include "revenue_engine.h"
+#include "blasts/blasts.h"
+#include "http/http.h"
+
+PG_FUNCTION_INFO_V1(re_phone_problem);
+PG_FUNCTION_INFO_V1(re_normalize_phone);
+PG_FUNCTION_INFO_V1(re_record_message_status);
+PG_FUNCTION_INFO_V1(re_record_inbound_message);
+PG_FUNCTION_INFO_V1(re_mark_closed);
+PG_FUNCTION_INFO_V1(re_ingest_status_webhook);
+PG_FUNCTION_INFO_V1(re_send_outcome_trigger);
+
+/* revenue_engine.reply_window, in minutes */
+int			re_reply_window_min = 7 * 24 * 60;
+
+/* Statuses may be stamped this far ahead of the database's clock. */
+#define RE_MAX_CLOCK_SKEW_S 300
+/* Longest provider message id */
+#define RE_MAX_MESSAGE_ID 200
+/* Advisory lock class of message ids (the first key of the two-key form) */
+#define RE_MESSAGE_LOCK_CLASS 0x52454d53
+
+/* ---------------------------------------------------------------------------
+ * Phone numbers
+ * ---------------------------------------------------------------------------
+ */
+
+/*
+ * Check in as E.164, ignoring spaces, dots, dashes and parentheses; on
+ * success write "+<digits>" to out (at least 17 bytes) and return NULL, else
+ * return why not.
+ */
+static const char *
+phone_check(const char *in, char *out)
+{
+	const char *p = in;
+	int			ndigits = 0;
+	bool		plus = false;
+
+	if (in == NULL)
+		return "is empty";
+	for (; *p; p++)
+	{
+		unsigned char c = (unsigned char) *p;
+
+		if (c == ' ' || c == '\t' || c == '.' || c == '-' || c == '(' || c == ')')
+			continue;
+		if (c == '+' && !plus && ndigits == 0)
+		{
+			plus = true;
+			continue;
+		}
+		if (!isdigit(c))
+			return "has a character other than digits, spaces, dots, dashes and parentheses";
+		if (!plus)
+			return "does not start with + and a country code";
+		if (ndigits == 0 && c == '0')
+			return "has a country code starting with 0";
+		if (ndigits < 15)
+			out[1 + ndigits] = (char) c;
+		ndigits++;
+	}
+	if (!plus && ndigits == 0)
+		return "is empty";
+	if (ndigits < 7 || ndigits > 15)
+		return "does not have 7 to 15 digits";
+	out[0] = '+';
+	out[1 + ndigits] = '\0';
+	return NULL;
+}
+
+Datum
+re_phone_problem(PG_FUNCTION_ARGS)
+{
+	char		buf[17];
+	const char *problem;
+
+	problem = phone_check(PG_ARGISNULL(0) ? NULL : text_to_cstring(PG_GETARG_TEXT_PP(0)), buf);
+	if (problem == NULL)
+		PG_RETURN_NULL();
+	PG_RETURN_TEXT_P(cstring_to_text(problem));
+}
+
+static void
+normalize_or_error(const char *in, char *out)
+{
+	const char *problem = phone_check(in, out);
+
+	if (problem != NULL)
+		ereport(ERROR,
+				(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
+				 errmsg("phone number \"%s\" is not E.164: it %s", in ? in : "", problem),
+				 errhint("Write numbers as +<country code><number>, such as +14155552671.")));
+}
+
+Datum
+re_normalize_phone(PG_FUNCTION_ARGS)
+{
+	char		buf[17];
+
+	if (PG_ARGISNULL(0))
+		ereport(ERROR,
+				(errcode(ERRCODE_NULL_VALUE_NOT_ALLOWED),
+				 errmsg("phone number must not be null")));
+	normalize_or_error(text_to_cstring(PG_GETARG_TEXT_PP(0)), buf);
+	PG_RETURN_TEXT_P(cstring_to_text(buf));
+}
+
+/* ---------------------------------------------------------------------------
+ * Recipients and the rules
+ * ---------------------------------------------------------------------------
+ */
+
+typedef struct Recipient
+{
+	int64		id;
+	int64		blast_id;
+	ReStatus	status;
+	bool		has[RE_NSTAGES];
+	TimestampTz at[RE_NSTAGES];
+	bool		has_failed;
+	TimestampTz failed_at;
+} Recipient;
+
+typedef struct StatusUpdate
+{
+	ReStatus	status;
+	TimestampTz at;
+	const char *source;
+	Jsonb	   *metadata;		/* history metadata, NULL: {} */
+	Jsonb	   *error;			/* failed: the provider's error */
+	Datum		amount;			/* closed: numeric, or 0 */
+	bool		has_amount;
+	const char *message_id;		/* the send's outcome: the id that lands */
+	Jsonb	   *send_response;
+} StatusUpdate;
+
+typedef enum ReResult
+{
+	RE_RES_APPLIED,
+	RE_RES_DUPLICATE,
+	RE_RES_STALE,
+	RE_RES_PARKED,
+	RE_RES_UNMATCHED,
+	RE_RES_REJECTED
+} ReResult;
+
+static const char *const result_names[] = {
+	"applied", "duplicate", "stale", "parked", "unmatched", "rejected"
+};
+
+#define RECIPIENT_COLS \
+	"SELECT r.id, r.blast_id, r.status, r.sent_at, r.delivered_at, r.read_at," \
+	" r.replied_at, r.closed_at, r.failed_at FROM revenue_engine.blast_recipients r "
+
+static SPIPlanPtr find_by_message_plan;
+static SPIPlanPtr find_by_id_plan;
+static SPIPlanPtr find_reply_plan;
+static SPIPlanPtr find_close_plan;
+static SPIPlanPtr write_plan;
+static SPIPlanPtr park_plan;
+static SPIPlanPtr unpark_plan;
+static SPIPlanPtr progress_plan;
+static SPIPlanPtr channel_plan;
+
+static void
+prepare_plans(void)
+{
+	Oid			t2[2] = {TEXTOID, TEXTOID};
+	Oid			tid[2] = {TEXTOID, INT8OID};
+	Oid			treply[4] = {TEXTOID, TEXTOID, TIMESTAMPTZOID, TIMESTAMPTZOID};
+	Oid			tclose[3] = {TEXTOID, TEXTOID, INT8OID};
+	Oid			twrite[17] = {TEXTOID, INT8OID, TEXTOID,
+		TIMESTAMPTZOID, TIMESTAMPTZOID, TIMESTAMPTZOID, TIMESTAMPTZOID, TIMESTAMPTZOID,
+		TIMESTAMPTZOID, JSONBOID, NUMERICOID, TEXTOID, TIMESTAMPTZOID, TEXTOID, JSONBOID,
+	TEXTOID, JSONBOID};
+	Oid			tpark[6] = {TEXTOID, TEXTOID, TEXTOID, TIMESTAMPTZOID, TEXTOID, JSONBOID};
+
+	if (find_by_message_plan != NULL)
+		return;
+	find_by_message_plan = re_prepare_saved(
+											RECIPIENT_COLS
+											"WHERE r.tenant_id = $1 AND r.provider_message_id = $2"
+											" ORDER BY r.id DESC LIMIT 1 FOR UPDATE", 2, t2);
+	find_by_id_plan = re_prepare_saved(
+									   RECIPIENT_COLS
+									   "WHERE r.tenant_id = $1 AND r.id = $2 FOR UPDATE", 2, tid);
+	/* the latest recipient of the phone sent within the window, not failed */
+	find_reply_plan = re_prepare_saved(
+									   RECIPIENT_COLS
+									   "WHERE r.tenant_id = $1 AND r.phone = $2 AND r.sent_at IS NOT NULL"
+									   "  AND r.sent_at > $3 AND r.sent_at <= $4 AND r.status <> 'failed'"
+									   " ORDER BY r.sent_at DESC, r.id DESC LIMIT 1 FOR UPDATE", 4, treply);
+	find_close_plan = re_prepare_saved(
+									   RECIPIENT_COLS
+									   "WHERE r.tenant_id = $1 AND r.phone = $2 AND r.sent_at IS NOT NULL"
+									   "  AND ($3::bigint IS NULL OR r.blast_id = $3)"
+									   " ORDER BY r.sent_at DESC, r.id DESC LIMIT 1 FOR UPDATE", 3, tclose);
+	write_plan = re_prepare_saved(
+								  "WITH u AS ("
+								  " UPDATE revenue_engine.blast_recipients r"
+								  "    SET status = $3, sent_at = $4, delivered_at = $5, read_at = $6,"
+								  "        replied_at = $7, closed_at = $8, failed_at = $9,"
+								  "        error = coalesce($10, r.error), amount = coalesce($11, r.amount),"
+								  "        provider_message_id = coalesce($16, r.provider_message_id),"
+								  "        send_response = coalesce($17, r.send_response),"
+								  "        updated_at = pg_catalog.now()"
+								  "  WHERE r.tenant_id = $1 AND r.id = $2"
+								  "  RETURNING r.blast_id, r.provider_message_id)"
+								  "INSERT INTO revenue_engine.status_history"
+								  " (tenant_id, recipient_id, blast_id, message_id, old_status, new_status,"
+								  "  occurred_at, source, metadata)"
+								  "SELECT $1, $2, u.blast_id, u.provider_message_id, $12, $3, $13, $14,"
+								  "       coalesce($15, '{}') FROM u WHERE $3 <> $12",
+								  17, twrite);
+	park_plan = re_prepare_saved(
+								 "INSERT INTO revenue_engine.status_parked"
+								 " (tenant_id, message_id, status, occurred_at, source, raw)"
+								 " VALUES ($1, $2, $3, $4, $5, $6)", 6, tpark);
+	unpark_plan = re_prepare_saved(
+								   "WITH d AS (DELETE FROM revenue_engine.status_parked p"
+								   "  WHERE p.tenant_id = $1 AND p.message_id = $2"
+								   "  RETURNING p.id, p.status, p.occurred_at, p.source, p.raw)"
+								   "SELECT d.status, d.occurred_at, d.source, d.raw FROM d ORDER BY d.id",
+								   2, t2);
+	/* sending at the first outcome; completed (or failed: none sent) when no send is open */
+	progress_plan = re_prepare_saved(
+									 "UPDATE revenue_engine.blasts b"
+									 "   SET status = CASE WHEN o.open THEN 'sending'"
+									 "                     WHEN EXISTS (SELECT 1 FROM revenue_engine.blast_recipients r"
+									 "                                   WHERE r.tenant_id = b.tenant_id AND r.blast_id = b.id"
+									 "                                     AND r.sent_at IS NOT NULL) THEN 'completed'"
+									 "                     ELSE 'failed' END,"
+									 "       started_at = coalesce(b.started_at, pg_catalog.now()),"
+									 "       completed_at = CASE WHEN o.open THEN NULL ELSE pg_catalog.now() END"
+									 "  FROM (SELECT EXISTS (SELECT 1 FROM revenue_engine.sends s"
+									 "                        WHERE s.tenant_id = $1 AND s.blast_id = $2"
+									 "                          AND s.status IN ('queued', 'sending')) AS open) o"
+									 " WHERE b.tenant_id = $1 AND b.id = $2 AND b.status IN ('pending', 'sending')"
+									 "   AND (b.status = 'pending' OR NOT o.open)",
+									 2, tid);
+	channel_plan = re_prepare_saved(
+									"SELECT c.webhook_kind, c.webhook_secret, c.status_map::text"
+									"  FROM revenue_engine.channels c WHERE c.tenant_id = $1 AND c.name = $2",
+									2, t2);
+}
+
+/* Run a lookup plan; true and *r filled if a recipient was found (and locked). */
+static bool
+find_recipient(SPIPlanPtr plan, Datum *values, const char *nulls, Recipient *r)
+{
+	HeapTuple	tup;
+	TupleDesc	desc;
+	bool		isnull;
+	int			k;
+	char	   *s;
+
+	if (SPI_execute_plan(plan, values, nulls, false, 1) != SPI_OK_SELECT)
+		elog(ERROR, "looking up a blast recipient failed");
+	if (SPI_processed == 0)
+		return false;
+	tup = SPI_tuptable->vals[0];
+	desc = SPI_tuptable->tupdesc;
+	r->id = DatumGetInt64(SPI_getbinval(tup, desc, 1, &isnull));
+	r->blast_id = DatumGetInt64(SPI_getbinval(tup, desc, 2, &isnull));
+	s = TextDatumGetCString(SPI_getbinval(tup, desc, 3, &isnull));
+	r->status = re_status_from_name(s);
+	if (r->status == RE_ST_UNKNOWN)
+		elog(ERROR, "blast recipient " INT64_FORMAT " has status \"%s\"", r->id, s);
+	for (k = 0; k < RE_NSTAGES; k++)
+	{
+		Datum		d = SPI_getbinval(tup, desc, 4 + k, &isnull);
+
+		r->has[k] = !isnull;
+		r->at[k] = isnull ? 0 : DatumGetTimestampTz(d);
+	}
+	{
+		Datum		d = SPI_getbinval(tup, desc, 4 + RE_NSTAGES, &isnull);
+
+		r->has_failed = !isnull;
+		r->failed_at = isnull ? 0 : DatumGetTimestampTz(d);
+	}
+	return true;
+}
+
+/* The highest stage reached (by its timestamp), 0 for none. */
+static int
+stage_reached(const Recipient *r)
+{
+	int			k;
+
+	for (k = RE_NSTAGES; k > 0; k--)
+		if (r->has[k - 1])
+			return k;
+	return 0;
+}
+
+/* The rules: the state after u; false if u changes nothing. */
+static bool
+next_state(const Recipient *r, const StatusUpdate *u, Recipient *n)
+{
+	int			reached = stage_reached(r);
+	int			k;
+
+	*n = *r;
+	if (u->status == RE_ST_FAILED)
+	{
+		if (r->status == RE_ST_FAILED || reached >= RE_ST_DELIVERED)
+			return false;
+		n->status = RE_ST_FAILED;
+		n->has_failed = true;
+		n->failed_at = u->at;
+		return true;
+	}
+	Assert(u->status >= RE_ST_SENT && u->status <= RE_ST_CLOSED);
+	for (k = 0; k < (int) u->status; k++)
+	{
+		if (!n->has[k])
+		{
+			n->has[k] = true;
+			n->at[k] = u->at;
+		}
+		else if (k == (int) u->status - 1 && u->at < n->at[k])
+			n->at[k] = u->at;	/* the stage's own, earlier report */
+	}
+	/* nothing is delivered before it was sent: earlier stages are no later */
+	for (k = RE_NSTAGES - 1; k > 0; k--)
+		if (n->has[k] && n->has[k - 1] && n->at[k - 1] > n->at[k])
+			n->at[k - 1] = n->at[k];
+	if (r->status == RE_ST_FAILED && (int) u->status <= reached)
+		n->status = RE_ST_FAILED;
+	else
+		n->status = (ReStatus) Max(reached, (int) u->status);
+	if (n->status != r->status || n->has_failed != r->has_failed)
+		return true;
+	for (k = 0; k < RE_NSTAGES; k++)
+		if (n->has[k] != r->has[k] || n->at[k] != r->at[k])
+			return true;
+	return false;
+}
+
+/* Apply u to the locked recipient r. */
+static ReResult
+apply_update(const char *tenant, const Recipient *r, const StatusUpdate *u)
+{
+	Recipient	n;
+	bool		changed = next_state(r, u, &n);
+	Datum		v[17];
+	char		nl[17];
+	int			k;
+
+	if (!changed && u->message_id == NULL && u->send_response == NULL && !u->has_amount)
+		return u->status == r->status ? RE_RES_DUPLICATE : RE_RES_STALE;
+
+	memset(nl, ' ', sizeof(nl));
+	v[0] = CStringGetTextDatum(tenant);
+	v[1] = Int64GetDatum(r->id);
+	v[2] = CStringGetTextDatum(re_status_names[n.status]);
+	for (k = 0; k < RE_NSTAGES; k++)
+	{
+		v[3 + k] = TimestampTzGetDatum(n.at[k]);
+		nl[3 + k] = n.has[k] ? ' ' : 'n';
+	}
+	v[8] = TimestampTzGetDatum(n.failed_at);
+	nl[8] = n.has_failed ? ' ' : 'n';
+	v[9] = u->error ? JsonbPGetDatum(u->error) : (Datum) 0;
+	nl[9] = (u->error && n.status == RE_ST_FAILED && r->status != RE_ST_FAILED) ? ' ' : 'n';
+	v[10] = u->amount;
+	nl[10] = u->has_amount ? ' ' : 'n';
+	v[11] = CStringGetTextDatum(re_status_names[r->status]);
+	v[12] = TimestampTzGetDatum(u->at);
+	v[13] = CStringGetTextDatum(u->source);
+	v[14] = u->metadata ? JsonbPGetDatum(u->metadata) : (Datum) 0;
+	nl[14] = u->metadata ? ' ' : 'n';
+	v[15] = u->message_id ? CStringGetTextDatum(u->message_id) : (Datum) 0;
+	nl[15] = u->message_id ? ' ' : 'n';
+	v[16] = u->send_response ? JsonbPGetDatum(u->send_response) : (Datum) 0;
+	nl[16] = u->send_response ? ' ' : 'n';
+	if (SPI_execute_plan(write_plan, v, nl, false, 0) < 0)
+		elog(ERROR, "updating a blast recipient failed");
+	if (n.status != r->status)
+		return RE_RES_APPLIED;
+	return u->status == r->status ? RE_RES_DUPLICATE : RE_RES_STALE;
+}
+
+/* Serialize parking a status for a message id with the id landing. */
+static void
+lock_message_id(const char *tenant, const char *message_id)
+{
+	LOCKTAG		tag;
+	uint32		h = hash_bytes((const unsigned char *) message_id, strlen(message_id));
+
+	h = hash_combine(h, hash_bytes((const unsigned char *) tenant, strlen(tenant)));
+	SET_LOCKTAG_ADVISORY(tag, MyDatabaseId, RE_MESSAGE_LOCK_CLASS, h, 2);
+	(void) LockAcquire(&tag, ExclusiveLock, false, false);
+}
+
+static bool
+find_by_message(const char *tenant, const char *message_id, Recipient *r)
+{
+	Datum		v[2];
+
+	v[0] = CStringGetTextDatum(tenant);
+	v[1] = CStringGetTextDatum(message_id);
+	return find_recipient(find_by_message_plan, v, NULL, r);
+}
+
+static bool
+find_by_id(const char *tenant, int64 id, Recipient *r)
+{
+	Datum		v[2];
+
+	v[0] = CStringGetTextDatum(tenant);
+	v[1] = Int64GetDatum(id);
+	return find_recipient(find_by_id_plan, v, NULL, r);
+}
+
+/* A status of a provider message id: applied to its recipient, or parked. */
+static ReResult
+status_of_message(const char *tenant, const char *message_id, const StatusUpdate *u)
+{
+	Recipient	r;
+	Datum		v[6];
+	char		nl[6] = {' ', ' ', ' ', ' ', ' ', ' '};
+
+	if (find_by_message(tenant, message_id, &r))
+		return apply_update(tenant, &r, u);
+	lock_message_id(tenant, message_id);
+	/* a send that landed the id before we took the lock is visible now */
+	if (find_by_message(tenant, message_id, &r))
+		return apply_update(tenant, &r, u);
+
+	v[0] = CStringGetTextDatum(tenant);
+	v[1] = CStringGetTextDatum(message_id);
+	v[2] = CStringGetTextDatum(re_status_names[u->status]);
+	v[3] = TimestampTzGetDatum(u->at);
+	v[4] = CStringGetTextDatum(u->source);
+	{
+		/* the raw item, with the error of a failure, is what is kept */
+		Jsonb	   *raw = u->status == RE_ST_FAILED && u->error ? u->error : u->metadata;
+
+		v[5] = raw ? JsonbPGetDatum(raw) : (Datum) 0;
+		nl[5] = raw ? ' ' : 'n';
+	}
+	if (SPI_execute_plan(park_plan, v, nl, false, 0) != SPI_OK_INSERT)
+		elog(ERROR, "parking a status failed");
+	return RE_RES_PARKED;
+}
+
+/* An inbound message from phone at u->at: the latest open recipient replied. */
+static ReResult
+reply_from_phone(const char *tenant, const char *phone, const StatusUpdate *u, int64 *recipient)
+{
+	Recipient	r;
+	Datum		v[4];
+
+	v[0] = CStringGetTextDatum(tenant);
+	v[1] = CStringGetTextDatum(phone);
+	v[2] = TimestampTzGetDatum(u->at - (int64) re_reply_window_min * USECS_PER_MINUTE);
+	v[3] = TimestampTzGetDatum(u->at);
+	if (!find_recipient(find_reply_plan, v, NULL, &r))
+		return RE_RES_UNMATCHED;
+	*recipient = r.id;
+	return apply_update(tenant, &r, u);
+}
+
+/* ---------------------------------------------------------------------------
+ * Argument checks
+ * ---------------------------------------------------------------------------
+ */
+
+static const char *
+time_problem(TimestampTz at, TimestampTz now)
+{
+	if (TIMESTAMP_NOT_FINITE(at))
+		return "is not a finite time";
+	if (at > now + (int64) RE_MAX_CLOCK_SKEW_S * USECS_PER_SEC)
+		return "is in the future";
+	/* 2000-01-01 00:00 UTC is 0 */
+	if (at < 0)
+		return "is before 2000";
+	return NULL;
+}
+
+static TimestampTz
+checked_time(FunctionCallInfo fcinfo, int argno)
+{
+	TimestampTz now = GetCurrentTransactionStartTimestamp();
+	TimestampTz at;
+	const char *problem;
+
+	if (PG_ARGISNULL(argno))
+		return now;
+	at = PG_GETARG_TIMESTAMPTZ(argno);
+	problem = time_problem(at, GetCurrentTimestamp());
+	if (problem != NULL)
+		ereport(ERROR,
+				(errcode(ERRCODE_DATETIME_VALUE_OUT_OF_RANGE),
+				 errmsg("occurred_at %s %s", timestamptz_to_str(at), problem),
+				 errhint("Statuses may be stamped at most %d seconds ahead of the database's clock.",
+						 RE_MAX_CLOCK_SKEW_S)));
+	return at;
+}
+
+static const char *
+checked_source(FunctionCallInfo fcinfo, int argno)
+{
+	char	   *source;
+
+	if (PG_ARGISNULL(argno))
+		ereport(ERROR,
+				(errcode(ERRCODE_NULL_VALUE_NOT_ALLOWED),
+				 errmsg("source must not be null")));
+	source = text_to_cstring(PG_GETARG_TEXT_PP(argno));
+	if (strcmp(source, "webhook") != 0 && strcmp(source, "polling") != 0 &&
+		strcmp(source, "manual") != 0)
+		ereport(ERROR,
+				(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
+				 errmsg("source \"%s\" is not webhook, polling or manual", source)));
+	return source;
+}
+
+static char *
+checked_message_id(FunctionCallInfo fcinfo, int argno)
+{
+	char	   *id;
+
+	if (PG_ARGISNULL(argno))
+		ereport(ERROR,
+				(errcode(ERRCODE_NULL_VALUE_NOT_ALLOWED),
+				 errmsg("message_id must not be null")));
+	id = text_to_cstring(PG_GETARG_TEXT_PP(argno));
+	if (id[0] == '\0' || strlen(id) > RE_MAX_MESSAGE_ID)
+		ereport(ERROR,
+				(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
+				 errmsg("message id \"%.40s\" must have 1 to %d characters", id, RE_MAX_MESSAGE_ID)));
+	return id;
+}
+
+/* ---------------------------------------------------------------------------
+ * SQL functions
+ * ---------------------------------------------------------------------------
+ */
+
+Datum
+re_record_message_status(PG_FUNCTION_ARGS)
+{
+	const char *tenant = re_current_tenant_name();
+	StatusUpdate u = {0};
+	char	   *message_id = checked_message_id(fcinfo, 0);
+	char	   *status;
+	ReOwnerScope scope;
+	ReResult	res;
+
+	if (PG_ARGISNULL(1))
+		ereport(ERROR,
+				(errcode(ERRCODE_NULL_VALUE_NOT_ALLOWED),
+				 errmsg("status must not be null")));
+	status = text_to_cstring(PG_GETARG_TEXT_PP(1));
+	u.status = re_status_from_name(status);
+	if (u.status == RE_ST_UNKNOWN || u.status == RE_ST_PENDING)
+		ereport(ERROR,
+				(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
+				 errmsg("unknown message status \"%s\"", status),
+				 errhint("Statuses are sent, delivered, read, replied, closed and failed.")));
+	u.at = checked_time(fcinfo, 2);
+	u.source = checked_source(fcinfo, 3);
+	u.metadata = PG_ARGISNULL(4) ? NULL : PG_GETARG_JSONB_P(4);
+	if (u.status == RE_ST_FAILED)
+		u.error = u.metadata;
+
+	re_enter_owner(&scope);
+	if (SPI_connect() != SPI_OK_CONNECT)
+		elog(ERROR, "SPI_connect failed");
+	prepare_plans();
+	res = status_of_message(tenant, message_id, &u);
+	SPI_finish();
+	re_leave_owner(&scope);
+	PG_RETURN_TEXT_P(cstring_to_text(result_names[res]));
+}
+
+Datum
+re_record_inbound_message(PG_FUNCTION_ARGS)
+{
+	const char *tenant = re_current_tenant_name();
+	StatusUpdate u = {0};
+	char		phone[17];
+	ReOwnerScope scope;
+	ReResult	res;
+	int64		recipient = 0;
+
+	if (PG_ARGISNULL(0))
+		ereport(ERROR,
+				(errcode(ERRCODE_NULL_VALUE_NOT_ALLOWED),
+				 errmsg("phone must not be null")));
+	normalize_or_error(text_to_cstring(PG_GETARG_TEXT_PP(0)), phone);
+	u.status = RE_ST_REPLIED;
+	u.at = checked_time(fcinfo, 1);
+	u.source = checked_source(fcinfo, 2);
+	u.metadata = PG_ARGISNULL(3) ? NULL : PG_GETARG_JSONB_P(3);
+
+	re_enter_owner(&scope);
+	if (SPI_connect() != SPI_OK_CONNECT)
+		elog(ERROR, "SPI_connect failed");
+	prepare_plans();
+	res = reply_from_phone(tenant, phone, &u, &recipient);
+	SPI_finish();
+	re_leave_owner(&scope);
+	if (res == RE_RES_UNMATCHED)
+		PG_RETURN_NULL();
+	PG_RETURN_INT64(recipient);
+}
+
+Datum
+re_mark_closed(PG_FUNCTION_ARGS)
+{
+	const char *tenant = re_current_tenant_name();
+	StatusUpdate u = {0};
+	char		phone[17];
+	ReOwnerScope scope;
+	Recipient	r;
+	bool		found;
+	Datum		v[3];
+	char		nl[3] = {' ', ' ', ' '};
+
+	if (PG_ARGISNULL(0))
+		ereport(ERROR,
+				(errcode(ERRCODE_NULL_VALUE_NOT_ALLOWED),
+				 errmsg("phone must not be null")));
+	normalize_or_error(text_to_cstring(PG_GETARG_TEXT_PP(0)), phone);
+	if (!PG_ARGISNULL(1))
+	{
+		Numeric		amount = PG_GETARG_NUMERIC(1);
+
+		if (numeric_is_nan(amount) || numeric_is_inf(amount) ||
+			DatumGetBool(DirectFunctionCall2(numeric_lt, NumericGetDatum(amount),
+											 DirectFunctionCall1(int4_numeric, Int32GetDatum(0)))))
+			ereport(ERROR,
+					(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
+					 errmsg("amount %s is not a finite, non-negative number",
+							DatumGetCString(DirectFunctionCall1(numeric_out, NumericGetDatum(amount))))));
+		u.amount = NumericGetDatum(amount);
+		u.has_amount = true;
+	}
+	u.status = RE_ST_CLOSED;
+	u.at = checked_time(fcinfo, 2);
+	u.source = "manual";
+	u.metadata = PG_ARGISNULL(4) ? NULL : PG_GETARG_JSONB_P(4);
+
+	re_enter_owner(&scope);
+	if (SPI_connect() != SPI_OK_CONNECT)
+		elog(ERROR, "SPI_connect failed");
+	prepare_plans();
+	v[0] = CStringGetTextDatum(tenant);
+	v[1] = CStringGetTextDatum(phone);
+	v[2] = PG_ARGISNULL(3) ? (Datum) 0 : PG_GETARG_DATUM(3);
+	nl[2] = PG_ARGISNULL(3) ? 'n' : ' ';
+	found = find_recipient(find_close_plan, v, nl, &r);
+	if (found)
+		(void) apply_update(tenant, &r, &u);
+	SPI_finish();
+	re_leave_owner(&scope);
+	if (!found)
+		PG_RETURN_NULL();
+	PG_RETURN_INT64(r.id);
+}
+
+/* ---------------------------------------------------------------------------
+ * Provider callbacks
+ * ---------------------------------------------------------------------------
+ */
+
+/* A header's value from a jsonb object of headers, names compared case-blind. */
+static char *
+header_value(Jsonb *headers, const char *name)
+{
+	JsonbIterator *it;
+	JsonbValue	v;
+	JsonbIteratorToken tok;
+	bool		match = false;
+
+	it = JsonbIteratorInit(&headers->root);
+	while ((tok = JsonbIteratorNext(&it, &v, true)) != WJB_DONE)
+	{
+		if (tok == WJB_KEY)
+			match = (v.val.string.len == (int) strlen(name) &&
+					 pg_strncasecmp(v.val.string.val, name, v.val.string.len) == 0);
+		else if (tok == WJB_VALUE && match)
+		{
+			if (v.type != jbvString)
+				ereport(ERROR,
+						(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
+						 errmsg("header \"%s\" must be a JSON string", name)));
+			return pnstrdup(v.val.string.val, v.val.string.len);
+		}
+	}
+	return NULL;
+}
+
+static void
+signature_error(const char *provider, const char *kind, const char *reason)
+{
+	ereport(ERROR,
+			(errcode(ERRCODE_INVALID_AUTHORIZATION_SPECIFICATION),
+			 errmsg("the %s signature of the callback for provider \"%s\" does not verify: %s",
+					kind, provider, reason),
+			 errhint("Pass the request's headers and its raw body exactly as received.")));
+}
+
+/* WhatsApp Cloud API: X-Hub-Signature-256: sha256=<hex HMAC-SHA256(app secret, body)> */
+static void
+verify_whatsapp(const char *provider, Jsonb *headers, const char *secret, const char *body)
+{
+	char	   *sig = header_value(headers, "X-Hub-Signature-256");
+	unsigned char mac[32];
+	char		hex[65];
+	char		given[65];
+	int			i;
+
+	if (sig == NULL)
+		signature_error(provider, "WhatsApp", "the X-Hub-Signature-256 header is missing");
+	if (strncmp(sig, "sha256=", 7) != 0 || strlen(sig) != 7 + 64)
+		signature_error(provider, "WhatsApp", "X-Hub-Signature-256 is not sha256=<64 hex digits>");
+	for (i = 0; i < 64; i++)
+		given[i] = (char) tolower((unsigned char) sig[7 + i]);
+	given[64] = '\0';
+	if (!re_hmac_sha256(secret, strlen(secret), body, strlen(body), mac))
+		elog(ERROR, "HMAC-SHA256 failed");
+	hex_encode((const char *) mac, 32, hex);
+	hex[64] = '\0';
+	{
+		/* constant time */
+		unsigned char diff = 0;
+
+		for (i = 0; i < 64; i++)
+			diff |= (unsigned char) (hex[i] ^ given[i]);
+		if (diff != 0)
+			signature_error(provider, "WhatsApp", "the HMAC of the body with the app secret differs");
+	}
+}
+
+/* Standard Webhooks: webhook-id, webhook-timestamp (within 5 minutes), webhook-signature */
+static void
+verify_standard(const char *provider, Jsonb *headers, const char *secret, const char *body)
+{
+	char	   *id = header_value(headers, "webhook-id");
+	char	   *ts = header_value(headers, "webhook-timestamp");
+	char	   *sig = header_value(headers, "webhook-signature");
+	const char *error;
+	char	   *end;
+	long		t;
+	long		now = (long) (re_clock_now() / USECS_PER_SEC +
+							  (POSTGRES_EPOCH_JDATE - UNIX_EPOCH_JDATE) * SECS_PER_DAY);
+
+	if (id == NULL || ts == NULL || sig == NULL)
+		signature_error(provider, "Standard Webhooks",
+						"the webhook-id, webhook-timestamp and webhook-signature headers are required");
+	errno = 0;
+	t = strtol(ts, &end, 10);
+	if (errno != 0 || *end != '\0' || end == ts)
+		signature_error(provider, "Standard Webhooks", "webhook-timestamp is not whole seconds");
+	if (t < now - RE_MAX_CLOCK_SKEW_S || t > now + RE_MAX_CLOCK_SKEW_S)
+		signature_error(provider, "Standard Webhooks",
+						"webhook-timestamp is more than 5 minutes from now (a replay?)");
+	if (!re_http_verify(secret, id, ts, body, strlen(body), sig, &error))
+		signature_error(provider, "Standard Webhooks", error);
+}
+
+/* Output of ingest_status_webhook */
+typedef struct Ingest
+{
+	const char *tenant;
+	const char *provider;
+	Jsonb	   *status_map;
+	Tuplestorestate *out;
+	TupleDesc	desc;
+	int			item;
+	TimestampTz now;
+} Ingest;
+
+static void
+emit(Ingest *in, const char *kind, const char *message_id, const char *status,
+	 ReResult res, const char *reason)
+{
+	Datum		v[6];
+	bool		n[6] = {false, false, false, false, false, false};
+
+	v[0] = Int32GetDatum(in->item);
+	v[1] = CStringGetTextDatum(kind);
+	v[2] = message_id ? CStringGetTextDatum(message_id) : (Datum) 0;
+	n[2] = message_id == NULL;
+	v[3] = status ? CStringGetTextDatum(status) : (Datum) 0;
+	n[3] = status == NULL;
+	v[4] = CStringGetTextDatum(result_names[res]);
+	v[5] = reason ? CStringGetTextDatum(reason) : (Datum) 0;
+	n[5] = reason == NULL;
+	tuplestore_putvalues(in->out, in->desc, v, n);
+}
+
+static bool
+get_key(JsonbContainer *c, const char *key, JsonbValue *out)
+{
+	if (c == NULL || !JsonContainerIsObject(c))
+		return false;
+	return getKeyJsonValueFromContainer(c, key, strlen(key), out) != NULL;
+}
+
+/* A string member, NULL if absent or not a string */
+static char *
+get_string(JsonbContainer *c, const char *key)
+{
+	JsonbValue	v;
+
+	if (!get_key(c, key, &v) || v.type != jbvString)
+		return NULL;
+	return pnstrdup(v.val.string.val, v.val.string.len);
+}
+
+/* A container member (object or array), NULL if absent or not one */
+static JsonbContainer *
+get_container(JsonbContainer *c, const char *key, bool array)
+{
+	JsonbValue	v;
+
+	if (!get_key(c, key, &v) || v.type != jbvBinary)
+		return NULL;
+	if (array ? !JsonContainerIsArray(v.val.binary.data) : !JsonContainerIsObject(v.val.binary.data))
+		return NULL;
+	return v.val.binary.data;
+}
+
+static Jsonb *
+container_jsonb(JsonbContainer *c)
+{
+	JsonbValue	v;
+
+	v.type = jbvBinary;
+	v.val.binary.data = c;
+	v.val.binary.len = VARSIZE_ANY_EXHDR(c);
+	return JsonbValueToJsonb(&v);
+}
+
+/*
+ * An item's time: a number or a string of Unix seconds, or an ISO 8601
+ * string.  NULL if good, else why not.
+ */
+static const char *
+item_time(JsonbContainer *c, const char *key, TimestampTz now, TimestampTz *at)
+{
+	JsonbValue	v;
+	double		secs;
+
+	if (!get_key(c, key, &v))
+		return "has no timestamp";
+	if (v.type == jbvNumeric)
+		secs = DatumGetFloat8(DirectFunctionCall1(numeric_float8_no_overflow,
+												  NumericGetDatum(v.val.numeric)));
+	else if (v.type == jbvString)
+	{
+		char	   *s = pnstrdup(v.val.string.val, v.val.string.len);
+		char	   *end;
+
+		errno = 0;
+		secs = strtod(s, &end);
+		if (end == s || *end != '\0' || errno != 0)
+		{
+			/* ISO 8601, parsed without throwing */
+			char		workbuf[MAXDATELEN + MAXDATEFIELDS];
+			char	   *field[MAXDATEFIELDS];
+			int			ftype[MAXDATEFIELDS];
+			int			nf;
+			int			dtype;
+			int			tz;
+			fsec_t		fsec;
+			struct pg_tm tt;
+
+			if (strlen(s) >= MAXDATELEN ||
+				ParseDateTime(s, workbuf, sizeof(workbuf), field, ftype, MAXDATEFIELDS, &nf) != 0 ||
+				DecodeDateTime(field, ftype, nf, &dtype, &tt, &fsec, &tz) != 0 ||
+				dtype != DTK_DATE || tm2timestamp(&tt, fsec, &tz, at) != 0)
+				return "has a timestamp that is neither Unix seconds nor ISO 8601";
+			return time_problem(*at, now) ? "has a timestamp in the future or before 2000" : NULL;
+		}
+	}
+	else
+		return "has a timestamp that is neither a number nor a string";
+	if (isnan(secs) || secs < 946684800.0 || secs > 4102444800.0)
+		return "has a timestamp before 2000 or after 2100";
+	*at = (TimestampTz) ((secs - (double) ((POSTGRES_EPOCH_JDATE - UNIX_EPOCH_JDATE) * SECS_PER_DAY))
+						 * USECS_PER_SEC);
+	if (time_problem(*at, now))
+		return "has a timestamp in the future";
+	return NULL;
+}
+
+/* Map a provider's status name: the channel's status_map, then the extension's names. */
+static ReStatus
+map_status(Ingest *in, const char *name)
+{
+	JsonbValue	v;
+
+	if (in->status_map && get_key(&in->status_map->root, name, &v) && v.type == jbvString)
+	{
+		char	   *mapped = pnstrdup(v.val.string.val, v.val.string.len);
+
+		return re_status_from_name(mapped);
+	}
+	if (strcmp(name, "played") == 0)	/* WhatsApp: a voice message was played */
+		return RE_ST_READ;
+	return re_status_from_name(name);
+}
+
+static void
+ingest_status(Ingest *in, JsonbContainer *c, const char *id_key, const char *error_key)
+{
+	char	   *id = get_string(c, id_key);
+	char	   *name = get_string(c, "status");
+	StatusUpdate u = {0};
+	const char *problem;
+	JsonbValue	ev;
+
+	in->item++;
+	if (c == NULL || !JsonContainerIsObject(c))
+	{
+		emit(in, "status", NULL, NULL, RE_RES_REJECTED, "is not a JSON object");
+		return;
+	}
+	if (id == NULL || id[0] == '\0' || strlen(id) > RE_MAX_MESSAGE_ID)
+	{
+		emit(in, "status", NULL, name, RE_RES_REJECTED, "has no message id string of 1 to 200 characters");
+		return;
+	}
+	if (name == NULL)
+	{
+		emit(in, "status", id, NULL, RE_RES_REJECTED, "has no status string");
+		return;
+	}
+	u.status = map_status(in, name);
+	if (u.status == RE_ST_PENDING)
+	{
+		emit(in, "status", id, name, RE_RES_STALE, "a pending status changes nothing");
+		return;
+	}
+	if (u.status == RE_ST_UNKNOWN)
+	{
+		emit(in, "status", id, name, RE_RES_REJECTED, psprintf("unknown status \"%s\"", name));
+		return;
+	}
+	if ((problem = item_time(c, "timestamp", in->now, &u.at)) != NULL)
+	{
+		emit(in, "status", id, name, RE_RES_REJECTED, problem);
+		return;
+	}
+	u.source = "webhook";
+	u.metadata = container_jsonb(c);
+	if (u.status == RE_ST_FAILED && get_key(c, error_key, &ev))
+		u.error = JsonbValueToJsonb(&ev);
+	else if (u.status == RE_ST_FAILED)
+		u.error = u.metadata;
+	emit(in, "status", id, re_status_names[u.status],
+		 status_of_message(in->tenant, id, &u), NULL);
+}
+
+static void
+ingest_message(Ingest *in, JsonbContainer *c, const char *context_key)
+{
+	char	   *from = c ? get_string(c, "from") : NULL;
+	char	   *id = c ? get_string(c, "id") : NULL;
+	char	   *context_id = NULL;
+	char		phone[17];
+	char		withplus[40];
+	StatusUpdate u = {0};
+	const char *problem;
+	int64		recipient;
+	ReResult	res;
+
+	in->item++;
+	if (c == NULL || !JsonContainerIsObject(c))
+	{
+		emit(in, "message", NULL, NULL, RE_RES_REJECTED, "is not a JSON object");
+		return;
+	}
+	if (from == NULL)
+	{
+		emit(in, "message", id, "replied", RE_RES_REJECTED, "has no \"from\" string");
+		return;
+	}
+	/* WhatsApp gives the sender as digits without + */
+	snprintf(withplus, sizeof(withplus), "%s%s", from[0] == '+' ? "" : "+", from);
+	if ((problem = phone_check(withplus, phone)) != NULL)
+	{
+		emit(in, "message", id, "replied", RE_RES_REJECTED,
+			 psprintf("sender \"%s\" is not E.164: it %s", from, problem));
+		return;
+	}
+	if ((problem = item_time(c, "timestamp", in->now, &u.at)) != NULL)
+	{
+		emit(in, "message", id, "replied", RE_RES_REJECTED, problem);
+		return;
+	}
+	u.status = RE_ST_REPLIED;
+	u.source = "webhook";
+	u.metadata = container_jsonb(c);
+
+	/* a reply to a given message (WhatsApp's context.id) goes to its recipient */
+	if (strcmp(context_key, "context") == 0)
+		context_id = get_string(get_container(c, "context", false), "id");
+	else
+		context_id = get_string(c, context_key);
+	if (context_id != NULL)
+	{
+		Recipient	r;
+
+		if (find_by_message(in->tenant, context_id, &r))
+		{
+			emit(in, "message", id, "replied", apply_update(in->tenant, &r, &u), NULL);
+			return;
+		}
+	}
+	res = reply_from_phone(in->tenant, phone, &u, &recipient);
+	emit(in, "message", id, "replied", res,
+		 res == RE_RES_UNMATCHED ? "no recipient of this phone was sent a message within revenue_engine.reply_window" : NULL);
+}
+
+static void
+ingest_array(Ingest *in, JsonbContainer *arr, bool statuses, bool whatsapp)
+{
+	int			i;
+	int			n;
+
+	if (arr == NULL)
+		return;
+	n = JsonContainerSize(arr);
+	for (i = 0; i < n; i++)
+	{
+		JsonbValue *v = getIthJsonbValueFromContainer(arr, i);
+		JsonbContainer *c = (v && v->type == jbvBinary) ? v->val.binary.data : NULL;
+
+		if (statuses)
+			ingest_status(in, c, whatsapp ? "id" : "message_id", whatsapp ? "errors" : "error");
+		else
+			ingest_message(in, c, whatsapp ? "context" : "context_message_id");
+	}
+}
+
+static void
+malformed(const char *provider, const char *what)
+{
+	ereport(ERROR,
+			(errcode(ERRCODE_INVALID_TEXT_REPRESENTATION),
+			 errmsg("the callback body for provider \"%s\" is malformed: %s", provider, what)));
+}
+
+/*
+ * WhatsApp Cloud API:
+ *	{"object": "whatsapp_business_account", "entry": [{"changes": [{"field": "messages",
+ *	  "value": {"statuses": [...], "messages": [...]}}]}]}
+ */
+static void
+ingest_whatsapp(Ingest *in, JsonbContainer *root)
+{
+	JsonbContainer *entries = get_container(root, "entry", true);
+	int			i,
+				j;
+
+	if (entries == NULL)
+		malformed(in->provider, "a WhatsApp callback is an object with an \"entry\" array");
+	for (i = 0; i < (int) JsonContainerSize(entries); i++)
+	{
+		JsonbValue *e = getIthJsonbValueFromContainer(entries, i);
+		JsonbContainer *changes;
+
+		if (e == NULL || e->type != jbvBinary ||
+			(changes = get_container(e->val.binary.data, "changes", true)) == NULL)
+			malformed(in->provider, "each entry of a WhatsApp callback has a \"changes\" array");
+		for (j = 0; j < (int) JsonContainerSize(changes); j++)
+		{
+			JsonbValue *ch = getIthJsonbValueFromContainer(changes, j);
+			JsonbContainer *value;
+
+			if (ch == NULL || ch->type != jbvBinary ||
+				(value = get_container(ch->val.binary.data, "value", false)) == NULL)
+				malformed(in->provider, "each change of a WhatsApp callback has a \"value\" object");
+			ingest_array(in, get_container(value, "statuses", true), true, true);
+			ingest_array(in, get_container(value, "messages", true), false, true);
+		}
+	}
+}
+
+/*
+ * Generic providers (Standard Webhooks): {"statuses": [{"message_id", "status",
+ * "timestamp", "error"}], "messages": [{"from", "id", "timestamp",
+ * "context_message_id"}]}, or one status object.
+ */
+static void
+ingest_generic(Ingest *in, JsonbContainer *root)
+{
+	JsonbValue	v;
+
+	if (!JsonContainerIsObject(root))
+		malformed(in->provider, "the body must be a JSON object");
+	if (get_key(root, "message_id", &v))
+	{
+		ingest_status(in, root, "message_id", "error");
+		return;
+	}
+	if (!get_key(root, "statuses", &v) && !get_key(root, "messages", &v))
+		malformed(in->provider, "expected a \"statuses\" or \"messages\" array, or one status with \"message_id\"");
+	if (get_key(root, "statuses", &v) && get_container(root, "statuses", true) == NULL)
+		malformed(in->provider, "\"statuses\" must be an array");
+	if (get_key(root, "messages", &v) && get_container(root, "messages", true) == NULL)
+		malformed(in->provider, "\"messages\" must be an array");
+	ingest_array(in, get_container(root, "statuses", true), true, false);
+	ingest_array(in, get_container(root, "messages", true), false, false);
+}
+
+Datum
+re_ingest_status_webhook(PG_FUNCTION_ARGS)
+{
+	ReturnSetInfo *rsinfo = (ReturnSetInfo *) fcinfo->resultinfo;
+	Ingest		in = {0};
+	char	   *provider;
+	Jsonb	   *headers;
+	char	   *body;
+	char	   *kind = NULL;
+	char	   *secret = NULL;
+	Jsonb	   *parsed;
+	ReOwnerScope scope;
+	Datum		v[2];
+
+	if (PG_ARGISNULL(0) || PG_ARGISNULL(1) || PG_ARGISNULL(2))
+		ereport(ERROR,
+				(errcode(ERRCODE_NULL_VALUE_NOT_ALLOWED),
+				 errmsg("provider, headers and body must not be null")));
+	provider = text_to_cstring(PG_GETARG_TEXT_PP(0));
+	headers = PG_GETARG_JSONB_P(1);
+	body = text_to_cstring(PG_GETARG_TEXT_PP(2));
+	if (!JB_ROOT_IS_OBJECT(headers) || JB_ROOT_IS_SCALAR(headers))
+		ereport(ERROR,
+				(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
+				 errmsg("headers must be a JSON object of header names to values")));
+
+	InitMaterializedSRF(fcinfo, 0);
+	in.out = rsinfo->setResult;
+	in.desc = rsinfo->setDesc;
+	in.tenant = re_current_tenant_name();
+	in.provider = provider;
+	in.now = GetCurrentTimestamp();
+
+	re_enter_owner(&scope);
+	if (SPI_connect() != SPI_OK_CONNECT)
+		elog(ERROR, "SPI_connect failed");
+	prepare_plans();
+	v[0] = CStringGetTextDatum(in.tenant);
+	v[1] = CStringGetTextDatum(provider);
+	if (SPI_execute_plan(channel_plan, v, NULL, true, 1) != SPI_OK_SELECT)
+		elog(ERROR, "reading the channel failed");
+	if (SPI_processed == 0)
+		ereport(ERROR,
+				(errcode(ERRCODE_UNDEFINED_OBJECT),
+				 errmsg("channel \"%s\" does not exist", provider)));
+	kind = SPI_getvalue(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 1);
+	secret = SPI_getvalue(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 2);
+	{
+		char	   *map = SPI_getvalue(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 3);
+
+		if (map && strcmp(map, "{}") != 0)
+			in.status_map = DatumGetJsonbP(DirectFunctionCall1(jsonb_in, CStringGetDatum(map)));
+	}
+	if (kind == NULL || secret == NULL)
+		ereport(ERROR,
+				(errcode(ERRCODE_OBJECT_NOT_IN_PREREQUISITE_STATE),
+				 errmsg("channel \"%s\" takes no status callbacks", provider),
+				 errhint("Set its webhook kind and secret with revenue_engine.set_channel_status_source().")));
+
+	/* the signature first: nothing of an unverified body is read */
+	if (strcmp(kind, "whatsapp") == 0)
+		verify_whatsapp(provider, headers, secret, body);
+	else
+		verify_standard(provider, headers, secret, body);
+
+	parsed = DatumGetJsonbP(DirectFunctionCall1(jsonb_in, CStringGetDatum(body)));
+	if (strcmp(kind, "whatsapp") == 0)
+	{
+		if (!JB_ROOT_IS_OBJECT(parsed) || JB_ROOT_IS_SCALAR(parsed))
+			malformed(provider, "a WhatsApp callback is a JSON object");
+		ingest_whatsapp(&in, &parsed->root);
+	}
+	else
+		ingest_generic(&in, &parsed->root);
+
+	SPI_finish();
+	re_leave_owner(&scope);
+	return (Datum) 0;
+}
+
+/* ---------------------------------------------------------------------------
+ * The send's outcome
+ * ---------------------------------------------------------------------------
+ */
+
+static Datum
+column(HeapTuple tup, TupleDesc desc, const char *name, bool *isnull)
+{
+	int			att = SPI_fnumber(desc, name);
+
+	if (att <= 0)
+		elog(ERROR, "sends has no column \"%s\"", name);
+	return heap_getattr(tup, att, desc, isnull);
+}
+
+/*
+ * AFTER UPDATE of sends whose status became sent or failed: the message id
+ * and response land on the recipient, which becomes sent (source send) or
+ * failed; statuses parked for the id are applied; the blast moves on.
+ */
+Datum
+re_send_outcome_trigger(PG_FUNCTION_ARGS)
+{
+	TriggerData *td = (TriggerData *) fcinfo->context;
+	TupleDesc	desc;
+	HeapTuple	tup;
+	bool		isnull;
+	char	   *tenant;
+	int64		recipient_id;
+	int64		blast_id;
+	char	   *status;
+	Datum		d;
+	ReOwnerScope scope;
+	Recipient	r;
+	StatusUpdate u = {0};
+	JsonbParseState *st = NULL;
+
+	if (!CALLED_AS_TRIGGER(fcinfo) || !TRIGGER_FIRED_FOR_ROW(td->tg_event) ||
+		!TRIGGER_FIRED_BY_UPDATE(td->tg_event))
+		elog(ERROR, "re_send_outcome_trigger: not called as a row update trigger");
+	desc = RelationGetDescr(td->tg_relation);
+	tup = td->tg_newtuple;
+
+	tenant = TextDatumGetCString(column(tup, desc, "tenant_id", &isnull));
+	d = column(tup, desc, "recipient_id", &isnull);
+	if (isnull)
+		return PointerGetDatum(NULL);
+	recipient_id = DatumGetInt64(d);
+	d = column(tup, desc, "blast_id", &isnull);
+	blast_id = isnull ? 0 : DatumGetInt64(d);
+	status = TextDatumGetCString(column(tup, desc, "status", &isnull));
+
+	re_jb_begin(&st);
+	re_jb_int(&st, "send_id", DatumGetInt64(column(tup, desc, "id", &isnull)));
+	d = column(tup, desc, "response_status", &isnull);
+	if (isnull)
+		re_jb_null(&st, "response_status");
+	else
+		re_jb_int(&st, "response_status", DatumGetInt32(d));
+
+	if (strcmp(status, "sent") == 0)
+	{
+		d = column(tup, desc, "provider_message_id", &isnull);
+		u.message_id = isnull ? NULL : TextDatumGetCString(d);
+		d = column(tup, desc, "response_body", &isnull);
+		if (!isnull)
+		{
+			char	   *b = TextDatumGetCString(d);
+
+			if (re_is_json(b, strlen(b)))
+				u.send_response = DatumGetJsonbP(DirectFunctionCall1(jsonb_in, CStringGetDatum(b)));
+		}
+		d = column(tup, desc, "sent_at", &isnull);
+		u.at = isnull ? GetCurrentTransactionStartTimestamp() : DatumGetTimestampTz(d);
+		u.status = RE_ST_SENT;
+	}
+	else
+	{
+		d = column(tup, desc, "last_error", &isnull);
+		if (isnull)
+			re_jb_null(&st, "error");
+		else
+			re_jb_str(&st, "error", TextDatumGetCString(d));
+		u.status = RE_ST_FAILED;
+		u.at = GetCurrentTimestamp();
+	}
+	u.metadata = re_jb_end(&st);
+	u.source = "send";
+	if (u.status == RE_ST_FAILED)
+		u.error = u.metadata;
+
+	re_enter_owner(&scope);
+	if (SPI_connect() != SPI_OK_CONNECT)
+		elog(ERROR, "SPI_connect failed");
+	prepare_plans();
+	if (find_by_id(tenant, recipient_id, &r))
+	{
+		(void) apply_update(tenant, &r, &u);
+		if (u.message_id != NULL)
+		{
+			Datum		v[2];
+			uint64		i;
+			SPITupleTable *parked;
+			uint64		nparked;
+
+			/* statuses that came first: under the lock status_of_message parks with */
+			lock_message_id(tenant, u.message_id);
+			v[0] = CStringGetTextDatum(tenant);
+			v[1] = CStringGetTextDatum(u.message_id);
+			if (SPI_execute_plan(unpark_plan, v, NULL, false, 0) != SPI_OK_SELECT)
+				elog(ERROR, "reading parked statuses failed");
+			parked = SPI_tuptable;
+			nparked = SPI_processed;
+			for (i = 0; i < nparked; i++)
+			{
+				HeapTuple	pt = parked->vals[i];
+				TupleDesc	pd = parked->tupdesc;
+				StatusUpdate pu = {0};
+				char	   *ps = TextDatumGetCString(SPI_getbinval(pt, pd, 1, &isnull));
+
+				pu.status = re_status_from_name(ps);
+				pu.at = DatumGetTimestampTz(SPI_getbinval(pt, pd, 2, &isnull));
+				pu.source = TextDatumGetCString(SPI_getbinval(pt, pd, 3, &isnull));
+				d = SPI_getbinval(pt, pd, 4, &isnull);
+				pu.metadata = isnull ? NULL : DatumGetJsonbP(d);
+				if (pu.status == RE_ST_FAILED)
+					pu.error = pu.metadata;
+				if (pu.status == RE_ST_UNKNOWN || pu.status == RE_ST_PENDING)
+					continue;
+				if (find_by_id(tenant, recipient_id, &r))
+					(void) apply_update(tenant, &r, &pu);
+			}
+		}
+	}
+	if (blast_id != 0)
+	{
+		Datum		v[2];
+
+		v[0] = CStringGetTextDatum(tenant);
+		v[1] = Int64GetDatum(blast_id);
+		if (SPI_execute_plan(progress_plan, v, NULL, false, 0) != SPI_OK_UPDATE)
+			elog(ERROR, "updating the blast's progress failed");
+	}
+	SPI_finish();
+	re_leave_owner(&scope);
+	return PointerGetDatum(NULL);
+}
