@@ -8,6 +8,8 @@
 #ifndef RE_BLASTS_H
 #define RE_BLASTS_H
 
+#include "utils/jsonb.h"
+
 /*
  * Counter rows per blast.  A recipient is counted in row id % slots, so
  * concurrent updates of different recipients of one blast rarely queue on
@@ -38,5 +40,12 @@ extern int	re_reply_window_min;
 
 /* The status of a name, RE_ST_UNKNOWN if none. */
 extern ReStatus re_status_from_name(const char *name);
+
+/*
+ * A status found by polling (the worker, in its transaction, SPI connected):
+ * applied to the recipient of message_id with source polling.
+ */
+extern void re_status_polled(const char *tenant, const char *message_id,
+							 const char *status, Jsonb *raw);
 
 #endif							/* RE_BLASTS_H */

@@ -179,6 +179,21 @@ CREATE TRIGGER blast_recipients_funnel_truncate
     AFTER TRUNCATE ON revenue_engine.blast_recipients
     FOR EACH STATEMENT EXECUTE FUNCTION revenue_engine.funnel_recipients_changed();
 
+-- Recipients of polling channels whose status is not final yet (the worker polls them).
+CREATE TABLE revenue_engine.poll_queue (
+    tenant_id    text        NOT NULL,
+    recipient_id bigint      NOT NULL,
+    channel_id   bigint      NOT NULL,
+    message_id   text        NOT NULL,
+    sent_at      timestamptz NOT NULL,
+    next_poll_at timestamptz NOT NULL,
+    polls        integer     NOT NULL DEFAULT 0,
+    PRIMARY KEY (tenant_id, recipient_id)
+);
+COMMENT ON TABLE revenue_engine.poll_queue IS
+    'recipients the worker polls the channel''s status_url for: until read, failed, replied or closed, or poll_max_age after sending';
+CREATE INDEX poll_queue_due_idx ON revenue_engine.poll_queue (channel_id, next_poll_at);
+
 -- Status updates for a message id no recipient has yet: applied when the id lands.
 CREATE TABLE revenue_engine.status_parked (
     tenant_id   text        NOT NULL DEFAULT revenue_engine.current_tenant(),
@@ -713,6 +728,6 @@ GRANT EXECUTE ON FUNCTION
   TO revenue_engine_user;
 GRANT SELECT ON revenue_engine.blasts, revenue_engine.blast_recipients,
                 revenue_engine.blast_rejections, revenue_engine.status_history,
-                revenue_engine.status_parked, revenue_engine.blast_funnel,
+                revenue_engine.status_parked, revenue_engine.poll_queue, revenue_engine.blast_funnel,
                 revenue_engine.blast_stuck
   TO revenue_engine_user;

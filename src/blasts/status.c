@@ -210,6 +210,7 @@ static SPIPlanPtr park_plan;
 static SPIPlanPtr unpark_plan;
 static SPIPlanPtr progress_plan;
 static SPIPlanPtr channel_plan;
+static SPIPlanPtr poll_queue_plan;
 
 static void
 prepare_plans(void)
@@ -287,6 +288,21 @@ prepare_plans(void)
 									 " WHERE b.tenant_id = $1 AND b.id = $2 AND b.status IN ('pending', 'sending')"
 									 "   AND (b.status = 'pending' OR NOT o.open)",
 									 2, tid);
+	{
+		Oid			tq[5] = {TEXTOID, INT8OID, TEXTOID, TIMESTAMPTZOID, INT8OID};
+
+		/* a recipient of a polling channel is polled from a poll_interval after sending */
+		poll_queue_plan = re_prepare_saved(
+										   "INSERT INTO revenue_engine.poll_queue"
+										   " (tenant_id, recipient_id, channel_id, message_id, sent_at, next_poll_at)"
+										   "SELECT $1, $2, c.id, $3, $4, $4 + c.poll_interval"
+										   "  FROM revenue_engine.channels c"
+										   " WHERE c.tenant_id = $1 AND c.id = $5 AND c.status_url IS NOT NULL"
+										   "   ON CONFLICT (tenant_id, recipient_id) DO UPDATE"
+										   "   SET message_id = EXCLUDED.message_id, sent_at = EXCLUDED.sent_at,"
+										   "       next_poll_at = EXCLUDED.next_poll_at",
+										   5, tq);
+	}
 	channel_plan = re_prepare_saved(
 									"SELECT c.webhook_kind, c.webhook_secret, c.status_map::text"
 									"  FROM revenue_engine.channels c WHERE c.tenant_id = $1 AND c.name = $2",
@@ -1342,6 +1358,18 @@ re_send_outcome_trigger(PG_FUNCTION_ARGS)
 		(void) apply_update(tenant, &r, &u);
 		if (u.message_id != NULL)
 		{
+			Datum		q[5];
+
+			q[0] = CStringGetTextDatum(tenant);
+			q[1] = Int64GetDatum(recipient_id);
+			q[2] = CStringGetTextDatum(u.message_id);
+			q[3] = TimestampTzGetDatum(u.at);
+			q[4] = column(tup, desc, "channel_id", &isnull);
+			if (SPI_execute_plan(poll_queue_plan, q, NULL, false, 0) != SPI_OK_INSERT)
+				elog(ERROR, "queueing status polls failed");
+		}
+		if (u.message_id != NULL)
+		{
 			Datum		v[2];
 			uint64		i;
 			SPITupleTable *parked;
@@ -1389,3 +1417,23 @@ re_send_outcome_trigger(PG_FUNCTION_ARGS)
 	re_leave_owner(&scope);
 	return PointerGetDatum(NULL);
 }
+
+void
+re_status_polled(const char *tenant, const char *message_id, const char *status, Jsonb *raw)
+{
+	StatusUpdate u = {0};
+	Recipient	r;
+
+	u.status = strcmp(status, "played") == 0 ? RE_ST_READ : re_status_from_name(status);
+	if (u.status == RE_ST_UNKNOWN || u.status == RE_ST_PENDING)
+		return;
+	u.at = GetCurrentTimestamp();
+	u.source = "polling";
+	u.metadata = raw;
+	if (u.status == RE_ST_FAILED)
+		u.error = raw;
+	prepare_plans();
+	if (find_by_message(tenant, message_id, &r))
+		(void) apply_update(tenant, &r, &u);
+}
+

@@ -10,11 +10,14 @@
  */
 #include "postgres.h"
 
+#include <ctype.h>
+
 #include "access/xact.h"
 #include "catalog/pg_type.h"
 #include "commands/extension.h"
 #include "common/pg_prng.h"
 #include "executor/spi.h"
+#include "lib/stringinfo.h"
 #include "pgstat.h"
 #include "utils/array.h"
 #include "mb/pg_wchar.h"
@@ -26,12 +29,16 @@
 
 #include "revenue_engine.h"
 #include "outbox/delivery.h"
+#include "blasts/blasts.h"
 
 /* Leases outlive any request's timeout; a restarted worker reclaims at once. */
 #define RE_LEASE "10 minutes"
 
 static SPIPlanPtr claim_event_plan = NULL;
 static SPIPlanPtr claim_send_plan = NULL;
+static SPIPlanPtr claim_poll_plan = NULL;
+static SPIPlanPtr poll_status_plan = NULL;
+static SPIPlanPtr poll_done_plan = NULL;
 static SPIPlanPtr record_delivery_plan = NULL;
 static SPIPlanPtr record_event_status_plan = NULL;
 static SPIPlanPtr record_send_plan = NULL;
@@ -166,6 +173,12 @@ re_delivery_maintenance(void)
 	if (SPI_processed > 0)
 		elog(LOG, "revenue_engine: disabled %lu endpoint(s) failing longer than their circuit_break_after",
 			 (unsigned long) SPI_processed);
+	/* polling stops at the channel's poll_max_age, or when the channel stops polling */
+	SPI_execute("DELETE FROM revenue_engine.poll_queue q"
+				" WHERE NOT EXISTS (SELECT 1 FROM revenue_engine.channels c"
+				"                    WHERE c.tenant_id = q.tenant_id AND c.id = q.channel_id"
+				"                      AND c.status_url IS NOT NULL"
+				"                      AND q.sent_at >= now() - c.poll_max_age)", false, 0);
 	end_tx();
 }
 
@@ -190,7 +203,12 @@ re_delivery_next_due(void)
 				"   LATERAL (SELECT s.next_attempt_at AS at FROM revenue_engine.sends s"
 				"             WHERE s.channel_id = c.id AND s.tenant_id = c.tenant_id"
 				"               AND s.status = 'queued' ORDER BY s.next_attempt_at LIMIT 1) x"
-				"   WHERE c.enabled))", true, 1);
+				"   WHERE c.enabled),"
+				" (SELECT min(x.at) FROM revenue_engine.channels c,"
+				"   LATERAL (SELECT q.next_poll_at AS at FROM revenue_engine.poll_queue q"
+				"             WHERE q.channel_id = c.id AND q.tenant_id = c.tenant_id"
+				"             ORDER BY q.next_poll_at LIMIT 1) x"
+				"   WHERE c.enabled AND c.status_url IS NOT NULL))", true, 1);
 	if (SPI_processed == 1)
 	{
 		d = SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 1, &isnull);
@@ -263,7 +281,14 @@ re_delivery_refresh_targets(ReTarget ***targets, int *ntargets, MemoryContext cx
 				"       '{}'::text[], body_template::text, message_id_path::text, timeout_ms,"
 				"       connect_timeout_ms, max_in_flight, rate_limit, rate_period = 'minute',"
 				"       ARRAY(SELECT extract(epoch FROM x)::float8 FROM unnest(retry_schedule) x)"
-				"  FROM revenue_engine.channels WHERE enabled",
+				"  FROM revenue_engine.channels WHERE enabled"
+				" UNION ALL "
+				"SELECT 2, tenant_id, id, status_url, 'GET',"
+				"       ARRAY(SELECT h.key || ': ' || (h.value #>> '{}') FROM jsonb_each(headers) h),"
+				"       '{}'::text[], NULL::text, NULL::text, timeout_ms,"
+				"       connect_timeout_ms, max_in_flight, rate_limit, rate_period = 'minute',"
+				"       '{}'::float8[]"
+				"  FROM revenue_engine.channels WHERE enabled AND status_url IS NOT NULL",
 				true, 0);
 
 	for (i = 0; i < SPI_processed; i++)
@@ -271,8 +296,8 @@ re_delivery_refresh_targets(ReTarget ***targets, int *ntargets, MemoryContext cx
 		HeapTuple	tup = SPI_tuptable->vals[i];
 		TupleDesc	desc = SPI_tuptable->tupdesc;
 		bool		isnull;
-		ReJobKind	kind = DatumGetInt32(SPI_getbinval(tup, desc, 1, &isnull)) == 0 ?
-			RE_JOB_EVENT : RE_JOB_SEND;
+		int			k0 = DatumGetInt32(SPI_getbinval(tup, desc, 1, &isnull));
+		ReJobKind	kind = k0 == 0 ? RE_JOB_EVENT : k0 == 1 ? RE_JOB_SEND : RE_JOB_POLL;
 		char	   *tenant = TextDatumGetCString(SPI_getbinval(tup, desc, 2, &isnull));
 		int64		id = DatumGetInt64(SPI_getbinval(tup, desc, 3, &isnull));
 		ReTarget   *t = find_target(*targets, *ntargets, kind, tenant, id);
@@ -322,6 +347,11 @@ re_delivery_refresh_targets(ReTarget ***targets, int *ntargets, MemoryContext cx
 			t->retry_s[k] = DatumGetFloat8(elems[k]);
 		t->nretry = n;
 	}
+	/* polls spend their channel's tokens */
+	for (j = 0; j < *ntargets; j++)
+		if ((*targets)[j]->kind == RE_JOB_POLL)
+			(*targets)[j]->bucket = find_target(*targets, *ntargets, RE_JOB_SEND,
+												(*targets)[j]->tenant, (*targets)[j]->id);
 	end_tx();
 	return true;
 }
@@ -373,6 +403,49 @@ prepare_claim_plans(void)
 						   ")"
 						   "SELECT u.id::text, u.attempts, ($4::jsonb || u.payload)::text FROM u",
 						   4, types);
+	/* a polled recipient's next poll is set at claim: a failed poll waits its turn */
+	claim_poll_plan = re_prepare_saved_custom(
+						   "WITH c AS ("
+						   "  SELECT q.tenant_id, q.recipient_id FROM revenue_engine.poll_queue q"
+						   "   WHERE q.channel_id = $2 AND q.tenant_id = $1 AND q.next_poll_at <= now()"
+						   "   ORDER BY q.next_poll_at LIMIT $3 FOR UPDATE SKIP LOCKED"
+						   "), u AS ("
+						   "  UPDATE revenue_engine.poll_queue q"
+						   "     SET next_poll_at = now() + ch.poll_interval, polls = q.polls + 1"
+						   "    FROM c, revenue_engine.channels ch"
+						   "   WHERE q.tenant_id = c.tenant_id AND q.recipient_id = c.recipient_id"
+						   "     AND ch.tenant_id = q.tenant_id AND ch.id = q.channel_id"
+						   "  RETURNING q.recipient_id, q.polls, q.message_id"
+						   ")"
+						   "SELECT u.recipient_id::text, u.polls, u.message_id FROM u",
+						   3, types);
+}
+
+/* The status URL with {message_id} replaced by the id, percent-encoded. */
+static char *
+poll_url(const char *tmpl, const char *message_id, MemoryContext cxt)
+{
+	StringInfoData buf;
+	const char *p = tmpl;
+	const char *hit;
+
+	initStringInfo(&buf);
+	while ((hit = strstr(p, "{message_id}")) != NULL)
+	{
+		const unsigned char *m;
+
+		appendBinaryStringInfo(&buf, p, hit - p);
+		for (m = (const unsigned char *) message_id; *m; m++)
+		{
+			if (isalnum(*m) || *m == '-' || *m == '.' || *m == '_' || *m == '~')
+				appendStringInfoChar(&buf, (char) *m);
+			else
+				appendStringInfo(&buf, "%%%02X", *m);
+		}
+		p = hit + strlen("{message_id}");
+	}
+	appendStringInfoString(&buf, p);
+	return MemoryContextStrdup(cxt, buf.data);
 }
 
 /* Claim up to limit due rows of a target; jobs are allocated in batch->cxt. */
@@ -386,7 +459,8 @@ re_delivery_claim(ReTarget *target, int limit, ReJob **jobs, ReBatch *batch)
 	int			n = 0;
 
 	if (!begin_tx(target->kind == RE_JOB_EVENT ? "revenue_engine: claiming events" :
-				  "revenue_engine: claiming sends"))
+				  target->kind == RE_JOB_SEND ? "revenue_engine: claiming sends" :
+				  "revenue_engine: claiming status polls"))
 	{
 		target->may_have_more = false;
 		return 0;
@@ -396,7 +470,8 @@ re_delivery_claim(ReTarget *target, int limit, ReJob **jobs, ReBatch *batch)
 	values[1] = Int64GetDatum(target->id);
 	values[2] = Int32GetDatum(limit);
 	values[3] = CStringGetTextDatum(target->body_template ? target->body_template : "{}");
-	ret = SPI_execute_plan(target->kind == RE_JOB_EVENT ? claim_event_plan : claim_send_plan,
+	ret = SPI_execute_plan(target->kind == RE_JOB_EVENT ? claim_event_plan :
+						   target->kind == RE_JOB_SEND ? claim_send_plan : claim_poll_plan,
 						   values, nulls, false, 0);
 	if (ret != SPI_OK_SELECT)
 		elog(ERROR, "claiming failed: %s", SPI_result_code_string(ret));
@@ -420,6 +495,24 @@ re_delivery_claim(ReTarget *target, int limit, ReJob **jobs, ReBatch *batch)
 		else
 			job->send_id = pg_strtoint64(id);
 		job->attempt = DatumGetInt32(SPI_getbinval(tup, desc, 2, &isnull));
+		if (job->kind == RE_JOB_POLL)
+		{
+			job->message_id = MemoryContextStrdup(batch->cxt,
+												  TextDatumGetCString(SPI_getbinval(tup, desc, 3, &isnull)));
+			for (k = 0; k < target->nheaders && h < lengthof(job->hdrs) - 4; k++)
+				job->hdrs[h++] = MemoryContextStrdup(batch->cxt, target->headers[k]);
+			job->req.method = "GET";
+			job->req.url = poll_url(target->url, job->message_id, batch->cxt);
+			job->req.body = NULL;
+			job->req.body_len = 0;
+			job->req.headers = job->hdrs;
+			job->req.nheaders = h;
+			job->req.timeout_ms = target->timeout_ms;
+			job->req.connect_timeout_ms = target->connect_timeout_ms;
+			job->req.owner = job;
+			jobs[n++] = job;
+			continue;
+		}
 		job->body = MemoryContextStrdup(batch->cxt,
 										TextDatumGetCString(SPI_getbinval(tup, desc, 3, &isnull)));
 
@@ -810,3 +903,96 @@ re_delivery_record(ReJob **jobs, int njobs, int *nsent, int *nretry, int *ndead)
 	}
 	end_tx();
 }
+
+/*
+ * Polls' answers: a 2xx JSON response's status (at the channel's
+ * status_path, mapped by its status_map) is applied to the recipient with
+ * source polling; a recipient that reached a final status is polled no more.
+ * Failed polls change nothing: the next poll was set at claim.
+ */
+void
+re_delivery_record_polls(ReJob **jobs, int njobs)
+{
+	Datum	   *p_tenant = palloc(sizeof(Datum) * njobs);
+	Datum	   *p_channel = palloc(sizeof(Datum) * njobs);
+	Datum	   *p_message = palloc(sizeof(Datum) * njobs);
+	Datum	   *p_body = palloc(sizeof(Datum) * njobs);
+	Datum	   *p_recipient = palloc(sizeof(Datum) * njobs);
+	int			np = 0;
+	int			i;
+	uint64		k;
+	Oid			stypes[4] = {TEXTARRAYOID, INT8ARRAYOID, TEXTARRAYOID, TEXTARRAYOID};
+	Oid			dtypes[2] = {TEXTARRAYOID, INT8ARRAYOID};
+
+	for (i = 0; i < njobs; i++)
+	{
+		ReHttpRequest *req = &jobs[i]->req;
+
+		if (req->status < 200 || req->status > 299 || req->response_truncated ||
+			!re_is_json(req->response, req->response_len))
+			continue;
+		p_tenant[np] = CStringGetTextDatum(jobs[i]->tenant);
+		p_channel[np] = Int64GetDatum(jobs[i]->target->id);
+		p_message[np] = CStringGetTextDatum(jobs[i]->message_id);
+		p_body[np] = CStringGetTextDatum(req->response);
+		p_recipient[np] = Int64GetDatum(jobs[i]->send_id);
+		np++;
+	}
+	if (np == 0)
+		return;
+	if (!begin_tx("revenue_engine: recording status polls"))
+		return;
+	if (poll_status_plan == NULL)
+	{
+		poll_status_plan = re_prepare_saved_custom(
+								  "SELECT o.tenant_id, o.message_id,"
+								  "       coalesce(c.status_map ->> x.st, x.st), x.body"
+								  "  FROM unnest($1, $2, $3, $4) AS o(tenant_id, channel_id, message_id, body)"
+								  "  JOIN revenue_engine.channels c ON c.tenant_id = o.tenant_id AND c.id = o.channel_id"
+								  " CROSS JOIN LATERAL (SELECT o.body::jsonb AS body,"
+								  "                            o.body::jsonb #>> c.status_path AS st) x",
+								  4, stypes);
+		poll_done_plan = re_prepare_saved_custom(
+								"DELETE FROM revenue_engine.poll_queue q"
+								" USING unnest($1, $2) AS o(tenant_id, recipient_id)"
+								" WHERE q.tenant_id = o.tenant_id AND q.recipient_id = o.recipient_id"
+								"   AND NOT EXISTS (SELECT 1 FROM revenue_engine.blast_recipients r"
+								"                    WHERE r.tenant_id = q.tenant_id AND r.id = q.recipient_id"
+								"                      AND r.status IN ('pending', 'sent', 'delivered'))",
+								2, dtypes);
+	}
+	{
+		Datum		v[4];
+		SPITupleTable *tt;
+		uint64		n;
+
+		v[0] = make_array(p_tenant, NULL, np, TEXTOID);
+		v[1] = make_array(p_channel, NULL, np, INT8OID);
+		v[2] = make_array(p_message, NULL, np, TEXTOID);
+		v[3] = make_array(p_body, NULL, np, TEXTOID);
+		if (SPI_execute_plan(poll_status_plan, v, NULL, true, 0) != SPI_OK_SELECT)
+			elog(ERROR, "reading polled statuses failed");
+		tt = SPI_tuptable;
+		n = SPI_processed;
+		for (k = 0; k < n; k++)
+		{
+			bool		isnull;
+			char	   *tenant = TextDatumGetCString(SPI_getbinval(tt->vals[k], tt->tupdesc, 1, &isnull));
+			char	   *message = TextDatumGetCString(SPI_getbinval(tt->vals[k], tt->tupdesc, 2, &isnull));
+			Datum		st = SPI_getbinval(tt->vals[k], tt->tupdesc, 3, &isnull);
+			Datum		body;
+			bool		bnull;
+
+			if (isnull)
+				continue;
+			body = SPI_getbinval(tt->vals[k], tt->tupdesc, 4, &bnull);
+			re_status_polled(tenant, message, TextDatumGetCString(st), DatumGetJsonbP(body));
+		}
+		v[0] = make_array(p_tenant, NULL, np, TEXTOID);
+		v[1] = make_array(p_recipient, NULL, np, INT8OID);
+		if (SPI_execute_plan(poll_done_plan, v, NULL, false, 0) != SPI_OK_DELETE)
+			elog(ERROR, "updating the poll queue failed");
+	}
+	end_tx();
+}
+

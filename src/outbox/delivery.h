@@ -19,7 +19,8 @@
 typedef enum ReJobKind
 {
 	RE_JOB_EVENT,
-	RE_JOB_SEND
+	RE_JOB_SEND,
+	RE_JOB_POLL					/* GET a channel's status URL for a recipient */
 } ReJobKind;
 
 /* An endpoint or a channel, as loaded at the last refresh. */
@@ -36,6 +37,8 @@ typedef struct ReTarget
 	double		tokens;
 	TimestampTz tokens_at;
 	bool		may_have_more;	/* the last claim filled its limit */
+	struct ReTarget *bucket;	/* polls: the channel's send target, whose
+								 * rate limit they share; else NULL */
 	MemoryContext cxt;			/* holds the strings below */
 	char	   *url;
 	char	   *method;
@@ -65,7 +68,8 @@ typedef struct ReJob
 	ReBatch    *batch;
 	char		tenant[64];
 	char		event_id[40];	/* events */
-	int64		send_id;		/* sends */
+	int64		send_id;		/* sends; polls: the recipient */
+	char	   *message_id;		/* polls */
 	int			attempt;
 	TimestampTz started_at;
 	const char *hdrs[64];
@@ -95,6 +99,8 @@ extern int	re_delivery_claim(ReTarget *target, int limit, ReJob **jobs,
 extern void re_delivery_record(ReJob **jobs, int njobs, int *nsent, int *nretry,
 							   int *ndead);
 extern TimestampTz re_delivery_next_due(void);
+/* Record polls' answers: each status found is applied with source polling. */
+extern void re_delivery_record_polls(ReJob **jobs, int njobs);
 /* Records the extension's OID; later transactions stop when it changes. */
 extern bool re_delivery_extension_present(void);
 extern bool re_delivery_extension_gone;

@@ -516,19 +516,20 @@ static int
 target_capacity(ReTarget *t, TimestampTz now, TimestampTz *token_due)
 {
 	int			cap = t->max_in_flight - t->in_flight;
+	ReTarget   *b = t->bucket ? t->bucket : t;	/* whose rate limit */
 
-	if (t->rate_limit > 0)
+	if (b->rate_limit > 0)
 	{
-		double		per_token_s = t->rate_period_s / t->rate_limit;
+		double		per_token_s = b->rate_period_s / b->rate_limit;
 
-		t->tokens = Min((double) t->rate_limit,
-						t->tokens + (now - t->tokens_at) / 1e6 / per_token_s);
-		t->tokens_at = now;
-		cap = Min(cap, (int) t->tokens);
-		if (t->tokens < 1.0)
+		b->tokens = Min((double) b->rate_limit,
+						b->tokens + (now - b->tokens_at) / 1e6 / per_token_s);
+		b->tokens_at = now;
+		cap = Min(cap, (int) b->tokens);
+		if (b->tokens < 1.0)
 		{
 			TimestampTz due = TimestampTzPlusMilliseconds(now,
-														  (int64) ((1.0 - t->tokens) * per_token_s * 1000) + 1);
+														  (int64) ((1.0 - b->tokens) * per_token_s * 1000) + 1);
 
 			if (*token_due == 0 || due < *token_due)
 				*token_due = due;
@@ -704,8 +705,8 @@ re_worker_main(Datum arg)
 					continue;
 				}
 				claimed += n;
-				if (t->rate_limit > 0)
-					t->tokens -= n;
+				if (t->bucket ? t->bucket->rate_limit > 0 : t->rate_limit > 0)
+					(t->bucket ? t->bucket : t)->tokens -= n;
 				for (k = 0; k < n; k++)
 				{
 					ReJob	   *job = jobs[k];
@@ -782,8 +783,23 @@ re_worker_main(Datum arg)
 			int			nsent = 0,
 						nretry = 0,
 						ndead = 0;
+			int			npoll = 0;
+			int			nother = 0;
 
-			re_delivery_record(done, ndone, &nsent, &nretry, &ndead);
+			/* polls first in done[], then the rest */
+			for (k = 0; k < ndone; k++)
+				if (done[k]->kind == RE_JOB_POLL)
+				{
+					ReJob	   *tmp = done[npoll];
+
+					done[npoll++] = done[k];
+					done[k] = tmp;
+				}
+			nother = ndone - npoll;
+			if (npoll > 0)
+				re_delivery_record_polls(done, npoll);
+			if (nother > 0)
+				re_delivery_record(done + npoll, nother, &nsent, &nretry, &ndead);
 			MemoryContextSwitchTo(loop_cxt);
 			for (k = 0; k < ndone; k++)
 			{
