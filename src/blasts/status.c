@@ -566,16 +566,22 @@ checked_time(FunctionCallInfo fcinfo, int argno)
 	return at;
 }
 
-static const char *
-checked_source(FunctionCallInfo fcinfo, int argno)
+/* A text argument that must not be null */
+static char *
+required_text(FunctionCallInfo fcinfo, int argno, const char *name)
 {
-	char	   *source;
-
 	if (PG_ARGISNULL(argno))
 		ereport(ERROR,
 				(errcode(ERRCODE_NULL_VALUE_NOT_ALLOWED),
-				 errmsg("source must not be null")));
-	source = text_to_cstring(PG_GETARG_TEXT_PP(argno));
+				 errmsg("%s must not be null", name)));
+	return text_to_cstring(PG_GETARG_TEXT_PP(argno));
+}
+
+static const char *
+checked_source(FunctionCallInfo fcinfo, int argno)
+{
+	char	   *source = required_text(fcinfo, argno, "source");
+
 	if (strcmp(source, "webhook") != 0 && strcmp(source, "polling") != 0 &&
 		strcmp(source, "manual") != 0)
 		ereport(ERROR,
@@ -587,18 +593,20 @@ checked_source(FunctionCallInfo fcinfo, int argno)
 static char *
 checked_message_id(FunctionCallInfo fcinfo, int argno)
 {
-	char	   *id;
+	char	   *id = required_text(fcinfo, argno, "message_id");
 
-	if (PG_ARGISNULL(argno))
-		ereport(ERROR,
-				(errcode(ERRCODE_NULL_VALUE_NOT_ALLOWED),
-				 errmsg("message_id must not be null")));
-	id = text_to_cstring(PG_GETARG_TEXT_PP(argno));
 	if (id[0] == '\0' || strlen(id) > RE_MAX_MESSAGE_ID)
 		ereport(ERROR,
 				(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
 				 errmsg("message id \"%.40s\" must have 1 to %d characters", id, RE_MAX_MESSAGE_ID)));
 	return id;
+}
+
+/* A phone argument: not null, E.164 once normalized into out */
+static void
+checked_phone(FunctionCallInfo fcinfo, int argno, char *out)
+{
+	normalize_or_error(required_text(fcinfo, argno, "phone"), out);
 }
 
 /* ---------------------------------------------------------------------------
@@ -616,11 +624,7 @@ re_record_message_status(PG_FUNCTION_ARGS)
 	ReOwnerScope scope;
 	ReResult	res;
 
-	if (PG_ARGISNULL(1))
-		ereport(ERROR,
-				(errcode(ERRCODE_NULL_VALUE_NOT_ALLOWED),
-				 errmsg("status must not be null")));
-	status = text_to_cstring(PG_GETARG_TEXT_PP(1));
+	status = required_text(fcinfo, 1, "status");
 	u.status = re_status_from_name(status);
 	if (u.status == RE_ST_UNKNOWN || u.status == RE_ST_PENDING)
 		ereport(ERROR,
@@ -653,11 +657,7 @@ re_record_inbound_message(PG_FUNCTION_ARGS)
 	ReResult	res;
 	int64		recipient = 0;
 
-	if (PG_ARGISNULL(0))
-		ereport(ERROR,
-				(errcode(ERRCODE_NULL_VALUE_NOT_ALLOWED),
-				 errmsg("phone must not be null")));
-	normalize_or_error(text_to_cstring(PG_GETARG_TEXT_PP(0)), phone);
+	checked_phone(fcinfo, 0, phone);
 	u.status = RE_ST_REPLIED;
 	u.at = checked_time(fcinfo, 1);
 	u.source = checked_source(fcinfo, 2);
@@ -687,11 +687,7 @@ re_mark_closed(PG_FUNCTION_ARGS)
 	Datum		v[3];
 	char		nl[3] = {' ', ' ', ' '};
 
-	if (PG_ARGISNULL(0))
-		ereport(ERROR,
-				(errcode(ERRCODE_NULL_VALUE_NOT_ALLOWED),
-				 errmsg("phone must not be null")));
-	normalize_or_error(text_to_cstring(PG_GETARG_TEXT_PP(0)), phone);
+	checked_phone(fcinfo, 0, phone);
 	if (!PG_ARGISNULL(1))
 	{
 		Numeric		amount = PG_GETARG_NUMERIC(1);

@@ -497,26 +497,22 @@ re_delivery_claim(ReTarget *target, int limit, ReJob **jobs, ReBatch *batch)
 		job->attempt = DatumGetInt32(SPI_getbinval(tup, desc, 2, &isnull));
 		if (job->kind == RE_JOB_POLL)
 		{
+			/* a GET of the status URL, no body */
 			job->message_id = MemoryContextStrdup(batch->cxt,
 												  TextDatumGetCString(SPI_getbinval(tup, desc, 3, &isnull)));
-			for (k = 0; k < target->nheaders && h < lengthof(job->hdrs) - 4; k++)
-				job->hdrs[h++] = MemoryContextStrdup(batch->cxt, target->headers[k]);
-			job->req.method = "GET";
 			job->req.url = poll_url(target->url, job->message_id, batch->cxt);
 			job->req.body = NULL;
 			job->req.body_len = 0;
-			job->req.headers = job->hdrs;
-			job->req.nheaders = h;
-			job->req.timeout_ms = target->timeout_ms;
-			job->req.connect_timeout_ms = target->connect_timeout_ms;
-			job->req.owner = job;
-			jobs[n++] = job;
-			continue;
 		}
-		job->body = MemoryContextStrdup(batch->cxt,
-										TextDatumGetCString(SPI_getbinval(tup, desc, 3, &isnull)));
-
-		job->hdrs[h++] = "Content-Type: application/json";
+		else
+		{
+			job->body = MemoryContextStrdup(batch->cxt,
+											TextDatumGetCString(SPI_getbinval(tup, desc, 3, &isnull)));
+			job->hdrs[h++] = "Content-Type: application/json";
+			job->req.url = MemoryContextStrdup(batch->cxt, target->url);
+			job->req.body = job->body;
+			job->req.body_len = strlen(job->body);
+		}
 		for (k = 0; k < target->nheaders && h < lengthof(job->hdrs) - 4; k++)
 			job->hdrs[h++] = MemoryContextStrdup(batch->cxt, target->headers[k]);
 		if (job->kind == RE_JOB_SEND)
@@ -527,9 +523,6 @@ re_delivery_claim(ReTarget *target, int limit, ReJob **jobs, ReBatch *batch)
 			job->hdrs[h++] = job->key_header;
 		}
 		job->req.method = MemoryContextStrdup(batch->cxt, target->method);
-		job->req.url = MemoryContextStrdup(batch->cxt, target->url);
-		job->req.body = job->body;
-		job->req.body_len = strlen(job->body);
 		job->req.headers = job->hdrs;
 		job->req.nheaders = h;
 		job->req.timeout_ms = target->timeout_ms;
