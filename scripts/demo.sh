@@ -3,7 +3,8 @@
 # extension, starts a throwaway cluster with the library preloaded and a local
 # HTTP receiver, shows a user's usage turning into milestones, a goal, a
 # streak and outbox events that the delivery worker POSTs, signed, to the
-# receiver; then removes everything.  Run as root on Debian 12:
+# receiver; then a WhatsApp blast sent to a local fake provider, its signed
+# status callbacks ingested, and the funnel; then removes everything.  Run as root on Debian 12:
 #   bash scripts/demo.sh
 set -euo pipefail
 
@@ -18,8 +19,10 @@ chmod 755 "$DIR"
 PORT=$(re_free_port)
 SECRET=whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw
 RECEIVER_PID=
+PROVIDER_PID=
 cleanup() {
 	[ -n "$RECEIVER_PID" ] && kill "$RECEIVER_PID" 2>/dev/null
+	[ -n "$PROVIDER_PID" ] && kill "$PROVIDER_PID" 2>/dev/null
 	re_cluster_stop "$DIR"
 }
 trap cleanup EXIT
@@ -30,6 +33,20 @@ python3 "$ROOT/test/receiver/receiver.py" --port 0 --port-file "$DIR/receiver.po
 RECEIVER_PID=$!
 for _ in $(seq 100); do [ -s "$DIR/receiver.port" ] && break; sleep 0.1; done
 RPORT=$(cat "$DIR/receiver.port")
+
+# A second receiver plays the messaging provider: each send gets a message id.
+python3 "$ROOT/test/receiver/receiver.py" --port 0 --port-file "$DIR/provider.port" \
+	--log "$DIR/provider.jsonl" >"$DIR/provider.out" 2>&1 &
+PROVIDER_PID=$!
+for _ in $(seq 100); do [ -s "$DIR/provider.port" ] && break; sleep 0.1; done
+PPORT=$(cat "$DIR/provider.port")
+python3 - "$PPORT" <<'PY'
+import json, sys, urllib.request
+req = urllib.request.Request(f"http://127.0.0.1:{sys.argv[1]}/_control/mode",
+                             data=json.dumps({"mode": "provider"}).encode(), method="POST",
+                             headers={"Content-Type": "application/json"})
+urllib.request.urlopen(req).read()
+PY
 
 # Deliveries to 127.0.0.1 are refused unless this superuser setting allows them.
 re_cluster_start "$DIR" "$PORT" "revenue_engine.http_allow_private = on"
@@ -49,3 +66,7 @@ for line in open(sys.argv[1]):
     print(f'{r["method"]} {r["path"]}  webhook-id {r["webhook_id"][:8]}…  signature verified: {r["verified"]}  '
           f'event {body["event"]}: {json.dumps(body["metadata"], sort_keys=True)}')
 PY
+
+cp "$ROOT/scripts/demo_blast.sql" "$DIR/demo_blast.sql"
+as_postgres psql -X -h 127.0.0.1 -p "$PORT" -U postgres -d postgres -v ON_ERROR_STOP=1 \
+	-v provider="http://127.0.0.1:$PPORT/v19.0/1122334455/messages" -f "$DIR/demo_blast.sql"

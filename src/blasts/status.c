@@ -889,15 +889,20 @@ get_container(JsonbContainer *c, const char *key, bool array)
 	return v.val.binary.data;
 }
 
+/* A copy of a nested object or array as a Jsonb of its own */
 static Jsonb *
 container_jsonb(JsonbContainer *c)
 {
+	JsonbIterator *it = JsonbIteratorInit(c);
+	JsonbParseState *st = NULL;
 	JsonbValue	v;
+	JsonbValue *res = NULL;
+	JsonbIteratorToken tok;
 
-	v.type = jbvBinary;
-	v.val.binary.data = c;
-	v.val.binary.len = VARSIZE_ANY_EXHDR(c);
-	return JsonbValueToJsonb(&v);
+	while ((tok = JsonbIteratorNext(&it, &v, false)) != WJB_DONE)
+		res = pushJsonbValue(&st, tok,
+							 (tok == WJB_KEY || tok == WJB_VALUE || tok == WJB_ELEM) ? &v : NULL);
+	return JsonbValueToJsonb(res);
 }
 
 /*
