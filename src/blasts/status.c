@@ -67,6 +67,7 @@ int			re_reply_window_min = 7 * 24 * 60;
 #define RE_MAX_MESSAGE_ID 200
 /* Advisory lock class of message ids (the first key of the two-key form) */
 #define RE_MESSAGE_LOCK_CLASS 0x52454d53
+#define RE_MESSAGE_LOCKS 1024
 
 /* ---------------------------------------------------------------------------
  * Phone numbers
@@ -447,7 +448,12 @@ apply_update(const char *tenant, const Recipient *r, const StatusUpdate *u)
 	return u->status == r->status ? RE_RES_DUPLICATE : RE_RES_STALE;
 }
 
-/* Serialize parking a status for a message id with the id landing. */
+/*
+ * Serialize parking a status for a message id with the id landing.  Ids
+ * share RE_MESSAGE_LOCKS locks (held to commit), so a callback batch of
+ * thousands of unknown ids cannot fill the shared lock table; two ids in one
+ * lock only wait for each other.
+ */
 static void
 lock_message_id(const char *tenant, const char *message_id)
 {
@@ -455,7 +461,7 @@ lock_message_id(const char *tenant, const char *message_id)
 	uint32		h = hash_bytes((const unsigned char *) message_id, strlen(message_id));
 
 	h = hash_combine(h, hash_bytes((const unsigned char *) tenant, strlen(tenant)));
-	SET_LOCKTAG_ADVISORY(tag, MyDatabaseId, RE_MESSAGE_LOCK_CLASS, h, 2);
+	SET_LOCKTAG_ADVISORY(tag, MyDatabaseId, RE_MESSAGE_LOCK_CLASS, h % RE_MESSAGE_LOCKS, 2);
 	(void) LockAcquire(&tag, ExclusiveLock, false, false);
 }
 
