@@ -32,10 +32,12 @@ PG_CFLAGS    = -std=gnu99 -Wall -Wextra -Werror -Wno-unused-parameter \
                -Wno-missing-field-initializers -Wno-sign-compare
 
 REGRESS      = setup usage_response usage_ladder usage_goals_streaks \
-               usage_timezones usage_bad_input usage_backfill delivery_input security
+               usage_timezones usage_bad_input usage_backfill delivery_input security \
+               blasts status_webhook
 REGRESS_OPTS = --temp-config=$(srcdir)/test/test.conf
 
-ISOLATION    = usage_concurrent_milestones usage_concurrent_goal_feature
+ISOLATION    = usage_concurrent_milestones usage_concurrent_goal_feature \
+               blasts_concurrent_status blasts_concurrent_funnel blasts_parking_race
 ISOLATION_OPTS = --inputdir=test --outputdir=test/output_iso \
                --temp-config=$(srcdir)/test/test.conf
 
@@ -62,3 +64,4 @@ demo:
 bench:
 	bash test/bench/run.sh
 	bash test/bench/delivery.sh
+	bash test/bench/blasts.sh
