@@ -41,6 +41,8 @@ GARBAGE = b"this is not http\r\n\r\n"
 REDIRECT_LOCATION = "http://127.0.0.1:1/elsewhere"
 MODES = ("ok", "status", "redirect", "stall", "close", "slow", "garbage",
          "huge", "sequence", "provider")
+# Provider answers: {"messages", "echo"}, or the WhatsApp Cloud API's own.
+PROVIDER_SHAPES = ("echo", "whatsapp")
 # Statuses whose responses carry no body and no Content-Length (RFC 9110).
 NO_BODY_STATUSES = (204, 304)
 HUGE_CHUNK = b"x" * 65536
@@ -163,6 +165,13 @@ def normalize_mode(spec):
         cfg["retry_after"] = retry_after
     elif mode == "provider":
         cfg["id_prefix"] = str(spec.get("id_prefix", "wamid."))
+        cfg["shape"] = spec.get("shape", "echo")
+        if cfg["shape"] not in PROVIDER_SHAPES:
+            raise ConfigError(f"shape must be one of {', '.join(PROVIDER_SHAPES)}")
+        id_from = spec.get("id_from")
+        if id_from is not None and (not isinstance(id_from, str) or not id_from):
+            raise ConfigError("id_from must be the name of a request field")
+        cfg["id_from"] = id_from
     return cfg
 
 
@@ -233,8 +242,11 @@ class ReceiverState:
 
     # -- per request (call with self.lock held) ----------------------------
 
-    def plan_locked(self):
-        """Decide the answer for the next webhook request."""
+    def plan_locked(self, request):
+        """Decide the answer for the next webhook request.
+
+        request: the body parsed as JSON, or None if it is not JSON.
+        """
         cfg = self.mode
         n = self.mode_requests
         self.mode_requests += 1
@@ -249,19 +261,27 @@ class ReceiverState:
         if mode in ("close", "garbage"):
             return Plan(mode, None, cfg)
         if mode == "provider":
-            self.provider_counter += 1
-            return Plan(mode, 200, cfg, f"{cfg['id_prefix']}{self.provider_counter}")
+            if cfg["id_from"] is None:
+                self.provider_counter += 1
+                return Plan(mode, 200, cfg, f"{cfg['id_prefix']}{self.provider_counter}")
+            # The id follows from the request, so a test knows it in advance.
+            value = request.get(cfg["id_from"]) if isinstance(request, dict) else None
+            if not isinstance(value, (str, int)) or isinstance(value, bool):
+                return Plan("no_id", 400, cfg)
+            return Plan(mode, 200, cfg,
+                        cfg["id_prefix"] + "".join(c for c in str(value) if c.isalnum()))
         return Plan(mode, 200, cfg)     # stall, slow, huge
 
     def record_locked(self, method, path, headers, body, verified, verify_error,
-                      answered):
+                      answered, provider_id=None):
         """Count one webhook request, keep it in memory and append it to the log."""
         self.seq += 1
         webhook_id = headers.get("webhook-id")
         rec = {"seq": self.seq, "time": time.time(), "method": method,
                "path": path, "headers": headers, "body": body,
                "webhook_id": webhook_id, "verified": verified,
-               "verify_error": verify_error, "answered": answered}
+               "verify_error": verify_error, "answered": answered,
+               "provider_id": provider_id}
         key = "none" if answered is None else str(answered)
         self.by_status[key] = self.by_status.get(key, 0) + 1
         if webhook_id is not None:
@@ -323,6 +343,18 @@ def error_body(status):
     except ValueError:
         phrase = "error"
     return json.dumps({"ok": False, "status": status, "error": phrase}).encode()
+
+
+def provider_body(plan, request):
+    """A provider's answer to an accepted send: the message id, in plan.cfg's shape."""
+    if plan.cfg["shape"] == "whatsapp":
+        to = request.get("to") if isinstance(request, dict) else None
+        contacts = []
+        if isinstance(to, str):
+            contacts = [{"input": to, "wa_id": "".join(c for c in to if c.isdigit())}]
+        return {"messaging_product": "whatsapp", "contacts": contacts,
+                "messages": [{"id": plan.provider_id}]}
+    return {"messages": [{"id": plan.provider_id}], "echo": request}
 
 
 def slow_body(n):
@@ -496,13 +528,19 @@ class Handler(BaseHTTPRequestHandler):
             verified, verify_error = verify_signature(secret[1], headers, body,
                                                       time.time())
         text = body.decode("utf-8", errors="replace")
+        request = None
+        if state.mode["mode"] == "provider" and body:   # only that mode reads it
+            try:
+                request = json.loads(body)
+            except ValueError:
+                pass
         with state.lock:
-            plan = state.plan_locked()
+            plan = state.plan_locked(request)
             state.record_locked(self.command, self.path, headers, text,
-                                verified, verify_error, plan.status)
-        self._answer(plan, body)
+                                verified, verify_error, plan.status, plan.provider_id)
+        self._answer(plan, request)
 
-    def _answer(self, plan, body):
+    def _answer(self, plan, request):
         kind, status, cfg = plan.kind, plan.status, plan.cfg
         if kind == "fail":
             self._send(500, error_body(500))
@@ -537,12 +575,11 @@ class Handler(BaseHTTPRequestHandler):
         elif kind == "huge":
             self._send_huge(cfg["bytes"])
         elif kind == "provider":
-            try:
-                echo = json.loads(body) if body else None
-            except ValueError:
-                echo = None
-            self._send(200, json.dumps({"messages": [{"id": plan.provider_id}],
-                                        "echo": echo}).encode())
+            self._send(200, json.dumps(provider_body(plan, request)).encode())
+        elif kind == "no_id":
+            self._send_json(400, {"error": {"message": f"the request has no "
+                                            f"{cfg['id_from']!r} string or number",
+                                            "code": 100}})
 
     def _send_slow(self, seconds, interval):
         """Headers at once, then one body byte every interval until done."""

@@ -181,6 +181,19 @@ check "provider answer" True \
 	"$(json "$TMP/body" 'd["messages"][0]["id"].startswith("wamid.") and d["echo"] == {"to": "+33600000000", "text": {"body": "hi"}}')"
 check "provider non-JSON" 200 "$(post /m -d 'not json')"
 check "provider echo null" None "$(json "$TMP/body" 'd["echo"]')"
+mode '{"mode": "provider", "shape": "whatsapp"}'
+check "provider whatsapp" 200 "$(post /m -d '{"to": "+33 6 00", "type": "text"}')"
+check "provider whatsapp answer" True \
+	"$(json "$TMP/body" 'sorted(d) == ["contacts", "messages", "messaging_product"] and d["messaging_product"] == "whatsapp" and d["contacts"] == [{"input": "+33 6 00", "wa_id": "33600"}] and d["messages"][0]["id"].startswith("wamid.")')"
+WAMID=$(json "$TMP/body" 'd["messages"][0]["id"]')
+mode '{"mode": "provider", "shape": "whatsapp", "id_from": "to", "id_prefix": "wamid.T"}'
+check "provider id_from" 200 "$(post /m -d '{"to": "+33 6 01"}')"
+check "provider id_from answer" wamid.T33601 "$(json "$TMP/body" 'd["messages"][0]["id"]')"
+check "provider id_from missing" 400 "$(post /m -d '{"text": "no to"}')"
+check "provider bad shape" 400 "$(post /_control/mode -d '{"mode": "provider", "shape": "sms"}')"
+curl -s "$BASE/_control/requests?since=0" -o "$TMP/reqs"
+check "provider ids recorded" "['$WAMID', 'wamid.T33601', None]" \
+	"$(json "$TMP/reqs" '[r["provider_id"] for r in d[-3:]]')"
 
 mode '{"mode": "ok", "fail_ratio": 1.0}'
 check "fail_ratio 1" 500 "$(post /x -d a)"
