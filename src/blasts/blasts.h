@@ -48,4 +48,7 @@ extern ReStatus re_status_from_name(const char *name);
 extern void re_status_polled(const char *tenant, const char *message_id,
 							 const char *status, Jsonb *raw);
 
+/* The worker's maintenance: apply parked statuses whose message id has landed. */
+extern void re_status_sweep(void);
+
 #endif							/* RE_BLASTS_H */

@@ -203,11 +203,20 @@ CREATE TABLE revenue_engine.status_parked (
     occurred_at timestamptz NOT NULL,
     source      text        NOT NULL,
     raw         jsonb,
+    error       jsonb,
     received_at timestamptz NOT NULL DEFAULT pg_catalog.now(),
     PRIMARY KEY (tenant_id, id)
 );
 COMMENT ON TABLE revenue_engine.status_parked IS
     'status updates that arrived before their message id was known; applied and removed when it appears';
+
+-- Parked statuses whose id has landed: the worker runs this at each maintenance.
+CREATE FUNCTION revenue_engine.apply_parked_statuses()
+RETURNS integer
+LANGUAGE C VOLATILE
+AS 'MODULE_PATHNAME', 're_apply_parked_statuses';
+COMMENT ON FUNCTION revenue_engine.apply_parked_statuses() IS
+    'apply parked statuses whose message id has landed (the worker does it at each maintenance); returns how many';
 CREATE INDEX status_parked_message_idx ON revenue_engine.status_parked (tenant_id, message_id);
 SELECT pg_catalog.pg_extension_config_dump('revenue_engine.status_parked', '');
 

@@ -5,23 +5,37 @@
  *	  scan of blast_recipients gives.
  *
  * A row update (the common case: one status change) computes the change of
- * each counter from the old and new row in C and applies it to one counter
- * row with a saved plan; an update that changes nothing counted runs no
- * statement at all.  Inserts and deletes are counted per statement from the
- * transition table, so a blast of a million recipients costs one statement.
+ * each counter from the old and new row in C and adds it to a per-transaction
+ * sum in memory; an update that changes nothing counted costs nothing more.
+ * At commit the sums are written, one saved-plan statement per blast the
+ * transaction touched, in (tenant, blast) order, to the counter row of this
+ * backend's slot (MyBackendId % slots).  So a transaction locks counter rows
+ * last, in one global order, and concurrent sessions (up to the number of
+ * slots) write different rows: transactions that update many recipients of
+ * one blast in different orders neither deadlock nor queue on a hot row.  A
+ * subtransaction's sums go with it when it aborts.  Inside the transaction
+ * that changed recipients, the counters show the change only after commit.
+ *
+ * Inserts and deletes are counted per statement from the transition table, so
+ * a blast of a million recipients costs one statement.
  *
  *-------------------------------------------------------------------------
  */
 #include "postgres.h"
 
 #include "access/htup_details.h"
+#include "access/xact.h"
 #include "catalog/pg_type.h"
 #include "commands/trigger.h"
 #include "executor/spi.h"
 #include "fmgr.h"
 #include "lib/stringinfo.h"
 #include "utils/builtins.h"
+#include "miscadmin.h"
+#include "storage/backendid.h"
+#include "utils/memutils.h"
 #include "utils/rel.h"
+#include "utils/snapmgr.h"
 
 #include "revenue_engine.h"
 #include "blasts/blasts.h"
@@ -50,6 +64,20 @@ re_status_from_name(const char *name)
 			return (ReStatus) i;
 	return RE_ST_UNKNOWN;
 }
+
+/* Counter changes of this transaction not yet written, per blast and subtransaction */
+typedef struct PendingDelta
+{
+	char	   *tenant;
+	int64		blast;
+	SubTransactionId subid;
+	int64		delta[NCOUNTERS];
+} PendingDelta;
+
+static PendingDelta *pending = NULL;
+static int	npending = 0;
+static int	maxpending = 0;
+static bool callbacks_registered = false;
 
 static SPIPlanPtr update_plan = NULL;
 static SPIPlanPtr upsert_plan = NULL;
@@ -139,10 +167,13 @@ prepare_plans(void)
 	appendStringInfoString(&sql, "INSERT INTO revenue_engine.blast_counters AS k (tenant_id, blast_id, slot");
 	for (i = 0; i < NCOUNTERS; i++)
 		appendStringInfo(&sql, ", %s", counter_names[i]);
-	appendStringInfoString(&sql, ") VALUES ($1, $2, $3");
+	appendStringInfoString(&sql, ") SELECT $1, $2, $3");
 	for (i = 0; i < NCOUNTERS; i++)
 		appendStringInfo(&sql, ", $%d", 4 + i);
-	appendStringInfoString(&sql, ") ON CONFLICT (tenant_id, blast_id, slot) DO UPDATE SET ");
+	/* not for a blast deleted since (its counters went with it) */
+	appendStringInfoString(&sql, " WHERE EXISTS (SELECT 1 FROM revenue_engine.blasts b"
+						   " WHERE b.tenant_id = $1 AND b.id = $2)"
+						   " ON CONFLICT (tenant_id, blast_id, slot) DO UPDATE SET ");
 	for (i = 0; i < NCOUNTERS; i++)
 		appendStringInfo(&sql, "%s%s = k.%s + EXCLUDED.%s", i > 0 ? ", " : "",
 						 counter_names[i], counter_names[i], counter_names[i]);
@@ -181,13 +212,138 @@ apply_delta(Datum tenant, Datum blast, int16 slot, const int64 *delta)
 	}
 }
 
-static int16
-slot_of(HeapTuple tup, TupleDesc desc)
+/* Add delta[] to this transaction's pending change of (tenant, blast). */
+static void
+add_pending(Datum tenant, Datum blast, const int64 *delta)
 {
-	bool		isnull;
-	int64		id = DatumGetInt64(heap_getattr(tup, att_id, desc, &isnull));
+	char	   *t = TextDatumGetCString(tenant);
+	int64		b = DatumGetInt64(blast);
+	SubTransactionId subid = GetCurrentSubTransactionId();
+	PendingDelta *p = NULL;
+	int			i;
 
-	return (int16) ((id % RE_FUNNEL_SLOTS + RE_FUNNEL_SLOTS) % RE_FUNNEL_SLOTS);
+	for (i = 0; i < NCOUNTERS; i++)
+		if (delta[i] != 0)
+			break;
+	if (i == NCOUNTERS)
+		return;
+	for (i = 0; i < npending; i++)
+		if (pending[i].blast == b && pending[i].subid == subid &&
+			strcmp(pending[i].tenant, t) == 0)
+		{
+			p = &pending[i];
+			break;
+		}
+	if (p == NULL)
+	{
+		if (npending == maxpending)
+		{
+			maxpending = Max(16, maxpending * 2);
+			pending = pending == NULL ?
+				MemoryContextAlloc(TopTransactionContext, sizeof(PendingDelta) * maxpending) :
+				repalloc(pending, sizeof(PendingDelta) * maxpending);
+		}
+		p = &pending[npending++];
+		p->tenant = MemoryContextStrdup(TopTransactionContext, t);
+		p->blast = b;
+		p->subid = subid;
+		memset(p->delta, 0, sizeof(p->delta));
+	}
+	for (i = 0; i < NCOUNTERS; i++)
+		p->delta[i] += delta[i];
+}
+
+static int
+pending_cmp(const void *a, const void *b)
+{
+	const PendingDelta *x = a;
+	const PendingDelta *y = b;
+	int			c = strcmp(x->tenant, y->tenant);
+
+	if (c != 0)
+		return c;
+	return x->blast < y->blast ? -1 : x->blast > y->blast ? 1 : 0;
+}
+
+/* Write the transaction's pending changes, in (tenant, blast) order. */
+static void
+flush_pending(void)
+{
+	ReOwnerScope scope;
+	int16		slot = (int16) (MyBackendId % RE_FUNNEL_SLOTS);
+	int			i;
+
+	if (npending == 0)
+		return;
+	qsort(pending, npending, sizeof(PendingDelta), pending_cmp);
+	re_enter_owner(&scope);
+	if (SPI_connect() != SPI_OK_CONNECT)
+		elog(ERROR, "SPI_connect failed");
+	PushActiveSnapshot(GetTransactionSnapshot());
+	for (i = 0; i < npending; i++)
+	{
+		int64		sum[NCOUNTERS];
+		int			j;
+		int			k;
+
+		/* subtransactions of one blast together */
+		memcpy(sum, pending[i].delta, sizeof(sum));
+		for (j = i + 1; j < npending && pending_cmp(&pending[i], &pending[j]) == 0; j++)
+			for (k = 0; k < NCOUNTERS; k++)
+				sum[k] += pending[j].delta[k];
+		apply_delta(CStringGetTextDatum(pending[i].tenant), Int64GetDatum(pending[i].blast),
+					slot, sum);
+		i = j - 1;
+	}
+	PopActiveSnapshot();
+	SPI_finish();
+	re_leave_owner(&scope);
+	npending = 0;
+}
+
+static void
+funnel_xact_callback(XactEvent event, void *arg)
+{
+	switch (event)
+	{
+		case XACT_EVENT_PRE_COMMIT:
+		case XACT_EVENT_PRE_PREPARE:
+			flush_pending();
+			break;
+		case XACT_EVENT_COMMIT:
+		case XACT_EVENT_ABORT:
+		case XACT_EVENT_PREPARE:
+		case XACT_EVENT_PARALLEL_COMMIT:
+		case XACT_EVENT_PARALLEL_ABORT:
+			/* the memory went with TopTransactionContext */
+			pending = NULL;
+			npending = maxpending = 0;
+			break;
+		default:
+			break;
+	}
+}
+
+static void
+funnel_subxact_callback(SubXactEvent event, SubTransactionId mySubid,
+						SubTransactionId parentSubid, void *arg)
+{
+	int			i;
+	int			n = 0;
+
+	if (event == SUBXACT_EVENT_ABORT_SUB)
+	{
+		for (i = 0; i < npending; i++)
+			if (pending[i].subid != mySubid)
+				pending[n++] = pending[i];
+		npending = n;
+	}
+	else if (event == SUBXACT_EVENT_COMMIT_SUB)
+	{
+		for (i = 0; i < npending; i++)
+			if (pending[i].subid == mySubid)
+				pending[i].subid = parentSubid;
+	}
 }
 
 static void
@@ -202,24 +358,28 @@ row_updated(TriggerData *td)
 	Datum		new_tenant = heap_getattr(newtup, att_tenant, desc, &isnull);
 	Datum		old_blast = heap_getattr(oldtup, att_blast, desc, &isnull);
 	Datum		new_blast = heap_getattr(newtup, att_blast, desc, &isnull);
-	int16		old_slot = slot_of(oldtup, desc);
-	int16		new_slot = slot_of(newtup, desc);
 
-	if (DatumGetInt64(old_blast) == DatumGetInt64(new_blast) && old_slot == new_slot &&
+	if (!callbacks_registered)
+	{
+		RegisterXactCallback(funnel_xact_callback, NULL);
+		RegisterSubXactCallback(funnel_subxact_callback, NULL);
+		callbacks_registered = true;
+	}
+	if (DatumGetInt64(old_blast) == DatumGetInt64(new_blast) &&
 		strcmp(TextDatumGetCString(old_tenant), TextDatumGetCString(new_tenant)) == 0)
 	{
 		count_row(oldtup, desc, -1, delta);
 		count_row(newtup, desc, 1, delta);
-		apply_delta(new_tenant, new_blast, new_slot, delta);
+		add_pending(new_tenant, new_blast, delta);
 	}
 	else
 	{
 		/* moved to another blast: out of the old one's counters, into the new one's */
 		count_row(oldtup, desc, -1, delta);
-		apply_delta(old_tenant, old_blast, old_slot, delta);
+		add_pending(old_tenant, old_blast, delta);
 		memset(delta, 0, sizeof(delta));
 		count_row(newtup, desc, 1, delta);
-		apply_delta(new_tenant, new_blast, new_slot, delta);
+		add_pending(new_tenant, new_blast, delta);
 	}
 }
 
@@ -280,10 +440,19 @@ re_funnel_trigger(PG_FUNCTION_ARGS)
 	if (!CALLED_AS_TRIGGER(fcinfo) || !TRIGGER_FIRED_AFTER(td->tg_event))
 		elog(ERROR, "re_funnel_trigger: not called as an AFTER trigger");
 
+	/* the common case: one row, counted in memory until commit */
+	if (TRIGGER_FIRED_FOR_ROW(td->tg_event))
+	{
+		if (!TRIGGER_FIRED_BY_UPDATE(td->tg_event))
+			elog(ERROR, "re_funnel_trigger: row triggers count updates only");
+		lookup_attributes(td->tg_relation);
+		row_updated(td);
+		return PointerGetDatum(NULL);
+	}
+
 	re_enter_owner(&scope);
 	if (SPI_connect() != SPI_OK_CONNECT)
 		elog(ERROR, "SPI_connect failed");
-
 	if (TRIGGER_FIRED_BY_TRUNCATE(td->tg_event))
 	{
 		StringInfoData sql;
@@ -295,24 +464,19 @@ re_funnel_trigger(PG_FUNCTION_ARGS)
 			appendStringInfo(&sql, "%s%s = 0", i > 0 ? ", " : "", counter_names[i]);
 		if (SPI_execute(sql.data, false, 0) < 0)
 			elog(ERROR, "resetting blast counters failed");
+		/* changes made before the TRUNCATE in this transaction are gone too */
+		npending = 0;
 	}
 	else
 	{
 		lookup_attributes(td->tg_relation);
-		if (TRIGGER_FIRED_FOR_ROW(td->tg_event))
-		{
-			if (!TRIGGER_FIRED_BY_UPDATE(td->tg_event))
-				elog(ERROR, "re_funnel_trigger: row triggers count updates only");
-			row_updated(td);
-		}
-		else if (TRIGGER_FIRED_BY_INSERT(td->tg_event) && td->tg_trigger->tgnewtable)
+		if (TRIGGER_FIRED_BY_INSERT(td->tg_event) && td->tg_trigger->tgnewtable)
 			rows_added_or_removed(td, td->tg_trigger->tgnewtable, 1);
 		else if (TRIGGER_FIRED_BY_DELETE(td->tg_event) && td->tg_trigger->tgoldtable)
 			rows_added_or_removed(td, td->tg_trigger->tgoldtable, -1);
 		else
 			elog(ERROR, "re_funnel_trigger: statement triggers need a transition table");
 	}
-
 	SPI_finish();
 	re_leave_owner(&scope);
 	return PointerGetDatum(NULL);

@@ -57,6 +57,7 @@ PG_FUNCTION_INFO_V1(re_record_inbound_message);
 PG_FUNCTION_INFO_V1(re_mark_closed);
 PG_FUNCTION_INFO_V1(re_ingest_status_webhook);
 PG_FUNCTION_INFO_V1(re_send_outcome_trigger);
+PG_FUNCTION_INFO_V1(re_apply_parked_statuses);
 
 /* revenue_engine.reply_window, in minutes */
 int			re_reply_window_min = 7 * 24 * 60;
@@ -224,7 +225,7 @@ prepare_plans(void)
 		TIMESTAMPTZOID, TIMESTAMPTZOID, TIMESTAMPTZOID, TIMESTAMPTZOID, TIMESTAMPTZOID,
 		TIMESTAMPTZOID, JSONBOID, NUMERICOID, TEXTOID, TIMESTAMPTZOID, TEXTOID, JSONBOID,
 	TEXTOID, JSONBOID};
-	Oid			tpark[6] = {TEXTOID, TEXTOID, TEXTOID, TIMESTAMPTZOID, TEXTOID, JSONBOID};
+	Oid			tpark[7] = {TEXTOID, TEXTOID, TEXTOID, TIMESTAMPTZOID, TEXTOID, JSONBOID, JSONBOID};
 
 	if (find_by_message_plan != NULL)
 		return;
@@ -265,13 +266,13 @@ prepare_plans(void)
 								  17, twrite);
 	park_plan = re_prepare_saved(
 								 "INSERT INTO revenue_engine.status_parked"
-								 " (tenant_id, message_id, status, occurred_at, source, raw)"
-								 " VALUES ($1, $2, $3, $4, $5, $6)", 6, tpark);
+								 " (tenant_id, message_id, status, occurred_at, source, raw, error)"
+								 " VALUES ($1, $2, $3, $4, $5, $6, $7)", 7, tpark);
 	unpark_plan = re_prepare_saved(
 								   "WITH d AS (DELETE FROM revenue_engine.status_parked p"
 								   "  WHERE p.tenant_id = $1 AND p.message_id = $2"
-								   "  RETURNING p.id, p.status, p.occurred_at, p.source, p.raw)"
-								   "SELECT d.status, d.occurred_at, d.source, d.raw FROM d ORDER BY d.id",
+								   "  RETURNING p.id, p.status, p.occurred_at, p.source, p.raw, p.error)"
+								   "SELECT d.status, d.occurred_at, d.source, d.raw, d.error FROM d ORDER BY d.id",
 								   2, t2);
 	/* sending at the first outcome; completed (or failed: none sent) when no send is open */
 	progress_plan = re_prepare_saved(
@@ -449,20 +450,28 @@ apply_update(const char *tenant, const Recipient *r, const StatusUpdate *u)
 }
 
 /*
- * Serialize parking a status for a message id with the id landing.  Ids
- * share RE_MESSAGE_LOCKS locks (held to commit), so a callback batch of
- * thousands of unknown ids cannot fill the shared lock table; two ids in one
- * lock only wait for each other.
+ * Parking a status for a message id and the landing of the id take the same
+ * lock, held to commit: ids share RE_MESSAGE_LOCKS locks, so a callback
+ * batch of thousands of unknown ids cannot fill the shared lock table.
  */
-static void
-lock_message_id(const char *tenant, const char *message_id)
+static uint32
+message_lock_bucket(const char *tenant, const char *message_id)
 {
-	LOCKTAG		tag;
 	uint32		h = hash_bytes((const unsigned char *) message_id, strlen(message_id));
 
 	h = hash_combine(h, hash_bytes((const unsigned char *) tenant, strlen(tenant)));
-	SET_LOCKTAG_ADVISORY(tag, MyDatabaseId, RE_MESSAGE_LOCK_CLASS, h % RE_MESSAGE_LOCKS, 2);
-	(void) LockAcquire(&tag, ExclusiveLock, false, false);
+	return h % RE_MESSAGE_LOCKS;
+}
+
+/* Take the lock of a message id; with no_wait, false if another holds it. */
+static bool
+lock_message_id(const char *tenant, const char *message_id, bool no_wait)
+{
+	LOCKTAG		tag;
+
+	SET_LOCKTAG_ADVISORY(tag, MyDatabaseId, RE_MESSAGE_LOCK_CLASS,
+						 message_lock_bucket(tenant, message_id), 2);
+	return LockAcquire(&tag, ExclusiveLock, false, no_wait) != LOCKACQUIRE_NOT_AVAIL;
 }
 
 static bool
@@ -490,12 +499,12 @@ static ReResult
 status_of_message(const char *tenant, const char *message_id, const StatusUpdate *u)
 {
 	Recipient	r;
-	Datum		v[6];
-	char		nl[6] = {' ', ' ', ' ', ' ', ' ', ' '};
+	Datum		v[7];
+	char		nl[7] = {' ', ' ', ' ', ' ', ' ', ' ', ' '};
 
 	if (find_by_message(tenant, message_id, &r))
 		return apply_update(tenant, &r, u);
-	lock_message_id(tenant, message_id);
+	(void) lock_message_id(tenant, message_id, false);
 	/* a send that landed the id before we took the lock is visible now */
 	if (find_by_message(tenant, message_id, &r))
 		return apply_update(tenant, &r, u);
@@ -505,13 +514,10 @@ status_of_message(const char *tenant, const char *message_id, const StatusUpdate
 	v[2] = CStringGetTextDatum(re_status_names[u->status]);
 	v[3] = TimestampTzGetDatum(u->at);
 	v[4] = CStringGetTextDatum(u->source);
-	{
-		/* the raw item, with the error of a failure, is what is kept */
-		Jsonb	   *raw = u->status == RE_ST_FAILED && u->error ? u->error : u->metadata;
-
-		v[5] = raw ? JsonbPGetDatum(raw) : (Datum) 0;
-		nl[5] = raw ? ' ' : 'n';
-	}
+	v[5] = u->metadata ? JsonbPGetDatum(u->metadata) : (Datum) 0;
+	nl[5] = u->metadata ? ' ' : 'n';
+	v[6] = u->error ? JsonbPGetDatum(u->error) : (Datum) 0;
+	nl[6] = u->error ? ' ' : 'n';
 	if (SPI_execute_plan(park_plan, v, nl, false, 0) != SPI_OK_INSERT)
 		elog(ERROR, "parking a status failed");
 	return RE_RES_PARKED;
@@ -832,35 +838,167 @@ verify_standard(const char *provider, Jsonb *headers, const char *secret, const 
 		signature_error(provider, "Standard Webhooks", error);
 }
 
-/* Output of ingest_status_webhook */
+/* One result row of ingest_status_webhook */
+typedef struct IngestRow
+{
+	int			item;
+	const char *kind;
+	const char *message_id;
+	const char *status;
+	ReResult	res;
+	const char *reason;
+} IngestRow;
+
+/* A valid item, applied after every item was read */
+typedef struct IngestWork
+{
+	IngestRow  *row;
+	uint32		bucket;			/* of the message id that orders it */
+	const char *key;			/* that message id, or the sender's phone */
+	bool		by_phone;		/* an inbound message matched by its sender */
+	const char *phone;			/* inbound messages: the sender */
+	StatusUpdate u;
+} IngestWork;
+
 typedef struct Ingest
 {
 	const char *tenant;
 	const char *provider;
 	Jsonb	   *status_map;
-	Tuplestorestate *out;
-	TupleDesc	desc;
 	int			item;
 	TimestampTz now;
+	IngestRow **rows;
+	int			nrows;
+	IngestWork *work;
+	int			nwork;
+	int			maxwork;
 } Ingest;
 
-static void
+/* A result row for the current item; the result of valid items comes later. */
+static IngestRow *
 emit(Ingest *in, const char *kind, const char *message_id, const char *status,
 	 ReResult res, const char *reason)
 {
-	Datum		v[6];
-	bool		n[6] = {false, false, false, false, false, false};
+	IngestRow  *row = palloc(sizeof(IngestRow));
 
-	v[0] = Int32GetDatum(in->item);
-	v[1] = CStringGetTextDatum(kind);
-	v[2] = message_id ? CStringGetTextDatum(message_id) : (Datum) 0;
-	n[2] = message_id == NULL;
-	v[3] = status ? CStringGetTextDatum(status) : (Datum) 0;
-	n[3] = status == NULL;
-	v[4] = CStringGetTextDatum(result_names[res]);
-	v[5] = reason ? CStringGetTextDatum(reason) : (Datum) 0;
-	n[5] = reason == NULL;
-	tuplestore_putvalues(in->out, in->desc, v, n);
+	row->item = in->item;
+	row->kind = kind;
+	row->message_id = message_id;
+	row->status = status;
+	row->res = res;
+	row->reason = reason;
+	if (in->nrows % 64 == 0)
+		in->rows = in->rows == NULL ? palloc(sizeof(IngestRow *) * 64) :
+			repalloc(in->rows, sizeof(IngestRow *) * (in->nrows + 64));
+	in->rows[in->nrows++] = row;
+	return row;
+}
+
+static void
+add_work(Ingest *in, IngestRow *row, const char *key, bool by_phone, const char *phone,
+		 const StatusUpdate *u)
+{
+	IngestWork *w;
+
+	if (in->nwork == in->maxwork)
+	{
+		in->maxwork = Max(64, in->maxwork * 2);
+		in->work = in->work == NULL ? palloc(sizeof(IngestWork) * in->maxwork) :
+			repalloc(in->work, sizeof(IngestWork) * in->maxwork);
+	}
+	w = &in->work[in->nwork++];
+	w->row = row;
+	w->key = key;
+	w->by_phone = by_phone;
+	w->phone = phone;
+	w->bucket = by_phone ? 0 : message_lock_bucket(in->tenant, key);
+	w->u = *u;
+}
+
+/*
+ * Items by message id are applied in (lock bucket, id) order, then messages
+ * matched by phone in phone order; items of one id keep their order.  Every
+ * call takes its locks in the same order, so concurrent callbacks touching
+ * the same recipients do not deadlock.
+ */
+static int
+work_cmp(const void *a, const void *b)
+{
+	const IngestWork *x = a;
+	const IngestWork *y = b;
+	int			c;
+
+	if (x->by_phone != y->by_phone)
+		return x->by_phone ? 1 : -1;
+	if (x->bucket != y->bucket)
+		return x->bucket < y->bucket ? -1 : 1;
+	if ((c = strcmp(x->key, y->key)) != 0)
+		return c;
+	return x->row->item - y->row->item;
+}
+
+static void
+apply_work(Ingest *in)
+{
+	int			i;
+
+	qsort(in->work, in->nwork, sizeof(IngestWork), work_cmp);
+	for (i = 0; i < in->nwork; i++)
+	{
+		IngestWork *w = &in->work[i];
+
+		if (!w->by_phone && w->u.status != RE_ST_REPLIED)
+			w->row->res = status_of_message(in->tenant, w->key, &w->u);
+		else if (!w->by_phone)
+		{
+			Recipient	r;
+
+			/* a reply to a given message (WhatsApp's context.id) */
+			if (find_by_message(in->tenant, w->key, &r))
+				w->row->res = apply_update(in->tenant, &r, &w->u);
+			else
+			{
+				/* not ours: matched by the sender below */
+				w->by_phone = true;
+				w->key = w->phone;
+			}
+		}
+	}
+	for (i = 0; i < in->nwork; i++)
+	{
+		IngestWork *w = &in->work[i];
+		int64		recipient;
+
+		if (!w->by_phone)
+			continue;
+		w->row->res = reply_from_phone(in->tenant, w->key, &w->u, &recipient);
+		if (w->row->res == RE_RES_UNMATCHED)
+			w->row->reason = "no recipient of this phone was sent a message within revenue_engine.reply_window";
+	}
+}
+
+static void
+output_rows(Ingest *in, ReturnSetInfo *rsinfo)
+{
+	int			i;
+
+	for (i = 0; i < in->nrows; i++)
+	{
+		IngestRow  *row = in->rows[i];
+		Datum		v[6];
+		bool		n[6] = {false, false, false, false, false, false};
+
+		v[0] = Int32GetDatum(row->item);
+		v[1] = CStringGetTextDatum(row->kind);
+		v[2] = row->message_id ? CStringGetTextDatum(row->message_id) : (Datum) 0;
+		n[2] = row->message_id == NULL;
+		v[3] = row->status ? CStringGetTextDatum(row->status) : (Datum) 0;
+		n[3] = row->status == NULL;
+		v[4] = CStringGetTextDatum(result_names[row->res]);
+		v[5] = row->reason ? CStringGetTextDatum(row->reason) : (Datum) 0;
+		n[5] = row->reason == NULL;
+		tuplestore_putvalues(rsinfo->setResult, rsinfo->setDesc, v, n);
+	}
 }
 
 static bool
@@ -1028,8 +1166,8 @@ ingest_status(Ingest *in, JsonbContainer *c, const char *id_key, const char *err
 		u.error = JsonbValueToJsonb(&ev);
 	else if (u.status == RE_ST_FAILED)
 		u.error = u.metadata;
-	emit(in, "status", id, re_status_names[u.status],
-		 status_of_message(in->tenant, id, &u), NULL);
+	add_work(in, emit(in, "status", id, re_status_names[u.status], RE_RES_APPLIED, NULL),
+			 id, false, NULL, &u);
 }
 
 static void
@@ -1042,8 +1180,6 @@ ingest_message(Ingest *in, JsonbContainer *c, const char *context_key)
 	char		withplus[40];
 	StatusUpdate u = {0};
 	const char *problem;
-	int64		recipient;
-	ReResult	res;
 
 	in->item++;
 	if (c == NULL || !JsonContainerIsObject(c))
@@ -1073,24 +1209,13 @@ ingest_message(Ingest *in, JsonbContainer *c, const char *context_key)
 	u.source = "webhook";
 	u.metadata = container_jsonb(c);
 
-	/* a reply to a given message (WhatsApp's context.id) goes to its recipient */
 	if (strcmp(context_key, "context") == 0)
 		context_id = get_string(get_container(c, "context", false), "id");
 	else
 		context_id = get_string(c, context_key);
-	if (context_id != NULL)
-	{
-		Recipient	r;
-
-		if (find_by_message(in->tenant, context_id, &r))
-		{
-			emit(in, "message", id, "replied", apply_update(in->tenant, &r, &u), NULL);
-			return;
-		}
-	}
-	res = reply_from_phone(in->tenant, phone, &u, &recipient);
-	emit(in, "message", id, "replied", res,
-		 res == RE_RES_UNMATCHED ? "no recipient of this phone was sent a message within revenue_engine.reply_window" : NULL);
+	/* a reply to a given message (WhatsApp's context.id) goes to its recipient */
+	add_work(in, emit(in, "message", id, "replied", RE_RES_APPLIED, NULL),
+			 context_id ? context_id : pstrdup(phone), context_id == NULL, pstrdup(phone), &u);
 }
 
 static void
@@ -1212,8 +1337,6 @@ re_ingest_status_webhook(PG_FUNCTION_ARGS)
 				 errmsg("headers must be a JSON object of header names to values")));
 
 	InitMaterializedSRF(fcinfo, 0);
-	in.out = rsinfo->setResult;
-	in.desc = rsinfo->setDesc;
 	in.tenant = re_current_tenant_name();
 	in.provider = provider;
 	in.now = GetCurrentTimestamp();
@@ -1259,10 +1382,116 @@ re_ingest_status_webhook(PG_FUNCTION_ARGS)
 	}
 	else
 		ingest_generic(&in, &parsed->root);
+	apply_work(&in);
+	output_rows(&in, rsinfo);
 
 	SPI_finish();
 	re_leave_owner(&scope);
 	return (Datum) 0;
+}
+
+/*
+ * Apply, in arrival order, the statuses parked for a message id that has
+ * landed on recipient_id, and remove them; the caller holds the id's lock.
+ */
+static int
+unpark(const char *tenant, const char *message_id, int64 recipient_id)
+{
+	Datum		v[2];
+	uint64		i;
+	SPITupleTable *parked;
+	uint64		nparked;
+	bool		isnull;
+	Recipient	r;
+
+	v[0] = CStringGetTextDatum(tenant);
+	v[1] = CStringGetTextDatum(message_id);
+	if (SPI_execute_plan(unpark_plan, v, NULL, false, 0) != SPI_OK_SELECT)
+		elog(ERROR, "reading parked statuses failed");
+	parked = SPI_tuptable;
+	nparked = SPI_processed;
+	for (i = 0; i < nparked; i++)
+	{
+		HeapTuple	pt = parked->vals[i];
+		TupleDesc	pd = parked->tupdesc;
+		StatusUpdate pu = {0};
+		Datum		d;
+
+		pu.status = re_status_from_name(TextDatumGetCString(SPI_getbinval(pt, pd, 1, &isnull)));
+		pu.at = DatumGetTimestampTz(SPI_getbinval(pt, pd, 2, &isnull));
+		pu.source = TextDatumGetCString(SPI_getbinval(pt, pd, 3, &isnull));
+		d = SPI_getbinval(pt, pd, 4, &isnull);
+		pu.metadata = isnull ? NULL : DatumGetJsonbP(d);
+		d = SPI_getbinval(pt, pd, 5, &isnull);
+		pu.error = isnull ? NULL : DatumGetJsonbP(d);
+		if (pu.status == RE_ST_UNKNOWN || pu.status == RE_ST_PENDING)
+			continue;
+		if (find_by_id(tenant, recipient_id, &r))
+			(void) apply_update(tenant, &r, &pu);
+	}
+	return (int) nparked;
+}
+
+/*
+ * The sweep: statuses parked for ids that have landed since (the landing
+ * found the id's lock taken by the callback that was parking them).  Ids in
+ * lock order; a busy id waits for the next sweep.  Returns how many statuses
+ * were applied.
+ */
+static int
+sweep_parked(void)
+{
+	SPITupleTable *tt;
+	uint64		n;
+	uint64		i;
+	int			applied = 0;
+
+	if (SPI_execute("SELECT DISTINCT p.tenant_id, p.message_id, r.id"
+					"  FROM revenue_engine.status_parked p"
+					"  JOIN LATERAL (SELECT r.id FROM revenue_engine.blast_recipients r"
+					"                 WHERE r.tenant_id = p.tenant_id"
+					"                   AND r.provider_message_id = p.message_id"
+					"                 ORDER BY r.id DESC LIMIT 1) r ON true"
+					" LIMIT 10000", false, 0) != SPI_OK_SELECT)
+		elog(ERROR, "looking for landed parked statuses failed");
+	tt = SPI_tuptable;
+	n = SPI_processed;
+	for (i = 0; i < n; i++)
+	{
+		bool		isnull;
+		char	   *tenant = TextDatumGetCString(SPI_getbinval(tt->vals[i], tt->tupdesc, 1, &isnull));
+		char	   *message_id = TextDatumGetCString(SPI_getbinval(tt->vals[i], tt->tupdesc, 2, &isnull));
+		int64		recipient_id = DatumGetInt64(SPI_getbinval(tt->vals[i], tt->tupdesc, 3, &isnull));
+
+		if (lock_message_id(tenant, message_id, true))
+			applied += unpark(tenant, message_id, recipient_id);
+	}
+	return applied;
+}
+
+/* SQL: revenue_engine.apply_parked_statuses() */
+Datum
+re_apply_parked_statuses(PG_FUNCTION_ARGS)
+{
+	ReOwnerScope scope;
+	int			n;
+
+	re_enter_owner(&scope);
+	if (SPI_connect() != SPI_OK_CONNECT)
+		elog(ERROR, "SPI_connect failed");
+	prepare_plans();
+	n = sweep_parked();
+	SPI_finish();
+	re_leave_owner(&scope);
+	PG_RETURN_INT32(n);
+}
+
+/* The worker's maintenance (SPI connected, in its transaction) */
+void
+re_status_sweep(void)
+{
+	prepare_plans();
+	(void) sweep_parked();
 }
 
 /* ---------------------------------------------------------------------------
@@ -1375,41 +1604,9 @@ re_send_outcome_trigger(PG_FUNCTION_ARGS)
 			if (SPI_execute_plan(poll_queue_plan, q, NULL, false, 0) != SPI_OK_INSERT)
 				elog(ERROR, "queueing status polls failed");
 		}
-		if (u.message_id != NULL)
-		{
-			Datum		v[2];
-			uint64		i;
-			SPITupleTable *parked;
-			uint64		nparked;
-
-			/* statuses that came first: under the lock status_of_message parks with */
-			lock_message_id(tenant, u.message_id);
-			v[0] = CStringGetTextDatum(tenant);
-			v[1] = CStringGetTextDatum(u.message_id);
-			if (SPI_execute_plan(unpark_plan, v, NULL, false, 0) != SPI_OK_SELECT)
-				elog(ERROR, "reading parked statuses failed");
-			parked = SPI_tuptable;
-			nparked = SPI_processed;
-			for (i = 0; i < nparked; i++)
-			{
-				HeapTuple	pt = parked->vals[i];
-				TupleDesc	pd = parked->tupdesc;
-				StatusUpdate pu = {0};
-				char	   *ps = TextDatumGetCString(SPI_getbinval(pt, pd, 1, &isnull));
-
-				pu.status = re_status_from_name(ps);
-				pu.at = DatumGetTimestampTz(SPI_getbinval(pt, pd, 2, &isnull));
-				pu.source = TextDatumGetCString(SPI_getbinval(pt, pd, 3, &isnull));
-				d = SPI_getbinval(pt, pd, 4, &isnull);
-				pu.metadata = isnull ? NULL : DatumGetJsonbP(d);
-				if (pu.status == RE_ST_FAILED)
-					pu.error = pu.metadata;
-				if (pu.status == RE_ST_UNKNOWN || pu.status == RE_ST_PENDING)
-					continue;
-				if (find_by_id(tenant, recipient_id, &r))
-					(void) apply_update(tenant, &r, &pu);
-			}
-		}
+		/* statuses that came first; if a callback holds the id's lock, the sweep applies them */
+		if (u.message_id != NULL && lock_message_id(tenant, u.message_id, true))
+			(void) unpark(tenant, u.message_id, recipient_id);
 	}
 	if (blast_id != 0)
 	{

@@ -179,6 +179,8 @@ re_delivery_maintenance(void)
 				"                    WHERE c.tenant_id = q.tenant_id AND c.id = q.channel_id"
 				"                      AND c.status_url IS NOT NULL"
 				"                      AND q.sent_at >= now() - c.poll_max_age)", false, 0);
+	/* parked statuses whose id landed while a callback was parking them */
+	re_status_sweep();
 	end_tx();
 }
 
