@@ -206,6 +206,7 @@ static const char *const result_names[] = {
 static SPIPlanPtr find_by_message_plan;
 static SPIPlanPtr find_by_id_plan;
 static SPIPlanPtr find_reply_plan;
+static SPIPlanPtr reply_message_id_plan;
 static SPIPlanPtr find_close_plan;
 static SPIPlanPtr write_plan;
 static SPIPlanPtr park_plan;
@@ -242,6 +243,12 @@ prepare_plans(void)
 									   "WHERE r.tenant_id = $1 AND r.phone = $2 AND r.sent_at IS NOT NULL"
 									   "  AND r.sent_at > $3 AND r.sent_at <= $4 AND r.status <> 'failed'"
 									   " ORDER BY r.sent_at DESC, r.id DESC LIMIT 1 FOR UPDATE", 4, treply);
+	/* the same recipient's message id, without locking it */
+	reply_message_id_plan = re_prepare_saved(
+											 "SELECT r.provider_message_id FROM revenue_engine.blast_recipients r"
+											 " WHERE r.tenant_id = $1 AND r.phone = $2 AND r.sent_at IS NOT NULL"
+											 "   AND r.sent_at > $3 AND r.sent_at <= $4 AND r.status <> 'failed'"
+											 " ORDER BY r.sent_at DESC, r.id DESC LIMIT 1", 4, treply);
 	find_close_plan = re_prepare_saved(
 									   RECIPIENT_COLS
 									   "WHERE r.tenant_id = $1 AND r.phone = $2 AND r.sent_at IS NOT NULL"
@@ -1213,7 +1220,30 @@ ingest_message(Ingest *in, JsonbContainer *c, const char *context_key)
 		context_id = get_string(get_container(c, "context", false), "id");
 	else
 		context_id = get_string(c, context_key);
-	/* a reply to a given message (WhatsApp's context.id) goes to its recipient */
+	/*
+	 * A reply to a given message (WhatsApp's context.id) goes to its
+	 * recipient; else to the phone's latest recipient, whose message id is
+	 * looked up now so the reply takes its lock in message id order too.
+	 */
+	if (context_id == NULL)
+	{
+		Datum		v[4];
+		bool		isnull;
+
+		v[0] = CStringGetTextDatum(in->tenant);
+		v[1] = CStringGetTextDatum(phone);
+		v[2] = TimestampTzGetDatum(u.at - (int64) re_reply_window_min * USECS_PER_MINUTE);
+		v[3] = TimestampTzGetDatum(u.at);
+		if (SPI_execute_plan(reply_message_id_plan, v, NULL, true, 1) != SPI_OK_SELECT)
+			elog(ERROR, "looking up a reply's recipient failed");
+		if (SPI_processed == 1)
+		{
+			Datum		d = SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 1, &isnull);
+
+			if (!isnull)
+				context_id = TextDatumGetCString(d);
+		}
+	}
 	add_work(in, emit(in, "message", id, "replied", RE_RES_APPLIED, NULL),
 			 context_id ? context_id : pstrdup(phone), context_id == NULL, pstrdup(phone), &u);
 }
