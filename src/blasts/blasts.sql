@@ -444,8 +444,14 @@ BEGIN
             USING ERRCODE = '22023';
     END IF;
     IF recipients_query IS NOT NULL THEN
-        EXECUTE pg_catalog.concat('CREATE TEMP TABLE re_blast_raw ON COMMIT DROP AS',
-                                  ' SELECT * FROM (', recipients_query, ') AS q');
+        BEGIN
+            EXECUTE pg_catalog.concat('CREATE TEMP TABLE re_blast_raw ON COMMIT DROP AS',
+                                      ' SELECT * FROM (', recipients_query, ') AS q');
+        EXCEPTION WHEN duplicate_column THEN
+            RAISE EXCEPTION 'the recipients query''s columns need distinct names: %', SQLERRM
+                USING ERRCODE = '42701',
+                      HINT = 'Name them, as in SELECT phone, name, contact_id FROM ...';
+        END;
     END IF;
     SELECT * INTO blast_id, recipient_count, duplicates, rejected
       FROM revenue_engine.blast_apply(channel, tag, recipients, recipients_query IS NOT NULL,

@@ -43,6 +43,7 @@
 #include "utils/builtins.h"
 #include "utils/datetime.h"
 #include "utils/jsonb.h"
+#include "utils/memutils.h"
 #include "utils/numeric.h"
 #include "utils/timestamp.h"
 
@@ -331,7 +332,10 @@ find_recipient(SPIPlanPtr plan, Datum *values, const char *nulls, Recipient *r)
 	if (SPI_execute_plan(plan, values, nulls, false, 1) != SPI_OK_SELECT)
 		elog(ERROR, "looking up a blast recipient failed");
 	if (SPI_processed == 0)
+	{
+		SPI_freetuptable(SPI_tuptable);
 		return false;
+	}
 	tup = SPI_tuptable->vals[0];
 	desc = SPI_tuptable->tupdesc;
 	r->id = DatumGetInt64(SPI_getbinval(tup, desc, 1, &isnull));
@@ -353,6 +357,8 @@ find_recipient(SPIPlanPtr plan, Datum *values, const char *nulls, Recipient *r)
 		r->has_failed = !isnull;
 		r->failed_at = isnull ? 0 : DatumGetTimestampTz(d);
 	}
+	/* a callback batch looks up thousands: each result holds a memory context */
+	SPI_freetuptable(SPI_tuptable);
 	return true;
 }
 
@@ -949,10 +955,19 @@ apply_work(Ingest *in)
 {
 	int			i;
 
+	MemoryContext item_cxt = AllocSetContextCreate(CurrentMemoryContext,
+												   "revenue_engine callback item",
+												   ALLOCSET_DEFAULT_SIZES);
+	MemoryContext old_cxt;
+
+	/* what one item allocates is freed before the next (results are static strings) */
+	old_cxt = MemoryContextSwitchTo(item_cxt);
 	qsort(in->work, in->nwork, sizeof(IngestWork), work_cmp);
 	for (i = 0; i < in->nwork; i++)
 	{
 		IngestWork *w = &in->work[i];
+
+		MemoryContextReset(item_cxt);
 
 		if (!w->by_phone && w->u.status != RE_ST_REPLIED)
 			w->row->res = status_of_message(in->tenant, w->key, &w->u);
@@ -978,10 +993,13 @@ apply_work(Ingest *in)
 
 		if (!w->by_phone)
 			continue;
+		MemoryContextReset(item_cxt);
 		w->row->res = reply_from_phone(in->tenant, w->key, &w->u, &recipient);
 		if (w->row->res == RE_RES_UNMATCHED)
 			w->row->reason = "no recipient of this phone was sent a message within revenue_engine.reply_window";
 	}
+	MemoryContextSwitchTo(old_cxt);
+	MemoryContextDelete(item_cxt);
 }
 
 static void
@@ -1243,6 +1261,7 @@ ingest_message(Ingest *in, JsonbContainer *c, const char *context_key)
 			if (!isnull)
 				context_id = TextDatumGetCString(d);
 		}
+		SPI_freetuptable(SPI_tuptable);
 	}
 	add_work(in, emit(in, "message", id, "replied", RE_RES_APPLIED, NULL),
 			 context_id ? context_id : pstrdup(phone), context_id == NULL, pstrdup(phone), &u);
@@ -1459,6 +1478,7 @@ unpark(const char *tenant, const char *message_id, int64 recipient_id)
 		if (find_by_id(tenant, recipient_id, &r))
 			(void) apply_update(tenant, &r, &pu);
 	}
+	SPI_freetuptable(parked);
 	return (int) nparked;
 }
 
@@ -1496,6 +1516,7 @@ sweep_parked(void)
 		if (lock_message_id(tenant, message_id, true))
 			applied += unpark(tenant, message_id, recipient_id);
 	}
+	SPI_freetuptable(tt);
 	return applied;
 }
 
