@@ -218,6 +218,7 @@ AS 'MODULE_PATHNAME', 're_apply_parked_statuses';
 COMMENT ON FUNCTION revenue_engine.apply_parked_statuses() IS
     'apply parked statuses whose message id has landed (the worker does it at each maintenance); returns how many';
 CREATE INDEX status_parked_message_idx ON revenue_engine.status_parked (tenant_id, message_id);
+CREATE INDEX status_parked_received_idx ON revenue_engine.status_parked (received_at);
 SELECT pg_catalog.pg_extension_config_dump('revenue_engine.status_parked', '');
 
 CREATE TABLE revenue_engine.status_history (

@@ -851,6 +851,22 @@ verify_standard(const char *provider, Jsonb *headers, const char *secret, const 
 		signature_error(provider, "Standard Webhooks", error);
 }
 
+/* A copy of a nested object or array as a Jsonb of its own */
+static Jsonb *
+container_jsonb(JsonbContainer *c)
+{
+	JsonbIterator *it = JsonbIteratorInit(c);
+	JsonbParseState *st = NULL;
+	JsonbValue	v;
+	JsonbValue *res = NULL;
+	JsonbIteratorToken tok;
+
+	while ((tok = JsonbIteratorNext(&it, &v, false)) != WJB_DONE)
+		res = pushJsonbValue(&st, tok,
+							 (tok == WJB_KEY || tok == WJB_VALUE || tok == WJB_ELEM) ? &v : NULL);
+	return JsonbValueToJsonb(res);
+}
+
 /* One result row of ingest_status_webhook */
 typedef struct IngestRow
 {
@@ -871,6 +887,9 @@ typedef struct IngestWork
 	bool		by_phone;		/* an inbound message matched by its sender */
 	const char *phone;			/* inbound messages: the sender */
 	StatusUpdate u;
+	JsonbContainer *raw;		/* the item, in the parsed body */
+	JsonbValue	error;			/* failed: the provider's error, if given */
+	bool		has_error;
 } IngestWork;
 
 typedef struct Ingest
@@ -907,9 +926,9 @@ emit(Ingest *in, const char *kind, const char *message_id, const char *status,
 	return row;
 }
 
-static void
+static IngestWork *
 add_work(Ingest *in, IngestRow *row, const char *key, bool by_phone, const char *phone,
-		 const StatusUpdate *u)
+		 const StatusUpdate *u, JsonbContainer *raw)
 {
 	IngestWork *w;
 
@@ -926,6 +945,18 @@ add_work(Ingest *in, IngestRow *row, const char *key, bool by_phone, const char 
 	w->phone = phone;
 	w->bucket = by_phone ? 0 : message_lock_bucket(in->tenant, key);
 	w->u = *u;
+	w->raw = raw;
+	w->has_error = false;
+	return w;
+}
+
+/* The item's jsonb copies, made when it is applied (in the item's memory) */
+static void
+work_jsonb(IngestWork *w)
+{
+	w->u.metadata = container_jsonb(w->raw);
+	if (w->u.status == RE_ST_FAILED)
+		w->u.error = w->has_error ? JsonbValueToJsonb(&w->error) : w->u.metadata;
 }
 
 /*
@@ -968,6 +999,7 @@ apply_work(Ingest *in)
 		IngestWork *w = &in->work[i];
 
 		MemoryContextReset(item_cxt);
+		work_jsonb(w);
 
 		if (!w->by_phone && w->u.status != RE_ST_REPLIED)
 			w->row->res = status_of_message(in->tenant, w->key, &w->u);
@@ -994,6 +1026,7 @@ apply_work(Ingest *in)
 		if (!w->by_phone)
 			continue;
 		MemoryContextReset(item_cxt);
+		work_jsonb(w);
 		w->row->res = reply_from_phone(in->tenant, w->key, &w->u, &recipient);
 		if (w->row->res == RE_RES_UNMATCHED)
 			w->row->reason = "no recipient of this phone was sent a message within revenue_engine.reply_window";
@@ -1056,22 +1089,6 @@ get_container(JsonbContainer *c, const char *key, bool array)
 	if (array ? !JsonContainerIsArray(v.val.binary.data) : !JsonContainerIsObject(v.val.binary.data))
 		return NULL;
 	return v.val.binary.data;
-}
-
-/* A copy of a nested object or array as a Jsonb of its own */
-static Jsonb *
-container_jsonb(JsonbContainer *c)
-{
-	JsonbIterator *it = JsonbIteratorInit(c);
-	JsonbParseState *st = NULL;
-	JsonbValue	v;
-	JsonbValue *res = NULL;
-	JsonbIteratorToken tok;
-
-	while ((tok = JsonbIteratorNext(&it, &v, false)) != WJB_DONE)
-		res = pushJsonbValue(&st, tok,
-							 (tok == WJB_KEY || tok == WJB_VALUE || tok == WJB_ELEM) ? &v : NULL);
-	return JsonbValueToJsonb(res);
 }
 
 /*
@@ -1152,6 +1169,7 @@ ingest_status(Ingest *in, JsonbContainer *c, const char *id_key, const char *err
 	StatusUpdate u = {0};
 	const char *problem;
 	JsonbValue	ev;
+	IngestWork *w;
 
 	in->item++;
 	if (c == NULL || !JsonContainerIsObject(c))
@@ -1186,13 +1204,13 @@ ingest_status(Ingest *in, JsonbContainer *c, const char *id_key, const char *err
 		return;
 	}
 	u.source = "webhook";
-	u.metadata = container_jsonb(c);
+	w = add_work(in, emit(in, "status", id, re_status_names[u.status], RE_RES_APPLIED, NULL),
+				 id, false, NULL, &u, c);
 	if (u.status == RE_ST_FAILED && get_key(c, error_key, &ev))
-		u.error = JsonbValueToJsonb(&ev);
-	else if (u.status == RE_ST_FAILED)
-		u.error = u.metadata;
-	add_work(in, emit(in, "status", id, re_status_names[u.status], RE_RES_APPLIED, NULL),
-			 id, false, NULL, &u);
+	{
+		w->error = ev;
+		w->has_error = true;
+	}
 }
 
 static void
@@ -1232,7 +1250,6 @@ ingest_message(Ingest *in, JsonbContainer *c, const char *context_key)
 	}
 	u.status = RE_ST_REPLIED;
 	u.source = "webhook";
-	u.metadata = container_jsonb(c);
 
 	if (strcmp(context_key, "context") == 0)
 		context_id = get_string(get_container(c, "context", false), "id");
@@ -1263,8 +1280,9 @@ ingest_message(Ingest *in, JsonbContainer *c, const char *context_key)
 		}
 		SPI_freetuptable(SPI_tuptable);
 	}
-	add_work(in, emit(in, "message", id, "replied", RE_RES_APPLIED, NULL),
-			 context_id ? context_id : pstrdup(phone), context_id == NULL, pstrdup(phone), &u);
+	(void) add_work(in, emit(in, "message", id, "replied", RE_RES_APPLIED, NULL),
+					context_id ? context_id : pstrdup(phone), context_id == NULL, pstrdup(phone),
+					&u, c);
 }
 
 static void
@@ -1484,8 +1502,9 @@ unpark(const char *tenant, const char *message_id, int64 recipient_id)
 
 /*
  * The sweep: statuses parked for ids that have landed since (the landing
- * found the id's lock taken by the callback that was parking them).  Ids in
- * lock order; a busy id waits for the next sweep.  Returns how many statuses
+ * found the id's lock taken by the callback that was parking them: a race of
+ * milliseconds, so statuses parked within the last day are looked at).  A
+ * busy id waits for the next sweep.  Returns how many statuses
  * were applied.
  */
 static int
@@ -1502,6 +1521,7 @@ sweep_parked(void)
 					"                 WHERE r.tenant_id = p.tenant_id"
 					"                   AND r.provider_message_id = p.message_id"
 					"                 ORDER BY r.id DESC LIMIT 1) r ON true"
+					" WHERE p.received_at > now() - interval '1 day'"
 					" LIMIT 10000", false, 0) != SPI_OK_SELECT)
 		elog(ERROR, "looking for landed parked statuses failed");
 	tt = SPI_tuptable;
