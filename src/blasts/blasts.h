@@ -48,7 +48,11 @@ extern ReStatus re_status_from_name(const char *name);
 extern void re_status_polled(const char *tenant, const char *message_id,
 							 const char *status, Jsonb *raw);
 
-/* The worker's maintenance: apply parked statuses whose message id has landed. */
+/*
+ * The worker's sweep: apply parked statuses whose message id has landed.
+ * re_status_sweep_wanted: a landing in this process left some to it.
+ */
 extern void re_status_sweep(void);
+extern bool re_status_sweep_wanted;
 
 #endif							/* RE_BLASTS_H */

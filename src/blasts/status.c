@@ -18,10 +18,11 @@
  *	- a change of status writes one status_history row; an update that
  *	  changes nothing writes nothing.
  *
- * A status for a message id no recipient carries yet is parked.  Parking and
- * the landing of a message id take the same transaction-level advisory lock
- * on the id, so one of them always sees the other: nothing is lost between a
- * callback and the send's response committing at the same time.
+ * A status for a message id no recipient carries yet is parked and applied
+ * when the id lands.  When a callback and the send's response race (neither
+ * sees the other's uncommitted work), the one that comes second finds the
+ * id's lock taken, and the sweep, which the worker runs every few seconds,
+ * applies the parked status once both committed: nothing is lost.
  *
  *-------------------------------------------------------------------------
  */
@@ -50,6 +51,7 @@
 #include "revenue_engine.h"
 #include "blasts/blasts.h"
 #include "http/http.h"
+#include "worker/worker.h"
 
 PG_FUNCTION_INFO_V1(re_phone_problem);
 PG_FUNCTION_INFO_V1(re_normalize_phone);
@@ -59,6 +61,9 @@ PG_FUNCTION_INFO_V1(re_mark_closed);
 PG_FUNCTION_INFO_V1(re_ingest_status_webhook);
 PG_FUNCTION_INFO_V1(re_send_outcome_trigger);
 PG_FUNCTION_INFO_V1(re_apply_parked_statuses);
+
+/* A landing left parked statuses to the sweep (read by the worker) */
+bool		re_status_sweep_wanted = false;
 
 /* revenue_engine.reply_window, in minutes */
 int			re_reply_window_min = 7 * 24 * 60;
@@ -464,8 +469,10 @@ apply_update(const char *tenant, const Recipient *r, const StatusUpdate *u)
 
 /*
  * Parking a status for a message id and the landing of the id take the same
- * lock, held to commit: ids share RE_MESSAGE_LOCKS locks, so a callback
- * batch of thousands of unknown ids cannot fill the shared lock table.
+ * lock, held to commit, without waiting for it: whoever finds it taken leaves
+ * the parked status to the sweep.  Ids share RE_MESSAGE_LOCKS locks, so a
+ * callback batch of thousands of unknown ids cannot fill the shared lock
+ * table.
  */
 static uint32
 message_lock_bucket(const char *tenant, const char *message_id)
@@ -517,10 +524,15 @@ status_of_message(const char *tenant, const char *message_id, const StatusUpdate
 
 	if (find_by_message(tenant, message_id, &r))
 		return apply_update(tenant, &r, u);
-	(void) lock_message_id(tenant, message_id, false);
-	/* a send that landed the id before we took the lock is visible now */
-	if (find_by_message(tenant, message_id, &r))
-		return apply_update(tenant, &r, u);
+	/*
+	 * Parking holds the id's lock to commit.  A landing that comes later
+	 * finds it taken and leaves our status to the sweep; if a landing holds
+	 * it now (not committed yet), we park without it and the sweep applies
+	 * the status once both committed.  Nobody waits for these locks, so they
+	 * add no deadlock to the row locks callbacks take in message id order.
+	 */
+	if (!lock_message_id(tenant, message_id, true))
+		re_worker_wake_at_commit();	/* a landing may be racing us: sweep soon */
 
 	v[0] = CStringGetTextDatum(tenant);
 	v[1] = CStringGetTextDatum(message_id);
@@ -882,7 +894,6 @@ typedef struct IngestRow
 typedef struct IngestWork
 {
 	IngestRow  *row;
-	uint32		bucket;			/* of the message id that orders it */
 	const char *key;			/* that message id, or the sender's phone */
 	bool		by_phone;		/* an inbound message matched by its sender */
 	const char *phone;			/* inbound messages: the sender */
@@ -943,7 +954,6 @@ add_work(Ingest *in, IngestRow *row, const char *key, bool by_phone, const char 
 	w->key = key;
 	w->by_phone = by_phone;
 	w->phone = phone;
-	w->bucket = by_phone ? 0 : message_lock_bucket(in->tenant, key);
 	w->u = *u;
 	w->raw = raw;
 	w->has_error = false;
@@ -960,10 +970,10 @@ work_jsonb(IngestWork *w)
 }
 
 /*
- * Items by message id are applied in (lock bucket, id) order, then messages
- * matched by phone in phone order; items of one id keep their order.  Every
- * call takes its locks in the same order, so concurrent callbacks touching
- * the same recipients do not deadlock.
+ * Items by message id are applied in message id order, then messages matched
+ * by phone (their recipient has no message id) in phone order; items of one
+ * id keep their order.  Every call takes its row locks in the same order, so
+ * concurrent callbacks touching the same recipients do not deadlock.
  */
 static int
 work_cmp(const void *a, const void *b)
@@ -974,8 +984,6 @@ work_cmp(const void *a, const void *b)
 
 	if (x->by_phone != y->by_phone)
 		return x->by_phone ? 1 : -1;
-	if (x->bucket != y->bucket)
-		return x->bucket < y->bucket ? -1 : 1;
 	if ((c = strcmp(x->key, y->key)) != 0)
 		return c;
 	return x->row->item - y->row->item;
@@ -1561,6 +1569,7 @@ re_apply_parked_statuses(PG_FUNCTION_ARGS)
 void
 re_status_sweep(void)
 {
+	re_status_sweep_wanted = false;
 	prepare_plans();
 	(void) sweep_parked();
 }
@@ -1676,8 +1685,13 @@ re_send_outcome_trigger(PG_FUNCTION_ARGS)
 				elog(ERROR, "queueing status polls failed");
 		}
 		/* statuses that came first; if a callback holds the id's lock, the sweep applies them */
-		if (u.message_id != NULL && lock_message_id(tenant, u.message_id, true))
-			(void) unpark(tenant, u.message_id, recipient_id);
+		if (u.message_id != NULL)
+		{
+			if (lock_message_id(tenant, u.message_id, true))
+				(void) unpark(tenant, u.message_id, recipient_id);
+			else
+				re_status_sweep_wanted = true;
+		}
 	}
 	if (blast_id != 0)
 	{

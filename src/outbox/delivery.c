@@ -179,8 +179,6 @@ re_delivery_maintenance(void)
 				"                    WHERE c.tenant_id = q.tenant_id AND c.id = q.channel_id"
 				"                      AND c.status_url IS NOT NULL"
 				"                      AND q.sent_at >= now() - c.poll_max_age)", false, 0);
-	/* parked statuses whose id landed while a callback was parking them */
-	re_status_sweep();
 	end_tx();
 }
 
@@ -988,6 +986,16 @@ re_delivery_record_polls(ReJob **jobs, int njobs)
 		if (SPI_execute_plan(poll_done_plan, v, NULL, false, 0) != SPI_OK_DELETE)
 			elog(ERROR, "updating the poll queue failed");
 	}
+	end_tx();
+}
+
+/* Parked statuses whose id has landed while a callback was parking them. */
+void
+re_delivery_sweep_parked(void)
+{
+	if (!begin_tx("revenue_engine: applying parked statuses"))
+		return;
+	re_status_sweep();
 	end_tx();
 }
 

@@ -105,5 +105,6 @@ extern void re_delivery_record_polls(ReJob **jobs, int njobs);
 extern bool re_delivery_extension_present(void);
 extern bool re_delivery_extension_gone;
 extern void re_delivery_maintenance(void);
+extern void re_delivery_sweep_parked(void);
 
 #endif							/* RE_DELIVERY_H */

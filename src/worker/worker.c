@@ -43,6 +43,7 @@
 #include "revenue_engine.h"
 #include "http/http.h"
 #include "outbox/delivery.h"
+#include "blasts/blasts.h"
 #include "worker/worker.h"
 
 #define RE_MAX_DATABASES 64
@@ -250,6 +251,9 @@ process_utility(PlannedStmt *pstmt, const char *queryString, bool readOnlyTree,
 								queryEnv, dest, qc);
 }
 
+/* revenue_engine.parked_sweep_interval */
+static int	re_parked_sweep_interval_ms = 2000;
+
 void
 re_worker_init(void)
 {
@@ -270,6 +274,15 @@ re_worker_init(void)
 							256, 1, 10000,
 							PGC_SIGHUP,
 							0,
+							NULL, NULL, NULL);
+
+	DefineCustomIntVariable("revenue_engine.parked_sweep_interval",
+							"How often a busy delivery worker applies statuses parked in a race with their message id landing.",
+							"0 turns the worker's sweep off (tests); revenue_engine.apply_parked_statuses() does it by hand.",
+							&re_parked_sweep_interval_ms,
+							2000, 0, 3600 * 1000,
+							PGC_SIGHUP,
+							GUC_UNIT_MS,
 							NULL, NULL, NULL);
 
 	prev_shmem_request_hook = shmem_request_hook;
@@ -566,6 +579,8 @@ re_worker_main(Datum arg)
 	TimestampTz last_record;
 	TimestampTz last_refresh = 0;
 	TimestampTz last_maintenance = 0;
+	TimestampTz last_sweep = 0;
+	bool		sweep_soon = true;
 	bool		have_lock;
 
 	pqsignal(SIGHUP, SignalHandlerForConfigReload);
@@ -632,7 +647,10 @@ re_worker_main(Datum arg)
 
 		MemoryContextSwitchTo(loop_cxt);
 		if (MyLatch->is_set)
+		{
 			want_claim = true;
+			sweep_soon = true;	/* a callback may have parked a status in a race */
+		}
 		ResetLatch(MyLatch);
 		if (ProcDiePending)
 			break;
@@ -827,6 +845,18 @@ re_worker_main(Datum arg)
 			last_maintenance = now;
 		}
 
+		/* also while requests are in flight: a blast is when races happen */
+		if (re_status_sweep_wanted)
+			sweep_soon = true;
+		if ((sweep_soon || in_flight > 0) && re_parked_sweep_interval_ms > 0 &&
+			now - last_sweep >= re_parked_sweep_interval_ms * 1000L)
+		{
+			re_delivery_sweep_parked();
+			MemoryContextSwitchTo(loop_cxt);
+			last_sweep = now;
+			sweep_soon = false;
+		}
+
 		MemoryContextReset(loop_cxt);
 
 		if (in_flight == 0 && ndone == 0 && !want_claim)
@@ -853,6 +883,8 @@ re_worker_main(Datum arg)
 				wake = token_due;
 			if (wake != 0)
 				timeout = Max(1, Min(timeout, (wake - now) / 1000 + 1));
+			if (sweep_soon && re_parked_sweep_interval_ms > 0)
+				timeout = Max(1, Min(timeout, re_parked_sweep_interval_ms - (now - last_sweep) / 1000));
 			set_state("idle");
 			pgstat_report_activity(STATE_IDLE, NULL);
 			(void) WaitLatch(MyLatch, WL_LATCH_SET | WL_TIMEOUT | WL_EXIT_ON_PM_DEATH,
