@@ -1293,6 +1293,15 @@ ingest_message(Ingest *in, JsonbContainer *c, const char *context_key)
 					&u, c);
 }
 
+/* The i-th element of an array if it is an object or an array, else NULL */
+static JsonbContainer *
+ith_container(JsonbContainer *arr, int i)
+{
+	JsonbValue *v = getIthJsonbValueFromContainer(arr, i);
+
+	return (v && v->type == jbvBinary) ? v->val.binary.data : NULL;
+}
+
 static void
 ingest_array(Ingest *in, JsonbContainer *arr, bool statuses, bool whatsapp)
 {
@@ -1304,8 +1313,7 @@ ingest_array(Ingest *in, JsonbContainer *arr, bool statuses, bool whatsapp)
 	n = JsonContainerSize(arr);
 	for (i = 0; i < n; i++)
 	{
-		JsonbValue *v = getIthJsonbValueFromContainer(arr, i);
-		JsonbContainer *c = (v && v->type == jbvBinary) ? v->val.binary.data : NULL;
+		JsonbContainer *c = ith_container(arr, i);
 
 		if (statuses)
 			ingest_status(in, c, whatsapp ? "id" : "message_id", whatsapp ? "errors" : "error");
@@ -1338,19 +1346,15 @@ ingest_whatsapp(Ingest *in, JsonbContainer *root)
 		malformed(in->provider, "a WhatsApp callback is an object with an \"entry\" array");
 	for (i = 0; i < (int) JsonContainerSize(entries); i++)
 	{
-		JsonbValue *e = getIthJsonbValueFromContainer(entries, i);
-		JsonbContainer *changes;
+		JsonbContainer *changes = get_container(ith_container(entries, i), "changes", true);
 
-		if (e == NULL || e->type != jbvBinary ||
-			(changes = get_container(e->val.binary.data, "changes", true)) == NULL)
+		if (changes == NULL)
 			malformed(in->provider, "each entry of a WhatsApp callback has a \"changes\" array");
 		for (j = 0; j < (int) JsonContainerSize(changes); j++)
 		{
-			JsonbValue *ch = getIthJsonbValueFromContainer(changes, j);
-			JsonbContainer *value;
+			JsonbContainer *value = get_container(ith_container(changes, j), "value", false);
 
-			if (ch == NULL || ch->type != jbvBinary ||
-				(value = get_container(ch->val.binary.data, "value", false)) == NULL)
+			if (value == NULL)
 				malformed(in->provider, "each change of a WhatsApp callback has a \"value\" object");
 			ingest_array(in, get_container(value, "statuses", true), true, true);
 			ingest_array(in, get_container(value, "messages", true), false, true);
