@@ -300,6 +300,21 @@ re_leave_owner(ReOwnerScope *scope)
 	scope->active = false;
 }
 
+void
+re_connect_as_owner(ReOwnerScope *scope)
+{
+	re_enter_owner(scope);
+	if (SPI_connect() != SPI_OK_CONNECT)
+		elog(ERROR, "SPI_connect failed");
+}
+
+void
+re_disconnect_as_owner(ReOwnerScope *scope)
+{
+	SPI_finish();
+	re_leave_owner(scope);
+}
+
 static SPIPlanPtr
 prepare_and_keep(const char *sql, int nargs, Oid *argtypes, int cursor_options)
 {

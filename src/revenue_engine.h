@@ -46,6 +46,10 @@ typedef struct ReOwnerScope
 extern void re_enter_owner(ReOwnerScope *scope);
 extern void re_leave_owner(ReOwnerScope *scope);
 
+/* The owner scope and an SPI connection, as a C function's body uses them */
+extern void re_connect_as_owner(ReOwnerScope *scope);
+extern void re_disconnect_as_owner(ReOwnerScope *scope);
+
 /* The tenant of the current session (validated by the setting's hook). */
 extern const char *re_current_tenant_name(void);
 

@@ -276,9 +276,7 @@ flush_pending(void)
 	if (npending == 0)
 		return;
 	qsort(pending, npending, sizeof(PendingDelta), pending_cmp);
-	re_enter_owner(&scope);
-	if (SPI_connect() != SPI_OK_CONNECT)
-		elog(ERROR, "SPI_connect failed");
+	re_connect_as_owner(&scope);
 	PushActiveSnapshot(GetTransactionSnapshot());
 	for (i = 0; i < npending; i++)
 	{
@@ -296,8 +294,7 @@ flush_pending(void)
 		i = j - 1;
 	}
 	PopActiveSnapshot();
-	SPI_finish();
-	re_leave_owner(&scope);
+	re_disconnect_as_owner(&scope);
 	npending = 0;
 }
 
@@ -450,9 +447,7 @@ re_funnel_trigger(PG_FUNCTION_ARGS)
 		return PointerGetDatum(NULL);
 	}
 
-	re_enter_owner(&scope);
-	if (SPI_connect() != SPI_OK_CONNECT)
-		elog(ERROR, "SPI_connect failed");
+	re_connect_as_owner(&scope);
 	if (TRIGGER_FIRED_BY_TRUNCATE(td->tg_event))
 	{
 		StringInfoData sql;
@@ -477,8 +472,7 @@ re_funnel_trigger(PG_FUNCTION_ARGS)
 		else
 			elog(ERROR, "re_funnel_trigger: statement triggers need a transition table");
 	}
-	SPI_finish();
-	re_leave_owner(&scope);
+	re_disconnect_as_owner(&scope);
 	return PointerGetDatum(NULL);
 }
 

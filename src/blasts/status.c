@@ -319,7 +319,7 @@ prepare_plans(void)
 										   5, tq);
 	}
 	channel_plan = re_prepare_saved(
-									"SELECT c.webhook_kind, c.webhook_secret, c.status_map::text"
+									"SELECT c.webhook_kind, c.webhook_secret, c.status_map"
 									"  FROM revenue_engine.channels c WHERE c.tenant_id = $1 AND c.name = $2",
 									2, t2);
 }
@@ -674,13 +674,10 @@ re_record_message_status(PG_FUNCTION_ARGS)
 	if (u.status == RE_ST_FAILED)
 		u.error = u.metadata;
 
-	re_enter_owner(&scope);
-	if (SPI_connect() != SPI_OK_CONNECT)
-		elog(ERROR, "SPI_connect failed");
+	re_connect_as_owner(&scope);
 	prepare_plans();
 	res = status_of_message(tenant, message_id, &u);
-	SPI_finish();
-	re_leave_owner(&scope);
+	re_disconnect_as_owner(&scope);
 	PG_RETURN_TEXT_P(cstring_to_text(result_names[res]));
 }
 
@@ -700,13 +697,10 @@ re_record_inbound_message(PG_FUNCTION_ARGS)
 	u.source = checked_source(fcinfo, 2);
 	u.metadata = PG_ARGISNULL(3) ? NULL : PG_GETARG_JSONB_P(3);
 
-	re_enter_owner(&scope);
-	if (SPI_connect() != SPI_OK_CONNECT)
-		elog(ERROR, "SPI_connect failed");
+	re_connect_as_owner(&scope);
 	prepare_plans();
 	res = reply_from_phone(tenant, phone, &u, &recipient);
-	SPI_finish();
-	re_leave_owner(&scope);
+	re_disconnect_as_owner(&scope);
 	if (res == RE_RES_UNMATCHED)
 		PG_RETURN_NULL();
 	PG_RETURN_INT64(recipient);
@@ -744,9 +738,7 @@ re_mark_closed(PG_FUNCTION_ARGS)
 	u.source = "manual";
 	u.metadata = PG_ARGISNULL(4) ? NULL : PG_GETARG_JSONB_P(4);
 
-	re_enter_owner(&scope);
-	if (SPI_connect() != SPI_OK_CONNECT)
-		elog(ERROR, "SPI_connect failed");
+	re_connect_as_owner(&scope);
 	prepare_plans();
 	v[0] = CStringGetTextDatum(tenant);
 	v[1] = CStringGetTextDatum(phone);
@@ -755,8 +747,7 @@ re_mark_closed(PG_FUNCTION_ARGS)
 	found = find_recipient(find_close_plan, v, nl, &r);
 	if (found)
 		(void) apply_update(tenant, &r, &u);
-	SPI_finish();
-	re_leave_owner(&scope);
+	re_disconnect_as_owner(&scope);
 	if (!found)
 		PG_RETURN_NULL();
 	PG_RETURN_INT64(r.id);
@@ -1152,6 +1143,15 @@ item_time(JsonbContainer *c, const char *key, TimestampTz now, TimestampTz *at)
 	return NULL;
 }
 
+/* A provider's status name without a status_map entry */
+static ReStatus
+provider_status(const char *name)
+{
+	if (strcmp(name, "played") == 0)	/* WhatsApp: a voice message was played */
+		return RE_ST_READ;
+	return re_status_from_name(name);
+}
+
 /* Map a provider's status name: the channel's status_map, then the extension's names. */
 static ReStatus
 map_status(Ingest *in, const char *name)
@@ -1164,9 +1164,7 @@ map_status(Ingest *in, const char *name)
 
 		return re_status_from_name(mapped);
 	}
-	if (strcmp(name, "played") == 0)	/* WhatsApp: a voice message was played */
-		return RE_ST_READ;
-	return re_status_from_name(name);
+	return provider_status(name);
 }
 
 static void
@@ -1420,9 +1418,7 @@ re_ingest_status_webhook(PG_FUNCTION_ARGS)
 	in.provider = provider;
 	in.now = GetCurrentTimestamp();
 
-	re_enter_owner(&scope);
-	if (SPI_connect() != SPI_OK_CONNECT)
-		elog(ERROR, "SPI_connect failed");
+	re_connect_as_owner(&scope);
 	prepare_plans();
 	v[0] = CStringGetTextDatum(in.tenant);
 	v[1] = CStringGetTextDatum(provider);
@@ -1435,10 +1431,11 @@ re_ingest_status_webhook(PG_FUNCTION_ARGS)
 	kind = SPI_getvalue(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 1);
 	secret = SPI_getvalue(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 2);
 	{
-		char	   *map = SPI_getvalue(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 3);
+		bool		isnull;
+		Datum		map = SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 3, &isnull);
 
-		if (map && strcmp(map, "{}") != 0)
-			in.status_map = DatumGetJsonbP(DirectFunctionCall1(jsonb_in, CStringGetDatum(map)));
+		if (!isnull && JB_ROOT_COUNT(DatumGetJsonbP(map)) > 0)
+			in.status_map = DatumGetJsonbP(map);
 	}
 	if (kind == NULL || secret == NULL)
 		ereport(ERROR,
@@ -1464,8 +1461,7 @@ re_ingest_status_webhook(PG_FUNCTION_ARGS)
 	apply_work(&in);
 	output_rows(&in, rsinfo);
 
-	SPI_finish();
-	re_leave_owner(&scope);
+	re_disconnect_as_owner(&scope);
 	return (Datum) 0;
 }
 
@@ -1559,13 +1555,10 @@ re_apply_parked_statuses(PG_FUNCTION_ARGS)
 	ReOwnerScope scope;
 	int			n;
 
-	re_enter_owner(&scope);
-	if (SPI_connect() != SPI_OK_CONNECT)
-		elog(ERROR, "SPI_connect failed");
+	re_connect_as_owner(&scope);
 	prepare_plans();
 	n = sweep_parked();
-	SPI_finish();
-	re_leave_owner(&scope);
+	re_disconnect_as_owner(&scope);
 	PG_RETURN_INT32(n);
 }
 
@@ -1669,9 +1662,7 @@ re_send_outcome_trigger(PG_FUNCTION_ARGS)
 	if (u.status == RE_ST_FAILED)
 		u.error = u.metadata;
 
-	re_enter_owner(&scope);
-	if (SPI_connect() != SPI_OK_CONNECT)
-		elog(ERROR, "SPI_connect failed");
+	re_connect_as_owner(&scope);
 	prepare_plans();
 	if (find_by_id(tenant, recipient_id, &r))
 	{
@@ -1706,8 +1697,7 @@ re_send_outcome_trigger(PG_FUNCTION_ARGS)
 		if (SPI_execute_plan(progress_plan, v, NULL, false, 0) != SPI_OK_UPDATE)
 			elog(ERROR, "updating the blast's progress failed");
 	}
-	SPI_finish();
-	re_leave_owner(&scope);
+	re_disconnect_as_owner(&scope);
 	return PointerGetDatum(NULL);
 }
 
@@ -1717,7 +1707,7 @@ re_status_polled(const char *tenant, const char *message_id, const char *status,
 	StatusUpdate u = {0};
 	Recipient	r;
 
-	u.status = strcmp(status, "played") == 0 ? RE_ST_READ : re_status_from_name(status);
+	u.status = provider_status(status);
 	if (u.status == RE_ST_UNKNOWN || u.status == RE_ST_PENDING)
 		return;
 	u.at = GetCurrentTimestamp();

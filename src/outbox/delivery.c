@@ -937,13 +937,14 @@ re_delivery_record_polls(ReJob **jobs, int njobs)
 		return;
 	if (poll_status_plan == NULL)
 	{
+		/* OFFSET 0 keeps the subquery: each body is parsed once, not at each use */
 		poll_status_plan = re_prepare_saved_custom(
 								  "SELECT o.tenant_id, o.message_id,"
-								  "       coalesce(c.status_map ->> x.st, x.st), x.body"
+								  "       coalesce(c.status_map ->> (j.body #>> c.status_path),"
+								  "                j.body #>> c.status_path), j.body"
 								  "  FROM unnest($1, $2, $3, $4) AS o(tenant_id, channel_id, message_id, body)"
 								  "  JOIN revenue_engine.channels c ON c.tenant_id = o.tenant_id AND c.id = o.channel_id"
-								  " CROSS JOIN LATERAL (SELECT o.body::jsonb AS body,"
-								  "                            o.body::jsonb #>> c.status_path AS st) x",
+								  " CROSS JOIN LATERAL (SELECT o.body::jsonb AS body OFFSET 0) j",
 								  4, stypes);
 		poll_done_plan = re_prepare_saved_custom(
 								"DELETE FROM revenue_engine.poll_queue q"

@@ -228,14 +228,11 @@ re_enqueue_event(PG_FUNCTION_ARGS)
 	user_data = re_build_user_payload(user_id);
 	re_new_event_id(event_id);
 
-	re_enter_owner(&scope);
-	if (SPI_connect() != SPI_OK_CONNECT)
-		elog(ERROR, "SPI_connect failed");
+	re_connect_as_owner(&scope);
 	check_event_type_known(event_type);
 	re_outbox_enqueue(re_current_tenant_name(), user_id, event_type,
 					  event_data, user_data, event_id);
-	SPI_finish();
-	re_leave_owner(&scope);
+	re_disconnect_as_owner(&scope);
 
 	PG_RETURN_UUID_P(event_id);
 }

@@ -688,9 +688,7 @@ re_track_daily_usage(PG_FUNCTION_ARGS)
 	AcceptInvalidationMessages();
 	now = re_clock_now();
 
-	re_enter_owner(&scope);
-	if (SPI_connect() != SPI_OK_CONNECT)
-		elog(ERROR, "SPI_connect failed");
+	re_connect_as_owner(&scope);
 	prepare_plans();
 	ensure_caches();
 
@@ -857,8 +855,7 @@ re_track_daily_usage(PG_FUNCTION_ARGS)
 		emit_event(&ev, "feature_first_used", data, &event_id);
 	}
 
-	SPI_finish();
-	re_leave_owner(&scope);
+	re_disconnect_as_owner(&scope);
 
 	/* The response, in the caller's memory context. */
 	re_jb_begin(&st);
