@@ -11,6 +11,7 @@ OBJS         = src/revenue_engine.o \
                src/outbox/delivery.o \
                src/worker/worker.o \
                src/usage/usage.o \
+               src/usage/keyed_update.o \
                src/blasts/status.o \
                src/blasts/funnel.o
 

@@ -39,6 +39,7 @@
 
 #include "revenue_engine.h"
 #include "outbox/outbox.h"
+#include "usage/keyed_update.h"
 
 /* Built-in settings of the usage types the extension knows by name. */
 typedef struct BuiltinUsageType
@@ -78,6 +79,7 @@ typedef struct UsageSettings
 static SPIPlanPtr track_plan = NULL;
 static SPIPlanPtr prev_streak_plan = NULL;
 static SPIPlanPtr achieve_plan = NULL;
+static SPIPlanPtr run_plan = NULL;
 static SPIPlanPtr chain_plan = NULL;
 static SPIPlanPtr milestone_plan = NULL;
 
@@ -116,6 +118,69 @@ enum
 	COL_ACHIEVED,
 	COL_DAY_STREAK
 };
+
+/*
+ * The same two upserts for a row that exists (almost every call), done by
+ * primary key without running a statement (keyed_update.c); the statements
+ * above insert a new row and cover every case that path declines.  Keys are
+ * given in primary key order: tenant, user, usage type (, day).
+ */
+enum
+{
+	LT_TOTAL,
+	LT_CURRENT_STREAK,
+	LT_STREAK_END,
+	LT_FIRST_USED,
+	LT_LAST_USED,
+	LT_BEST_STREAK,
+	LT_LATEST,
+	LT_LATEST_AT
+};
+static ReKeyedRel lifetime_rel = {
+	"lifetime_usage", 8,
+	{"total", "current_streak", "streak_end_date", "first_used_at", "last_used_at",
+	"best_streak", "latest_milestone", "latest_milestone_at"},
+	{INT8OID, INT4OID, DATEOID, TIMESTAMPTZOID, TIMESTAMPTZOID,
+	INT4OID, INT8OID, TIMESTAMPTZOID}
+};
+enum
+{
+	DY_COUNT,
+	DY_ACHIEVED_AT,
+	DY_STREAK,
+	DY_GOAL
+};
+static ReKeyedRel daily_rel = {
+	"daily_usage", 4,
+	{"count", "goal_achieved_at", "streak_days", "goal"},
+	{INT8OID, TIMESTAMPTZOID, INT4OID, INT4OID}
+};
+
+/*
+ * What a call adds to both rows.  On that path the lifetime row also takes
+ * the highest milestone crossed as its latest, and the daily row its goal
+ * when reached (with fold_streak, known from the lifetime row's latest run),
+ * so neither row is updated twice.
+ */
+typedef struct UsageAdd
+{
+	pg_uuid_t  *user_id;
+	const char *usage_type;
+	int32		count;
+	TimestampTz now;
+	const int64 *ladder;
+	int			nladder;
+	int32		goal;			/* 0: none */
+	int32		fold_streak;	/* the day's streak if reached now; -1: unknown */
+	/* set by the updates */
+	bool		latest_set;		/* latest_milestone set to latest; the old value: */
+	int64		latest;
+	bool		old_latest_null;
+	int64		old_latest;
+	bool		old_latest_at_null;
+	TimestampTz old_latest_at;
+	bool		goal_now;
+} UsageAdd;
 
 /*
  * Backend-local caches of user profiles and usage type settings, so the hot
@@ -170,6 +235,8 @@ relcache_callback(Datum arg, Oid relid)
 {
 	if (relid == InvalidOid || relid == profiles_relid || relid == types_relid)
 		reset_caches();
+	re_keyed_forget(&lifetime_rel, relid);
+	re_keyed_forget(&daily_rel, relid);
 }
 
 static void
@@ -215,7 +282,7 @@ prepare_plans(void)
 	Oid			lifetime_types[5] = {TEXTOID, UUIDOID, TEXTOID, INT8OID, TIMESTAMPTZOID};
 	Oid			profile_types[2] = {TEXTOID, UUIDOID};
 	Oid			type_types[1] = {TEXTOID};
-	Oid			ms_types[6] = {TEXTOID, UUIDOID, TEXTOID, INT8OID, INT8OID, UUIDOID};
+	Oid			ms_types[7] = {TEXTOID, UUIDOID, TEXTOID, INT8OID, INT8OID, UUIDOID, BOOLOID};
 
 	if (track_plan != NULL)
 		return;
@@ -237,7 +304,10 @@ prepare_plans(void)
 							   " WHERE tenant_id = $1 AND user_id = $2 AND usage_type = $3"
 							   "   AND usage_date = $4 AND goal_achieved_at IS NOT NULL",
 							   5, key4);
-	/* the milestone, once, and the lifetime row's latest milestone with it */
+	/*
+	 * The milestone, once, and the lifetime row's latest milestone with it
+	 * unless $7 says the lifetime update already set it.
+	 */
 	milestone_plan = re_prepare_saved(
 								   "WITH m AS ("
 								   "  INSERT INTO revenue_engine.milestones_reached"
@@ -246,32 +316,29 @@ prepare_plans(void)
 								   "), u AS ("
 								   "  UPDATE revenue_engine.lifetime_usage"
 								   "     SET latest_milestone = $4, latest_milestone_at = now()"
-								   "   WHERE tenant_id = $1 AND user_id = $2 AND usage_type = $3"
+								   "   WHERE NOT $7 AND tenant_id = $1 AND user_id = $2 AND usage_type = $3"
 								   "     AND (latest_milestone IS NULL OR latest_milestone < $4)"
 								   "     AND EXISTS (SELECT 1 FROM m) RETURNING 1"
 								   ")"
 								   "SELECT count(*) FROM m",
-								   6, ms_types);
-	/*
-	 * The day's goal ($4, $5, its streak $6) and the lifetime row's latest run
-	 * of goal days (ending $7 with streak $8) when it is the latest.
-	 */
+								   7, ms_types);
+	/* the day's goal ($4, $5, its streak $6) */
 	achieve_plan = re_prepare_saved(
-								 "WITH a AS ("
-								 "  UPDATE revenue_engine.daily_usage"
-								 "     SET goal_achieved_at = now(), goal = $5, streak_days = $6"
-								 "   WHERE tenant_id = $1 AND user_id = $2 AND usage_type = $3"
-								 "     AND usage_date = $4 RETURNING 1"
-								 ")"
-								 "UPDATE revenue_engine.lifetime_usage"
-								 "   SET current_streak = CASE WHEN streak_end_date IS NULL"
-								 "                              OR $7 >= streak_end_date"
-								 "                        THEN $8 ELSE current_streak END,"
-								 "       streak_end_date = greatest(streak_end_date, $7),"
-								 "       best_streak = greatest(best_streak, $8)"
+								 "UPDATE revenue_engine.daily_usage"
+								 "   SET goal_achieved_at = now(), goal = $5, streak_days = $6"
 								 " WHERE tenant_id = $1 AND user_id = $2 AND usage_type = $3"
-								 "   AND EXISTS (SELECT 1 FROM a)",
-								 8, key4);
+								 "   AND usage_date = $4",
+								 6, key4);
+	/* the lifetime row's latest run of goal days (ending $4 with streak $5) when it is the latest */
+	run_plan = re_prepare_saved(
+							 "UPDATE revenue_engine.lifetime_usage"
+							 "   SET current_streak = CASE WHEN streak_end_date IS NULL"
+							 "                              OR $4 >= streak_end_date"
+							 "                        THEN $5 ELSE current_streak END,"
+							 "       streak_end_date = greatest(streak_end_date, $4),"
+							 "       best_streak = greatest(best_streak, $5)"
+							 " WHERE tenant_id = $1 AND user_id = $2 AND usage_type = $3",
+							 5, key4);
 }
 
 static const BuiltinUsageType *
@@ -345,6 +412,67 @@ streak_of_day(const char *tenant, pg_uuid_t *user_id, text *usage_type, DateADT 
 }
 
 /*
+ * The streak of goal day "day" from the lifetime row's latest run of goal
+ * days (streak_end_date is the latest goal day), or -1 when the day before
+ * must be read: usage for a day at or before the latest run's end.
+ */
+static int32
+streak_from_run(DateADT day, int32 cached_streak, DateADT cached_end, bool end_null)
+{
+	if (end_null || cached_end < day - 1)
+		return 1;
+	if (cached_end == day - 1)
+		return cached_streak + 1;
+	return -1;
+}
+
+typedef struct GoalRun
+{
+	DateADT		end;
+	int32		streak;
+} GoalRun;
+
+/* lifetime row: a run of goal days ending run->end; the latest run is cached */
+static void
+lifetime_run(ReKeyedRel *kr, Datum *values, bool *nulls, void *arg)
+{
+	GoalRun    *run = arg;
+	bool		end_null = RE_KEYED_NULL(kr, nulls, LT_STREAK_END);
+	DateADT		end = end_null ? 0 : DatumGetDateADT(RE_KEYED_COL(kr, values, LT_STREAK_END));
+
+	if (end_null || run->end >= end)
+	{
+		RE_KEYED_COL(kr, values, LT_CURRENT_STREAK) = Int32GetDatum(run->streak);
+		RE_KEYED_COL(kr, values, LT_STREAK_END) = DateADTGetDatum(run->end);
+		RE_KEYED_NULL(kr, nulls, LT_STREAK_END) = false;
+	}
+	if (run->streak > DatumGetInt32(RE_KEYED_COL(kr, values, LT_BEST_STREAK)))
+		RE_KEYED_COL(kr, values, LT_BEST_STREAK) = Int32GetDatum(run->streak);
+}
+
+/* The lifetime row's latest run of goal days moves forward when this run is the latest. */
+static void
+set_lifetime_run(Datum *keys, DateADT end, int32 streak)
+{
+	GoalRun		run = {end, streak};
+	Datum	   *row;
+	bool	   *rownulls;
+	Datum		values[5];
+	int			ret;
+
+	if (re_keyed_update(&lifetime_rel, keys, lifetime_run, &run, &row, &rownulls))
+		return;
+	values[0] = keys[0];
+	values[1] = keys[1];
+	values[2] = keys[2];
+	values[3] = DateADTGetDatum(end);
+	values[4] = Int32GetDatum(streak);
+	ret = SPI_execute_plan(run_plan, values, NULL, false, 0);
+	if (ret != SPI_OK_UPDATE || SPI_processed != 1)
+		elog(ERROR, "recording a streak failed: %s", SPI_result_code_string(ret));
+}
+
+/*
  * Mark day "day" achieved and return its streak.  Later goal days that the
  * new day joins to (usage tracked for an earlier date) are renumbered, and
  * the lifetime row's cached run is moved forward when this run is the latest.
@@ -354,15 +482,14 @@ achieve_goal(const char *tenant, pg_uuid_t *user_id, text *usage_type,
 			 DateADT day, int32 goal, int32 cached_streak, DateADT cached_end,
 			 bool cached_end_null)
 {
-	Datum		values[8];
+	Datum		values[6];
 	int32		streak;
 	DateADT		run_end = day;
 	int32		run_streak;
 	int			ret;
 
-	if (!cached_end_null && cached_end == day - 1)
-		streak = cached_streak + 1;
-	else
+	streak = streak_from_run(day, cached_streak, cached_end, cached_end_null);
+	if (streak < 0)
 		streak = streak_of_day(tenant, user_id, usage_type, day - 1) + 1;
 
 	values[0] = CStringGetTextDatum(tenant);
@@ -391,21 +518,23 @@ achieve_goal(const char *tenant, pg_uuid_t *user_id, text *usage_type,
 	values[3] = DateADTGetDatum(day);
 	values[4] = Int32GetDatum(goal);
 	values[5] = Int32GetDatum(streak);
-	values[6] = DateADTGetDatum(run_end);
-	values[7] = Int32GetDatum(run_streak);
 	ret = SPI_execute_plan(achieve_plan, values, NULL, false, 0);
 	if (ret != SPI_OK_UPDATE || SPI_processed != 1)
 		elog(ERROR, "marking the daily goal achieved failed: %s",
 			 SPI_result_code_string(ret));
+	set_lifetime_run(values, run_end, run_streak);
 	return streak;
 }
 
-/* Record milestone "milestone" once (and as the latest); true when this call recorded it. */
+/*
+ * Record milestone "milestone" once, and as the latest unless latest_done
+ * (the lifetime update set it); true when this call recorded it.
+ */
 static bool
 record_milestone(const char *tenant, pg_uuid_t *user_id, text *usage_type,
-				 int64 milestone, int64 total, pg_uuid_t *event_id)
+				 int64 milestone, int64 total, pg_uuid_t *event_id, bool latest_done)
 {
-	Datum		values[6];
+	Datum		values[7];
 	int			ret;
 
 	values[0] = CStringGetTextDatum(tenant);
@@ -414,6 +543,7 @@ record_milestone(const char *tenant, pg_uuid_t *user_id, text *usage_type,
 	values[3] = Int64GetDatum(milestone);
 	values[4] = Int64GetDatum(total);
 	values[5] = UUIDPGetDatum(event_id);
+	values[6] = BoolGetDatum(latest_done);
 	ret = SPI_execute_plan(milestone_plan, values, NULL, false, 0);
 	if (ret != SPI_OK_SELECT || SPI_processed != 1)
 		elog(ERROR, "recording a milestone failed: %s", SPI_result_code_string(ret));
@@ -613,6 +743,160 @@ raise_future_date(pg_uuid_t *user_id, DateADT date, DateADT today, const char *t
 			 errhint("Omit usage_date to count usage on the user's today.")));
 }
 
+static void
+raise_total_overflow(pg_uuid_t *user_id, const char *usage_type, int32 count)
+{
+	ereport(ERROR,
+			(errcode(ERRCODE_NUMERIC_VALUE_OUT_OF_RANGE),
+			 errmsg("usage total of user %s for usage type \"%s\" would overflow",
+					DatumGetCString(DirectFunctionCall1(uuid_out, UUIDPGetDatum(user_id))),
+					usage_type),
+			 errdetail("Adding %d to the stored total exceeds the bigint range.", count)));
+}
+
+/*
+ * The lifetime upsert as a statement (a new row, or what re_keyed_update
+ * declines); values are the statement's parameters.
+ */
+static void
+track_lifetime_statement(Datum *values, pg_uuid_t *user_id, const char *usage_type,
+						 int32 count, MemoryContext callerctx, int64 *total,
+						 bool *first_use, int32 *cached_streak, DateADT *cached_end,
+						 bool *end_null)
+{
+	bool		isnull;
+	Datum		d;
+	int			ret;
+
+	PG_TRY();
+	{
+		ret = SPI_execute_plan(track_plan, values, NULL, false, 0);
+	}
+	PG_CATCH();
+	{
+		ErrorData  *edata;
+
+		MemoryContextSwitchTo(callerctx);
+		edata = CopyErrorData();
+		if (edata->sqlerrcode == ERRCODE_NUMERIC_VALUE_OUT_OF_RANGE)
+		{
+			FlushErrorState();
+			raise_total_overflow(user_id, usage_type, count);
+		}
+		PG_RE_THROW();
+	}
+	PG_END_TRY();
+	if (ret != SPI_OK_INSERT_RETURNING || SPI_processed != 1)
+		elog(ERROR, "tracking usage failed: %s", SPI_result_code_string(ret));
+	*total = DatumGetInt64(col(COL_TOTAL, &isnull));
+	/* a row inserted now, not one a backfill left at zero */
+	*first_use = (*total == count) && DatumGetBool(col(COL_FRESH, &isnull));
+	*cached_streak = DatumGetInt32(col(COL_CURRENT_STREAK, &isnull));
+	d = col(COL_STREAK_END, end_null);
+	*cached_end = *end_null ? 0 : DatumGetDateADT(d);
+}
+
+/* lifetime row: total + count, last used now, the highest milestone crossed as the latest */
+static void
+lifetime_add(ReKeyedRel *kr, Datum *values, bool *nulls, void *arg)
+{
+	UsageAdd   *add = arg;
+	int64		old = DatumGetInt64(RE_KEYED_COL(kr, values, LT_TOTAL));
+	int64		total;
+	int64		highest = 0;
+	int			i;
+
+	if (pg_add_s64_overflow(old, add->count, &total))
+		raise_total_overflow(add->user_id, add->usage_type, add->count);
+	RE_KEYED_COL(kr, values, LT_TOTAL) = Int64GetDatum(total);
+	RE_KEYED_COL(kr, values, LT_LAST_USED) = TimestampTzGetDatum(add->now);
+
+	for (i = 0; i < add->nladder; i++)
+		if (add->ladder[i] > old && add->ladder[i] <= total)
+			highest = Max(highest, add->ladder[i]);
+	add->old_latest_null = RE_KEYED_NULL(kr, nulls, LT_LATEST);
+	add->old_latest = add->old_latest_null ? 0 :
+		DatumGetInt64(RE_KEYED_COL(kr, values, LT_LATEST));
+	add->old_latest_at_null = RE_KEYED_NULL(kr, nulls, LT_LATEST_AT);
+	add->old_latest_at = add->old_latest_at_null ? 0 :
+		DatumGetTimestampTz(RE_KEYED_COL(kr, values, LT_LATEST_AT));
+	if (highest > 0 && (add->old_latest_null || add->old_latest < highest))
+	{
+		RE_KEYED_COL(kr, values, LT_LATEST) = Int64GetDatum(highest);
+		RE_KEYED_NULL(kr, nulls, LT_LATEST) = false;
+		RE_KEYED_COL(kr, values, LT_LATEST_AT) = TimestampTzGetDatum(add->now);
+		RE_KEYED_NULL(kr, nulls, LT_LATEST_AT) = false;
+		add->latest_set = true;
+		add->latest = highest;
+	}
+}
+
+/* daily row: count + count, and the goal when reached and its streak is known */
+static void
+daily_add(ReKeyedRel *kr, Datum *values, bool *nulls, void *arg)
+{
+	UsageAdd   *add = arg;
+	int64		count;
+
+	if (pg_add_s64_overflow(DatumGetInt64(RE_KEYED_COL(kr, values, DY_COUNT)),
+							add->count, &count))
+		raise_total_overflow(add->user_id, add->usage_type, add->count);
+	RE_KEYED_COL(kr, values, DY_COUNT) = Int64GetDatum(count);
+	if (add->fold_streak > 0 && add->goal > 0 && count >= add->goal &&
+		RE_KEYED_NULL(kr, nulls, DY_ACHIEVED_AT))
+	{
+		RE_KEYED_COL(kr, values, DY_ACHIEVED_AT) = TimestampTzGetDatum(add->now);
+		RE_KEYED_NULL(kr, nulls, DY_ACHIEVED_AT) = false;
+		RE_KEYED_COL(kr, values, DY_GOAL) = Int32GetDatum(add->goal);
+		RE_KEYED_NULL(kr, nulls, DY_GOAL) = false;
+		RE_KEYED_COL(kr, values, DY_STREAK) = Int32GetDatum(add->fold_streak);
+		RE_KEYED_NULL(kr, nulls, DY_STREAK) = false;
+		add->goal_now = true;
+	}
+}
+
+/*
+ * The lifetime update took a milestone as the latest that this call did not
+ * record (it was recorded before: totals lowered by a new backfill): put
+ * back the latest this call did record, or the old one.
+ */
+static void
+correct_latest_milestone(Datum *keys, UsageAdd *add, int64 recorded)
+{
+	static SPIPlanPtr plan = NULL;
+	Datum		values[5];
+	char		nulls[5] = {' ', ' ', ' ', ' ', ' '};
+	int			ret;
+
+	if (plan == NULL)
+	{
+		Oid			types[5] = {TEXTOID, UUIDOID, TEXTOID, INT8OID, TIMESTAMPTZOID};
+
+		plan = re_prepare_saved("UPDATE revenue_engine.lifetime_usage"
+								"   SET latest_milestone = $4, latest_milestone_at = $5"
+								" WHERE tenant_id = $1 AND user_id = $2 AND usage_type = $3",
+								5, types);
+	}
+	values[0] = keys[0];
+	values[1] = keys[1];
+	values[2] = keys[2];
+	if (recorded > 0 && (add->old_latest_null || recorded > add->old_latest))
+	{
+		values[3] = Int64GetDatum(recorded);
+		values[4] = TimestampTzGetDatum(add->now);
+	}
+	else
+	{
+		values[3] = Int64GetDatum(add->old_latest);
+		nulls[3] = add->old_latest_null ? 'n' : ' ';
+		values[4] = TimestampTzGetDatum(add->old_latest_at);
+		nulls[4] = add->old_latest_at_null ? 'n' : ' ';
+	}
+	ret = SPI_execute_plan(plan, values, nulls, false, 0);
+	if (ret != SPI_OK_UPDATE || SPI_processed != 1)
+		elog(ERROR, "correcting the latest milestone failed: %s", SPI_result_code_string(ret));
+}
+
 PG_FUNCTION_INFO_V1(re_track_daily_usage);
 Datum
 re_track_daily_usage(PG_FUNCTION_ARGS)
@@ -626,6 +910,11 @@ re_track_daily_usage(PG_FUNCTION_ARGS)
 	ReOwnerScope scope = {0};
 	EventContext ev = {0};
 	Datum		values[6];
+	Datum		keys[4];
+	UsageAdd	add;
+	Datum	   *row;
+	bool	   *rownulls;
+	bool		lifetime_keyed;
 	bool		isnull;
 	int			ret;
 
@@ -723,51 +1012,55 @@ re_track_daily_usage(PG_FUNCTION_ARGS)
 	 * The lifetime row first: its lock serializes calls for this user and
 	 * usage type, so the thresholds crossed are those in (total - count, total].
 	 */
-	PG_TRY();
+	memset(&add, 0, sizeof(add));
+	add.user_id = user_id;
+	add.usage_type = usage_type;
+	add.count = count;
+	add.now = values[4];
+	add.ladder = settings.milestones;
+	add.nladder = settings.nmilestones;
+	add.goal = goal;
+	keys[0] = values[0];
+	keys[1] = values[1];
+	keys[2] = values[2];
+	lifetime_keyed = re_keyed_update(&lifetime_rel, keys, lifetime_add, &add, &row, &rownulls);
+	if (lifetime_keyed)
 	{
-		ret = SPI_execute_plan(track_plan, values, NULL, false, 0);
+		total = DatumGetInt64(RE_KEYED_COL(&lifetime_rel, row, LT_TOTAL));
+		first_use = (total == count) &&
+			DatumGetTimestampTz(RE_KEYED_COL(&lifetime_rel, row, LT_FIRST_USED)) == add.now;
+		cached_streak = DatumGetInt32(RE_KEYED_COL(&lifetime_rel, row, LT_CURRENT_STREAK));
+		end_null = RE_KEYED_NULL(&lifetime_rel, rownulls, LT_STREAK_END);
+		cached_end = end_null ? 0 :
+			DatumGetDateADT(RE_KEYED_COL(&lifetime_rel, row, LT_STREAK_END));
 	}
-	PG_CATCH();
-	{
-		ErrorData  *edata;
-
-		MemoryContextSwitchTo(callerctx);
-		edata = CopyErrorData();
-		if (edata->sqlerrcode == ERRCODE_NUMERIC_VALUE_OUT_OF_RANGE)
-		{
-			FlushErrorState();
-			ereport(ERROR,
-					(errcode(ERRCODE_NUMERIC_VALUE_OUT_OF_RANGE),
-					 errmsg("usage total of user %s for usage type \"%s\" would overflow",
-							DatumGetCString(DirectFunctionCall1(uuid_out, UUIDPGetDatum(user_id))),
-							usage_type),
-					 errdetail("Adding %d to the stored total exceeds the bigint range.", count)));
-		}
-		PG_RE_THROW();
-	}
-	PG_END_TRY();
-	if (ret != SPI_OK_INSERT_RETURNING || SPI_processed != 1)
-		elog(ERROR, "tracking usage failed: %s", SPI_result_code_string(ret));
-	total = DatumGetInt64(col(COL_TOTAL, &isnull));
-	/* a row inserted now, not one a backfill left at zero */
-	first_use = (total == count) && DatumGetBool(col(COL_FRESH, &isnull));
-	cached_streak = DatumGetInt32(col(COL_CURRENT_STREAK, &isnull));
-	{
-		Datum		d = col(COL_STREAK_END, &end_null);
-
-		cached_end = end_null ? 0 : DatumGetDateADT(d);
-	}
+	else
+		track_lifetime_statement(values, user_id, usage_type, count, callerctx,
+								 &total, &first_use, &cached_streak, &cached_end, &end_null);
 
 	values[4] = DateADTGetDatum(usage_date);
-	ret = SPI_execute_plan(track_daily_plan, values, NULL, false, 0);
-	if (ret != SPI_OK_INSERT_RETURNING || SPI_processed != 1)
-		elog(ERROR, "tracking usage failed: %s", SPI_result_code_string(ret));
-	day_count = DatumGetInt64(col(COL_DAY_COUNT, &isnull));
-	already_achieved = DatumGetBool(col(COL_ACHIEVED, &isnull));
+	keys[3] = values[4];
+	add.fold_streak = streak_from_run(usage_date, cached_streak, cached_end, end_null);
+	if (re_keyed_update(&daily_rel, keys, daily_add, &add, &row, &rownulls))
 	{
-		Datum		d = col(COL_DAY_STREAK, &isnull);
+		day_count = DatumGetInt64(RE_KEYED_COL(&daily_rel, row, DY_COUNT));
+		already_achieved = !RE_KEYED_NULL(&daily_rel, rownulls, DY_ACHIEVED_AT) &&
+			!add.goal_now;
+		day_streak = RE_KEYED_NULL(&daily_rel, rownulls, DY_STREAK) ? 0 :
+			DatumGetInt32(RE_KEYED_COL(&daily_rel, row, DY_STREAK));
+	}
+	else
+	{
+		ret = SPI_execute_plan(track_daily_plan, values, NULL, false, 0);
+		if (ret != SPI_OK_INSERT_RETURNING || SPI_processed != 1)
+			elog(ERROR, "tracking usage failed: %s", SPI_result_code_string(ret));
+		day_count = DatumGetInt64(col(COL_DAY_COUNT, &isnull));
+		already_achieved = DatumGetBool(col(COL_ACHIEVED, &isnull));
+		{
+			Datum		d = col(COL_DAY_STREAK, &isnull);
 
-		day_streak = isnull ? 0 : DatumGetInt32(d);
+			day_streak = isnull ? 0 : DatumGetInt32(d);
+		}
 	}
 
 	ev.tenant = tenant;
@@ -784,7 +1077,8 @@ re_track_daily_usage(PG_FUNCTION_ARGS)
 		if (m <= total - count || m > total)
 			continue;
 		re_new_event_id(&event_id);
-		if (!record_milestone(tenant, user_id, usage_type_t, m, total, &event_id))
+		if (!record_milestone(tenant, user_id, usage_type_t, m, total, &event_id,
+							  lifetime_keyed))
 			continue;
 		{
 			Jsonb	   *data;
@@ -802,19 +1096,28 @@ re_track_daily_usage(PG_FUNCTION_ARGS)
 		crossed[ncrossed++] = m;
 		highest = m;
 	}
+	if (add.latest_set && highest != add.latest)
+		correct_latest_milestone(keys, &add, highest);
 
 	/* Daily goal and streak. */
 	{
 		if (already_achieved)
 			streak_days = day_streak;
-		else if (goal > 0 && day_count >= goal)
+		else if (add.goal_now || (goal > 0 && day_count >= goal))
 		{
 			pg_uuid_t	event_id;
 			Jsonb	   *data;
 
 			goal_now = true;
-			streak_days = achieve_goal(tenant, user_id, usage_type_t, usage_date,
-									   goal, cached_streak, cached_end, end_null);
+			if (add.goal_now)
+			{
+				/* the daily update marked it: the run's cache is all that is left */
+				streak_days = add.fold_streak;
+				set_lifetime_run(keys, usage_date, streak_days);
+			}
+			else
+				streak_days = achieve_goal(tenant, user_id, usage_type_t, usage_date,
+										   goal, cached_streak, cached_end, end_null);
 			if (in_ladder(settings.streak_milestones, settings.nstreak, streak_days))
 				streak_milestone = streak_days;
 
