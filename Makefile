@@ -33,11 +33,11 @@ PG_CFLAGS    = -std=gnu99 -Wall -Wextra -Werror -Wno-unused-parameter \
                -Wno-missing-field-initializers -Wno-sign-compare
 
 REGRESS      = setup usage_response usage_ladder usage_goals_streaks \
-               usage_timezones usage_bad_input usage_backfill delivery_input security \
+               usage_timezones usage_bad_input usage_backfill usage_fastpath delivery_input security \
                blasts status_webhook
 REGRESS_OPTS = --temp-config=$(srcdir)/test/test.conf
 
-ISOLATION    = usage_concurrent_milestones usage_concurrent_goal_feature \
+ISOLATION    = usage_concurrent_milestones usage_concurrent_goal_feature usage_keyed_update \
                blasts_concurrent_status blasts_concurrent_funnel blasts_parking_race
 ISOLATION_OPTS = --inputdir=test --outputdir=test/output_iso \
                --temp-config=$(srcdir)/test/test.conf
@@ -48,6 +48,9 @@ override with_llvm = no
 PG_CONFIG   ?= pg_config
 PGXS        := $(shell $(PG_CONFIG) --pgxs)
 include $(PGXS)
+
+# PGXS tracks no header dependencies here: a changed header rebuilds every object.
+$(OBJS): $(wildcard src/*.h src/*/*.h)
 
 $(EXTENSION)--$(EXTVERSION).sql: $(MODULE_SQL) $(EXTENSION).control
 	cat $(MODULE_SQL) > $@

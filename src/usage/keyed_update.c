@@ -13,6 +13,16 @@
  * COMMITTED), form the new row and heap_update it, adding index entries when
  * the update is not HOT.
  *
+ * A row written here is remembered, for the rest of the transaction, by
+ * where its new version is: the next update of that row in the transaction
+ * locks it there, without the index scan.  A batch that counts many uses per
+ * user in one transaction otherwise walks, on every call, all the index
+ * entries and heap versions that the transaction itself left behind (none of
+ * which can be pruned before it ends).  The place is only a hint: the lock
+ * must succeed on a live version with the same key, or the index is used.
+ * The memory is in the transaction's context; a subtransaction's abort and
+ * any invalidation of the table forget it.
+ *
  * It declines (returns false, having changed nothing) whenever that would
  * not be the same as running the statement, and the caller then runs its
  * statement: when the row does not exist (the statement inserts it, with the
@@ -35,6 +45,10 @@
 #include "access/table.h"
 #include "access/tableam.h"
 #include "access/xact.h"
+#include "storage/proc.h"
+#include "utils/datum.h"
+#include "utils/hsearch.h"
+#include "utils/memutils.h"
 #include "catalog/namespace.h"
 #include "catalog/pg_am.h"
 #include "executor/executor.h"
@@ -47,12 +61,131 @@
 
 #include "usage/keyed_update.h"
 
+/*
+ * The remembered rows: the key's bytes (each key column as its length and
+ * bytes, zero padded) to the place of the version last written.
+ */
+#define ROW_KEY_BYTES 192
+#define ROWS_MAX 16384			/* per table and transaction */
+
+typedef struct RowPlace
+{
+	char		key[ROW_KEY_BYTES];
+	ItemPointerData tid;
+} RowPlace;
+
+/* every ReKeyedRel with rows remembered, for the subtransaction abort callback */
+#define MAX_KEYED_RELS 8
+static ReKeyedRel *keyed_rels[MAX_KEYED_RELS];
+static int	nkeyed_rels = 0;
+
+static void
+forget_rows(ReKeyedRel *kr)
+{
+	kr->rows = NULL;			/* its memory goes with the transaction */
+	kr->rows_lxid = InvalidLocalTransactionId;
+}
+
+/* A version written by an aborted subtransaction may be pruned and its place reused. */
+static void
+subxact_callback(SubXactEvent event, SubTransactionId mySubid,
+				 SubTransactionId parentSubid, void *arg)
+{
+	int			i;
+
+	if (event == SUBXACT_EVENT_ABORT_SUB)
+		for (i = 0; i < nkeyed_rels; i++)
+			forget_rows(keyed_rels[i]);
+}
+
 /* Forget what was looked up when relid (or every relation, InvalidOid) changed. */
 void
 re_keyed_forget(ReKeyedRel *kr, Oid relid)
 {
 	if (!OidIsValid(relid) || relid == kr->relid)
+	{
 		kr->looked_up = false;
+		forget_rows(kr);
+	}
+}
+
+/*
+ * The bytes of key column i's value: a varlena's data whatever its header,
+ * a fixed-length value's bytes, a by-value Datum itself.
+ */
+static const char *
+key_bytes(ReKeyedRel *kr, int i, const Datum *d, Size *len)
+{
+	if (kr->keybyval[i])
+	{
+		*len = sizeof(Datum);
+		return (const char *) d;
+	}
+	if (kr->keylen[i] == -1)
+	{
+		*len = VARSIZE_ANY_EXHDR(DatumGetPointer(*d));
+		return VARDATA_ANY(DatumGetPointer(*d));
+	}
+	*len = datumGetSize(*d, false, kr->keylen[i]);
+	return DatumGetPointer(*d);
+}
+
+/* The key's bytes; false when they do not fit (then the row is not remembered). */
+static bool
+row_key(ReKeyedRel *kr, const Datum *keys, char *buf)
+{
+	int			off = 0;
+	int			i;
+
+	memset(buf, 0, ROW_KEY_BYTES);
+	for (i = 0; i < kr->nkeys; i++)
+	{
+		Size		len;
+		const char *p = key_bytes(kr, i, &keys[i], &len);
+		int32		len32 = (int32) len;
+
+		if (off + sizeof(int32) + len > ROW_KEY_BYTES)
+			return false;
+		memcpy(buf + off, &len32, sizeof(int32));
+		off += sizeof(int32);
+		memcpy(buf + off, p, len);
+		off += len;
+	}
+	return true;
+}
+
+/* The table of remembered rows of this transaction, created when create. */
+static HTAB *
+rows_table(ReKeyedRel *kr, bool create)
+{
+	HASHCTL		ctl;
+
+	if (kr->rows != NULL && kr->rows_lxid == MyProc->lxid)
+		return kr->rows;
+	kr->rows = NULL;
+	if (!create)
+		return NULL;
+	if (nkeyed_rels == 0)
+		RegisterSubXactCallback(subxact_callback, NULL);
+	if (nkeyed_rels < MAX_KEYED_RELS &&
+		(nkeyed_rels == 0 || keyed_rels[nkeyed_rels - 1] != kr))
+	{
+		int			i;
+		bool		known = false;
+
+		for (i = 0; i < nkeyed_rels; i++)
+			known |= (keyed_rels[i] == kr);
+		if (!known)
+			keyed_rels[nkeyed_rels++] = kr;
+	}
+	memset(&ctl, 0, sizeof(ctl));
+	ctl.keysize = ROW_KEY_BYTES;
+	ctl.entrysize = sizeof(RowPlace);
+	ctl.hcxt = TopTransactionContext;
+	kr->rows = hash_create("revenue_engine rows written", 1024, &ctl,
+						   HASH_ELEM | HASH_BLOBS | HASH_CONTEXT);
+	kr->rows_lxid = MyProc->lxid;
+	return kr->rows;
 }
 
 /* Resolve the table, its primary key's equality functions and the columns. */
@@ -98,6 +231,8 @@ look_up(ReKeyedRel *kr)
 											 BTEqualStrategyNumber);
 
 		kr->keyattnos[i] = idx->rd_index->indkey.values[i];
+		kr->keylen[i] = TupleDescAttr(RelationGetDescr(idx), i)->attlen;
+		kr->keybyval[i] = TupleDescAttr(RelationGetDescr(idx), i)->attbyval;
 		kr->collation[i] = idx->rd_indcollation[i];
 		kr->eqproc[i] = OidIsValid(op) ? get_opcode(op) : InvalidOid;
 		if (!OidIsValid(kr->eqproc[i]) || kr->keyattnos[i] <= 0)
@@ -121,9 +256,12 @@ plain_table(Relation rel)
 		(constr == NULL || (constr->num_check == 0 && !constr->has_generated_stored));
 }
 
-/* Whether the key columns of the row in slot still equal keys. */
+/*
+ * Whether the key columns of the row in slot still equal keys: by the
+ * index's equality, or when binary, by their bytes.
+ */
 static bool
-same_key(ReKeyedRel *kr, TupleTableSlot *slot, const Datum *keys)
+same_key(ReKeyedRel *kr, TupleTableSlot *slot, const Datum *keys, bool binary)
 {
 	int			i;
 
@@ -132,8 +270,20 @@ same_key(ReKeyedRel *kr, TupleTableSlot *slot, const Datum *keys)
 		bool		isnull;
 		Datum		v = slot_getattr(slot, kr->keyattnos[i], &isnull);
 
-		if (isnull ||
-			!DatumGetBool(OidFunctionCall2Coll(kr->eqproc[i], kr->collation[i], v, keys[i])))
+		if (isnull)
+			return false;
+		if (binary)
+		{
+			Size		len1,
+						len2;
+			const char *p1 = key_bytes(kr, i, &v, &len1);
+			const char *p2 = key_bytes(kr, i, &keys[i], &len2);
+
+			if (len1 != len2 || memcmp(p1, p2, len1) != 0)
+				return false;
+		}
+		else if (!DatumGetBool(OidFunctionCall2Coll(kr->eqproc[i], kr->collation[i],
+													v, keys[i])))
 			return false;
 	}
 	return true;
@@ -165,7 +315,11 @@ re_keyed_update(ReKeyedRel *kr, const Datum *keys, ReRowModify modify, void *arg
 	CommandId	cid;
 	TupleDesc	desc;
 	int			i;
-	bool		done = false;
+	bool		locked = false;
+	bool		have_key;
+	char		rowkey[ROW_KEY_BYTES];
+	HTAB	   *rows;
+	RowPlace   *place;
 
 	if (XactIsoLevel != XACT_READ_COMMITTED || XactReadOnly || IsInParallelMode())
 		return false;
@@ -187,63 +341,89 @@ re_keyed_update(ReKeyedRel *kr, const Datum *keys, ReRowModify modify, void *arg
 	cid = GetCurrentCommandId(true);
 	snap = RegisterSnapshot(GetLatestSnapshot());
 
-	idx = index_open(kr->indexid, RowExclusiveLock);
-	for (i = 0; i < kr->nkeys; i++)
-		ScanKeyEntryInitialize(&skey[i], 0, i + 1, BTEqualStrategyNumber,
-							   InvalidOid, kr->collation[i], kr->eqproc[i], keys[i]);
 	slot = table_slot_create(rel, NULL);
-	scan = index_beginscan(rel, idx, snap, kr->nkeys, 0);
-	index_rescan(scan, skey, kr->nkeys, NULL, 0);
-	if (index_getnext_slot(scan, ForwardScanDirection, slot))
-		ItemPointerCopy(&slot->tts_tid, &tid);
-	else
-		ItemPointerSetInvalid(&tid);
-	index_endscan(scan);
 
-	if (ItemPointerIsValid(&tid))
+	/* where this transaction wrote the row last, if it did */
+	have_key = row_key(kr, keys, rowkey);
+	rows = have_key ? rows_table(kr, false) : NULL;
+	if (rows != NULL &&
+		(place = hash_search(rows, rowkey, HASH_FIND, NULL)) != NULL)
 	{
-		/* the latest version, locked as UPDATE locks it in READ COMMITTED */
+		tid = place->tid;
 		res = table_tuple_lock(rel, &tid, snap, slot, cid, LockTupleNoKeyExclusive,
 							   LockWaitBlock, TUPLE_LOCK_FLAG_FIND_LAST_VERSION, &tmfd);
-		if (res == TM_Ok && (!tmfd.traversed || same_key(kr, slot, keys)))
-		{
-			slot_getallattrs(slot);
-			values = palloc(sizeof(Datum) * desc->natts);
-			nulls = palloc(sizeof(bool) * desc->natts);
-			memcpy(values, slot->tts_values, sizeof(Datum) * desc->natts);
-			memcpy(nulls, slot->tts_isnull, sizeof(bool) * desc->natts);
-			modify(kr, values, nulls, arg);
-			newtup = heap_form_tuple(desc, values, nulls);
-			simple_heap_update(rel, &slot->tts_tid, newtup);
-			if (!HeapTupleIsHeapOnly(newtup))
-			{
-				/* not HOT: every index gets an entry for the new version */
-				EState	   *estate = CreateExecutorState();
-				ResultRelInfo *rri = makeNode(ResultRelInfo);
-				TupleTableSlot *hslot = MakeSingleTupleTableSlot(desc, &TTSOpsHeapTuple);
+		locked = (res == TM_Ok && same_key(kr, slot, keys, true));
+	}
 
-				InitResultRelInfo(rri, rel, 0, NULL, 0);
-				ExecOpenIndices(rri, false);
-				ExecStoreHeapTuple(newtup, hslot, false);
-				(void) ExecInsertIndexTuples(rri, hslot, estate, true, false, NULL, NIL);
-				ExecCloseIndices(rri);
-				ExecDropSingleTupleTableSlot(hslot);
-				FreeExecutorState(estate);
-			}
-			/* the new row, valid after the slot lets go of the buffer */
-			for (i = 0; i < desc->natts; i++)
-				if (!nulls[i])
-					values[i] = heap_getattr(newtup, i + 1, desc, &nulls[i]);
-			*valuesp = values;
-			*nullsp = nulls;
-			done = true;
+	if (!locked)
+	{
+		/* the primary key's index: the version this snapshot sees */
+		idx = index_open(kr->indexid, RowExclusiveLock);
+		for (i = 0; i < kr->nkeys; i++)
+			ScanKeyEntryInitialize(&skey[i], 0, i + 1, BTEqualStrategyNumber,
+								   InvalidOid, kr->collation[i], kr->eqproc[i], keys[i]);
+		scan = index_beginscan(rel, idx, snap, kr->nkeys, 0);
+		index_rescan(scan, skey, kr->nkeys, NULL, 0);
+		if (index_getnext_slot(scan, ForwardScanDirection, slot))
+		{
+			ItemPointerCopy(&slot->tts_tid, &tid);
+			index_endscan(scan);
+			/* its latest version, locked as UPDATE locks it in READ COMMITTED */
+			res = table_tuple_lock(rel, &tid, snap, slot, cid, LockTupleNoKeyExclusive,
+								   LockWaitBlock, TUPLE_LOCK_FLAG_FIND_LAST_VERSION, &tmfd);
+			locked = (res == TM_Ok && (!tmfd.traversed || same_key(kr, slot, keys, false)));
 		}
-		/* otherwise deleted, or its key changed, meanwhile: the statement decides */
+		else
+			index_endscan(scan);
+		index_close(idx, NoLock);
+	}
+
+	/* otherwise missing, deleted or its key changed meanwhile: the statement decides */
+	if (locked)
+	{
+		slot_getallattrs(slot);
+		values = palloc(sizeof(Datum) * desc->natts);
+		nulls = palloc(sizeof(bool) * desc->natts);
+		memcpy(values, slot->tts_values, sizeof(Datum) * desc->natts);
+		memcpy(nulls, slot->tts_isnull, sizeof(bool) * desc->natts);
+		modify(kr, values, nulls, arg);
+		newtup = heap_form_tuple(desc, values, nulls);
+		simple_heap_update(rel, &slot->tts_tid, newtup);
+		if (!HeapTupleIsHeapOnly(newtup))
+		{
+			/* not HOT: every index gets an entry for the new version */
+			EState	   *estate = CreateExecutorState();
+			ResultRelInfo *rri = makeNode(ResultRelInfo);
+			TupleTableSlot *hslot = MakeSingleTupleTableSlot(desc, &TTSOpsHeapTuple);
+
+			InitResultRelInfo(rri, rel, 0, NULL, 0);
+			ExecOpenIndices(rri, false);
+			ExecStoreHeapTuple(newtup, hslot, false);
+			(void) ExecInsertIndexTuples(rri, hslot, estate, true, false, NULL, NIL);
+			ExecCloseIndices(rri);
+			ExecDropSingleTupleTableSlot(hslot);
+			FreeExecutorState(estate);
+		}
+		/* the new row, valid after the slot lets go of the buffer */
+		for (i = 0; i < desc->natts; i++)
+			if (!nulls[i])
+				values[i] = heap_getattr(newtup, i + 1, desc, &nulls[i]);
+		*valuesp = values;
+		*nullsp = nulls;
+
+		if (have_key)
+		{
+			rows = rows_table(kr, true);
+			place = hash_search(rows, rowkey,
+								hash_get_num_entries(rows) < ROWS_MAX ? HASH_ENTER : HASH_FIND,
+								NULL);
+			if (place != NULL)
+				place->tid = newtup->t_self;
+		}
 	}
 
 	ExecDropSingleTupleTableSlot(slot);
-	index_close(idx, NoLock);
 	UnregisterSnapshot(snap);
 	table_close(rel, NoLock);
-	return done;
+	return locked;
 }

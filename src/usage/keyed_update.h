@@ -35,6 +35,12 @@ typedef struct ReKeyedRel
 	Oid			collation[INDEX_MAX_KEYS];
 	AttrNumber	keyattnos[INDEX_MAX_KEYS];
 	AttrNumber	attnos[RE_KEYED_MAX_COLS];
+	int16		keylen[INDEX_MAX_KEYS];
+	bool		keybyval[INDEX_MAX_KEYS];
+
+	/* where this transaction last wrote each row (keyed_update.c) */
+	struct HTAB *rows;
+	LocalTransactionId rows_lxid;
 } ReKeyedRel;
 
 /*

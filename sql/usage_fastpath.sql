@@ -1,0 +1,110 @@
+-- The keyed update of existing counter rows (src/usage/keyed_update.c) against
+-- what the statements do: the same rows, and the statements whenever the
+-- table has something an UPDATE must run.
+\c
+
+-- Many calls for one user in one transaction: the rows written earlier in the
+-- transaction are found where they were written.
+BEGIN;
+SELECT count(revenue_engine.track_daily_usage(u(500), 'reply', 1, '2026-11-18')) FROM generate_series(1, 120);
+SELECT total, latest_milestone, current_streak, streak_end_date, best_streak
+  FROM revenue_engine.lifetime_usage WHERE user_id = u(500);
+SELECT count, goal, streak_days, goal_achieved_at IS NOT NULL AS achieved
+  FROM revenue_engine.daily_usage WHERE user_id = u(500);
+SELECT milestone FROM revenue_engine.milestones_reached WHERE user_id = u(500) ORDER BY 1;
+COMMIT;
+
+-- A savepoint rolled back forgets the versions it wrote.
+BEGIN;
+SELECT revenue_engine.track_daily_usage(u(501), 'reply', 3, '2026-11-18')->'lifetime_total';
+SAVEPOINT s;
+SELECT revenue_engine.track_daily_usage(u(501), 'reply', 4, '2026-11-18')->'lifetime_total';
+SELECT revenue_engine.track_daily_usage(u(501), 'reply', 5, '2026-11-18')->'lifetime_total';
+ROLLBACK TO SAVEPOINT s;
+SELECT revenue_engine.track_daily_usage(u(501), 'reply', 2, '2026-11-18')->'lifetime_total';  -- 5
+SELECT revenue_engine.track_daily_usage(u(501), 'reply', 1, '2026-11-18')->'lifetime_total';  -- 6
+COMMIT;
+SELECT total FROM revenue_engine.lifetime_usage WHERE user_id = u(501);
+SELECT count FROM revenue_engine.daily_usage WHERE user_id = u(501);
+
+-- TRUNCATE in the same transaction: nothing remembered of the old file is used.
+BEGIN;
+SELECT revenue_engine.track_daily_usage(u(502), 'reply', 1, '2026-11-18')->'lifetime_total';
+SELECT revenue_engine.track_daily_usage(u(502), 'reply', 1, '2026-11-18')->'lifetime_total';
+TRUNCATE revenue_engine.daily_usage, revenue_engine.lifetime_usage, revenue_engine.milestones_reached;
+SELECT revenue_engine.track_daily_usage(u(502), 'reply', 1, '2026-11-18')->'lifetime_total';  -- 1
+SELECT revenue_engine.track_daily_usage(u(502), 'reply', 1, '2026-11-18')->'lifetime_total';  -- 2
+ROLLBACK;
+SELECT total FROM revenue_engine.lifetime_usage WHERE user_id = u(502);  -- nothing: rolled back
+
+-- An index an application adds on a changed column: every update of total is
+-- then not HOT, and the index gets an entry for each new version.
+CREATE INDEX lifetime_by_total ON revenue_engine.lifetime_usage (total);
+SELECT revenue_engine.track_daily_usage(u(503), 'reply', 7, '2026-11-18')->'lifetime_total';
+SELECT revenue_engine.track_daily_usage(u(503), 'reply', 4, '2026-11-18')->'lifetime_total';
+SET enable_seqscan = off;
+SET enable_bitmapscan = off;
+EXPLAIN (COSTS OFF) SELECT user_id FROM revenue_engine.lifetime_usage WHERE total = 11;
+SELECT user_id = u(503) AS found FROM revenue_engine.lifetime_usage WHERE total = 11;
+SELECT count(*) AS stale FROM revenue_engine.lifetime_usage WHERE total = 7 AND user_id = u(503);
+RESET enable_seqscan;
+RESET enable_bitmapscan;
+DROP INDEX revenue_engine.lifetime_by_total;
+
+-- A trigger an application adds is fired: its table takes the statement path.
+-- (Triggers on the extension's tables run with its pinned search_path.)
+CREATE TABLE daily_audit (user_id uuid, old_count bigint, new_count bigint);
+CREATE FUNCTION audit_daily() RETURNS trigger LANGUAGE plpgsql AS $$
+BEGIN
+    INSERT INTO public.daily_audit VALUES (NEW.user_id, CASE WHEN TG_OP = 'UPDATE' THEN OLD.count END, NEW.count);
+    RETURN NEW;
+END $$;
+CREATE TRIGGER daily_audit AFTER INSERT OR UPDATE ON revenue_engine.daily_usage
+    FOR EACH ROW EXECUTE FUNCTION audit_daily();
+SELECT revenue_engine.track_daily_usage(u(504), 'reply', 2, '2026-11-18')->'current_count';
+SELECT revenue_engine.track_daily_usage(u(504), 'reply', 3, '2026-11-18')->'current_count';
+SELECT old_count, new_count FROM daily_audit WHERE user_id = u(504) ORDER BY new_count;
+DROP TRIGGER daily_audit ON revenue_engine.daily_usage;
+
+-- A CHECK constraint an application adds is enforced.
+ALTER TABLE revenue_engine.lifetime_usage ADD CONSTRAINT at_most_20 CHECK (total <= 20) NOT VALID;
+SELECT revenue_engine.track_daily_usage(u(505), 'reply', 15, '2026-11-18')->'lifetime_total';
+\set VERBOSITY terse
+SELECT revenue_engine.track_daily_usage(u(505), 'reply', 10, '2026-11-18')->'lifetime_total';  -- violates
+\set VERBOSITY default
+ALTER TABLE revenue_engine.lifetime_usage DROP CONSTRAINT at_most_20;
+SELECT revenue_engine.track_daily_usage(u(505), 'reply', 10, '2026-11-18')->'lifetime_total';  -- 25
+
+-- Above READ COMMITTED the statements run, and a concurrent change is a
+-- serialization failure there (isolation specs); alone, the result is the same.
+BEGIN ISOLATION LEVEL REPEATABLE READ;
+SELECT revenue_engine.track_daily_usage(u(505), 'reply', 25, '2026-11-18')->'milestones';  -- 50
+SELECT revenue_engine.track_daily_usage(u(505), 'reply', 1, '2026-11-18')->'lifetime_total';
+COMMIT;
+SELECT total, latest_milestone FROM revenue_engine.lifetime_usage WHERE user_id = u(505);
+
+-- A new backfill that lowers a total: crossing a milestone again records
+-- nothing, and the latest milestone stays the one recorded.
+SELECT * FROM revenue_engine.backfill_usage(
+    $$ SELECT u(506), 'reply', date '2026-11-10', 60 $$);
+SELECT total, latest_milestone FROM revenue_engine.lifetime_usage WHERE user_id = u(506);
+SELECT * FROM revenue_engine.backfill_usage(
+    $$ SELECT u(506), 'reply', date '2026-11-10', 5 $$);
+SELECT total, latest_milestone FROM revenue_engine.lifetime_usage WHERE user_id = u(506);
+SELECT r->'milestones', r->'lifetime_total'
+  FROM revenue_engine.track_daily_usage(u(506), 'reply', 1, '2026-11-18') r;
+SELECT r->'milestones', r->'lifetime_total'
+  FROM revenue_engine.track_daily_usage(u(506), 'reply', 95, '2026-11-18') r;  -- 50 again: nothing; 100: new
+SELECT total, latest_milestone, latest_milestone_at IS NOT NULL AS has_at
+  FROM revenue_engine.lifetime_usage WHERE user_id = u(506);
+SELECT milestone, backfilled FROM revenue_engine.milestones_reached WHERE user_id = u(506) ORDER BY 1;
+SELECT r->'milestones', r->'lifetime_total'
+  FROM revenue_engine.track_daily_usage(u(506), 'reply', 1, '2026-11-18') r;
+
+-- An application that resets a row: the milestones stay recorded, and crossing
+-- one again leaves latest_milestone as the application set it.
+UPDATE revenue_engine.lifetime_usage SET total = 5, latest_milestone = NULL, latest_milestone_at = NULL
+ WHERE user_id = u(506);
+SELECT r->'milestones', r->'lifetime_total'
+  FROM revenue_engine.track_daily_usage(u(506), 'reply', 10, '2026-11-18') r;  -- 10 again: nothing
+SELECT total, latest_milestone, latest_milestone_at FROM revenue_engine.lifetime_usage WHERE user_id = u(506);
