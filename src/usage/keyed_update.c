@@ -427,3 +427,101 @@ re_keyed_update(ReKeyedRel *kr, const Datum *keys, ReRowModify modify, void *arg
 	table_close(rel, NoLock);
 	return locked;
 }
+
+/*
+ * Read the row whose primary key is keys[], as the transaction's snapshot
+ * sees it (a fresh one in READ COMMITTED).  Returns false when the table
+ * cannot be read this way (the caller runs its statement); otherwise true,
+ * with *found, and when found the arrays *valuesp and *nullsp (palloc'd, one per column,
+ * toasted values left to the caller to detoast).
+ *
+ * A row found is remembered by place for the rest of the transaction, like a
+ * row written: the next read of it fetches that place and checks the key and
+ * visibility, without the index scan.  Only a table whose changes send a
+ * relcache invalidation (a statement trigger calling
+ * revenue_engine.invalidate_cache) may be read this way: a deleted row's
+ * place is forgotten before VACUUM can reuse or truncate it.
+ */
+bool
+re_keyed_fetch(ReKeyedRel *kr, const Datum *keys, bool *found,
+			   Datum **valuesp, bool **nullsp)
+{
+	Relation	rel;
+	Relation	idx;
+	ScanKeyData skey[INDEX_MAX_KEYS];
+	Snapshot	snap;
+	IndexScanDesc scan;
+	TupleTableSlot *slot;
+	TupleDesc	desc;
+	ItemPointerData tid;
+	char		rowkey[ROW_KEY_BYTES];
+	bool		have_key;
+	HTAB	   *rows;
+	RowPlace   *place;
+	bool		hit = false;
+	int			i;
+
+	if (!kr->looked_up)
+		look_up(kr);
+	if (!kr->usable)
+		return false;
+	rel = table_open(kr->relid, AccessShareLock);
+	if (rel->rd_rel->relkind != RELKIND_RELATION ||
+		rel->rd_rel->relam != HEAP_TABLE_AM_OID ||
+		rel->rd_rel->relrowsecurity ||
+		rel->rd_pkindex != kr->indexid)
+	{
+		table_close(rel, NoLock);
+		return false;
+	}
+	desc = RelationGetDescr(rel);
+
+	CommandCounterIncrement();
+	snap = RegisterSnapshot(GetTransactionSnapshot());
+	slot = table_slot_create(rel, NULL);
+
+	have_key = row_key(kr, keys, rowkey);
+	rows = have_key ? rows_table(kr, false) : NULL;
+	if (rows != NULL &&
+		(place = hash_search(rows, rowkey, HASH_FIND, NULL)) != NULL)
+	{
+		tid = place->tid;
+		hit = table_tuple_fetch_row_version(rel, &tid, snap, slot) &&
+			same_key(kr, slot, keys, true);
+	}
+	if (!hit)
+	{
+		idx = index_open(kr->indexid, AccessShareLock);
+		for (i = 0; i < kr->nkeys; i++)
+			ScanKeyEntryInitialize(&skey[i], 0, i + 1, BTEqualStrategyNumber,
+								   InvalidOid, kr->collation[i], kr->eqproc[i], keys[i]);
+		scan = index_beginscan(rel, idx, snap, kr->nkeys, 0);
+		index_rescan(scan, skey, kr->nkeys, NULL, 0);
+		hit = index_getnext_slot(scan, ForwardScanDirection, slot);
+		index_endscan(scan);
+		index_close(idx, NoLock);
+		if (hit && have_key)
+		{
+			rows = rows_table(kr, true);
+			place = hash_search(rows, rowkey,
+								hash_get_num_entries(rows) < ROWS_MAX ? HASH_ENTER : HASH_FIND,
+								NULL);
+			if (place != NULL)
+				place->tid = slot->tts_tid;
+		}
+	}
+
+	*found = hit;
+	if (hit)
+	{
+		HeapTuple	copy = ExecCopySlotHeapTuple(slot);
+
+		*valuesp = palloc(sizeof(Datum) * desc->natts);
+		*nullsp = palloc(sizeof(bool) * desc->natts);
+		heap_deform_tuple(copy, desc, *valuesp, *nullsp);
+	}
+	ExecDropSingleTupleTableSlot(slot);
+	UnregisterSnapshot(snap);
+	table_close(rel, NoLock);
+	return true;
+}

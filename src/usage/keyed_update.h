@@ -53,6 +53,8 @@ typedef void (*ReRowModify) (ReKeyedRel *kr, Datum *values, bool *nulls,
 extern bool re_keyed_update(ReKeyedRel *kr, const Datum *keys,
 							ReRowModify modify, void *arg,
 							Datum **values, bool **nulls);
+extern bool re_keyed_fetch(ReKeyedRel *kr, const Datum *keys, bool *found,
+						   Datum **values, bool **nulls);
 extern void re_keyed_forget(ReKeyedRel *kr, Oid relid);
 
 /* The value of the i-th column of colnames in a row given to or returned by re_keyed_update. */

@@ -82,6 +82,7 @@ static SPIPlanPtr achieve_plan = NULL;
 static SPIPlanPtr run_plan = NULL;
 static SPIPlanPtr chain_plan = NULL;
 static SPIPlanPtr milestone_plan = NULL;
+static SPIPlanPtr milestone_only_plan = NULL;
 
 /*
  * The hot statements: the daily and the lifetime upserts.  $1 tenant, $2 user,
@@ -183,27 +184,25 @@ typedef struct UsageAdd
 } UsageAdd;
 
 /*
- * Backend-local caches of user profiles and usage type settings, so the hot
- * path runs one statement.  A statement trigger on each table sends a
- * relcache invalidation (revenue_engine.invalidate_cache); the callback
- * empties both caches, and every call first accepts pending invalidations,
- * so a committed change is seen by the next call in every session.
+ * A user's profile is read by primary key on every call (re_keyed_fetch, no
+ * statement), so a backend keeps nothing per user: its memory does not grow
+ * with the number of users.  The usage types' settings, a handful, are
+ * cached for the backend.  A statement trigger on each table sends a relcache
+ * invalidation (revenue_engine.invalidate_cache); the callback empties the
+ * type cache and forgets where profile rows were, and every call first
+ * accepts pending invalidations, so a committed change is seen by the next
+ * call in every session.
  */
-#define RE_PROFILE_CACHE_MAX 100000
-
-typedef struct ProfileKey
-{
-	pg_uuid_t	user_id;
-	char		tenant[RE_MAX_NAME_LEN + 1];
-} ProfileKey;
-
 typedef struct ProfileEntry
 {
-	ProfileKey	key;
 	pg_tz	   *tz;
 	const char *tzname;
 	Jsonb	   *goals;			/* NULL: none */
 } ProfileEntry;
+
+static ReKeyedRel profile_rel = {
+	"user_profiles", 2, {"timezone", "daily_goals"}, {TEXTOID, JSONBOID}
+};
 
 typedef struct TypeEntry
 {
@@ -212,9 +211,7 @@ typedef struct TypeEntry
 } TypeEntry;
 
 static MemoryContext cache_cxt = NULL;
-static HTAB *profile_cache = NULL;
 static HTAB *type_cache = NULL;
-static Oid	profiles_relid = InvalidOid;
 static Oid	types_relid = InvalidOid;
 static SPIPlanPtr profile_plan = NULL;
 static SPIPlanPtr type_plan = NULL;
@@ -224,17 +221,16 @@ reset_caches(void)
 {
 	if (cache_cxt != NULL)
 		MemoryContextReset(cache_cxt);
-	profile_cache = NULL;
 	type_cache = NULL;
-	profiles_relid = InvalidOid;
 	types_relid = InvalidOid;
 }
 
 static void
 relcache_callback(Datum arg, Oid relid)
 {
-	if (relid == InvalidOid || relid == profiles_relid || relid == types_relid)
+	if (relid == InvalidOid || relid == types_relid)
 		reset_caches();
+	re_keyed_forget(&profile_rel, relid);
 	re_keyed_forget(&lifetime_rel, relid);
 	re_keyed_forget(&daily_rel, relid);
 }
@@ -250,21 +246,11 @@ ensure_caches(void)
 										  ALLOCSET_DEFAULT_SIZES);
 		CacheRegisterRelcacheCallback(relcache_callback, (Datum) 0);
 	}
-	if (profile_cache != NULL &&
-		hash_get_num_entries(profile_cache) >= RE_PROFILE_CACHE_MAX)
-		reset_caches();
-	if (profile_cache == NULL)
+	if (type_cache == NULL)
 	{
 		Oid			nsp = get_namespace_oid("revenue_engine", false);
 
-		profiles_relid = get_relname_relid("user_profiles", nsp);
 		types_relid = get_relname_relid("usage_types", nsp);
-		memset(&ctl, 0, sizeof(ctl));
-		ctl.keysize = sizeof(ProfileKey);
-		ctl.entrysize = sizeof(ProfileEntry);
-		ctl.hcxt = cache_cxt;
-		profile_cache = hash_create("revenue_engine profiles", 1024, &ctl,
-									HASH_ELEM | HASH_BLOBS | HASH_CONTEXT);
 		memset(&ctl, 0, sizeof(ctl));
 		ctl.keysize = RE_MAX_NAME_LEN + 1;
 		ctl.entrysize = sizeof(TypeEntry);
@@ -282,7 +268,7 @@ prepare_plans(void)
 	Oid			lifetime_types[5] = {TEXTOID, UUIDOID, TEXTOID, INT8OID, TIMESTAMPTZOID};
 	Oid			profile_types[2] = {TEXTOID, UUIDOID};
 	Oid			type_types[1] = {TEXTOID};
-	Oid			ms_types[7] = {TEXTOID, UUIDOID, TEXTOID, INT8OID, INT8OID, UUIDOID, BOOLOID};
+	Oid			ms_types[6] = {TEXTOID, UUIDOID, TEXTOID, INT8OID, INT8OID, UUIDOID};
 
 	if (track_plan != NULL)
 		return;
@@ -304,10 +290,7 @@ prepare_plans(void)
 							   " WHERE tenant_id = $1 AND user_id = $2 AND usage_type = $3"
 							   "   AND usage_date = $4 AND goal_achieved_at IS NOT NULL",
 							   5, key4);
-	/*
-	 * The milestone, once, and the lifetime row's latest milestone with it
-	 * unless $7 says the lifetime update already set it.
-	 */
+	/* the milestone, once, and the lifetime row's latest milestone with it */
 	milestone_plan = re_prepare_saved(
 								   "WITH m AS ("
 								   "  INSERT INTO revenue_engine.milestones_reached"
@@ -316,12 +299,21 @@ prepare_plans(void)
 								   "), u AS ("
 								   "  UPDATE revenue_engine.lifetime_usage"
 								   "     SET latest_milestone = $4, latest_milestone_at = now()"
-								   "   WHERE NOT $7 AND tenant_id = $1 AND user_id = $2 AND usage_type = $3"
+								   "   WHERE tenant_id = $1 AND user_id = $2 AND usage_type = $3"
 								   "     AND (latest_milestone IS NULL OR latest_milestone < $4)"
 								   "     AND EXISTS (SELECT 1 FROM m) RETURNING 1"
 								   ")"
 								   "SELECT count(*) FROM m",
-								   7, ms_types);
+								   6, ms_types);
+	/* the milestone, once, when the lifetime update took care of the latest */
+	milestone_only_plan = re_prepare_saved(
+										"WITH m AS ("
+										"  INSERT INTO revenue_engine.milestones_reached"
+										"   (tenant_id, user_id, usage_type, milestone, lifetime_total, event_id)"
+										"  VALUES ($1, $2, $3, $4, $5, $6) ON CONFLICT DO NOTHING RETURNING 1"
+										")"
+										"SELECT count(*) FROM m",
+										6, ms_types);
 	/* the day's goal ($4, $5, its streak $6) */
 	achieve_plan = re_prepare_saved(
 								 "UPDATE revenue_engine.daily_usage"
@@ -534,7 +526,7 @@ static bool
 record_milestone(const char *tenant, pg_uuid_t *user_id, text *usage_type,
 				 int64 milestone, int64 total, pg_uuid_t *event_id, bool latest_done)
 {
-	Datum		values[7];
+	Datum		values[6];
 	int			ret;
 
 	values[0] = CStringGetTextDatum(tenant);
@@ -543,8 +535,8 @@ record_milestone(const char *tenant, pg_uuid_t *user_id, text *usage_type,
 	values[3] = Int64GetDatum(milestone);
 	values[4] = Int64GetDatum(total);
 	values[5] = UUIDPGetDatum(event_id);
-	values[6] = BoolGetDatum(latest_done);
-	ret = SPI_execute_plan(milestone_plan, values, NULL, false, 0);
+	ret = SPI_execute_plan(latest_done ? milestone_only_plan : milestone_plan,
+						   values, NULL, false, 0);
 	if (ret != SPI_OK_SELECT || SPI_processed != 1)
 		elog(ERROR, "recording a milestone failed: %s", SPI_result_code_string(ret));
 	{
@@ -638,63 +630,56 @@ lookup_settings(const char *usage_type)
 }
 
 /* The user's profile (cached); connected to SPI, in the owner scope. */
-static ProfileEntry *
-lookup_profile(const char *tenant, pg_uuid_t *user_id)
+static void
+lookup_profile(const char *tenant, pg_uuid_t *user_id, ProfileEntry *e)
 {
-	ProfileKey	key;
-	ProfileEntry *e;
+	Datum		keys[2];
+	Datum	   *row;
+	bool	   *rownulls;
 	bool		found;
-	Datum		values[2];
-	int			ret;
 	char	   *tzname = "UTC";
 	Jsonb	   *goals = NULL;
 	bool		isnull;
 
-	memset(&key, 0, sizeof(key));
-	key.user_id = *user_id;
-	strlcpy(key.tenant, tenant, sizeof(key.tenant));
-	e = hash_search(profile_cache, &key, HASH_FIND, NULL);
-	if (e != NULL)
-		return e;
-
-	values[0] = CStringGetTextDatum(tenant);
-	values[1] = UUIDPGetDatum(user_id);
-	ret = SPI_execute_plan(profile_plan, values, NULL, true, 1);
-	if (ret != SPI_OK_SELECT)
-		elog(ERROR, "profile look-up failed: %s", SPI_result_code_string(ret));
-	if (SPI_processed == 1)
+	keys[0] = CStringGetTextDatum(tenant);
+	keys[1] = UUIDPGetDatum(user_id);
+	if (re_keyed_fetch(&profile_rel, keys, &found, &row, &rownulls))
 	{
-		Datum		d;
-
-		tzname = TextDatumGetCString(col(1, &isnull));
-		d = col(2, &isnull);
-		if (!isnull)
+		if (found)
 		{
-			goals = DatumGetJsonbP(d);
-			if (JB_ROOT_COUNT(goals) == 0)
-				goals = NULL;
+			tzname = TextDatumGetCString(RE_KEYED_COL(&profile_rel, row, 0));
+			if (!RE_KEYED_NULL(&profile_rel, rownulls, 1))
+				goals = DatumGetJsonbP(RE_KEYED_COL(&profile_rel, row, 1));
 		}
 	}
+	else
+	{
+		int			ret = SPI_execute_plan(profile_plan, keys, NULL, true, 1);
 
-	e = hash_search(profile_cache, &key, HASH_ENTER, &found);
+		if (ret != SPI_OK_SELECT)
+			elog(ERROR, "profile look-up failed: %s", SPI_result_code_string(ret));
+		if (SPI_processed == 1)
+		{
+			Datum		d;
+
+			tzname = TextDatumGetCString(col(1, &isnull));
+			d = col(2, &isnull);
+			if (!isnull)
+				goals = DatumGetJsonbP(d);
+		}
+	}
+	if (goals != NULL && JB_ROOT_COUNT(goals) == 0)
+		goals = NULL;
+
 	e->tz = pg_tzset(tzname);
 	if (e->tz == NULL)
-	{
-		hash_search(profile_cache, &key, HASH_REMOVE, NULL);
 		ereport(ERROR,
 				(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
 				 errmsg("time zone \"%s\" of user %s is not recognized", tzname,
 						DatumGetCString(DirectFunctionCall1(uuid_out, UUIDPGetDatum(user_id)))),
 				 errhint("Set it with revenue_engine.set_user_profile().")));
-	}
 	e->tzname = pg_get_timezone_name(e->tz);
-	e->goals = NULL;
-	if (goals != NULL)
-	{
-		e->goals = MemoryContextAlloc(cache_cxt, VARSIZE(goals));
-		memcpy(e->goals, goals, VARSIZE(goals));
-	}
-	return e;
+	e->goals = goals;
 }
 
 /* The user's own goal for usage_type, or -1 when the profile sets none. */
@@ -922,7 +907,7 @@ re_track_daily_usage(PG_FUNCTION_ARGS)
 	const char *tz;
 	TimestampTz now;
 	DateADT		today;
-	ProfileEntry *profile;
+	ProfileEntry profile;
 	DateADT		usage_date;
 	int32		goal;
 	int64		day_count;
@@ -987,12 +972,12 @@ re_track_daily_usage(PG_FUNCTION_ARGS)
 								 settings.milestones, sizeof(int64) * settings.nmilestones);
 	settings.streak_milestones = memcpy(MemoryContextAlloc(callerctx, sizeof(int32) * Max(settings.nstreak, 1)),
 										settings.streak_milestones, sizeof(int32) * settings.nstreak);
-	profile = lookup_profile(tenant, user_id);
-	tz = profile->tzname;
-	goal = profile_goal(profile, usage_type);
+	lookup_profile(tenant, user_id, &profile);
+	tz = profile.tzname;
+	goal = profile_goal(&profile, usage_type);
 	if (goal < 0)
 		goal = settings.daily_goal;
-	today = local_date(now, profile->tz);
+	today = local_date(now, profile.tz);
 	if (PG_ARGISNULL(3))
 		usage_date = today;
 	else
