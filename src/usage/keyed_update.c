@@ -289,6 +289,53 @@ same_key(ReKeyedRel *kr, TupleTableSlot *slot, const Datum *keys, bool binary)
 	return true;
 }
 
+/* Where this transaction last wrote or read the row, or NULL. */
+static RowPlace *
+remembered(ReKeyedRel *kr, const Datum *keys, char *rowkey, bool *have_key)
+{
+	HTAB	   *rows;
+
+	*have_key = row_key(kr, keys, rowkey);
+	rows = *have_key ? rows_table(kr, false) : NULL;
+	return rows != NULL ? hash_search(rows, rowkey, HASH_FIND, NULL) : NULL;
+}
+
+/* Remember where the row is, up to ROWS_MAX rows per table and transaction. */
+static void
+remember(ReKeyedRel *kr, const char *rowkey, ItemPointer tid)
+{
+	HTAB	   *rows = rows_table(kr, true);
+	RowPlace   *place;
+
+	place = hash_search(rows, rowkey,
+						hash_get_num_entries(rows) < ROWS_MAX ? HASH_ENTER : HASH_FIND,
+						NULL);
+	if (place != NULL)
+		place->tid = *tid;
+}
+
+/* The version of the row with primary key keys[] that snap sees, into slot. */
+static bool
+index_lookup(ReKeyedRel *kr, Relation rel, Snapshot snap, const Datum *keys,
+			 LOCKMODE lockmode, TupleTableSlot *slot)
+{
+	Relation	idx = index_open(kr->indexid, lockmode);
+	ScanKeyData skey[INDEX_MAX_KEYS];
+	IndexScanDesc scan;
+	bool		found;
+	int			i;
+
+	for (i = 0; i < kr->nkeys; i++)
+		ScanKeyEntryInitialize(&skey[i], 0, i + 1, BTEqualStrategyNumber,
+							   InvalidOid, kr->collation[i], kr->eqproc[i], keys[i]);
+	scan = index_beginscan(rel, idx, snap, kr->nkeys, 0);
+	index_rescan(scan, skey, kr->nkeys, NULL, 0);
+	found = index_getnext_slot(scan, ForwardScanDirection, slot);
+	index_endscan(scan);
+	index_close(idx, NoLock);
+	return found;
+}
+
 /*
  * Update the row whose primary key is keys[] (one Datum per key column, of
  * the column's type): modify() turns the old values into the new ones.
@@ -303,10 +350,7 @@ re_keyed_update(ReKeyedRel *kr, const Datum *keys, ReRowModify modify, void *arg
 	Datum	   *values;
 	bool	   *nulls;
 	Relation	rel;
-	Relation	idx;
-	ScanKeyData skey[INDEX_MAX_KEYS];
 	Snapshot	snap;
-	IndexScanDesc scan;
 	TupleTableSlot *slot;
 	ItemPointerData tid;
 	TM_FailureData tmfd;
@@ -318,7 +362,6 @@ re_keyed_update(ReKeyedRel *kr, const Datum *keys, ReRowModify modify, void *arg
 	bool		locked = false;
 	bool		have_key;
 	char		rowkey[ROW_KEY_BYTES];
-	HTAB	   *rows;
 	RowPlace   *place;
 
 	if (XactIsoLevel != XACT_READ_COMMITTED || XactReadOnly || IsInParallelMode())
@@ -344,10 +387,8 @@ re_keyed_update(ReKeyedRel *kr, const Datum *keys, ReRowModify modify, void *arg
 	slot = table_slot_create(rel, NULL);
 
 	/* where this transaction wrote the row last, if it did */
-	have_key = row_key(kr, keys, rowkey);
-	rows = have_key ? rows_table(kr, false) : NULL;
-	if (rows != NULL &&
-		(place = hash_search(rows, rowkey, HASH_FIND, NULL)) != NULL)
+	place = remembered(kr, keys, rowkey, &have_key);
+	if (place != NULL)
 	{
 		tid = place->tid;
 		res = table_tuple_lock(rel, &tid, snap, slot, cid, LockTupleNoKeyExclusive,
@@ -355,27 +396,13 @@ re_keyed_update(ReKeyedRel *kr, const Datum *keys, ReRowModify modify, void *arg
 		locked = (res == TM_Ok && same_key(kr, slot, keys, true));
 	}
 
-	if (!locked)
+	/* else the version this snapshot sees, and its latest version locked */
+	if (!locked && index_lookup(kr, rel, snap, keys, RowExclusiveLock, slot))
 	{
-		/* the primary key's index: the version this snapshot sees */
-		idx = index_open(kr->indexid, RowExclusiveLock);
-		for (i = 0; i < kr->nkeys; i++)
-			ScanKeyEntryInitialize(&skey[i], 0, i + 1, BTEqualStrategyNumber,
-								   InvalidOid, kr->collation[i], kr->eqproc[i], keys[i]);
-		scan = index_beginscan(rel, idx, snap, kr->nkeys, 0);
-		index_rescan(scan, skey, kr->nkeys, NULL, 0);
-		if (index_getnext_slot(scan, ForwardScanDirection, slot))
-		{
-			ItemPointerCopy(&slot->tts_tid, &tid);
-			index_endscan(scan);
-			/* its latest version, locked as UPDATE locks it in READ COMMITTED */
-			res = table_tuple_lock(rel, &tid, snap, slot, cid, LockTupleNoKeyExclusive,
-								   LockWaitBlock, TUPLE_LOCK_FLAG_FIND_LAST_VERSION, &tmfd);
-			locked = (res == TM_Ok && (!tmfd.traversed || same_key(kr, slot, keys, false)));
-		}
-		else
-			index_endscan(scan);
-		index_close(idx, NoLock);
+		ItemPointerCopy(&slot->tts_tid, &tid);
+		res = table_tuple_lock(rel, &tid, snap, slot, cid, LockTupleNoKeyExclusive,
+							   LockWaitBlock, TUPLE_LOCK_FLAG_FIND_LAST_VERSION, &tmfd);
+		locked = (res == TM_Ok && (!tmfd.traversed || same_key(kr, slot, keys, false)));
 	}
 
 	/* otherwise missing, deleted or its key changed meanwhile: the statement decides */
@@ -412,14 +439,7 @@ re_keyed_update(ReKeyedRel *kr, const Datum *keys, ReRowModify modify, void *arg
 		*nullsp = nulls;
 
 		if (have_key)
-		{
-			rows = rows_table(kr, true);
-			place = hash_search(rows, rowkey,
-								hash_get_num_entries(rows) < ROWS_MAX ? HASH_ENTER : HASH_FIND,
-								NULL);
-			if (place != NULL)
-				place->tid = newtup->t_self;
-		}
+			remember(kr, rowkey, &newtup->t_self);
 	}
 
 	ExecDropSingleTupleTableSlot(slot);
@@ -447,19 +467,14 @@ re_keyed_fetch(ReKeyedRel *kr, const Datum *keys, bool *found,
 			   Datum **valuesp, bool **nullsp)
 {
 	Relation	rel;
-	Relation	idx;
-	ScanKeyData skey[INDEX_MAX_KEYS];
 	Snapshot	snap;
-	IndexScanDesc scan;
 	TupleTableSlot *slot;
 	TupleDesc	desc;
 	ItemPointerData tid;
 	char		rowkey[ROW_KEY_BYTES];
 	bool		have_key;
-	HTAB	   *rows;
 	RowPlace   *place;
 	bool		hit = false;
-	int			i;
 
 	if (!kr->looked_up)
 		look_up(kr);
@@ -480,10 +495,8 @@ re_keyed_fetch(ReKeyedRel *kr, const Datum *keys, bool *found,
 	snap = RegisterSnapshot(GetTransactionSnapshot());
 	slot = table_slot_create(rel, NULL);
 
-	have_key = row_key(kr, keys, rowkey);
-	rows = have_key ? rows_table(kr, false) : NULL;
-	if (rows != NULL &&
-		(place = hash_search(rows, rowkey, HASH_FIND, NULL)) != NULL)
+	place = remembered(kr, keys, rowkey, &have_key);
+	if (place != NULL)
 	{
 		tid = place->tid;
 		hit = table_tuple_fetch_row_version(rel, &tid, snap, slot) &&
@@ -491,24 +504,9 @@ re_keyed_fetch(ReKeyedRel *kr, const Datum *keys, bool *found,
 	}
 	if (!hit)
 	{
-		idx = index_open(kr->indexid, AccessShareLock);
-		for (i = 0; i < kr->nkeys; i++)
-			ScanKeyEntryInitialize(&skey[i], 0, i + 1, BTEqualStrategyNumber,
-								   InvalidOid, kr->collation[i], kr->eqproc[i], keys[i]);
-		scan = index_beginscan(rel, idx, snap, kr->nkeys, 0);
-		index_rescan(scan, skey, kr->nkeys, NULL, 0);
-		hit = index_getnext_slot(scan, ForwardScanDirection, slot);
-		index_endscan(scan);
-		index_close(idx, NoLock);
+		hit = index_lookup(kr, rel, snap, keys, AccessShareLock, slot);
 		if (hit && have_key)
-		{
-			rows = rows_table(kr, true);
-			place = hash_search(rows, rowkey,
-								hash_get_num_entries(rows) < ROWS_MAX ? HASH_ENTER : HASH_FIND,
-								NULL);
-			if (place != NULL)
-				place->tid = slot->tts_tid;
-		}
+			remember(kr, rowkey, &slot->tts_tid);
 	}
 
 	*found = hit;
