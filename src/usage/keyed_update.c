@@ -165,19 +165,6 @@ rows_table(ReKeyedRel *kr, bool create)
 	kr->rows = NULL;
 	if (!create)
 		return NULL;
-	if (nkeyed_rels == 0)
-		RegisterSubXactCallback(subxact_callback, NULL);
-	if (nkeyed_rels < MAX_KEYED_RELS &&
-		(nkeyed_rels == 0 || keyed_rels[nkeyed_rels - 1] != kr))
-	{
-		int			i;
-		bool		known = false;
-
-		for (i = 0; i < nkeyed_rels; i++)
-			known |= (keyed_rels[i] == kr);
-		if (!known)
-			keyed_rels[nkeyed_rels++] = kr;
-	}
 	memset(&ctl, 0, sizeof(ctl));
 	ctl.keysize = ROW_KEY_BYTES;
 	ctl.entrysize = sizeof(RowPlace);
@@ -196,6 +183,18 @@ look_up(ReKeyedRel *kr)
 	Relation	rel;
 	Relation	idx;
 	int			i;
+
+	/* once per table: a subtransaction's abort forgets its rows */
+	for (i = 0; i < nkeyed_rels && keyed_rels[i] != kr; i++)
+		;
+	if (i == nkeyed_rels)
+	{
+		if (nkeyed_rels == MAX_KEYED_RELS)
+			elog(ERROR, "too many revenue_engine keyed tables");
+		if (nkeyed_rels == 0)
+			RegisterSubXactCallback(subxact_callback, NULL);
+		keyed_rels[nkeyed_rels++] = kr;
+	}
 
 	kr->looked_up = true;
 	kr->usable = false;
@@ -242,18 +241,34 @@ look_up(ReKeyedRel *kr)
 	table_close(rel, AccessShareLock);
 }
 
-/* Whether an UPDATE of rel runs nothing but the heap update and its index entries. */
-static bool
-plain_table(Relation rel)
+/*
+ * The table opened with lockmode, or NULL when it cannot be used this way:
+ * not a heap table, row level security, another primary key than looked up,
+ * and for an update (for_update) anything else an UPDATE would have to run:
+ * triggers, rules, CHECK constraints, generated columns.
+ */
+static Relation
+open_keyed(ReKeyedRel *kr, LOCKMODE lockmode, bool for_update)
 {
-	TupleConstr *constr = rel->rd_att->constr;
+	Relation	rel;
+	TupleConstr *constr;
 
-	return rel->rd_rel->relkind == RELKIND_RELATION &&
+	if (!kr->looked_up)
+		look_up(kr);
+	if (!kr->usable)
+		return NULL;
+	rel = table_open(kr->relid, lockmode);
+	constr = rel->rd_att->constr;
+	if (rel->rd_rel->relkind == RELKIND_RELATION &&
 		rel->rd_rel->relam == HEAP_TABLE_AM_OID &&
-		rel->trigdesc == NULL &&
-		!rel->rd_rel->relhasrules &&
 		!rel->rd_rel->relrowsecurity &&
-		(constr == NULL || (constr->num_check == 0 && !constr->has_generated_stored));
+		rel->rd_pkindex == kr->indexid &&
+		(!for_update ||
+		 (rel->trigdesc == NULL && !rel->rd_rel->relhasrules &&
+		  (constr == NULL || (constr->num_check == 0 && !constr->has_generated_stored)))))
+		return rel;
+	table_close(rel, NoLock);
+	return NULL;
 }
 
 /*
@@ -366,17 +381,9 @@ re_keyed_update(ReKeyedRel *kr, const Datum *keys, ReRowModify modify, void *arg
 
 	if (XactIsoLevel != XACT_READ_COMMITTED || XactReadOnly || IsInParallelMode())
 		return false;
-	if (!kr->looked_up)
-		look_up(kr);
-	if (!kr->usable)
+	rel = open_keyed(kr, RowExclusiveLock, true);
+	if (rel == NULL)
 		return false;
-
-	rel = table_open(kr->relid, RowExclusiveLock);
-	if (!plain_table(rel) || rel->rd_pkindex != kr->indexid)
-	{
-		table_close(rel, NoLock);
-		return false;
-	}
 	desc = RelationGetDescr(rel);
 
 	/* see this transaction's earlier changes, as a new statement does */
@@ -476,19 +483,9 @@ re_keyed_fetch(ReKeyedRel *kr, const Datum *keys, bool *found,
 	RowPlace   *place;
 	bool		hit = false;
 
-	if (!kr->looked_up)
-		look_up(kr);
-	if (!kr->usable)
+	rel = open_keyed(kr, AccessShareLock, false);
+	if (rel == NULL)
 		return false;
-	rel = table_open(kr->relid, AccessShareLock);
-	if (rel->rd_rel->relkind != RELKIND_RELATION ||
-		rel->rd_rel->relam != HEAP_TABLE_AM_OID ||
-		rel->rd_rel->relrowsecurity ||
-		rel->rd_pkindex != kr->indexid)
-	{
-		table_close(rel, NoLock);
-		return false;
-	}
 	desc = RelationGetDescr(rel);
 
 	CommandCounterIncrement();

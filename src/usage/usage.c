@@ -174,8 +174,7 @@ typedef struct UsageAdd
 	int32		goal;			/* 0: none */
 	int32		fold_streak;	/* the day's streak if reached now; -1: unknown */
 	/* set by the updates */
-	bool		latest_set;		/* latest_milestone set to latest; the old value: */
-	int64		latest;
+	int64		latest;			/* latest_milestone set to this; 0: not set; the old value: */
 	bool		old_latest_null;
 	int64		old_latest;
 	bool		old_latest_at_null;
@@ -260,6 +259,14 @@ ensure_caches(void)
 	}
 }
 
+/* A milestone, once: CTE m returns a row when this statement recorded it. */
+#define MILESTONE_INSERT_CTE \
+	"WITH m AS (" \
+	"  INSERT INTO revenue_engine.milestones_reached" \
+	"   (tenant_id, user_id, usage_type, milestone, lifetime_total, event_id)" \
+	"  VALUES ($1, $2, $3, $4, $5, $6) ON CONFLICT DO NOTHING RETURNING 1" \
+	")"
+
 static void
 prepare_plans(void)
 {
@@ -292,11 +299,8 @@ prepare_plans(void)
 							   5, key4);
 	/* the milestone, once, and the lifetime row's latest milestone with it */
 	milestone_plan = re_prepare_saved(
-								   "WITH m AS ("
-								   "  INSERT INTO revenue_engine.milestones_reached"
-								   "   (tenant_id, user_id, usage_type, milestone, lifetime_total, event_id)"
-								   "  VALUES ($1, $2, $3, $4, $5, $6) ON CONFLICT DO NOTHING RETURNING 1"
-								   "), u AS ("
+								   MILESTONE_INSERT_CTE
+								   ", u AS ("
 								   "  UPDATE revenue_engine.lifetime_usage"
 								   "     SET latest_milestone = $4, latest_milestone_at = now()"
 								   "   WHERE tenant_id = $1 AND user_id = $2 AND usage_type = $3"
@@ -306,14 +310,8 @@ prepare_plans(void)
 								   "SELECT count(*) FROM m",
 								   6, ms_types);
 	/* the milestone, once, when the lifetime update took care of the latest */
-	milestone_only_plan = re_prepare_saved(
-										"WITH m AS ("
-										"  INSERT INTO revenue_engine.milestones_reached"
-										"   (tenant_id, user_id, usage_type, milestone, lifetime_total, event_id)"
-										"  VALUES ($1, $2, $3, $4, $5, $6) ON CONFLICT DO NOTHING RETURNING 1"
-										")"
-										"SELECT count(*) FROM m",
-										6, ms_types);
+	milestone_only_plan = re_prepare_saved(MILESTONE_INSERT_CTE "SELECT count(*) FROM m",
+										   6, ms_types);
 	/* the day's goal ($4, $5, its streak $6) */
 	achieve_plan = re_prepare_saved(
 								 "UPDATE revenue_engine.daily_usage"
@@ -629,7 +627,7 @@ lookup_settings(const char *usage_type)
 	return &e->settings;
 }
 
-/* The user's profile (cached); connected to SPI, in the owner scope. */
+/* The user's profile, read by primary key; connected to SPI, in the owner scope. */
 static void
 lookup_profile(const char *tenant, pg_uuid_t *user_id, ProfileEntry *e)
 {
@@ -811,7 +809,6 @@ lifetime_add(ReKeyedRel *kr, Datum *values, bool *nulls, void *arg)
 		RE_KEYED_NULL(kr, nulls, LT_LATEST) = false;
 		RE_KEYED_COL(kr, values, LT_LATEST_AT) = TimestampTzGetDatum(add->now);
 		RE_KEYED_NULL(kr, nulls, LT_LATEST_AT) = false;
-		add->latest_set = true;
 		add->latest = highest;
 	}
 }
@@ -1001,7 +998,7 @@ re_track_daily_usage(PG_FUNCTION_ARGS)
 	add.user_id = user_id;
 	add.usage_type = usage_type;
 	add.count = count;
-	add.now = values[4];
+	add.now = GetCurrentTransactionStartTimestamp();
 	add.ladder = settings.milestones;
 	add.nladder = settings.nmilestones;
 	add.goal = goal;
@@ -1081,7 +1078,7 @@ re_track_daily_usage(PG_FUNCTION_ARGS)
 		crossed[ncrossed++] = m;
 		highest = m;
 	}
-	if (add.latest_set && highest != add.latest)
+	if (add.latest > 0 && highest != add.latest)
 		correct_latest_milestone(keys, &add, highest);
 
 	/* Daily goal and streak. */
