@@ -25,6 +25,8 @@ MODULE_SQL   = src/revenue_engine.sql \
                src/worker/worker.sql
 
 DATA_built   = $(EXTENSION)--$(EXTVERSION).sql
+# Released install scripts, frozen as released, and the upgrade scripts between versions.
+DATA         = $(wildcard upgrade/$(EXTENSION)--*.sql)
 EXTRA_CLEAN  = results output_iso tmp_check regression.diffs regression.out log
 
 PG_CPPFLAGS  = -I$(srcdir)/src

@@ -13,7 +13,7 @@ SUITES=("$@")
 
 bash "$ROOT/scripts/install-deps.sh" || exit 1
 source "$ROOT/test/lib/cluster.sh"
-PGXS_DIR=$(dirname "$(pg_config --pgxs)")/..
+PGXS_DIR=$(dirname "$($PG_CONFIG --pgxs)")/..
 
 echo "== build and install"
 if [ -n "${RE_SKIP_BUILD:-}" ]; then

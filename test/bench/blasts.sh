@@ -81,12 +81,12 @@ SECRET=bench-whatsapp-app-secret-4f1c2a
 # length is 20 s or what the range takes at MAX_TPS, whichever is shorter.
 MAX_TPS=24000
 
-SO="$(pg_config --pkglibdir)/revenue_engine.so"
+SO="$($PG_CONFIG --pkglibdir)/revenue_engine.so"
 SO_MD5=$(md5sum "$SO" | cut -c1-12)
 SO_DATE=$(date -r "$SO" '+%Y-%m-%d %H:%M:%S')
 DIRTY=""
 [ -n "$(git -C "$ROOT" status --porcelain -- src 2>/dev/null)" ] && DIRTY=" (the tree has uncommitted changes in src/)"
-ENV_LINE="PostgreSQL $(pg_config --version | cut -d' ' -f2), $(nproc) CPUs, installed revenue_engine.so $SO_MD5 ($SO_DATE), tree $(git -C "$ROOT" rev-parse --short HEAD 2>/dev/null || echo '?')$DIRTY"
+ENV_LINE="PostgreSQL $($PG_CONFIG --version | cut -d' ' -f2), $(nproc) CPUs, installed revenue_engine.so $SO_MD5 ($SO_DATE), tree $(git -C "$ROOT" rev-parse --short HEAD 2>/dev/null || echo '?')$DIRTY"
 
 START=$(date +%s)
 DIR=$(mktemp -d /tmp/re_blasts.XXXXXX)

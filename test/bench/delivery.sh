@@ -70,7 +70,7 @@ RECORD_BATCH=$RE_RECORD
 SQL_CHECK=$(python3 "$ROOT/test/bench/delivery/sqlcheck.py" "$ROOT/src/outbox/delivery.c")
 
 [ -n "${BENCH_NICE:-}" ] && renice -n "$BENCH_NICE" -p $$ >/dev/null
-SO="$(pg_config --pkglibdir)/revenue_engine.so"
+SO="$($PG_CONFIG --pkglibdir)/revenue_engine.so"
 SO_MD5=$(md5sum "$SO" | cut -c1-12)
 SO_DATE=$(date -r "$SO" '+%Y-%m-%d %H:%M:%S')
 

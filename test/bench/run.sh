@@ -52,10 +52,10 @@ declare -A LIFETIME=([c]=revenue_engine.lifetime_usage [plpgsql]=bench.lifetime_
 declare -A EVENTS=([c]=revenue_engine.webhook_events [plpgsql]=bench.webhook_events [floor]=bench.webhook_events)
 
 # What is benchmarked: the installed build (the tree may be ahead of it).
-SO="$(pg_config --pkglibdir)/revenue_engine.so"
+SO="$($PG_CONFIG --pkglibdir)/revenue_engine.so"
 DIRTY=""
 [ -n "$(git -C "$ROOT" status --porcelain -- src 2>/dev/null)" ] && DIRTY=" + uncommitted changes in src/"
-ENV_LINE="PostgreSQL $(pg_config --version | cut -d' ' -f2), $(nproc) CPUs, installed revenue_engine.so md5 $(md5sum "$SO" | cut -c1-12) ($(date -r "$SO" '+%Y-%m-%d %H:%M')), tree $(git -C "$ROOT" rev-parse --short HEAD 2>/dev/null || echo '?')$DIRTY"
+ENV_LINE="PostgreSQL $($PG_CONFIG --version | cut -d' ' -f2), $(nproc) CPUs, installed revenue_engine.so md5 $(md5sum "$SO" | cut -c1-12) ($(date -r "$SO" '+%Y-%m-%d %H:%M')), tree $(git -C "$ROOT" rev-parse --short HEAD 2>/dev/null || echo '?')$DIRTY"
 
 START=$(date +%s)
 DIR=$(mktemp -d /tmp/re_bench.XXXXXX)

@@ -2,7 +2,9 @@
 # Source it; clusters run as the postgres OS user (initdb refuses root) on a
 # free port under a private directory, and re_cluster_stop removes them.
 
-PGBIN="${PGBIN:-$(pg_config --bindir)}"
+# PG_CONFIG picks the PostgreSQL to build against and run (default: the one on PATH).
+export PG_CONFIG="${PG_CONFIG:-pg_config}"
+PGBIN="${PGBIN:-$($PG_CONFIG --bindir)}"
 
 as_postgres() {
 	if [ "$(id -u)" = 0 ]; then
