@@ -418,6 +418,19 @@ re_http_poll(ReHttpClient *client, int timeout_ms, ReHttpRequest **done, int max
 }
 
 void
+re_http_cancel(ReHttpClient *client, ReHttpRequest *req, const char *reason)
+{
+	if (req->easy == NULL)
+		return;
+	curl_multi_remove_handle(client->multi, req->easy);
+	client->in_flight--;
+	req->status = 0;
+	req->transport_error = true;
+	req->latency_ms = now_ms() - req->started_ms;
+	snprintf(req->error, sizeof(req->error), "%s", reason);
+}
+
+void
 re_http_request_cleanup(ReHttpRequest *req)
 {
 	if (req->easy)

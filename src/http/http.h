@@ -67,6 +67,9 @@ extern int	re_http_poll(ReHttpClient *client, int timeout_ms,
 						 ReHttpRequest **done, int max_done);
 extern int	re_http_in_flight(ReHttpClient *client);
 
+/* Give up a request in flight: it completes now, a transport error with reason. */
+extern void re_http_cancel(ReHttpClient *client, ReHttpRequest *req, const char *reason);
+
 /* Free what a completed request holds (response, curl handle). */
 extern void re_http_request_cleanup(ReHttpRequest *req);
 

@@ -361,7 +361,8 @@ prepare_claim_plans(void)
 {
 	Oid			types[4] = {TEXTOID, INT8OID, INT4OID, TEXTOID};
 
-	if (claim_event_plan != NULL)
+	/* the last one prepared: an ERROR half-way prepares them all again */
+	if (claim_poll_plan != NULL)
 		return;
 	/*
 	 * Batch statements are planned for each batch: a generic plan knows neither
@@ -586,7 +587,8 @@ prepare_record_plans(void)
 	INT4ARRAYOID, TEXTARRAYOID, TEXTARRAYOID, TEXTARRAYOID};
 	Oid			htypes[4] = {TEXTARRAYOID, INT8ARRAYOID, BOOLARRAYOID, BOOLARRAYOID};
 
-	if (record_delivery_plan != NULL)
+	/* the last one prepared: an ERROR half-way prepares them all again */
+	if (record_health_plan != NULL)
 		return;
 	record_delivery_plan = re_prepare_saved_custom(
 								"UPDATE revenue_engine.deliveries d"
@@ -682,7 +684,10 @@ clean_text(const char *s, size_t len)
 	return out;
 }
 
-/* Record the outcomes of completed jobs in one transaction. */
+/*
+ * Record the outcomes of completed jobs in one transaction.  An ERROR leaves
+ * the rows leased as they were: the caller records them again, one by one.
+ */
 void
 re_delivery_record(ReJob **jobs, int njobs, int *nsent, int *nretry, int *ndead)
 {
@@ -721,6 +726,9 @@ re_delivery_record(ReJob **jobs, int njobs, int *nsent, int *nretry, int *ndead)
 	int			nd = 0,
 				ns = 0,
 				nh = 0;
+	int			sent = 0,
+				retried = 0,
+				dead = 0;
 	int			i,
 				k;
 
@@ -744,12 +752,29 @@ re_delivery_record(ReJob **jobs, int njobs, int *nsent, int *nretry, int *ndead)
 
 		if (err == NULL && outcome != RE_OUTCOME_SENT)
 			err = psprintf("HTTP %ld", req->status);
+		if (job->record_error != NULL)
+		{
+			/*
+			 * Its outcome could not be recorded (a trigger raised ...): the row
+			 * carries that error.  A request that was delivered is not
+			 * repeated: it is dead (redrivable), not retried.
+			 */
+			err = psprintf("could not record the outcome (%s): %s",
+						   outcome == RE_OUTCOME_SENT ? psprintf("HTTP %ld", req->status) : err,
+						   job->record_error);
+			if (outcome == RE_OUTCOME_SENT)
+			{
+				outcome = RE_OUTCOME_DEAD;
+				next_at = 0;
+			}
+			disable = false;
+		}
 		if (outcome == RE_OUTCOME_SENT)
-			(*nsent)++;
+			sent++;
 		else if (outcome == RE_OUTCOME_RETRY)
-			(*nretry)++;
+			retried++;
 		else
-			(*ndead)++;
+			dead++;
 
 		if (job->kind == RE_JOB_EVENT)
 		{
@@ -895,6 +920,10 @@ re_delivery_record(ReJob **jobs, int njobs, int *nsent, int *nretry, int *ndead)
 			elog(ERROR, "logging attempts failed");
 	}
 	end_tx();
+	/* counted once committed: a batch that failed is recorded again */
+	*nsent += sent;
+	*nretry += retried;
+	*ndead += dead;
 }
 
 /*
@@ -935,7 +964,7 @@ re_delivery_record_polls(ReJob **jobs, int njobs)
 		return;
 	if (!begin_tx("revenue_engine: recording status polls"))
 		return;
-	if (poll_status_plan == NULL)
+	if (poll_done_plan == NULL)
 	{
 		/* OFFSET 0 keeps the subquery: each body is parsed once, not at each use */
 		poll_status_plan = re_prepare_saved_custom(

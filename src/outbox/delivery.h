@@ -14,6 +14,7 @@
 
 #include "datatype/timestamp.h"
 #include "http/http.h"
+#include "lib/ilist.h"
 #include "utils/palloc.h"
 
 typedef enum ReJobKind
@@ -37,6 +38,8 @@ typedef struct ReTarget
 	double		tokens;
 	TimestampTz tokens_at;
 	bool		may_have_more;	/* the last claim filled its limit */
+	TimestampTz claim_after;	/* a failed claim is not retried before */
+	int			claim_failures; /* in a row: the back-off doubles */
 	struct ReTarget *bucket;	/* polls: the channel's send target, whose
 								 * rate limit they share; else NULL */
 	MemoryContext cxt;			/* holds the strings below */
@@ -79,6 +82,8 @@ typedef struct ReJob
 	char		sig_header[540];
 	char		key_header[80];
 	char	   *body;
+	char	   *record_error;	/* recording its outcome failed: why */
+	dlist_node	in_flight_node; /* in the worker's list while on the network */
 	ReHttpRequest req;
 } ReJob;
 
