@@ -6,6 +6,14 @@
  *	  lease, the attempt counted at claim), or record a batch of outcomes.
  *	  No transaction is open while requests are on the network.
  *
+ * The worker runs these with a pinned search_path, and the texts do not
+ * rely on it either: every function is pg_catalog's (a database owner's
+ * public.unnest(interval[]) would be a better match than
+ * pg_catalog.unnest(anyarray)); a multi-argument unnest, which the parser
+ * expands only when unqualified, is written as ROWS FROM.  Operators are
+ * left bare: all of them take built-in types, for which pg_catalog's exact
+ * match is found first.
+ *
  *-------------------------------------------------------------------------
  */
 #include "postgres.h"
@@ -110,10 +118,10 @@ re_delivery_extension_present(void)
 #define RECLAIM_DELIVERIES(cond) \
 	"WITH r AS (" \
 	" UPDATE revenue_engine.deliveries d" \
-	"    SET status = CASE WHEN d.attempts > cardinality(e.retry_schedule) THEN 'dead'" \
+	"    SET status = CASE WHEN d.attempts > pg_catalog.cardinality(e.retry_schedule) THEN 'dead'" \
 	"                      ELSE 'pending' END," \
 	"        last_error = coalesce(d.last_error, 'the worker stopped during the attempt')," \
-	"        lease_until = NULL, next_attempt_at = now()" \
+	"        lease_until = NULL, next_attempt_at = pg_catalog.now()" \
 	"   FROM revenue_engine.endpoints e" \
 	"  WHERE d.status = 'sending' AND e.tenant_id = d.tenant_id AND e.id = d.endpoint_id" \
 	"    AND " cond \
@@ -122,10 +130,10 @@ re_delivery_extension_present(void)
 	"  FROM r WHERE r.status = 'dead' AND w.tenant_id = r.tenant_id AND w.id = r.event_id"
 #define RECLAIM_SENDS(cond) \
 	"UPDATE revenue_engine.sends s" \
-	"   SET status = CASE WHEN s.attempts > cardinality(c.retry_schedule) THEN 'failed'" \
+	"   SET status = CASE WHEN s.attempts > pg_catalog.cardinality(c.retry_schedule) THEN 'failed'" \
 	"                     ELSE 'queued' END," \
 	"       last_error = coalesce(s.last_error, 'the worker stopped during the attempt')," \
-	"       lease_until = NULL, next_attempt_at = now()" \
+	"       lease_until = NULL, next_attempt_at = pg_catalog.now()" \
 	"  FROM revenue_engine.channels c" \
 	" WHERE s.status = 'sending' AND c.tenant_id = s.tenant_id AND c.id = s.channel_id AND " cond
 
@@ -148,9 +156,9 @@ re_delivery_reclaim_expired(void)
 
 	if (!begin_tx("revenue_engine: reclaiming expired leases"))
 		return 0;
-	SPI_execute(RECLAIM_DELIVERIES("d.lease_until < now()"), false, 0);
+	SPI_execute(RECLAIM_DELIVERIES("d.lease_until < pg_catalog.now()"), false, 0);
 	n = SPI_processed;
-	SPI_execute(RECLAIM_SENDS("s.lease_until < now()"), false, 0);
+	SPI_execute(RECLAIM_SENDS("s.lease_until < pg_catalog.now()"), false, 0);
 	n += SPI_processed;
 	end_tx();
 	return n;
@@ -164,12 +172,12 @@ re_delivery_maintenance(void)
 		return;
 	SPI_execute("DELETE FROM revenue_engine.delivery_attempts WHERE id IN ("
 				" SELECT id FROM revenue_engine.delivery_attempts"
-				"  WHERE started_at < now() - current_setting('revenue_engine.attempt_retention')::interval"
+				"  WHERE started_at < pg_catalog.now() - pg_catalog.current_setting('revenue_engine.attempt_retention')::interval"
 				"  LIMIT 10000)", false, 0);
 	SPI_execute("UPDATE revenue_engine.endpoints"
-				"   SET enabled = false, disabled_at = now(), updated_at = now(),"
+				"   SET enabled = false, disabled_at = pg_catalog.now(), updated_at = pg_catalog.now(),"
 				"       disabled_reason = 'circuit breaker: failing since ' || failing_since"
-				" WHERE enabled AND failing_since < now() - circuit_break_after", false, 0);
+				" WHERE enabled AND failing_since < pg_catalog.now() - circuit_break_after", false, 0);
 	if (SPI_processed > 0)
 		elog(LOG, "revenue_engine: disabled %lu endpoint(s) failing longer than their circuit_break_after",
 			 (unsigned long) SPI_processed);
@@ -178,7 +186,7 @@ re_delivery_maintenance(void)
 				" WHERE NOT EXISTS (SELECT 1 FROM revenue_engine.channels c"
 				"                    WHERE c.tenant_id = q.tenant_id AND c.id = q.channel_id"
 				"                      AND c.status_url IS NOT NULL"
-				"                      AND q.sent_at >= now() - c.poll_max_age)", false, 0);
+				"                      AND q.sent_at >= pg_catalog.now() - c.poll_max_age)", false, 0);
 	end_tx();
 }
 
@@ -194,17 +202,17 @@ re_delivery_next_due(void)
 		return 0;
 	/* one index probe per endpoint and channel */
 	SPI_execute("SELECT least("
-				" (SELECT min(x.at) FROM revenue_engine.endpoints e,"
+				" (SELECT pg_catalog.min(x.at) FROM revenue_engine.endpoints e,"
 				"   LATERAL (SELECT d.next_attempt_at AS at FROM revenue_engine.deliveries d"
 				"             WHERE d.endpoint_id = e.id AND d.tenant_id = e.tenant_id"
 				"               AND d.status = 'pending' ORDER BY d.next_attempt_at LIMIT 1) x"
 				"   WHERE e.enabled),"
-				" (SELECT min(x.at) FROM revenue_engine.channels c,"
+				" (SELECT pg_catalog.min(x.at) FROM revenue_engine.channels c,"
 				"   LATERAL (SELECT s.next_attempt_at AS at FROM revenue_engine.sends s"
 				"             WHERE s.channel_id = c.id AND s.tenant_id = c.tenant_id"
 				"               AND s.status = 'queued' ORDER BY s.next_attempt_at LIMIT 1) x"
 				"   WHERE c.enabled),"
-				" (SELECT min(x.at) FROM revenue_engine.channels c,"
+				" (SELECT pg_catalog.min(x.at) FROM revenue_engine.channels c,"
 				"   LATERAL (SELECT q.next_poll_at AS at FROM revenue_engine.poll_queue q"
 				"             WHERE q.channel_id = c.id AND q.tenant_id = c.tenant_id"
 				"             ORDER BY q.next_poll_at LIMIT 1) x"
@@ -270,21 +278,21 @@ re_delivery_refresh_targets(ReTarget ***targets, int *ntargets, MemoryContext cx
 	if (!begin_tx("revenue_engine: loading endpoints and channels"))
 		return false;
 	SPI_execute("SELECT 0 AS kind, tenant_id, id, url, 'POST' AS method,"
-				"       ARRAY(SELECT h.key || ': ' || (h.value #>> '{}') FROM jsonb_each(headers) h),"
+				"       ARRAY(SELECT h.key || ': ' || (h.value #>> '{}') FROM pg_catalog.jsonb_each(headers) h),"
 				"       signing_secrets, NULL::text, NULL::text, timeout_ms, connect_timeout_ms,"
 				"       max_in_flight, rate_limit, rate_period = 'minute',"
-				"       ARRAY(SELECT extract(epoch FROM x)::float8 FROM unnest(retry_schedule) x)"
+				"       ARRAY(SELECT extract(epoch FROM x)::float8 FROM pg_catalog.unnest(retry_schedule) x)"
 				"  FROM revenue_engine.endpoints WHERE enabled"
 				" UNION ALL "
 				"SELECT 1, tenant_id, id, url, method,"
-				"       ARRAY(SELECT h.key || ': ' || (h.value #>> '{}') FROM jsonb_each(headers) h),"
+				"       ARRAY(SELECT h.key || ': ' || (h.value #>> '{}') FROM pg_catalog.jsonb_each(headers) h),"
 				"       '{}'::text[], body_template::text, message_id_path::text, timeout_ms,"
 				"       connect_timeout_ms, max_in_flight, rate_limit, rate_period = 'minute',"
-				"       ARRAY(SELECT extract(epoch FROM x)::float8 FROM unnest(retry_schedule) x)"
+				"       ARRAY(SELECT extract(epoch FROM x)::float8 FROM pg_catalog.unnest(retry_schedule) x)"
 				"  FROM revenue_engine.channels WHERE enabled"
 				" UNION ALL "
 				"SELECT 2, tenant_id, id, status_url, 'GET',"
-				"       ARRAY(SELECT h.key || ': ' || (h.value #>> '{}') FROM jsonb_each(headers) h),"
+				"       ARRAY(SELECT h.key || ': ' || (h.value #>> '{}') FROM pg_catalog.jsonb_each(headers) h),"
 				"       '{}'::text[], NULL::text, NULL::text, timeout_ms,"
 				"       connect_timeout_ms, max_in_flight, rate_limit, rate_period = 'minute',"
 				"       '{}'::float8[]"
@@ -372,18 +380,18 @@ prepare_claim_plans(void)
 							"WITH c AS ("
 							"  SELECT d.tenant_id, d.event_id, d.endpoint_id FROM revenue_engine.deliveries d"
 							"   WHERE d.endpoint_id = $2 AND d.tenant_id = $1 AND d.status = 'pending'"
-							"     AND d.next_attempt_at <= now()"
+							"     AND d.next_attempt_at <= pg_catalog.now()"
 							"   ORDER BY d.next_attempt_at LIMIT $3 FOR UPDATE SKIP LOCKED"
 							"), u AS ("
 							"  UPDATE revenue_engine.deliveries d"
 							"     SET status = 'sending', attempts = d.attempts + 1,"
-							"         lease_until = now() + '" RE_LEASE "'::interval"
+							"         lease_until = pg_catalog.now() + '" RE_LEASE "'::interval"
 							"    FROM c WHERE d.tenant_id = c.tenant_id AND d.event_id = c.event_id"
 							"     AND d.endpoint_id = c.endpoint_id"
 							"  RETURNING d.tenant_id, d.event_id, d.attempts"
 							")"
 							"SELECT u.event_id::text, u.attempts,"
-							"       jsonb_build_object('id', e.id, 'event', e.event_type,"
+							"       pg_catalog.jsonb_build_object('id', e.id, 'event', e.event_type,"
 							"                          'timestamp', e.created_at, 'user', e.user_data,"
 							"                          'metadata', e.event_data)::text"
 							"  FROM u JOIN revenue_engine.webhook_events e"
@@ -393,12 +401,12 @@ prepare_claim_plans(void)
 						   "WITH c AS ("
 						   "  SELECT s.tenant_id, s.id FROM revenue_engine.sends s"
 						   "   WHERE s.channel_id = $2 AND s.tenant_id = $1 AND s.status = 'queued'"
-						   "     AND s.next_attempt_at <= now()"
+						   "     AND s.next_attempt_at <= pg_catalog.now()"
 						   "   ORDER BY s.next_attempt_at LIMIT $3 FOR UPDATE SKIP LOCKED"
 						   "), u AS ("
 						   "  UPDATE revenue_engine.sends s"
 						   "     SET status = 'sending', attempts = s.attempts + 1,"
-						   "         lease_until = now() + '" RE_LEASE "'::interval"
+						   "         lease_until = pg_catalog.now() + '" RE_LEASE "'::interval"
 						   "    FROM c WHERE s.tenant_id = c.tenant_id AND s.id = c.id"
 						   "  RETURNING s.id, s.attempts, s.payload"
 						   ")"
@@ -408,11 +416,11 @@ prepare_claim_plans(void)
 	claim_poll_plan = re_prepare_saved_custom(
 						   "WITH c AS ("
 						   "  SELECT q.tenant_id, q.recipient_id FROM revenue_engine.poll_queue q"
-						   "   WHERE q.channel_id = $2 AND q.tenant_id = $1 AND q.next_poll_at <= now()"
+						   "   WHERE q.channel_id = $2 AND q.tenant_id = $1 AND q.next_poll_at <= pg_catalog.now()"
 						   "   ORDER BY q.next_poll_at LIMIT $3 FOR UPDATE SKIP LOCKED"
 						   "), u AS ("
 						   "  UPDATE revenue_engine.poll_queue q"
-						   "     SET next_poll_at = now() + ch.poll_interval, polls = q.polls + 1"
+						   "     SET next_poll_at = pg_catalog.now() + ch.poll_interval, polls = q.polls + 1"
 						   "    FROM c, revenue_engine.channels ch"
 						   "   WHERE q.tenant_id = c.tenant_id AND q.recipient_id = c.recipient_id"
 						   "     AND ch.tenant_id = q.tenant_id AND ch.id = q.channel_id"
@@ -595,8 +603,10 @@ prepare_record_plans(void)
 								"   SET status = o.status, lease_until = NULL, last_status = o.code,"
 								"       last_error = o.err,"
 								"       next_attempt_at = coalesce(o.next_at, d.next_attempt_at),"
-								"       sent_at = CASE WHEN o.status = 'sent' THEN now() END"
-								"  FROM unnest($1, $2::uuid[], $3, $4, $5, $6, $7)"
+								"       sent_at = CASE WHEN o.status = 'sent' THEN pg_catalog.now() END"
+								"  FROM ROWS FROM (pg_catalog.unnest($1), pg_catalog.unnest($2::uuid[]),"
+								"       pg_catalog.unnest($3), pg_catalog.unnest($4), pg_catalog.unnest($5),"
+								"       pg_catalog.unnest($6), pg_catalog.unnest($7))"
 								"       AS o(tenant_id, event_id, endpoint_id, status, next_at, code, err)"
 								" WHERE d.tenant_id = o.tenant_id AND d.event_id = o.event_id"
 								"   AND d.endpoint_id = o.endpoint_id AND d.status = 'sending'",
@@ -606,13 +616,14 @@ prepare_record_plans(void)
 									"   SET status = x.status, attempts = x.attempts, sent_at = x.sent_at,"
 									"       error_message = x.err"
 									"  FROM (SELECT d.tenant_id, d.event_id,"
-									"               CASE WHEN bool_and(d.status = 'sent') THEN 'sent'"
-									"                    WHEN bool_or(d.status = 'dead') THEN 'failed'"
+									"               CASE WHEN pg_catalog.bool_and(d.status = 'sent') THEN 'sent'"
+									"                    WHEN pg_catalog.bool_or(d.status = 'dead') THEN 'failed'"
 									"                    ELSE 'pending' END AS status,"
-									"               max(d.attempts) AS attempts, max(d.sent_at) AS sent_at,"
-									"               string_agg(d.last_error, '; ') FILTER (WHERE d.status <> 'sent') AS err"
+									"               pg_catalog.max(d.attempts) AS attempts, pg_catalog.max(d.sent_at) AS sent_at,"
+									"               pg_catalog.string_agg(d.last_error, '; ') FILTER (WHERE d.status <> 'sent') AS err"
 									"          FROM revenue_engine.deliveries d"
-									"          JOIN (SELECT DISTINCT * FROM unnest($1, $2::uuid[]) AS k(tenant_id, event_id)) k"
+									"          JOIN (SELECT DISTINCT * FROM ROWS FROM (pg_catalog.unnest($1),"
+									"       pg_catalog.unnest($2::uuid[])) AS k(tenant_id, event_id)) k"
 									"            ON d.tenant_id = k.tenant_id AND d.event_id = k.event_id"
 									"         GROUP BY 1, 2) x"
 									" WHERE e.tenant_id = x.tenant_id AND e.id = x.event_id",
@@ -622,10 +633,13 @@ prepare_record_plans(void)
 							"   SET status = o.status, lease_until = NULL, response_status = o.code,"
 							"       last_error = o.err, response_body = o.body,"
 							"       next_attempt_at = coalesce(o.next_at, s.next_attempt_at),"
-							"       sent_at = CASE WHEN o.status = 'sent' THEN now() END,"
+							"       sent_at = CASE WHEN o.status = 'sent' THEN pg_catalog.now() END,"
 							"       provider_message_id = CASE WHEN o.status = 'sent' AND o.is_json"
 							"            AND o.path IS NOT NULL THEN o.body::jsonb #>> o.path::text[] END"
-							"  FROM unnest($1, $2, $3, $4, $5, $6, $7, $8, $9)"
+							"  FROM ROWS FROM (pg_catalog.unnest($1), pg_catalog.unnest($2),"
+							"       pg_catalog.unnest($3), pg_catalog.unnest($4), pg_catalog.unnest($5),"
+							"       pg_catalog.unnest($6), pg_catalog.unnest($7), pg_catalog.unnest($8),"
+							"       pg_catalog.unnest($9))"
 							"       AS o(tenant_id, id, status, next_at, code, err, body, path, is_json)"
 							" WHERE s.tenant_id = o.tenant_id AND s.id = o.id AND s.status = 'sending'",
 							9, stypes);
@@ -637,22 +651,28 @@ prepare_record_plans(void)
 							   "       CASE WHEN o.kind = 'event' THEN o.target END, o.send_id,"
 							   "       CASE WHEN o.kind = 'send' THEN o.target END,"
 							   "       o.attempt, o.started_at, o.latency, o.code, o.outcome, o.err, o.body"
-							   "  FROM unnest($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13)"
+							   "  FROM ROWS FROM (pg_catalog.unnest($1), pg_catalog.unnest($2),"
+							   "       pg_catalog.unnest($3), pg_catalog.unnest($4), pg_catalog.unnest($5),"
+							   "       pg_catalog.unnest($6), pg_catalog.unnest($7), pg_catalog.unnest($8),"
+							   "       pg_catalog.unnest($9), pg_catalog.unnest($10), pg_catalog.unnest($11),"
+							   "       pg_catalog.unnest($12), pg_catalog.unnest($13))"
 							   "       AS o(tenant_id, kind, event_id, target, send_id, unused, attempt,"
 							   "            started_at, latency, code, outcome, err, body)",
 							   13, atypes);
 	record_health_plan = re_prepare_saved_custom(
 							  "UPDATE revenue_engine.endpoints e"
 							  "   SET failing_since = CASE WHEN o.any_ok THEN NULL"
-							  "                            ELSE coalesce(e.failing_since, now()) END,"
+							  "                            ELSE coalesce(e.failing_since, pg_catalog.now()) END,"
 							  "       enabled = e.enabled AND NOT o.gone,"
-							  "       disabled_at = CASE WHEN o.gone THEN now() ELSE e.disabled_at END,"
+							  "       disabled_at = CASE WHEN o.gone THEN pg_catalog.now() ELSE e.disabled_at END,"
 							  "       disabled_reason = CASE WHEN o.gone THEN"
 							  "            'the endpoint answered 410 Gone' ELSE e.disabled_reason END"
-							  "  FROM unnest($1, $2, $3, $4) AS o(tenant_id, id, any_ok, gone)"
+							  "  FROM ROWS FROM (pg_catalog.unnest($1), pg_catalog.unnest($2),"
+							  "       pg_catalog.unnest($3),"
+							  "       pg_catalog.unnest($4)) AS o(tenant_id, id, any_ok, gone)"
 							  " WHERE e.tenant_id = o.tenant_id AND e.id = o.id"
 							  "   AND (e.failing_since IS DISTINCT FROM"
-							  "        CASE WHEN o.any_ok THEN NULL ELSE coalesce(e.failing_since, now()) END"
+							  "        CASE WHEN o.any_ok THEN NULL ELSE coalesce(e.failing_since, pg_catalog.now()) END"
 							  "        OR o.gone)",
 							  4, htypes);
 }
@@ -971,13 +991,15 @@ re_delivery_record_polls(ReJob **jobs, int njobs)
 								  "SELECT o.tenant_id, o.message_id,"
 								  "       coalesce(c.status_map ->> (j.body #>> c.status_path),"
 								  "                j.body #>> c.status_path), j.body"
-								  "  FROM unnest($1, $2, $3, $4) AS o(tenant_id, channel_id, message_id, body)"
+								  "  FROM ROWS FROM (pg_catalog.unnest($1), pg_catalog.unnest($2),"
+								  "       pg_catalog.unnest($3),"
+								  "       pg_catalog.unnest($4)) AS o(tenant_id, channel_id, message_id, body)"
 								  "  JOIN revenue_engine.channels c ON c.tenant_id = o.tenant_id AND c.id = o.channel_id"
 								  " CROSS JOIN LATERAL (SELECT o.body::jsonb AS body OFFSET 0) j",
 								  4, stypes);
 		poll_done_plan = re_prepare_saved_custom(
 								"DELETE FROM revenue_engine.poll_queue q"
-								" USING unnest($1, $2) AS o(tenant_id, recipient_id)"
+								" USING ROWS FROM (pg_catalog.unnest($1), pg_catalog.unnest($2)) AS o(tenant_id, recipient_id)"
 								" WHERE q.tenant_id = o.tenant_id AND q.recipient_id = o.recipient_id"
 								"   AND NOT EXISTS (SELECT 1 FROM revenue_engine.blast_recipients r"
 								"                    WHERE r.tenant_id = q.tenant_id AND r.id = q.recipient_id"
