@@ -57,6 +57,8 @@
 #define RE_STOP_GRACE_MS 3000	/* requests in flight at SIGTERM: well inside
 								 * pg_ctl's 60 s */
 #define RE_ERROR_BACKOFF_MS 1000	/* a unit that failed waits before its retry */
+#define RE_CLAIM_EVERY_MS 2		/* while requests are in flight, freed room is
+								 * claimed in batches this far apart */
 
 bool		re_http_allow_private = false;
 int			re_worker_max_in_flight = 256;
@@ -564,6 +566,7 @@ target_capacity(ReTarget *t, TimestampTz now, TimestampTz *token_due)
 typedef struct WorkerLoop
 {
 	ReHttpClient *client;
+	WaitEventSet *events;		/* the latch, the postmaster, libcurl's sockets */
 	MemoryContext cxt;			/* reset at every iteration */
 	MemoryContext targets_cxt;
 	ReTarget  **targets;
@@ -578,6 +581,7 @@ typedef struct WorkerLoop
 	TimestampTz next_due;
 	TimestampTz token_due;
 	TimestampTz last_record;
+	TimestampTz last_claim;
 	TimestampTz last_refresh;
 	TimestampTz last_maintenance;
 	TimestampTz last_sweep;
@@ -811,10 +815,15 @@ claim_step(WorkerLoop *w, TimestampTz now)
 	int			claimed = 0;
 	int			i;
 
+	/* room freed by a few completions waits a moment to be claimed as a batch */
+	if (more && w->nin_flight > 0 &&
+		now - w->last_claim < RE_CLAIM_EVERY_MS * 1000L)
+		more = false;
 	if (!(w->want_claim || more || (w->next_due != 0 && now >= w->next_due) ||
 		  (w->token_due != 0 && now >= w->token_due)))
 		return;
 	w->want_claim = false;
+	w->last_claim = now;
 	/* endpoints change rarely: reload them at most once a second */
 	if (w->last_refresh == 0 || now - w->last_refresh >= 1000000)
 	{
@@ -861,13 +870,14 @@ job_completed(WorkerLoop *w, ReJob *job)
 	w->done[w->ndone++] = job;
 }
 
+/* What libcurl's ready sockets and due timer have brought to an end. */
 static void
-drive_requests(WorkerLoop *w, int timeout_ms)
+drive_requests(WorkerLoop *w)
 {
 	int			n;
 	int			k;
 
-	n = re_http_poll(w->client, timeout_ms, w->completed, RE_MAX_DONE - w->ndone);
+	n = re_http_poll(w->client, 0, w->completed, RE_MAX_DONE - w->ndone);
 	for (k = 0; k < n; k++)
 		job_completed(w, (ReJob *) w->completed[k]->owner);
 }
@@ -1064,6 +1074,7 @@ handle_wakeup(WorkerLoop *w)
 		ConfigReloadPending = false;
 		ProcessConfigFile(PGC_SIGHUP);
 		re_http_set_allow_private(w->client, re_http_allow_private);
+		re_http_set_max_connections(w->client, re_worker_max_in_flight);
 		w->want_claim = true;
 	}
 	if (stop_requested && w->stop_at == 0)
@@ -1075,15 +1086,21 @@ handle_wakeup(WorkerLoop *w)
 	}
 }
 
-/* Sleep until the latch, a due row or a token (nothing is in flight). */
-static void
-wait_idle(WorkerLoop *w, TimestampTz now)
+static long
+ms_until(TimestampTz at, TimestampTz now)
+{
+	return at <= now ? 0 : (at - now) / 1000 + 1;
+}
+
+/* Nothing in flight, nothing to record: until a due row, a token or the sweep. */
+static long
+idle_timeout(WorkerLoop *w, TimestampTz now)
 {
 	long		timeout = RE_LAUNCHER_NAPTIME_MS;
 	TimestampTz wake = w->next_due;
 
 	if (targets_want_more(w, now))
-		return;
+		return 0;
 
 	/*
 	 * A due row that was not claimed belongs to a target out of tokens
@@ -1094,13 +1111,48 @@ wait_idle(WorkerLoop *w, TimestampTz now)
 	else if (w->token_due != 0 && (wake == 0 || w->token_due < wake))
 		wake = w->token_due;
 	if (wake != 0)
-		timeout = Max(1, Min(timeout, (wake - now) / 1000 + 1));
+		timeout = Max(1, Min(timeout, ms_until(wake, now)));
 	if (w->sweep_soon && re_parked_sweep_interval_ms > 0)
 		timeout = Max(1, Min(timeout, re_parked_sweep_interval_ms - (now - w->last_sweep) / 1000));
-	set_state("idle");
-	pgstat_report_activity(STATE_IDLE, NULL);
-	(void) WaitLatch(MyLatch, WL_LATCH_SET | WL_TIMEOUT | WL_EXIT_ON_PM_DEATH,
-					 timeout, PG_WAIT_EXTENSION);
+	return timeout;
+}
+
+/*
+ * Wait for the latch, a socket of a request, libcurl's timer or the next
+ * thing due (a record, a claim, a row, the stop deadline): the worker
+ * sleeps in the kernel, it does not poll.
+ */
+static void
+wait_step(WorkerLoop *w, TimestampTz now)
+{
+	long		timeout;
+	long		curl_ms = re_http_timeout_ms(w->client);
+	WaitEvent	event;
+
+	if (w->want_claim && w->stop_at == 0)
+		return;
+	if (w->nin_flight == 0 && w->ndone == 0)
+		timeout = w->stop_at == 0 ? idle_timeout(w, now) : 0;
+	else
+	{
+		timeout = RE_LAUNCHER_NAPTIME_MS;
+		if (w->ndone > 0)
+			timeout = Min(timeout, ms_until(TimestampTzPlusMilliseconds(w->last_record, RE_RECORD_EVERY_MS), now));
+		if (w->stop_at == 0 && targets_want_more(w, now))
+			timeout = Min(timeout, ms_until(TimestampTzPlusMilliseconds(w->last_claim, RE_CLAIM_EVERY_MS), now));
+		if (w->stop_at != 0)
+			timeout = Min(timeout, ms_until(w->stop_at, now));
+	}
+	if (curl_ms >= 0)
+		timeout = Min(timeout, curl_ms);
+	if (timeout <= 0)
+		return;
+	if (w->nin_flight == 0 && w->ndone == 0)
+	{
+		set_state("idle");
+		pgstat_report_activity(STATE_IDLE, NULL);
+	}
+	(void) WaitEventSetWait(w->events, timeout, &event, 1, PG_WAIT_EXTENSION);
 }
 
 /*
@@ -1131,22 +1183,18 @@ delivery_loop(WorkerLoop *w)
 		{
 			set_state(w->stop_at == 0 ? "delivering" : "stopping");
 			pgstat_report_activity(STATE_RUNNING, "revenue_engine: requests in flight");
-			drive_requests(w, 2);
 		}
+		drive_requests(w);
 		now = GetCurrentTimestamp();
 		if (w->stop_at != 0 && now >= w->stop_at && w->nin_flight > 0)
 			give_up_in_flight(w);
 		record_step(w, now);
-		if (w->stop_at != 0)
-		{
-			if (w->nin_flight == 0 && w->ndone == 0)
-				return;
-			continue;
-		}
-		maintenance_step(w, now);
+		if (w->stop_at != 0 && w->nin_flight == 0 && w->ndone == 0)
+			return;
+		if (w->stop_at == 0)
+			maintenance_step(w, now);
 		MemoryContextReset(w->cxt);
-		if (w->nin_flight == 0 && w->ndone == 0 && !w->want_claim)
-			wait_idle(w, now);
+		wait_step(w, GetCurrentTimestamp());
 	}
 }
 
@@ -1165,6 +1213,10 @@ run_delivery_worker(void)
 	if (w.client == NULL)
 		elog(FATAL, "revenue_engine: could not initialize libcurl");
 	re_http_set_allow_private(w.client, re_http_allow_private);
+	w.events = CreateWaitEventSet(TopMemoryContext, 3);
+	AddWaitEventToSet(w.events, WL_LATCH_SET, PGINVALID_SOCKET, MyLatch, NULL);
+	AddWaitEventToSet(w.events, WL_EXIT_ON_PM_DEATH, PGINVALID_SOCKET, NULL, NULL);
+	AddWaitEventToSet(w.events, WL_SOCKET_READABLE, re_http_wait_fd(w.client), NULL, NULL);
 	w.cxt = AllocSetContextCreate(TopMemoryContext, "revenue_engine worker loop",
 								  ALLOCSET_DEFAULT_SIZES);
 	w.targets_cxt = AllocSetContextCreate(TopMemoryContext, "revenue_engine targets",
