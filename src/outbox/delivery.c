@@ -30,6 +30,7 @@
 #include "utils/array.h"
 #include "mb/pg_wchar.h"
 #include "utils/builtins.h"
+#include "utils/hsearch.h"
 #include "utils/lsyscache.h"
 #include "utils/memutils.h"
 #include "utils/snapmgr.h"
@@ -60,6 +61,7 @@ static Oid	extension_oid = InvalidOid;
 bool		re_delivery_extension_gone = false;
 
 static void end_tx(void);
+static Datum make_array(Datum *elems, bool *nulls, int n, Oid type);
 
 /*
  * A short transaction; the caller's memory context is current again after
@@ -249,16 +251,99 @@ text_array(Datum d, bool isnull, int *n, MemoryContext cxt)
 	return out;
 }
 
-static ReTarget *
-find_target(ReTarget **targets, int ntargets, ReJobKind kind, const char *tenant, int64 id)
+typedef struct ReTargetKey
 {
-	int			i;
+	ReJobKind	kind;
+	int64		id;
+	char		tenant[64];
+} ReTargetKey;
 
-	for (i = 0; i < ntargets; i++)
-		if (targets[i]->kind == kind && targets[i]->id == id &&
-			strcmp(targets[i]->tenant, tenant) == 0)
-			return targets[i];
-	return NULL;
+typedef struct ReTargetEntry
+{
+	ReTargetKey key;
+	ReTarget   *target;
+} ReTargetEntry;
+
+ReTargetSet *
+re_delivery_target_set(MemoryContext cxt)
+{
+	ReTargetSet *set = MemoryContextAllocZero(cxt, sizeof(ReTargetSet));
+	HASHCTL		ctl;
+
+	set->cxt = cxt;
+	ctl.keysize = sizeof(ReTargetKey);
+	ctl.entrysize = sizeof(ReTargetEntry);
+	ctl.hcxt = cxt;
+	set->by_key = hash_create("revenue_engine targets", 64, &ctl,
+							  HASH_ELEM | HASH_BLOBS | HASH_CONTEXT);
+	return set;
+}
+
+static ReTargetEntry *
+target_entry(ReTargetSet *set, ReJobKind kind, const char *tenant, int64 id,
+			 HASHACTION action, bool *found)
+{
+	ReTargetKey key;
+
+	memset(&key, 0, sizeof(key));	/* the key is hashed as bytes */
+	key.kind = kind;
+	key.id = id;
+	strlcpy(key.tenant, tenant, sizeof(key.tenant));
+	return hash_search(set->by_key, &key, action, found);
+}
+
+static ReTarget *
+find_target(ReTargetSet *set, ReJobKind kind, const char *tenant, int64 id)
+{
+	ReTargetEntry *e = target_entry(set, kind, tenant, id, HASH_FIND, NULL);
+
+	return e ? e->target : NULL;
+}
+
+static ReTarget *
+add_target(ReTargetSet *set, ReJobKind kind, const char *tenant, int64 id)
+{
+	ReTarget   *t = MemoryContextAllocZero(set->cxt, sizeof(ReTarget));
+	bool		found;
+
+	t->kind = kind;
+	strlcpy(t->tenant, tenant, sizeof(t->tenant));
+	t->id = id;
+	t->cxt = AllocSetContextCreate(set->cxt, "revenue_engine target", ALLOCSET_SMALL_SIZES);
+	t->tokens_at = GetCurrentTimestamp();
+	t->may_have_more = true;
+	target_entry(set, kind, tenant, id, HASH_ENTER, &found)->target = t;
+	if (set->n == set->size)
+	{
+		set->size = Max(16, set->size * 2);
+		set->all = set->all == NULL ?
+			MemoryContextAlloc(set->cxt, sizeof(ReTarget *) * set->size) :
+			repalloc(set->all, sizeof(ReTarget *) * set->size);
+	}
+	set->all[set->n++] = t;
+	return t;
+}
+
+/* Targets gone from the tables that no job holds any more are freed. */
+static void
+free_unseen_targets(ReTargetSet *set)
+{
+	int			j = 0;
+
+	while (j < set->n)
+	{
+		ReTarget   *t = set->all[j];
+
+		if (t->seen || t->held > 0)
+		{
+			j++;
+			continue;
+		}
+		target_entry(set, t->kind, t->tenant, t->id, HASH_REMOVE, NULL);
+		MemoryContextDelete(t->cxt);
+		pfree(t);
+		set->all[j] = set->all[--set->n];
+	}
 }
 
 /*
@@ -267,13 +352,13 @@ find_target(ReTarget **targets, int ntargets, ReJobKind kind, const char *tenant
  * Returns false when the extension is no longer installed.
  */
 bool
-re_delivery_refresh_targets(ReTarget ***targets, int *ntargets, MemoryContext cxt)
+re_delivery_refresh_targets(ReTargetSet *set)
 {
 	uint64		i;
 	int			j;
 
-	for (j = 0; j < *ntargets; j++)
-		(*targets)[j]->seen = false;
+	for (j = 0; j < set->n; j++)
+		set->all[j]->seen = false;
 
 	if (!begin_tx("revenue_engine: loading endpoints and channels"))
 		return false;
@@ -308,7 +393,7 @@ re_delivery_refresh_targets(ReTarget ***targets, int *ntargets, MemoryContext cx
 		ReJobKind	kind = k0 == 0 ? RE_JOB_EVENT : k0 == 1 ? RE_JOB_SEND : RE_JOB_POLL;
 		char	   *tenant = TextDatumGetCString(SPI_getbinval(tup, desc, 2, &isnull));
 		int64		id = DatumGetInt64(SPI_getbinval(tup, desc, 3, &isnull));
-		ReTarget   *t = find_target(*targets, *ntargets, kind, tenant, id);
+		ReTarget   *t = find_target(set, kind, tenant, id);
 		Datum		d;
 		Datum	   *elems;
 		bool	   *nulls;
@@ -316,18 +401,7 @@ re_delivery_refresh_targets(ReTarget ***targets, int *ntargets, MemoryContext cx
 		int			k;
 
 		if (t == NULL)
-		{
-			t = MemoryContextAllocZero(cxt, sizeof(ReTarget));
-			t->kind = kind;
-			strlcpy(t->tenant, tenant, sizeof(t->tenant));
-			t->id = id;
-			t->cxt = AllocSetContextCreate(cxt, "revenue_engine target", ALLOCSET_SMALL_SIZES);
-			t->tokens_at = GetCurrentTimestamp();
-			*targets = *ntargets == 0 ? MemoryContextAlloc(cxt, sizeof(ReTarget *) * 16) :
-				(*ntargets % 16 == 0 ? repalloc(*targets, sizeof(ReTarget *) * (*ntargets + 16)) : *targets);
-			(*targets)[(*ntargets)++] = t;
-			t->may_have_more = true;
-		}
+			t = add_target(set, kind, tenant, id);
 		else
 			MemoryContextReset(t->cxt);
 		t->seen = true;
@@ -355,79 +429,103 @@ re_delivery_refresh_targets(ReTarget ***targets, int *ntargets, MemoryContext cx
 			t->retry_s[k] = DatumGetFloat8(elems[k]);
 		t->nretry = n;
 	}
-	/* polls spend their channel's tokens */
-	for (j = 0; j < *ntargets; j++)
-		if ((*targets)[j]->kind == RE_JOB_POLL)
-			(*targets)[j]->bucket = find_target(*targets, *ntargets, RE_JOB_SEND,
-												(*targets)[j]->tenant, (*targets)[j]->id);
 	end_tx();
+	free_unseen_targets(set);
+	/* polls spend their channel's tokens */
+	for (j = 0; j < set->n; j++)
+		if (set->all[j]->kind == RE_JOB_POLL)
+			set->all[j]->bucket = find_target(set, RE_JOB_SEND, set->all[j]->tenant,
+											  set->all[j]->id);
 	return true;
 }
+
+/*
+ * One statement per kind claims for many targets: each target's due rows in
+ * its own index probe (LATERAL, up to its limit, SKIP LOCKED), at most $4 in
+ * all; a row comes back with its target's place in the arrays ($1, $2, $3).
+ */
+#define CLAIM_TARGETS \
+	"WITH t AS (" \
+	"  SELECT * FROM ROWS FROM (pg_catalog.unnest($1::text[]), pg_catalog.unnest($2::int8[])," \
+	"                           pg_catalog.unnest($3::int4[]))" \
+	"         WITH ORDINALITY AS t(tenant_id, target_id, lim, i)" \
+	"), c AS MATERIALIZED ("
 
 static void
 prepare_claim_plans(void)
 {
-	Oid			types[4] = {TEXTOID, INT8OID, INT4OID, TEXTOID};
+	Oid			types[4] = {TEXTARRAYOID, INT8ARRAYOID, INT4ARRAYOID, INT4OID};
 
 	/* the last one prepared: an ERROR half-way prepares them all again */
 	if (claim_poll_plan != NULL)
 		return;
+
 	/*
 	 * Batch statements are planned for each batch: a generic plan knows neither
 	 * the LIMIT nor how many rows the arrays hold, and can scan whole indexes.
 	 */
 	claim_event_plan = re_prepare_saved_custom(
-							"WITH c AS ("
-							"  SELECT d.tenant_id, d.event_id, d.endpoint_id FROM revenue_engine.deliveries d"
-							"   WHERE d.endpoint_id = $2 AND d.tenant_id = $1 AND d.status = 'pending'"
-							"     AND d.next_attempt_at <= pg_catalog.now()"
-							"   ORDER BY d.next_attempt_at LIMIT $3 FOR UPDATE SKIP LOCKED"
+							CLAIM_TARGETS
+							"  SELECT t.i, d.tenant_id, d.event_id, d.endpoint_id FROM t,"
+							"   LATERAL (SELECT d.tenant_id, d.event_id, d.endpoint_id"
+							"              FROM revenue_engine.deliveries d"
+							"             WHERE d.endpoint_id = t.target_id AND d.tenant_id = t.tenant_id"
+							"               AND d.status = 'pending' AND d.next_attempt_at <= pg_catalog.now()"
+							"             ORDER BY d.next_attempt_at LIMIT t.lim FOR UPDATE SKIP LOCKED) d"
+							"  LIMIT $4"
 							"), u AS ("
 							"  UPDATE revenue_engine.deliveries d"
 							"     SET status = 'sending', attempts = d.attempts + 1,"
 							"         lease_until = pg_catalog.now() + '" RE_LEASE "'::interval"
 							"    FROM c WHERE d.tenant_id = c.tenant_id AND d.event_id = c.event_id"
 							"     AND d.endpoint_id = c.endpoint_id"
-							"  RETURNING d.tenant_id, d.event_id, d.attempts"
+							"  RETURNING c.i, d.tenant_id, d.event_id, d.attempts"
 							")"
-							"SELECT u.event_id::text, u.attempts,"
+							"SELECT u.i, u.event_id::text, u.attempts,"
 							"       pg_catalog.jsonb_build_object('id', e.id, 'event', e.event_type,"
 							"                          'timestamp', e.created_at, 'user', e.user_data,"
 							"                          'metadata', e.event_data)::text"
 							"  FROM u JOIN revenue_engine.webhook_events e"
 							"    ON e.tenant_id = u.tenant_id AND e.id = u.event_id",
-							3, types);
+							4, types);
 	claim_send_plan = re_prepare_saved_custom(
-						   "WITH c AS ("
-						   "  SELECT s.tenant_id, s.id FROM revenue_engine.sends s"
-						   "   WHERE s.channel_id = $2 AND s.tenant_id = $1 AND s.status = 'queued'"
-						   "     AND s.next_attempt_at <= pg_catalog.now()"
-						   "   ORDER BY s.next_attempt_at LIMIT $3 FOR UPDATE SKIP LOCKED"
+						   CLAIM_TARGETS
+						   "  SELECT t.i, s.tenant_id, s.id FROM t,"
+						   "   LATERAL (SELECT s.tenant_id, s.id FROM revenue_engine.sends s"
+						   "             WHERE s.channel_id = t.target_id AND s.tenant_id = t.tenant_id"
+						   "               AND s.status = 'queued' AND s.next_attempt_at <= pg_catalog.now()"
+						   "             ORDER BY s.next_attempt_at LIMIT t.lim FOR UPDATE SKIP LOCKED) s"
+						   "  LIMIT $4"
 						   "), u AS ("
 						   "  UPDATE revenue_engine.sends s"
 						   "     SET status = 'sending', attempts = s.attempts + 1,"
 						   "         lease_until = pg_catalog.now() + '" RE_LEASE "'::interval"
 						   "    FROM c WHERE s.tenant_id = c.tenant_id AND s.id = c.id"
-						   "  RETURNING s.id, s.attempts, s.payload"
+						   "  RETURNING c.i, s.tenant_id, s.channel_id, s.id, s.attempts, s.payload"
 						   ")"
-						   "SELECT u.id::text, u.attempts, ($4::jsonb || u.payload)::text FROM u",
+						   "SELECT u.i, u.id::text, u.attempts, (ch.body_template || u.payload)::text"
+						   "  FROM u JOIN revenue_engine.channels ch"
+						   "    ON ch.tenant_id = u.tenant_id AND ch.id = u.channel_id",
 						   4, types);
 	/* a polled recipient's next poll is set at claim: a failed poll waits its turn */
 	claim_poll_plan = re_prepare_saved_custom(
-						   "WITH c AS ("
-						   "  SELECT q.tenant_id, q.recipient_id FROM revenue_engine.poll_queue q"
-						   "   WHERE q.channel_id = $2 AND q.tenant_id = $1 AND q.next_poll_at <= pg_catalog.now()"
-						   "   ORDER BY q.next_poll_at LIMIT $3 FOR UPDATE SKIP LOCKED"
+						   CLAIM_TARGETS
+						   "  SELECT t.i, q.tenant_id, q.recipient_id FROM t,"
+						   "   LATERAL (SELECT q.tenant_id, q.recipient_id FROM revenue_engine.poll_queue q"
+						   "             WHERE q.channel_id = t.target_id AND q.tenant_id = t.tenant_id"
+						   "               AND q.next_poll_at <= pg_catalog.now()"
+						   "             ORDER BY q.next_poll_at LIMIT t.lim FOR UPDATE SKIP LOCKED) q"
+						   "  LIMIT $4"
 						   "), u AS ("
 						   "  UPDATE revenue_engine.poll_queue q"
 						   "     SET next_poll_at = pg_catalog.now() + ch.poll_interval, polls = q.polls + 1"
 						   "    FROM c, revenue_engine.channels ch"
 						   "   WHERE q.tenant_id = c.tenant_id AND q.recipient_id = c.recipient_id"
 						   "     AND ch.tenant_id = q.tenant_id AND ch.id = q.channel_id"
-						   "  RETURNING q.recipient_id, q.polls, q.message_id"
+						   "  RETURNING c.i, q.recipient_id, q.polls, q.message_id"
 						   ")"
-						   "SELECT u.recipient_id::text, u.polls, u.message_id FROM u",
-						   3, types);
+						   "SELECT u.i, u.recipient_id::text, u.polls, u.message_id FROM u",
+						   4, types);
 }
 
 /* The status URL with {message_id} replaced by the id, percent-encoded. */
@@ -457,91 +555,106 @@ poll_url(const char *tmpl, const char *message_id, MemoryContext cxt)
 	return MemoryContextStrdup(cxt, buf.data);
 }
 
-/* Claim up to limit due rows of a target; jobs are allocated in batch->cxt. */
-int
-re_delivery_claim(ReTarget *target, int limit, ReJob **jobs, ReBatch *batch)
+/* A claimed row as a job, its request ready to start (but for signing). */
+static ReJob *
+job_from_row(ReTarget *target, HeapTuple tup, TupleDesc desc, ReBatch *batch)
 {
+	bool		isnull;
+	ReJob	   *job = MemoryContextAllocZero(batch->cxt, sizeof(ReJob));
+	char	   *id = TextDatumGetCString(SPI_getbinval(tup, desc, 2, &isnull));
+	char	   *value = TextDatumGetCString(SPI_getbinval(tup, desc, 4, &isnull));
+	int			h = 0;
+	int			k;
+
+	job->kind = target->kind;
+	job->target = target;
+	job->batch = batch;
+	strlcpy(job->tenant, target->tenant, sizeof(job->tenant));
+	if (job->kind == RE_JOB_EVENT)
+		strlcpy(job->event_id, id, sizeof(job->event_id));
+	else
+		job->send_id = pg_strtoint64(id);
+	job->attempt = DatumGetInt32(SPI_getbinval(tup, desc, 3, &isnull));
+	if (job->kind == RE_JOB_POLL)
+	{
+		/* a GET of the status URL, no body */
+		job->message_id = MemoryContextStrdup(batch->cxt, value);
+		job->req.url = poll_url(target->url, job->message_id, batch->cxt);
+		job->req.body = NULL;
+		job->req.body_len = 0;
+	}
+	else
+	{
+		job->body = MemoryContextStrdup(batch->cxt, value);
+		job->hdrs[h++] = "Content-Type: application/json";
+		job->req.url = MemoryContextStrdup(batch->cxt, target->url);
+		job->req.body = job->body;
+		job->req.body_len = strlen(job->body);
+	}
+	for (k = 0; k < target->nheaders && h < lengthof(job->hdrs) - 4; k++)
+		job->hdrs[h++] = MemoryContextStrdup(batch->cxt, target->headers[k]);
+	if (job->kind == RE_JOB_SEND)
+	{
+		snprintf(job->key_header, sizeof(job->key_header),
+				 "Idempotency-Key: revenue-engine-send-%s-" INT64_FORMAT,
+				 job->tenant, job->send_id);
+		job->hdrs[h++] = job->key_header;
+	}
+	job->req.method = MemoryContextStrdup(batch->cxt, target->method);
+	job->req.headers = job->hdrs;
+	job->req.nheaders = h;
+	job->req.timeout_ms = target->timeout_ms;
+	job->req.connect_timeout_ms = target->connect_timeout_ms;
+	job->req.owner = job;
+	return job;
+}
+
+int
+re_delivery_claim(ReJobKind kind, ReTarget **targets, const int *limits, int ntargets,
+				  int max, ReJob **jobs, ReBatch *batch)
+{
+	Datum	   *tenants = palloc(sizeof(Datum) * ntargets);
+	Datum	   *ids = palloc(sizeof(Datum) * ntargets);
+	Datum	   *lims = palloc(sizeof(Datum) * ntargets);
 	Datum		values[4];
-	char		nulls[4] = {' ', ' ', ' ', ' '};
 	uint64		i;
+	int			k;
 	int			ret;
 	int			n = 0;
 
-	if (!begin_tx(target->kind == RE_JOB_EVENT ? "revenue_engine: claiming events" :
-				  target->kind == RE_JOB_SEND ? "revenue_engine: claiming sends" :
-				  "revenue_engine: claiming status polls"))
+	for (k = 0; k < ntargets; k++)
 	{
-		target->may_have_more = false;
-		return 0;
+		tenants[k] = CStringGetTextDatum(targets[k]->tenant);
+		ids[k] = Int64GetDatum(targets[k]->id);
+		lims[k] = Int32GetDatum(limits[k]);
 	}
+	if (!begin_tx(kind == RE_JOB_EVENT ? "revenue_engine: claiming events" :
+				  kind == RE_JOB_SEND ? "revenue_engine: claiming sends" :
+				  "revenue_engine: claiming status polls"))
+		return 0;
 	prepare_claim_plans();
-	values[0] = CStringGetTextDatum(target->tenant);
-	values[1] = Int64GetDatum(target->id);
-	values[2] = Int32GetDatum(limit);
-	values[3] = CStringGetTextDatum(target->body_template ? target->body_template : "{}");
-	ret = SPI_execute_plan(target->kind == RE_JOB_EVENT ? claim_event_plan :
-						   target->kind == RE_JOB_SEND ? claim_send_plan : claim_poll_plan,
-						   values, nulls, false, 0);
+	values[0] = make_array(tenants, NULL, ntargets, TEXTOID);
+	values[1] = make_array(ids, NULL, ntargets, INT8OID);
+	values[2] = make_array(lims, NULL, ntargets, INT4OID);
+	values[3] = Int32GetDatum(max);
+	ret = SPI_execute_plan(kind == RE_JOB_EVENT ? claim_event_plan :
+						   kind == RE_JOB_SEND ? claim_send_plan : claim_poll_plan,
+						   values, NULL, false, 0);
 	if (ret != SPI_OK_SELECT)
 		elog(ERROR, "claiming failed: %s", SPI_result_code_string(ret));
 
-	for (i = 0; i < SPI_processed; i++)
+	for (i = 0; i < SPI_processed && n < max; i++)
 	{
 		HeapTuple	tup = SPI_tuptable->vals[i];
-		TupleDesc	desc = SPI_tuptable->tupdesc;
 		bool		isnull;
-		ReJob	   *job = MemoryContextAllocZero(batch->cxt, sizeof(ReJob));
-		char	   *id = TextDatumGetCString(SPI_getbinval(tup, desc, 1, &isnull));
-		int			h = 0;
-		int			k;
+		int64		at = DatumGetInt64(SPI_getbinval(tup, SPI_tuptable->tupdesc, 1, &isnull));
 
-		job->kind = target->kind;
-		job->target = target;
-		job->batch = batch;
-		strlcpy(job->tenant, target->tenant, sizeof(job->tenant));
-		if (job->kind == RE_JOB_EVENT)
-			strlcpy(job->event_id, id, sizeof(job->event_id));
-		else
-			job->send_id = pg_strtoint64(id);
-		job->attempt = DatumGetInt32(SPI_getbinval(tup, desc, 2, &isnull));
-		if (job->kind == RE_JOB_POLL)
-		{
-			/* a GET of the status URL, no body */
-			job->message_id = MemoryContextStrdup(batch->cxt,
-												  TextDatumGetCString(SPI_getbinval(tup, desc, 3, &isnull)));
-			job->req.url = poll_url(target->url, job->message_id, batch->cxt);
-			job->req.body = NULL;
-			job->req.body_len = 0;
-		}
-		else
-		{
-			job->body = MemoryContextStrdup(batch->cxt,
-											TextDatumGetCString(SPI_getbinval(tup, desc, 3, &isnull)));
-			job->hdrs[h++] = "Content-Type: application/json";
-			job->req.url = MemoryContextStrdup(batch->cxt, target->url);
-			job->req.body = job->body;
-			job->req.body_len = strlen(job->body);
-		}
-		for (k = 0; k < target->nheaders && h < lengthof(job->hdrs) - 4; k++)
-			job->hdrs[h++] = MemoryContextStrdup(batch->cxt, target->headers[k]);
-		if (job->kind == RE_JOB_SEND)
-		{
-			snprintf(job->key_header, sizeof(job->key_header),
-					 "Idempotency-Key: revenue-engine-send-%s-" INT64_FORMAT,
-					 job->tenant, job->send_id);
-			job->hdrs[h++] = job->key_header;
-		}
-		job->req.method = MemoryContextStrdup(batch->cxt, target->method);
-		job->req.headers = job->hdrs;
-		job->req.nheaders = h;
-		job->req.timeout_ms = target->timeout_ms;
-		job->req.connect_timeout_ms = target->connect_timeout_ms;
-		job->req.owner = job;
-		jobs[n++] = job;
+		if (at < 1 || at > ntargets)
+			elog(ERROR, "claimed a row of target " INT64_FORMAT " of %d", at, ntargets);
+		jobs[n++] = job_from_row(targets[at - 1], tup, SPI_tuptable->tupdesc, batch);
 	}
 	end_tx();
 	batch->remaining += n;
-	target->may_have_more = (n == limit);
 	return n;
 }
 

@@ -33,6 +33,9 @@ typedef struct ReTarget
 	bool		seen;			/* present at the last refresh */
 	int			max_in_flight;
 	int			in_flight;
+	int			held;			/* jobs claimed and not yet recorded: it is
+								 * freed only without them */
+	int			last_claimed;	/* rows the last claim brought */
 	int			rate_limit;		/* 0: none */
 	double		rate_period_s;
 	double		tokens;
@@ -56,6 +59,19 @@ typedef struct ReTarget
 	double	   *retry_s;
 	int			nretry;
 } ReTarget;
+
+/*
+ * The targets the worker knows, found by (kind, tenant, id) in a hash table;
+ * one that disappeared is freed once no job holds it.
+ */
+typedef struct ReTargetSet
+{
+	MemoryContext cxt;
+	struct HTAB *by_key;
+	ReTarget  **all;
+	int			n;
+	int			size;
+} ReTargetSet;
 
 typedef struct ReBatch
 {
@@ -97,10 +113,15 @@ typedef enum ReOutcome
 
 extern void re_delivery_reclaim_all(void);
 extern int	re_delivery_reclaim_expired(void);
-extern bool re_delivery_refresh_targets(ReTarget ***targets, int *ntargets,
-										MemoryContext cxt);
-extern int	re_delivery_claim(ReTarget *target, int limit, ReJob **jobs,
-							  ReBatch *batch);
+extern ReTargetSet *re_delivery_target_set(MemoryContext cxt);
+extern bool re_delivery_refresh_targets(ReTargetSet *set);
+
+/*
+ * Claim due rows of targets of one kind in one statement: up to limits[i]
+ * of targets[i], max in all; jobs are allocated in batch->cxt.
+ */
+extern int	re_delivery_claim(ReJobKind kind, ReTarget **targets, const int *limits,
+							  int ntargets, int max, ReJob **jobs, ReBatch *batch);
 extern void re_delivery_record(ReJob **jobs, int njobs, int *nsent, int *nretry,
 							   int *ndead);
 extern TimestampTz re_delivery_next_due(void);

@@ -568,15 +568,16 @@ typedef struct WorkerLoop
 	ReHttpClient *client;
 	WaitEventSet *events;		/* the latch, the postmaster, libcurl's sockets */
 	MemoryContext cxt;			/* reset at every iteration */
-	MemoryContext targets_cxt;
-	ReTarget  **targets;
-	int			ntargets;
+	ReTargetSet *targets;
+	int			claim_cursor;	/* where the next claim starts in targets->all */
 	dlist_head	in_flight;
 	int			nin_flight;
 	ReJob	  **done;
 	int			ndone;
 	ReHttpRequest **completed;
-	bool		want_claim;
+	bool		want_claim;		/* every target may have rows due */
+	bool		claim_more;		/* room was freed: claim for those that may
+								 * have more */
 	bool		sweep_soon;
 	TimestampTz next_due;
 	TimestampTz token_due;
@@ -657,6 +658,7 @@ run_unit(const char *what, void (*fn) (void *), void *arg, char **error)
 static void
 finish_batch(ReJob *job)
 {
+	job->target->held--;
 	if (--job->batch->remaining == 0)
 		MemoryContextDelete(job->batch->cxt);
 }
@@ -677,9 +679,9 @@ targets_want_more(WorkerLoop *w, TimestampTz now)
 	int			i;
 
 	w->token_due = 0;
-	for (i = 0; i < w->ntargets; i++)
+	for (i = 0; i < w->targets->n; i++)
 	{
-		ReTarget   *t = w->targets[i];
+		ReTarget   *t = w->targets->all[i];
 
 		if (t->seen && t->may_have_more && now >= t->claim_after &&
 			target_capacity(t, now, &w->token_due) > 0)
@@ -732,8 +734,11 @@ start_job(WorkerLoop *w, ReJob *job)
 
 typedef struct ClaimArgs
 {
-	ReTarget   *target;
-	int			limit;
+	ReJobKind	kind;
+	ReTarget  **targets;
+	int		   *limits;
+	int			ntargets;
+	int			max;
 	ReJob	  **jobs;
 	ReBatch    *batch;
 	int			n;
@@ -744,44 +749,86 @@ claim_unit(void *arg)
 {
 	ClaimArgs  *a = arg;
 
-	a->n = re_delivery_claim(a->target, a->limit, a->jobs, a->batch);
+	a->n = re_delivery_claim(a->kind, a->targets, a->limits, a->ntargets, a->max,
+							 a->jobs, a->batch);
 }
 
-/* Claim up to limit rows of one target and start them; how many were claimed. */
-static int
-claim_target(WorkerLoop *w, ReTarget *t, int limit, TimestampTz now)
+/* A target whose claim failed alone waits, longer after each failure. */
+static void
+claim_failed(ReTarget *t, TimestampTz now)
 {
-	MemoryContext bcxt = AllocSetContextCreate(TopMemoryContext, "revenue_engine batch",
-											   ALLOCSET_DEFAULT_SIZES);
-	ReJob	   *jobs[RE_CLAIM_BATCH];
-	ClaimArgs	a = {t, limit, jobs, NULL, 0};
-	char		what[160];
+	t->claim_failures++;
+	t->claim_after = TimestampTzPlusMilliseconds(now, RE_ERROR_BACKOFF_MS *
+												 (1L << Min(t->claim_failures - 1, 6)));
+	t->may_have_more = false;
+}
+
+/*
+ * Claim for targets of one kind in one statement (up to limits[i] each, max
+ * in all) and start the requests.  When the statement fails, each target is
+ * claimed alone, so that a bad one only holds itself back.
+ */
+static int
+claim_kind(WorkerLoop *w, ReJobKind kind, ReTarget **targets, int *limits,
+		   int ntargets, int max, TimestampTz now)
+{
+	MemoryContext bcxt;
+	ClaimArgs	a = {kind, targets, limits, ntargets, max, NULL, NULL, 0};
+	int			last = -1;
 	int			k;
 
+	if (ntargets == 0 || max <= 0)
+		return 0;
+	bcxt = AllocSetContextCreate(TopMemoryContext, "revenue_engine batch",
+								 ALLOCSET_DEFAULT_SIZES);
 	a.batch = MemoryContextAllocZero(bcxt, sizeof(ReBatch));
 	a.batch->cxt = bcxt;
-	snprintf(what, sizeof(what), "claiming rows of %s " INT64_FORMAT " of tenant \"%s\"",
-			 t->kind == RE_JOB_EVENT ? "endpoint" : "channel", t->id, t->tenant);
-	if (!run_unit(what, claim_unit, &a, NULL))
+	a.jobs = palloc(sizeof(ReJob *) * max);
+	for (k = 0; k < ntargets; k++)
+		targets[k]->last_claimed = 0;
+	if (!run_unit(kind == RE_JOB_EVENT ? "claiming events" :
+				  kind == RE_JOB_SEND ? "claiming sends" : "claiming status polls",
+				  claim_unit, &a, NULL))
 	{
-		/* nothing was claimed (rolled back): try this target again later */
-		t->claim_failures++;
-		t->claim_after = TimestampTzPlusMilliseconds(now, RE_ERROR_BACKOFF_MS *
-													 (1L << Min(t->claim_failures - 1, 6)));
-		t->may_have_more = false;
-		a.n = 0;
-	}
-	else
-		t->claim_failures = 0;
-	if (a.n == 0)
-	{
+		int			n = 0;
+
 		MemoryContextDelete(bcxt);
-		return 0;
+		if (ntargets == 1)
+		{
+			claim_failed(targets[0], now);
+			return 0;
+		}
+		for (k = 0; k < ntargets && n < max; k++)
+			n += claim_kind(w, kind, &targets[k], &limits[k], 1, max - n, now);
+		return n;
 	}
-	if (target_rate_limited(t))
-		(t->bucket ? t->bucket : t)->tokens -= a.n;
+	if (a.n == 0)
+		MemoryContextDelete(bcxt);
 	for (k = 0; k < a.n; k++)
-		start_job(w, jobs[k]);
+		a.jobs[k]->target->last_claimed++;
+	for (k = 0; k < ntargets; k++)
+		if (targets[k]->last_claimed > 0)
+			last = k;
+	for (k = 0; k < ntargets; k++)
+	{
+		ReTarget   *t = targets[k];
+
+		/*
+		 * The targets are probed in their order until max rows: those before
+		 * the last one that brought rows were probed to the end; after it, a
+		 * claim cut short probed none.
+		 */
+		if (k < last || a.n < max)
+			t->may_have_more = (t->last_claimed == limits[k]);
+		else if (k == last)
+			t->may_have_more = true;
+		t->claim_failures = 0;
+		t->held += t->last_claimed;
+		if (target_rate_limited(t))
+			(t->bucket ? t->bucket : t)->tokens -= t->last_claimed;
+	}
+	for (k = 0; k < a.n; k++)
+		start_job(w, a.jobs[k]);
 	return a.n;
 }
 
@@ -796,14 +843,67 @@ refresh_unit(void *arg)
 {
 	RefreshArgs *a = arg;
 
-	a->present = re_delivery_refresh_targets(&a->w->targets, &a->w->ntargets,
-											 a->w->targets_cxt);
+	a->present = re_delivery_refresh_targets(a->w->targets);
 }
 
 static void
 next_due_unit(void *arg)
 {
 	*(TimestampTz *) arg = re_delivery_next_due();
+}
+
+/*
+ * Claim for targets with room, at most room rows: one statement per kind.
+ * The targets are taken in turn from where the last claim stopped, so that
+ * a few busy ones do not starve the others.  all: every target (something
+ * may have become due anywhere); else those that may have more, only as many
+ * as can fill the room twice over.
+ */
+static int
+claim_targets(WorkerLoop *w, int room, bool all, TimestampTz now)
+{
+	ReTargetSet *set = w->targets;
+	ReTarget  **picked[3];
+	int		   *limits[3];
+	int			npicked[3] = {0, 0, 0};
+	int			claimed = 0;
+	int			offered = 0;
+	int			last = -1;
+	int			kind;
+	int			j;
+	int			k;
+
+	for (kind = 0; kind < 3; kind++)
+	{
+		picked[kind] = palloc(sizeof(ReTarget *) * Max(set->n, 1));
+		limits[kind] = palloc(sizeof(int) * Max(set->n, 1));
+	}
+	w->token_due = 0;
+	for (j = 0; j < set->n && (all || offered < 2 * room); j++)
+	{
+		ReTarget   *t = set->all[(w->claim_cursor + j) % set->n];
+		int			cap;
+
+		t->last_claimed = 0;
+		if (!t->seen || now < t->claim_after || (!all && !t->may_have_more))
+			continue;
+		cap = Min(target_capacity(t, now, &w->token_due), RE_CLAIM_BATCH);
+		if (cap <= 0)
+			continue;
+		offered += cap;
+		picked[t->kind][npicked[t->kind]] = t;
+		limits[t->kind][npicked[t->kind]++] = cap;
+	}
+	for (kind = 0; kind < 3; kind++)
+		claimed += claim_kind(w, (ReJobKind) kind, picked[kind], limits[kind],
+							  npicked[kind], room - claimed, now);
+	/* on after the last target that brought rows, else after those looked at */
+	for (k = 0; k < j; k++)
+		if (set->all[(w->claim_cursor + k) % set->n]->last_claimed > 0)
+			last = k;
+	if (set->n > 0)
+		w->claim_cursor = (w->claim_cursor + (last >= 0 ? last + 1 : j)) % set->n;
+	return claimed;
 }
 
 /* Claim what is due for every target with room, if anything may be due. */
@@ -813,16 +913,19 @@ claim_step(WorkerLoop *w, TimestampTz now)
 	bool		more = targets_want_more(w, now);
 	int			room;
 	int			claimed = 0;
-	int			i;
+
+	bool		due = (w->next_due != 0 && now >= w->next_due) ||
+		(w->token_due != 0 && now >= w->token_due);
+	bool		all = w->want_claim || due;
 
 	/* room freed by a few completions waits a moment to be claimed as a batch */
 	if (more && w->nin_flight > 0 &&
 		now - w->last_claim < RE_CLAIM_EVERY_MS * 1000L)
 		more = false;
-	if (!(w->want_claim || more || (w->next_due != 0 && now >= w->next_due) ||
-		  (w->token_due != 0 && now >= w->token_due)))
+	if (!(all || more || w->claim_more))
 		return;
 	w->want_claim = false;
+	w->claim_more = false;
 	w->last_claim = now;
 	/* endpoints change rarely: reload them at most once a second */
 	if (w->last_refresh == 0 || now - w->last_refresh >= 1000000)
@@ -835,23 +938,8 @@ claim_step(WorkerLoop *w, TimestampTz now)
 			return;				/* the extension is gone: the loop ends */
 	}
 	room = re_worker_max_in_flight - w->nin_flight - w->ndone;
-	w->token_due = 0;
-	for (i = 0; i < w->ntargets && room > 0; i++)
-	{
-		ReTarget   *t = w->targets[i];
-		int			cap;
-		int			n;
-
-		if (!t->seen || now < t->claim_after)
-			continue;
-		cap = Min(target_capacity(t, now, &w->token_due), room);
-		cap = Min(cap, RE_CLAIM_BATCH);
-		if (cap <= 0)
-			continue;
-		n = claim_target(w, t, cap, now);
-		claimed += n;
-		room -= n;
-	}
+	if (room > 0)
+		claimed = claim_targets(w, room, all, now);
 	/* after a claim, the next record brings us back; else find the next due row */
 	w->next_due = 0;
 	if (claimed == 0 &&
@@ -1018,7 +1106,7 @@ record_step(WorkerLoop *w, TimestampTz now)
 	SpinLockRelease(&shared->mutex);
 	w->ndone = 0;
 	w->last_record = now;
-	w->want_claim = true;
+	w->claim_more = true;
 }
 
 /* Maintenance and the parked-status sweep */
@@ -1068,6 +1156,8 @@ handle_wakeup(WorkerLoop *w)
 		w->sweep_soon = true;	/* a callback may have parked a status in a race */
 	}
 	ResetLatch(MyLatch);
+	/* a cancel (pg_cancel_backend) ends a unit's statement; between units there is none */
+	QueryCancelPending = false;
 	CHECK_FOR_INTERRUPTS();
 	if (ConfigReloadPending)
 	{
@@ -1129,7 +1219,7 @@ wait_step(WorkerLoop *w, TimestampTz now)
 	long		curl_ms = re_http_timeout_ms(w->client);
 	WaitEvent	event;
 
-	if (w->want_claim && w->stop_at == 0)
+	if ((w->want_claim || w->claim_more) && w->stop_at == 0)
 		return;
 	if (w->nin_flight == 0 && w->ndone == 0)
 		timeout = w->stop_at == 0 ? idle_timeout(w, now) : 0;
@@ -1219,8 +1309,9 @@ run_delivery_worker(void)
 	AddWaitEventToSet(w.events, WL_SOCKET_READABLE, re_http_wait_fd(w.client), NULL, NULL);
 	w.cxt = AllocSetContextCreate(TopMemoryContext, "revenue_engine worker loop",
 								  ALLOCSET_DEFAULT_SIZES);
-	w.targets_cxt = AllocSetContextCreate(TopMemoryContext, "revenue_engine targets",
-										  ALLOCSET_DEFAULT_SIZES);
+	w.targets = re_delivery_target_set(AllocSetContextCreate(TopMemoryContext,
+															 "revenue_engine targets",
+															 ALLOCSET_DEFAULT_SIZES));
 	dlist_init(&w.in_flight);
 	w.done = MemoryContextAlloc(TopMemoryContext, sizeof(ReJob *) * RE_MAX_DONE);
 	w.completed = MemoryContextAlloc(TopMemoryContext, sizeof(ReHttpRequest *) * RE_MAX_DONE);
