@@ -6,7 +6,8 @@
 #  2. a trigger on sends that raises for one row: the worker keeps its pid,
 #     every other send is recorded as sent, the bad row carries the error and
 #     is not sent again;
-#  3. an idle worker's CPU over 30 s (utime + stime from /proc/<pid>/stat).
+#  3. an idle worker's CPU over 30 s (utime + stime from /proc/<pid>/stat);
+#  4. its CPU while 50 requests wait 8 s for their answers.
 use strict;
 use warnings;
 
@@ -262,6 +263,35 @@ SQL
 		sprintf('%s: the worker used %.2f s of CPU in %d s (< %.1f s)', $label, $used, $IDLE_SECS,
 			$IDLE_MAX));
 	diag sprintf('%s: worker CPU %.3f s over %d s', $label, $used, $IDLE_SECS);
+}
+
+# ---------------------------------------------------------------------------
+# Part 4: a worker waiting for slow answers sleeps too (no polling).
+{
+	my $label = 'waiting';
+	my $pid   = worker_pid($node);
+	rx_post('reset', {});
+	rx_post('mode', { mode => 'stall', seconds => 8 });    # within the 10 s timeout
+	$node->safe_psql('postgres',
+		"SELECT count(revenue_engine.enqueue_event(gen_random_uuid(), 'stop_event', "
+		  . "jsonb_build_object('slow', g))) FROM generate_series(1, 50) g");
+	ok(poll_for($node, "SELECT count(*) FROM revenue_engine.deliveries WHERE status = 'sending'",
+			'50', 30),
+		"$label: 50 deliveries claimed");
+	my $t0 = Time::HiRes::time();
+	usleep(50_000) while rx_stats()->{requests} < 50 && Time::HiRes::time() - $t0 < 10;
+	is(rx_stats()->{requests}, 50, "$label: the receiver holds the 50 requests");
+	my $c0 = cpu_seconds($pid);
+	sleep 5;
+	my $used = cpu_seconds($pid) - $c0;
+	cmp_ok($used, '<', 0.1,
+		sprintf('%s: with 50 requests in flight for 5 s the worker used %.2f s of CPU (< 0.1 s)',
+			$label, $used));
+	diag sprintf('%s: worker CPU %.3f s over 5 s with 50 requests in flight', $label, $used);
+	ok(poll_for($node,
+			"SELECT count(*) FROM revenue_engine.deliveries WHERE status IN ('pending', 'sending')",
+			'0', 60),
+		"$label: the slow answers are recorded");
 }
 
 $node->stop;
