@@ -975,6 +975,7 @@ static void
 give_up_in_flight(WorkerLoop *w)
 {
 	dlist_mutable_iter iter;
+	int			n = w->nin_flight;
 
 	dlist_foreach_modify(iter, &w->in_flight)
 	{
@@ -984,8 +985,7 @@ give_up_in_flight(WorkerLoop *w)
 					   "the worker stopped before the answer came");
 		job_completed(w, job);
 	}
-	elog(LOG, "revenue_engine: stop deadline reached, %d request(s) recorded as unanswered",
-		 w->ndone);
+	elog(LOG, "revenue_engine: stop deadline reached, %d request(s) recorded as unanswered", n);
 }
 
 /* Recording outcomes */
@@ -1289,6 +1289,12 @@ delivery_loop(WorkerLoop *w)
 }
 
 static void
+reclaim_all_unit(void *arg)
+{
+	re_delivery_reclaim_all();
+}
+
+static void
 run_delivery_worker(void)
 {
 	WorkerLoop	w;
@@ -1319,7 +1325,7 @@ run_delivery_worker(void)
 	w.sweep_soon = true;
 
 	set_state("reclaiming");
-	re_delivery_reclaim_all();
+	(void) run_unit("reclaiming the leases of a previous worker", reclaim_all_unit, NULL, NULL);
 	w.last_record = GetCurrentTimestamp();
 	elog(LOG, "revenue_engine: delivery worker started");
 
