@@ -7,7 +7,8 @@
 #     every other send is recorded as sent, the bad row carries the error and
 #     is not sent again;
 #  3. an idle worker's CPU over 30 s (utime + stime from /proc/<pid>/stat);
-#  4. its CPU while 50 requests wait 8 s for their answers.
+#  4. its CPU while 50 requests wait 8 s for their answers;
+#  5. a reloaded revenue_engine.worker_max_in_flight limits the requests.
 use strict;
 use warnings;
 
@@ -292,6 +293,31 @@ SQL
 			"SELECT count(*) FROM revenue_engine.deliveries WHERE status IN ('pending', 'sending')",
 			'0', 60),
 		"$label: the slow answers are recorded");
+}
+
+# ---------------------------------------------------------------------------
+# Part 5: a reloaded revenue_engine.worker_max_in_flight takes effect.
+{
+	my $label = 'max in flight';
+	my $pid   = worker_pid($node);
+	$node->safe_psql('postgres',
+		'ALTER SYSTEM SET revenue_engine.worker_max_in_flight = 4; SELECT pg_reload_conf()');
+	sleep 1;
+	rx_post('reset', {});
+	rx_post('mode', { mode => 'stall', seconds => 3 });
+	$node->safe_psql('postgres',
+		"SELECT count(revenue_engine.enqueue_event(gen_random_uuid(), 'stop_event', "
+		  . "jsonb_build_object('limited', g))) FROM generate_series(1, 20) g");
+	sleep 2;
+	is(rx_stats()->{requests}, 4, "$label: 4 requests on the network at once after the reload");
+	$node->safe_psql('postgres',
+		'ALTER SYSTEM RESET revenue_engine.worker_max_in_flight; SELECT pg_reload_conf()');
+	rx_post('mode', { mode => 'ok' });
+	ok(poll_for($node,
+			"SELECT count(*) FROM revenue_engine.deliveries WHERE status IN ('pending', 'sending')",
+			'0', 60),
+		"$label: all delivered after the limit is lifted");
+	is(worker_pid($node), $pid, "$label: the same worker all along");
 }
 
 $node->stop;
