@@ -702,9 +702,11 @@ status_of_message(const char *tenant, const char *message_id, const StatusUpdate
 	 * it now (not committed yet), we park without it and the sweep applies
 	 * the status once both committed.  Nobody waits for these locks, so they
 	 * add no deadlock to the row locks callbacks take in message id order.
+	 * The worker is woken at our commit as well as at the landing's: when the
+	 * landing commits first, the sweep it wakes cannot see our row yet.
 	 */
-	if (!lock_message_id(tenant, message_id, true))
-		re_worker_wake_at_commit();	/* a landing may be racing us: sweep soon */
+	(void) lock_message_id(tenant, message_id, true);
+	re_worker_wake_at_commit();
 
 	v[0] = CStringGetTextDatum(tenant);
 	v[1] = CStringGetTextDatum(message_id);
@@ -1653,6 +1655,13 @@ ingest_status(Ingest *in, JsonbContainer *c, const char *id_key, const char *err
 	}
 }
 
+/* A provider's number (WhatsApp: digits without +) checked into out as E.164 */
+static const char *
+provider_phone(const char *given, char *out)
+{
+	return phone_check(psprintf("%s%s", given[0] == '+' ? "" : "+", clipped(given)), out);
+}
+
 /* A reaction (WhatsApp): on the message it names; an empty or no emoji removes one */
 static void
 ingest_reaction(Ingest *in, JsonbContainer *c, const char *id, const char *sender, TimestampTz at)
@@ -1694,13 +1703,9 @@ ingest_system(Ingest *in, JsonbContainer *c, const char *id, const char *sender,
 		char		phone[17];
 
 		kind = "number_changed";
+		/* E.164 when it is one, else kept as given */
 		if (wa_id != NULL)
-		{
-			char	   *withplus = psprintf("%s%s", wa_id[0] == '+' ? "" : "+", wa_id);
-
-			/* WhatsApp gives numbers as digits without +; else kept as given */
-			new_phone = phone_check(withplus, phone) == NULL ? pstrdup(phone) : wa_id;
-		}
+			new_phone = provider_phone(wa_id, phone) == NULL ? pstrdup(phone) : wa_id;
 		detail = new_phone;
 	}
 	else if (type != NULL && strcmp(type, "customer_identity_changed") == 0)
@@ -1742,14 +1747,8 @@ ingest_message(Ingest *in, JsonbContainer *c, bool whatsapp)
 	}
 	if (type != NULL && (strcmp(type, "reaction") == 0 || strcmp(type, "system") == 0))
 		kind = type;
-	if (from != NULL)
-	{
-		/* WhatsApp gives the sender as digits without + */
-		char	   *withplus = psprintf("%s%s", from[0] == '+' ? "" : "+", clipped(from));
-
-		if ((phone_problem = phone_check(withplus, phone)) == NULL)
-			sender = pstrdup(phone);
-	}
+	if (from != NULL && (phone_problem = provider_phone(from, phone)) == NULL)
+		sender = pstrdup(phone);
 	if ((problem = item_time(c, "timestamp", in->now, &u.at)) != NULL)
 	{
 		emit(in, kind, id, strcmp(kind, "message") == 0 ? "replied" : NULL, RE_RES_REJECTED, problem);
