@@ -36,7 +36,7 @@ PG_CFLAGS    = -std=gnu99 -Wall -Wextra -Werror -Wno-unused-parameter \
 
 REGRESS      = setup usage_response usage_ladder usage_goals_streaks \
                usage_timezones usage_bad_input usage_backfill usage_fastpath delivery_input security \
-               blasts status_webhook
+               blasts status_webhook whatsapp_payloads
 REGRESS_OPTS = --temp-config=$(srcdir)/test/test.conf
 
 ISOLATION    = usage_concurrent_milestones usage_concurrent_goal_feature usage_keyed_update \

@@ -116,6 +116,7 @@ _PG_init(void)
 							GUC_UNIT_MIN,
 							NULL, NULL, NULL);
 
+	re_status_init();
 	re_worker_init();
 
 	MarkGUCPrefixReserved("revenue_engine");

@@ -208,7 +208,7 @@ CREATE TABLE revenue_engine.status_parked (
     PRIMARY KEY (tenant_id, id)
 );
 COMMENT ON TABLE revenue_engine.status_parked IS
-    'status updates that arrived before their message id was known; applied and removed when it appears';
+    'status updates that arrived before their message id was known; applied and removed when it appears, deleted after revenue_engine.parked_retention; capped per callback and per tenant (revenue_engine.parked_max_per_callback, parked_max_per_tenant)';
 
 -- Parked statuses whose id has landed: the worker runs this at each maintenance.
 CREATE FUNCTION revenue_engine.apply_parked_statuses()
@@ -233,11 +233,15 @@ CREATE TABLE revenue_engine.status_history (
     recorded_at  timestamptz NOT NULL DEFAULT pg_catalog.now(),
     source       text        NOT NULL,
     metadata     jsonb       NOT NULL DEFAULT '{}',
+    result       text        NOT NULL DEFAULT 'applied',
     PRIMARY KEY (tenant_id, id),
-    CONSTRAINT status_history_source_check CHECK (source IN ('send', 'webhook', 'polling', 'manual'))
+    CONSTRAINT status_history_source_check CHECK (source IN ('send', 'webhook', 'polling', 'manual')),
+    CONSTRAINT status_history_result_check CHECK (result IN ('applied', 'duplicate', 'stale'))
 );
 COMMENT ON TABLE revenue_engine.status_history IS
     'every status change of a blast recipient, append-only; source send = the provider''s answer to the send';
+COMMENT ON COLUMN revenue_engine.status_history.result IS
+    'applied: the status changed; duplicate or stale: a callback''s item that changed no status, kept for the provider''s data in metadata (conversation, pricing, biz_opaque_callback_data)';
 CREATE INDEX status_history_recipient_idx ON revenue_engine.status_history (tenant_id, recipient_id);
 SELECT pg_catalog.pg_extension_config_dump('revenue_engine.status_history', '');
 
@@ -255,6 +259,37 @@ $fn$;
 CREATE TRIGGER status_history_append_only
     BEFORE UPDATE OR DELETE ON revenue_engine.status_history
     FOR EACH ROW EXECUTE FUNCTION revenue_engine.status_history_append_only();
+
+-- What a callback reports besides statuses and replies (C, ingest_status_webhook).
+CREATE TABLE revenue_engine.channel_events (
+    tenant_id    text        NOT NULL DEFAULT revenue_engine.current_tenant(),
+    id           bigint      GENERATED ALWAYS AS IDENTITY,
+    channel_id   bigint      NOT NULL,
+    kind         text        NOT NULL,
+    item_id      text,
+    message_id   text,
+    recipient_id bigint,
+    blast_id     bigint,
+    sender       text,
+    detail       text,
+    occurred_at  timestamptz NOT NULL,
+    received_at  timestamptz NOT NULL DEFAULT pg_catalog.now(),
+    data         jsonb       NOT NULL,
+    PRIMARY KEY (tenant_id, id),
+    CONSTRAINT channel_events_kind_check CHECK (kind IN ('reaction', 'reaction_removed', 'number_changed',
+                                                         'identity_changed', 'system', 'error'))
+);
+COMMENT ON TABLE revenue_engine.channel_events IS
+    'reactions (on message_id, the blast recipient carrying it if any), system messages (number and identity changes) and errors a provider reports for the channel (WhatsApp value.errors, such as 130429 rate limit); none is a reply';
+COMMENT ON COLUMN revenue_engine.channel_events.item_id IS
+    'the provider''s id of the item itself (a reaction''s own message id); an item sent again is recorded once';
+COMMENT ON COLUMN revenue_engine.channel_events.detail IS
+    'reaction: the emoji; number_changed: the new number; identity_changed: the identity hash; error: code and title';
+CREATE UNIQUE INDEX channel_events_item_idx
+    ON revenue_engine.channel_events (tenant_id, channel_id, item_id, kind) WHERE item_id IS NOT NULL;
+CREATE INDEX channel_events_message_idx ON revenue_engine.channel_events (tenant_id, message_id);
+CREATE INDEX channel_events_channel_idx ON revenue_engine.channel_events (tenant_id, channel_id, kind, received_at);
+SELECT pg_catalog.pg_extension_config_dump('revenue_engine.channel_events', '');
 
 -- E.164 checks (C): the reason a number is not E.164, or NULL; and the number normalized.
 CREATE FUNCTION revenue_engine.phone_problem(phone text)
@@ -745,5 +780,6 @@ GRANT EXECUTE ON FUNCTION
 GRANT SELECT ON revenue_engine.blasts, revenue_engine.blast_recipients,
                 revenue_engine.blast_rejections, revenue_engine.status_history,
                 revenue_engine.status_parked, revenue_engine.poll_queue, revenue_engine.blast_funnel,
+                revenue_engine.channel_events,
                 revenue_engine.blast_stuck
   TO revenue_engine_user;

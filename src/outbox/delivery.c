@@ -669,17 +669,42 @@ make_array(Datum *elems, bool *nulls, int n, Oid type)
 											  typlen, typbyval, typalign));
 }
 
+/*
+ * A response body as text.  Valid in the database encoding and without NUL,
+ * it is kept byte for byte (UTF-8 included).  Otherwise, as text columns
+ * refuse such bytes, each byte that is not part of a valid character (and
+ * NUL) is written \xNN and a backslash \\: what came stays readable and
+ * nothing valid is changed; such a body is not JSON any more, so no message
+ * id is taken from it.
+ */
 static char *
 clean_text(const char *s, size_t len)
 {
-	/* text columns refuse NUL bytes and invalid encoding */
-	char	   *out = palloc(len + 1);
-	size_t		i;
+	int			enc = GetDatabaseEncoding();
+	StringInfoData out;
+	size_t		i = 0;
 
-	for (i = 0; i < len; i++)
-		out[i] = (s[i] == '\0' || (unsigned char) s[i] >= 0x80) ? '?' : s[i];
-	out[len] = '\0';
-	return out;
+	if (pg_verify_mbstr(enc, s, (int) len, true))
+		return pnstrdup(s, len);
+	initStringInfo(&out);
+	while (i < len)
+	{
+		int			l = s[i] == '\0' ? -1 : pg_encoding_verifymbchar(enc, s + i, (int) (len - i));
+
+		if (l < 0)
+			appendStringInfo(&out, "\\x%02x", (unsigned char) s[i++]);
+		else if (s[i] == '\\')
+		{
+			appendStringInfoString(&out, "\\\\");
+			i++;
+		}
+		else
+		{
+			appendBinaryStringInfo(&out, s + i, l);
+			i += l;
+		}
+	}
+	return out.data;
 }
 
 /* Record the outcomes of completed jobs in one transaction. */
@@ -805,7 +830,7 @@ re_delivery_record(ReJob **jobs, int njobs, int *nsent, int *nretry, int *ndead)
 				CStringGetTextDatum(job->target->message_id_path) : (Datum) 0;
 			sn_path[ns] = (job->target->message_id_path == NULL);
 			s_json[ns] = BoolGetDatum(body != NULL && !req->response_truncated &&
-									  re_is_json(req->response, req->response_len));
+									  re_is_json(body, strlen(body)));
 			ns++;
 		}
 

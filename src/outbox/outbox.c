@@ -30,6 +30,7 @@ static const char *const builtin_event_types[] = {
 	"milestone_reached",
 	"daily_goal_achieved",
 	"feature_first_used",
+	"phone_number_changed",		/* a WhatsApp contact's new number (status.c) */
 };
 
 static SPIPlanPtr insert_event_plan = NULL;
