@@ -92,8 +92,19 @@ DROP ROLE re_reader;
 -- Settings
 SET revenue_engine.http_allow_private = on;
 RESET revenue_engine.http_allow_private;
+-- attempt_retention is a GUC with a unit (minutes): '30d', '720h', '43200min';
+-- current_setting() gives it back with a unit that the interval cast reads.
 SET revenue_engine.attempt_retention = 'forever';
 SET revenue_engine.attempt_retention = '30 days';
+SET revenue_engine.attempt_retention = 0;
+SET revenue_engine.attempt_retention = '720h';
+SHOW revenue_engine.attempt_retention;
+SELECT current_setting('revenue_engine.attempt_retention')::interval;
+SET revenue_engine.attempt_retention = '90min';
+SELECT current_setting('revenue_engine.attempt_retention')::interval;
+SET revenue_engine.attempt_retention = 20;
+SELECT current_setting('revenue_engine.attempt_retention')::interval;
+SET revenue_engine.attempt_retention = '30d';
 SELECT revenue_engine.schedule_maintenance();
 
 -- The addresses the worker refuses to connect to (NULL: it connects), and the

@@ -23,6 +23,7 @@
 #include <openssl/hmac.h>
 
 #include "common/base64.h"
+#include "lib/stringinfo.h"
 #include "http/http.h"
 
 /* Responses longer than this are cut off: the transfer is aborted. */
@@ -475,6 +476,23 @@ re_http_check_url(const char *url)
 	curl_free(host);
 	curl_url_cleanup(h);
 	return result;
+}
+
+/*
+ * s percent-encoded by libcurl for one URL component (everything but the
+ * unreserved A-Z a-z 0-9 - . _ ~), appended to buf.
+ */
+void
+re_http_append_escaped(StringInfo buf, const char *s)
+{
+	char	   *escaped = curl_easy_escape(NULL, s, (int) strlen(s));
+
+	if (escaped == NULL)
+		ereport(ERROR,
+				(errcode(ERRCODE_OUT_OF_MEMORY),
+				 errmsg("out of memory")));
+	appendStringInfoString(buf, escaped);
+	curl_free(escaped);
 }
 
 /* Standard Webhooks signing */

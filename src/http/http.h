@@ -101,6 +101,8 @@ extern bool re_hmac_sha256(const void *key, size_t keylen, const void *msg, size
 
 /* Check a URL: NULL if it is an absolute http(s) URL with a host, else the reason. */
 extern const char *re_http_check_url(const char *url);
+struct StringInfoData;
+extern void re_http_append_escaped(struct StringInfoData *buf, const char *s);
 
 /* Check a "whsec_<base64>" secret's format; NULL if good, else the reason. */
 extern const char *re_http_check_secret(const char *secret);

@@ -432,16 +432,8 @@ poll_url(const char *tmpl, const char *message_id, MemoryContext cxt)
 	initStringInfo(&buf);
 	while ((hit = strstr(p, "{message_id}")) != NULL)
 	{
-		const unsigned char *m;
-
 		appendBinaryStringInfo(&buf, p, hit - p);
-		for (m = (const unsigned char *) message_id; *m; m++)
-		{
-			if (isalnum(*m) || *m == '-' || *m == '.' || *m == '_' || *m == '~')
-				appendStringInfoChar(&buf, (char) *m);
-			else
-				appendStringInfo(&buf, "%%%02X", *m);
-		}
+		re_http_append_escaped(&buf, message_id);
 		p = hit + strlen("{message_id}");
 	}
 	appendStringInfoString(&buf, p);
@@ -672,14 +664,8 @@ make_array(Datum *elems, bool *nulls, int n, Oid type)
 static char *
 clean_text(const char *s, size_t len)
 {
-	/* text columns refuse NUL bytes and invalid encoding */
-	char	   *out = palloc(len + 1);
-	size_t		i;
-
-	for (i = 0; i < len; i++)
-		out[i] = (s[i] == '\0' || (unsigned char) s[i] >= 0x80) ? '?' : s[i];
-	out[len] = '\0';
-	return out;
+	/* text columns refuse NUL bytes and invalid encoding: those bytes escaped */
+	return re_text_from_bytes(s, len);
 }
 
 /* Record the outcomes of completed jobs in one transaction. */

@@ -45,13 +45,8 @@ static Oid	payload_fn_oid = InvalidOid;
 void
 re_new_event_id(pg_uuid_t *id)
 {
-	if (!pg_strong_random(id->data, UUID_LEN))
-		ereport(ERROR,
-				(errcode(ERRCODE_INTERNAL_ERROR),
-				 errmsg("could not generate random values for an event id")));
-	/* RFC 4122 version 4, variant 1 */
-	id->data[6] = (id->data[6] & 0x0f) | 0x40;
-	id->data[8] = (id->data[8] & 0x3f) | 0x80;
+	/* core's gen_random_uuid(): pg_strong_random, RFC 4122 version 4 */
+	*id = *DatumGetUUIDP(DirectFunctionCall1(gen_random_uuid, (Datum) 0));
 }
 
 static Oid
