@@ -169,3 +169,8 @@ SELECT timezone FROM revenue_engine.set_user_profile(u(509), timezone => 'Europe
 SELECT revenue_engine.track_daily_usage(u(509), 'clicks')->'timezone';
 COMMIT;
 SELECT revenue_engine.track_daily_usage(u(509), 'clicks')->'timezone';
+
+-- Event ids are core's gen_random_uuid(): RFC 4122 version 4, variant 1.
+SELECT count(*) > 0 AS some, count(*) FILTER (WHERE substr(id::text, 15, 1) <> '4'
+                                            OR substr(id::text, 20, 1) NOT IN ('8', '9', 'a', 'b')) AS not_v4
+  FROM revenue_engine.webhook_events WHERE event_type = 'milestone_reached';
