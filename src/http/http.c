@@ -137,6 +137,22 @@ re_http_internal_address_class(const void *sockaddr)
 	return "unsupported address family";
 }
 
+/* An IPv4 or IPv6 address literal into *sockaddr_storage; false (AF_UNSPEC) when neither. */
+bool
+re_http_parse_address(const char *ip, void *sockaddr_storage)
+{
+	struct sockaddr_storage *ss = sockaddr_storage;
+
+	memset(ss, 0, sizeof(*ss));
+	if (inet_pton(AF_INET, ip, &((struct sockaddr_in *) ss)->sin_addr) == 1)
+		ss->ss_family = AF_INET;
+	else if (inet_pton(AF_INET6, ip, &((struct sockaddr_in6 *) ss)->sin6_addr) == 1)
+		ss->ss_family = AF_INET6;
+	else
+		ss->ss_family = AF_UNSPEC;
+	return ss->ss_family != AF_UNSPEC;
+}
+
 /* libcurl callbacks: no ereport, no palloc */
 
 static curl_socket_t
@@ -178,13 +194,7 @@ prereq(void *clientp, char *conn_primary_ip, char *conn_local_ip,
 
 	if (req->allow_private)
 		return CURL_PREREQFUNC_OK;
-	memset(&ss, 0, sizeof(ss));
-	if (inet_pton(AF_INET, conn_primary_ip, &((struct sockaddr_in *) &ss)->sin_addr) == 1)
-		ss.ss_family = AF_INET;
-	else if (inet_pton(AF_INET6, conn_primary_ip, &((struct sockaddr_in6 *) &ss)->sin6_addr) == 1)
-		ss.ss_family = AF_INET6;
-	else
-		ss.ss_family = AF_UNSPEC;
+	(void) re_http_parse_address(conn_primary_ip, &ss);
 	cls = re_http_internal_address_class(&ss);
 	if (cls == NULL)
 		return CURL_PREREQFUNC_OK;

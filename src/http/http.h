@@ -76,6 +76,7 @@ extern void re_http_request_cleanup(ReHttpRequest *req);
  * "reserved", "metadata" ...; NULL for a public address.
  */
 extern const char *re_http_internal_address_class(const void *sockaddr);
+extern bool re_http_parse_address(const char *ip, void *sockaddr_storage);
 
 /*
  * Standard Webhooks signature header value for one or more "whsec_..."

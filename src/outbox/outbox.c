@@ -8,8 +8,6 @@
  */
 #include "postgres.h"
 
-#include <arpa/inet.h>
-#include <netinet/in.h>
 #include <sys/socket.h>
 
 #include "catalog/pg_proc.h"
@@ -303,12 +301,7 @@ re_http_address_class(PG_FUNCTION_ARGS)
 				(errcode(ERRCODE_NULL_VALUE_NOT_ALLOWED),
 				 errmsg("address must not be null")));
 	address = text_to_cstring(PG_GETARG_TEXT_PP(0));
-	memset(&ss, 0, sizeof(ss));
-	if (inet_pton(AF_INET, address, &((struct sockaddr_in *) &ss)->sin_addr) == 1)
-		ss.ss_family = AF_INET;
-	else if (inet_pton(AF_INET6, address, &((struct sockaddr_in6 *) &ss)->sin6_addr) == 1)
-		ss.ss_family = AF_INET6;
-	else
+	if (!re_http_parse_address(address, &ss))
 		ereport(ERROR,
 				(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
 				 errmsg("invalid IP address \"%s\"", address),
