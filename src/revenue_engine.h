@@ -22,7 +22,7 @@ extern char *re_tenant_setting;
 extern char *re_user_payload_function;
 extern int	re_max_count_per_call;
 extern char *re_clock_override;
-extern char *re_attempt_retention;
+extern int	re_attempt_retention;	/* minutes */
 
 /* The instant the extension takes as now: revenue_engine.clock_override or now(). */
 extern TimestampTz re_clock_now(void);
@@ -89,6 +89,12 @@ extern struct _SPI_plan *re_prepare_saved_custom(const char *sql, int nargs, Oid
  * responses from the network, cast to jsonb only when this says so.
  */
 extern bool re_is_json(const char *text, size_t len);
+
+/*
+ * Bytes from the network as valid text: stored as received when valid; else
+ * each invalid byte and NUL is written \xNN and a backslash \\.
+ */
+extern char *re_text_from_bytes(const char *s, size_t len);
 
 /* ISO 8601 text of a date, independent of DateStyle. */
 extern char *re_date_text(DateADT value);

@@ -432,16 +432,8 @@ poll_url(const char *tmpl, const char *message_id, MemoryContext cxt)
 	initStringInfo(&buf);
 	while ((hit = strstr(p, "{message_id}")) != NULL)
 	{
-		const unsigned char *m;
-
 		appendBinaryStringInfo(&buf, p, hit - p);
-		for (m = (const unsigned char *) message_id; *m; m++)
-		{
-			if (isalnum(*m) || *m == '-' || *m == '.' || *m == '_' || *m == '~')
-				appendStringInfoChar(&buf, (char) *m);
-			else
-				appendStringInfo(&buf, "%%%02X", *m);
-		}
+		re_http_append_escaped(&buf, message_id);
 		p = hit + strlen("{message_id}");
 	}
 	appendStringInfoString(&buf, p);
@@ -680,31 +672,8 @@ make_array(Datum *elems, bool *nulls, int n, Oid type)
 static char *
 clean_text(const char *s, size_t len)
 {
-	int			enc = GetDatabaseEncoding();
-	StringInfoData out;
-	size_t		i = 0;
-
-	if (pg_verify_mbstr(enc, s, (int) len, true))
-		return pnstrdup(s, len);
-	initStringInfo(&out);
-	while (i < len)
-	{
-		int			l = s[i] == '\0' ? -1 : pg_encoding_verifymbchar(enc, s + i, (int) (len - i));
-
-		if (l < 0)
-			appendStringInfo(&out, "\\x%02x", (unsigned char) s[i++]);
-		else if (s[i] == '\\')
-		{
-			appendStringInfoString(&out, "\\\\");
-			i++;
-		}
-		else
-		{
-			appendBinaryStringInfo(&out, s + i, l);
-			i += l;
-		}
-	}
-	return out.data;
+	/* text columns refuse NUL bytes and invalid encoding: those bytes escaped */
+	return re_text_from_bytes(s, len);
 }
 
 /* Record the outcomes of completed jobs in one transaction. */

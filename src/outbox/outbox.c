@@ -8,6 +8,8 @@
  */
 #include "postgres.h"
 
+#include <sys/socket.h>
+
 #include "catalog/pg_proc.h"
 #include "catalog/pg_type.h"
 #include "executor/spi.h"
@@ -42,13 +44,8 @@ static Oid	payload_fn_oid = InvalidOid;
 void
 re_new_event_id(pg_uuid_t *id)
 {
-	if (!pg_strong_random(id->data, UUID_LEN))
-		ereport(ERROR,
-				(errcode(ERRCODE_INTERNAL_ERROR),
-				 errmsg("could not generate random values for an event id")));
-	/* RFC 4122 version 4, variant 1 */
-	id->data[6] = (id->data[6] & 0x0f) | 0x40;
-	id->data[8] = (id->data[8] & 0x3f) | 0x80;
+	/* core's gen_random_uuid(): pg_strong_random, RFC 4122 version 4 */
+	*id = *DatumGetUUIDP(DirectFunctionCall1(gen_random_uuid, (Datum) 0));
 }
 
 static Oid
@@ -285,6 +282,35 @@ re_check_name_sql(PG_FUNCTION_ARGS)
 				 errmsg("%s must not be null", what)));
 	re_check_name(what, text_to_cstring(PG_GETARG_TEXT_PP(1)));
 	PG_RETURN_DATUM(PG_GETARG_DATUM(1));
+}
+
+/*
+ * SQL: revenue_engine.http_address_class(address text): the class of
+ * address that the worker refuses to connect to (revenue_engine.
+ * http_allow_private off), or NULL when it connects.
+ */
+PG_FUNCTION_INFO_V1(re_http_address_class);
+Datum
+re_http_address_class(PG_FUNCTION_ARGS)
+{
+	char	   *address;
+	struct sockaddr_storage ss;
+	const char *cls;
+
+	if (PG_ARGISNULL(0))
+		ereport(ERROR,
+				(errcode(ERRCODE_NULL_VALUE_NOT_ALLOWED),
+				 errmsg("address must not be null")));
+	address = text_to_cstring(PG_GETARG_TEXT_PP(0));
+	if (!re_http_parse_address(address, &ss))
+		ereport(ERROR,
+				(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
+				 errmsg("invalid IP address \"%s\"", address),
+				 errhint("Give an IPv4 or IPv6 address literal, such as \"192.0.2.1\" or \"2001:db8::1\".")));
+	cls = re_http_internal_address_class(&ss);
+	if (cls == NULL)
+		PG_RETURN_NULL();
+	PG_RETURN_TEXT_P(cstring_to_text(cls));
 }
 
 /* SQL: revenue_engine.check_url(url text) */

@@ -91,14 +91,14 @@ COMMENT ON TABLE revenue_engine.milestones_reached IS
     'every milestone each user reached, exactly once; backfilled rows emitted no event';
 SELECT pg_catalog.pg_extension_config_dump('revenue_engine.milestones_reached', '');
 
--- track_daily_usage caches profiles and usage types per backend; changes reset the caches.
+-- track_daily_usage caches the usage types' settings per backend; a change
+-- resets the caches of every backend (a relcache invalidation: usage types
+-- change rarely).  Profiles are read by primary key on every call: their
+-- writes invalidate nothing.
 CREATE FUNCTION revenue_engine.invalidate_cache()
 RETURNS trigger
 LANGUAGE C
 AS 'MODULE_PATHNAME', 're_invalidate_cache';
-CREATE TRIGGER user_profiles_invalidate_cache
-    AFTER INSERT OR UPDATE OR DELETE OR TRUNCATE ON revenue_engine.user_profiles
-    FOR EACH STATEMENT EXECUTE FUNCTION revenue_engine.invalidate_cache();
 CREATE TRIGGER usage_types_invalidate_cache
     AFTER INSERT OR UPDATE OR DELETE OR TRUNCATE ON revenue_engine.usage_types
     FOR EACH STATEMENT EXECUTE FUNCTION revenue_engine.invalidate_cache();
