@@ -106,7 +106,7 @@ re_caller_query_arrays(const char *sql, int min_cols, int max_cols,
 			fmgr_info(outfn, &out[i]);
 			to_text[i] = true;
 		}
-		states[i] = initArrayResult(types[i], outer, false);
+		states[i] = initArrayResult(types[i], outer, true);
 	}
 
 	batch = AllocSetContextCreate(CurrentMemoryContext, "caller query batch",
@@ -130,7 +130,7 @@ re_caller_query_arrays(const char *sql, int min_cols, int max_cols,
 
 				if (!isnull && to_text[i])
 					value = CStringGetTextDatum(OutputFunctionCall(&out[i], value));
-				/* copied into the array's context, outside the batch */
+				/* copied into the build state's own context, freed once the array is made */
 				accumArrayResult(states[i], value, isnull, types[i], outer);
 			}
 			MemoryContextSwitchTo(old);
