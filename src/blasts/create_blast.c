@@ -51,6 +51,7 @@ re_create_blast(PG_FUNCTION_ARGS)
 	bool		result_null[4] = {false, false, false, false};
 	TupleDesc	tupdesc;
 	ReOwnerScope scope = {0};
+	int64		blast_id;
 	int			i;
 	int			ret;
 
@@ -114,11 +115,14 @@ re_create_blast(PG_FUNCTION_ARGS)
 	ret = SPI_execute_plan(apply_plan, values, nulls, false, 1);
 	if (ret != SPI_OK_SELECT || SPI_processed != 1)
 		elog(ERROR, "blast_apply failed: %s", SPI_result_code_string(ret));
-	/* all four are by value: they outlive SPI_finish */
-	for (i = 0; i < 4; i++)
+	/* read out before SPI_finish frees the tuple (int8 is by reference on some platforms) */
+	blast_id = DatumGetInt64(SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc,
+										   1, &result_null[0]));
+	for (i = 1; i < 4; i++)
 		result[i] = SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc,
 								  i + 1, &result_null[i]);
 	re_disconnect_as_owner(&scope);
+	result[0] = Int64GetDatum(blast_id);
 
 	tupdesc = BlessTupleDesc(tupdesc);
 	PG_RETURN_DATUM(HeapTupleGetDatum(heap_form_tuple(tupdesc, result, result_null)));

@@ -88,11 +88,11 @@ user_payload_function_oid(void)
  * the role that called the app-facing function (track_daily_usage,
  * enqueue_event, backfill_usage ...), the role active before the switch to
  * the owner: it is called outside the owner scope, never inside it.  Not the
- * session user, which the issue first named: a session that authenticated
- * as a superuser and then dropped its rights (SET ROLE, SECURITY DEFINER
- * functions of a less trusted owner, maintenance commands that run as a
- * table's owner) would run the function with the rights it had dropped.
- * The current user is what any other function call runs as.  Called
+ * session user: a session that authenticated as a superuser and then
+ * dropped its rights (SET ROLE, SECURITY DEFINER functions of a less trusted
+ * owner, maintenance commands that run as a table's owner) would run the
+ * function with the rights it had dropped.  The current user is what any
+ * other function call runs as.  Called
  * directly through fmgr, the function gets no EXECUTE check from the
  * executor, so it is checked here, for that role.
  */
