@@ -702,6 +702,10 @@ COMMENT ON FUNCTION revenue_engine.blast_stage_times(bigint) IS
 -- Internal (the owner's halves, trigger functions, apply_parked_statuses): no grant.
 REVOKE ALL ON ALL TABLES IN SCHEMA revenue_engine FROM PUBLIC;
 REVOKE ALL ON ALL FUNCTIONS IN SCHEMA revenue_engine FROM PUBLIC;
+REVOKE ALL ON FUNCTION
+    revenue_engine.blast_apply(text, text, jsonb, text[], text[], text[], text, jsonb, jsonb,
+                               timestamptz, integer, text)
+  FROM PUBLIC, revenue_engine_user;
 GRANT EXECUTE ON FUNCTION
     revenue_engine.create_blast(text, text, jsonb, text, text, jsonb, jsonb, timestamptz, integer, text),
     revenue_engine.funnel_slots(),

@@ -611,6 +611,9 @@ $fn$;
 -- backfill_usage writes any user's history, so it is for the owner unless granted.
 REVOKE ALL ON ALL TABLES IN SCHEMA revenue_engine FROM PUBLIC;
 REVOKE ALL ON ALL FUNCTIONS IN SCHEMA revenue_engine FROM PUBLIC;
+REVOKE ALL ON FUNCTION
+    revenue_engine.backfill_apply(uuid[], text[], date[], bigint[], boolean, uuid[], jsonb[])
+  FROM PUBLIC, revenue_engine_user;
 GRANT EXECUTE ON FUNCTION
     revenue_engine.track_daily_usage(uuid, text, integer, date),
     revenue_engine.set_user_profile(uuid, text, jsonb),
