@@ -13,7 +13,10 @@ OBJS         = src/revenue_engine.o \
                src/usage/usage.o \
                src/usage/keyed_update.o \
                src/blasts/status.o \
-               src/blasts/funnel.o
+               src/blasts/funnel.o \
+               src/blasts/create_blast.o \
+               src/usage/backfill.o \
+               src/caller_query.o
 
 # Order matters: base objects, then the outbox, then the modules that write to it.
 MODULE_SQL   = src/revenue_engine.sql \

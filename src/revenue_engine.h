@@ -99,4 +99,17 @@ extern char *re_text_from_bytes(const char *s, size_t len);
 /* ISO 8601 text of a date, independent of DateStyle. */
 extern char *re_date_text(DateADT value);
 
+/*
+ * A query of the caller's, run as the caller (outside any owner scope), its
+ * columns handed on as arrays (caller_query.c).  re_caller_query_width: how
+ * many columns sql returns.  re_caller_query_arrays: when sql returns
+ * min_cols .. max_cols columns, arrays[i] is column i as an array of
+ * types[i] (text: other types through their output function, as the
+ * caller); returns the number of columns either way.
+ */
+#define RE_CALLER_QUERY_MAX_COLS 8
+extern int	re_caller_query_width(const char *sql);
+extern int	re_caller_query_arrays(const char *sql, int min_cols, int max_cols,
+								   const Oid *types, Datum *arrays, int *nrows);
+
 #endif							/* REVENUE_ENGINE_H */

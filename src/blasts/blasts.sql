@@ -471,49 +471,36 @@ CREATE FUNCTION revenue_engine.create_blast(
     follow_up_stage  integer     DEFAULT 0,
     on_invalid       text        DEFAULT 'error',
     OUT blast_id bigint, OUT recipient_count integer, OUT duplicates integer, OUT rejected integer)
-LANGUAGE plpgsql VOLATILE
-AS $fn$
-BEGIN
-    -- The caller's query runs with the caller's privileges and search_path.
-    IF (recipients IS NULL) = (recipients_query IS NULL) THEN
-        RAISE EXCEPTION 'give the recipients either as an array or as a query'
-            USING ERRCODE = '22023';
-    END IF;
-    IF recipients_query IS NOT NULL THEN
-        BEGIN
-            EXECUTE pg_catalog.concat('CREATE TEMP TABLE re_blast_raw ON COMMIT DROP AS',
-                                      ' SELECT * FROM (', recipients_query, ') AS q');
-        EXCEPTION WHEN duplicate_column THEN
-            RAISE EXCEPTION 'the recipients query''s columns need distinct names: %', SQLERRM
-                USING ERRCODE = '42701',
-                      HINT = 'Name them, as in SELECT phone, name, contact_id FROM ...';
-        END;
-    END IF;
-    SELECT * INTO blast_id, recipient_count, duplicates, rejected
-      FROM revenue_engine.blast_apply(channel, tag, recipients, recipients_query IS NOT NULL,
-                                      message, template, payload, scheduled_for,
-                                      follow_up_stage, on_invalid);
-END
-$fn$;
+LANGUAGE C VOLATILE
+AS 'MODULE_PATHNAME', 're_create_blast';
 COMMENT ON FUNCTION revenue_engine.create_blast(text, text, jsonb, text, text, jsonb, jsonb, timestamptz, integer, text) IS
     'create a blast and queue one send per valid, distinct E.164 number; bad numbers are an error or, with on_invalid => ''skip'', recorded in blast_rejections';
 
--- The part of create_blast after the caller's query (pg_temp.re_blast_raw).
+/*
+ * The owner's half of create_blast (create_blast.c calls it inside the owner
+ * scope; nobody else may execute it).  The recipients come as the jsonb
+ * array, or as the columns of the caller's query made text by the caller:
+ * inputs (phones), names and contact_ids, in the query's order.  It reads
+ * its arguments and the extension's tables only: no relation of pg_temp, no
+ * type, cast or function of the caller's.
+ */
 CREATE FUNCTION revenue_engine.blast_apply(
-    channel text, tag text, recipients jsonb, from_query boolean, message text,
-    template jsonb, payload jsonb, scheduled_for timestamptz, follow_up_stage integer,
-    on_invalid text,
+    channel text, tag text, recipients jsonb, inputs text[], names text[], contact_ids text[],
+    message text, template jsonb, payload jsonb, scheduled_for timestamptz,
+    follow_up_stage integer, on_invalid text,
     OUT blast_id bigint, OUT recipient_count integer, OUT duplicates integer, OUT rejected integer)
-LANGUAGE plpgsql VOLATILE SECURITY DEFINER
+LANGUAGE plpgsql VOLATILE
 SET search_path = pg_catalog, pg_temp
 AS $fn$
 #variable_conflict use_variable
 DECLARE
     tenant   text := revenue_engine.current_tenant();
     ch       bigint;
-    ncols    integer;
     nraw     integer;
     bad      text;
+    problems text[];
+    ok_pos    integer[];
+    ok_phones text[];
     slots    integer := revenue_engine.funnel_slots();
 BEGIN
     IF channel IS NULL OR tag IS NULL OR payload IS NULL OR follow_up_stage IS NULL
@@ -556,28 +543,9 @@ BEGIN
         RAISE EXCEPTION 'channel "%" does not exist', channel USING ERRCODE = '42704';
     END IF;
 
-    -- (position, input, name, contact_id) in the order given
-    IF from_query THEN
-        SELECT count(*) INTO ncols FROM pg_attribute
-         WHERE attrelid = 'pg_temp.re_blast_raw'::regclass AND attnum > 0 AND NOT attisdropped;
-        IF ncols < 1 OR ncols > 3 THEN
-            RAISE EXCEPTION 'recipients query returns % columns, expected 1 to 3', ncols
-                USING ERRCODE = '42601',
-                      HINT = 'Return (phone text [, name text [, contact_id text]]) rows.';
-        END IF;
-        EXECUTE pg_catalog.format(
-            'CREATE TEMP TABLE re_blast_in ON COMMIT DROP AS'
-            ' SELECT (row_number() OVER ())::integer AS position, r.%I::text AS input, %s AS name, %s AS contact_id'
-            '   FROM pg_temp.re_blast_raw r',
-            (SELECT attname FROM pg_attribute WHERE attrelid = 'pg_temp.re_blast_raw'::regclass AND attnum = 1),
-            CASE WHEN ncols >= 2 THEN pg_catalog.format('r.%I::text',
-                 (SELECT attname FROM pg_attribute WHERE attrelid = 'pg_temp.re_blast_raw'::regclass AND attnum = 2))
-                 ELSE 'NULL::text' END,
-            CASE WHEN ncols >= 3 THEN pg_catalog.format('r.%I::text',
-                 (SELECT attname FROM pg_attribute WHERE attrelid = 'pg_temp.re_blast_raw'::regclass AND attnum = 3))
-                 ELSE 'NULL::text' END);
-    ELSE
-        IF jsonb_typeof(recipients) <> 'array' THEN
+    -- inputs, names, contact_ids: one element per recipient, in the order given
+    IF inputs IS NULL THEN
+        IF recipients IS NULL OR jsonb_typeof(recipients) <> 'array' THEN
             RAISE EXCEPTION 'recipients must be a JSON array, not %', left(recipients::text, 100)
                 USING ERRCODE = '22023';
         END IF;
@@ -590,37 +558,41 @@ BEGIN
             RAISE EXCEPTION 'recipient % is neither a phone number string nor an object with a "phone" string', left(bad, 100)
                 USING ERRCODE = '22023';
         END IF;
-        CREATE TEMP TABLE re_blast_in ON COMMIT DROP AS
-        SELECT x.position::integer AS position,
-               CASE WHEN jsonb_typeof(x.elem) = 'string' THEN x.elem #>> '{}' ELSE x.elem ->> 'phone' END AS input,
-               x.elem ->> 'name' AS name,
-               x.elem ->> 'contact_id' AS contact_id
+        SELECT coalesce(array_agg(CASE WHEN jsonb_typeof(x.elem) = 'string' THEN x.elem #>> '{}'
+                                       ELSE x.elem ->> 'phone' END ORDER BY x.position), '{}'),
+               coalesce(array_agg(x.elem ->> 'name' ORDER BY x.position), '{}'),
+               coalesce(array_agg(x.elem ->> 'contact_id' ORDER BY x.position), '{}')
+          INTO inputs, names, contact_ids
           FROM jsonb_array_elements(recipients) WITH ORDINALITY AS x(elem, position);
     END IF;
-    SELECT count(*) INTO nraw FROM pg_temp.re_blast_in;
+    nraw := cardinality(inputs);
 
-    CREATE TEMP TABLE re_blast_checked ON COMMIT DROP AS
-    SELECT i.position, i.input, i.name, i.contact_id,
-           revenue_engine.phone_problem(i.input) AS problem
-      FROM pg_temp.re_blast_in i;
-    SELECT count(*) INTO rejected FROM pg_temp.re_blast_checked c WHERE c.problem IS NOT NULL;
+    problems := ARRAY(SELECT revenue_engine.phone_problem(i.input)
+                        FROM unnest(inputs) WITH ORDINALITY AS i(input, position)
+                       ORDER BY i.position);
+    SELECT count(*) INTO rejected FROM unnest(problems) AS p(problem) WHERE p.problem IS NOT NULL;
     IF rejected > 0 AND on_invalid = 'error' THEN
-        SELECT string_agg(pg_catalog.format('#%s %s: %s', c.position, coalesce(pg_catalog.quote_literal(c.input), 'NULL'), c.problem),
+        SELECT string_agg(pg_catalog.format('#%s %s: %s', c.position,
+                                            coalesce(pg_catalog.quote_literal(c.input), 'NULL'), c.problem),
                           '; ' ORDER BY c.position) INTO bad
-          FROM (SELECT * FROM pg_temp.re_blast_checked c WHERE c.problem IS NOT NULL
-                ORDER BY c.position LIMIT 5) c;
+          FROM (SELECT * FROM unnest(inputs, problems) WITH ORDINALITY AS c(input, problem, position)
+                 WHERE c.problem IS NOT NULL ORDER BY c.position LIMIT 5) c;
         RAISE EXCEPTION '% of % recipients are not E.164 phone numbers: %', rejected, nraw,
                         bad || CASE WHEN rejected > 5 THEN '; ...' ELSE '' END
             USING ERRCODE = '22023',
                   HINT = 'Write numbers as +<country code><number>, or pass on_invalid => ''skip'' to leave them out and list them in revenue_engine.blast_rejections.';
     END IF;
 
-    CREATE TEMP TABLE re_blast_ok ON COMMIT DROP AS
-    SELECT DISTINCT ON (p.phone) p.position, p.phone, p.name, p.contact_id
-      FROM (SELECT c.position, revenue_engine.normalize_phone(c.input) AS phone, c.name, c.contact_id
-              FROM pg_temp.re_blast_checked c WHERE c.problem IS NULL) p
-     ORDER BY p.phone, p.position;
-    SELECT count(*) INTO recipient_count FROM pg_temp.re_blast_ok;
+    -- the first of each number (normalized), in the order given
+    SELECT coalesce(array_agg(f.position ORDER BY f.position), '{}'),
+           coalesce(array_agg(f.phone ORDER BY f.position), '{}')
+      INTO ok_pos, ok_phones
+      FROM (SELECT DISTINCT ON (n.phone) n.position, n.phone
+              FROM (SELECT c.position, revenue_engine.normalize_phone(c.input) AS phone
+                      FROM unnest(inputs, problems) WITH ORDINALITY AS c(input, problem, position)
+                     WHERE c.problem IS NULL) n
+             ORDER BY n.phone, n.position) f;
+    recipient_count := cardinality(ok_pos);
     duplicates := nraw - rejected - recipient_count;
     IF recipient_count = 0 THEN
         RAISE EXCEPTION 'the blast has no valid recipients (% given, % rejected)', nraw, rejected
@@ -637,12 +609,16 @@ BEGIN
     SELECT tenant, blast_id, s FROM generate_series(0, slots - 1) s;
     INSERT INTO revenue_engine.blast_rejections (tenant_id, blast_id, position, input, reason)
     SELECT tenant, blast_id, c.position, c.input, c.problem
-      FROM pg_temp.re_blast_checked c WHERE c.problem IS NOT NULL;
+      FROM unnest(inputs, problems) WITH ORDINALITY AS c(input, problem, position)
+     WHERE c.problem IS NOT NULL;
 
     WITH r AS (
         INSERT INTO revenue_engine.blast_recipients (tenant_id, blast_id, phone, name, contact_id)
-        SELECT tenant, blast_id, o.phone, o.name, o.contact_id
-          FROM pg_temp.re_blast_ok o ORDER BY o.position
+        SELECT tenant, blast_id, o.phone, n.name, n.contact_id
+          FROM unnest(ok_pos, ok_phones) AS o(position, phone)
+          JOIN unnest(inputs, names, contact_ids) WITH ORDINALITY AS n(input, name, contact_id, position)
+            ON n.position = o.position
+         ORDER BY o.position
         RETURNING id, phone, name)
     INSERT INTO revenue_engine.sends
            (tenant_id, channel_id, payload, scheduled_for, next_attempt_at, blast_id, recipient_id,
@@ -657,10 +633,6 @@ BEGIN
            jsonb_build_object('blast_id', blast_id)
       FROM r ORDER BY r.id;
 
-    DROP TABLE pg_temp.re_blast_in, pg_temp.re_blast_checked, pg_temp.re_blast_ok;
-    IF from_query THEN
-        DROP TABLE pg_temp.re_blast_raw;
-    END IF;
     PERFORM revenue_engine.wake_worker();
 END
 $fn$;
@@ -762,11 +734,15 @@ $fn$;
 COMMENT ON FUNCTION revenue_engine.blast_stage_times(bigint) IS
     'median and 90th percentile time between consecutive stages of a blast''s recipients (scans them)';
 
+-- Internal (the owner's halves, trigger functions, apply_parked_statuses): no grant.
 REVOKE ALL ON ALL TABLES IN SCHEMA revenue_engine FROM PUBLIC;
 REVOKE ALL ON ALL FUNCTIONS IN SCHEMA revenue_engine FROM PUBLIC;
+REVOKE ALL ON FUNCTION
+    revenue_engine.blast_apply(text, text, jsonb, text[], text[], text[], text, jsonb, jsonb,
+                               timestamptz, integer, text)
+  FROM PUBLIC, revenue_engine_user;
 GRANT EXECUTE ON FUNCTION
     revenue_engine.create_blast(text, text, jsonb, text, text, jsonb, jsonb, timestamptz, integer, text),
-    revenue_engine.blast_apply(text, text, jsonb, boolean, text, jsonb, jsonb, timestamptz, integer, text),
     revenue_engine.funnel_slots(),
     revenue_engine.phone_problem(text),
     revenue_engine.normalize_phone(text),

@@ -15,6 +15,8 @@
 #include "executor/spi.h"
 #include "fmgr.h"
 #include "parser/parse_func.h"
+#include "miscadmin.h"
+#include "utils/acl.h"
 #include "utils/builtins.h"
 #include "utils/lsyscache.h"
 #include "utils/memutils.h"
@@ -79,6 +81,19 @@ user_payload_function_oid(void)
 	return fn;
 }
 
+/*
+ * The payload function runs as the current user, which every caller makes
+ * the role that called the app-facing function (track_daily_usage,
+ * enqueue_event, backfill_usage ...), the role active before the switch to
+ * the owner: it is called outside the owner scope, never inside it.  Not the
+ * session user: a session that authenticated as a superuser and then
+ * dropped its rights (SET ROLE, SECURITY DEFINER functions of a less trusted
+ * owner, maintenance commands that run as a table's owner) would run the
+ * function with the rights it had dropped.  The current user is what any
+ * other function call runs as.  Called
+ * directly through fmgr, the function gets no EXECUTE check from the
+ * executor, so it is checked here, for that role.
+ */
 Jsonb *
 re_build_user_payload(const pg_uuid_t *user_id)
 {
@@ -91,6 +106,15 @@ re_build_user_payload(const pg_uuid_t *user_id)
 	if (!OidIsValid(fn) || user_id == NULL)
 		return NULL;
 
+	if (pg_proc_aclcheck(fn, GetUserId(), ACL_EXECUTE) != ACLCHECK_OK)
+		ereport(ERROR,
+				(errcode(ERRCODE_INSUFFICIENT_PRIVILEGE),
+				 errmsg("permission denied for user payload function %s",
+						re_user_payload_function),
+				 errdetail("Role \"%s\" may not execute it; the function runs as the role that calls revenue_engine, never as the extension's owner.",
+						   GetUserNameFromId(GetUserId(), false)),
+				 errhint("GRANT EXECUTE ON FUNCTION %s(uuid) to the application's role.",
+						 re_user_payload_function)));
 	fmgr_info(fn, &flinfo);
 	InitFunctionCallInfoData(*fcinfo, &flinfo, 1, InvalidOid, NULL, NULL);
 	fcinfo->args[0].value = UUIDPGetDatum((pg_uuid_t *) user_id);
