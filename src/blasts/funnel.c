@@ -24,7 +24,8 @@
  * only two additions to one sum, and additions commute.  Under SERIALIZABLE
  * the statement also reads the row through the primary key index, and those
  * predicate locks make writers of different slots of one blast look
- * dependent on each other whenever a counter row moves off its page.
+ * dependent on each other whenever a counter row's new version needs a new
+ * index entry (it did not fit on its page).
  * So the counter row is changed the way logical replication's apply applies
  * a change (execReplication.c): found through the primary key with a dirty
  * snapshot, its latest version locked (waiting for a concurrent writer, never
@@ -39,7 +40,14 @@
  * that touch the same blasts in different orders do not deadlock, and
  * backends of different slots do not wait for each other.  Counter rows are
  * made with their blast (create_blast); for a blast whose rows are missing,
- * the first writer inserts them with a statement.
+ * the first writer inserts them with a statement.  The interface is used as
+ * the apply uses it; the tuple lock costs one WAL record more than an
+ * UPDATE statement, measured no slower per commit (the statement's executor
+ * start-up is gone).  A prepared transaction holds its counter row until
+ * COMMIT PREPARED, as before: a commit of the same slot waits for it.
+ * Insert-only delta rows would avoid the conflict too, but need compacting
+ * by someone in READ COMMITTED, and until then every read of the funnel
+ * grows with them; the locked addition keeps 16 rows per blast.
  *
  * TRUNCATE sets the counters to zero, and an ALTER TABLE of blast_recipients
  * that drops, adds, retypes or renames a counted column (the event trigger
