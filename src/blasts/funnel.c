@@ -811,6 +811,7 @@ re_funnel_columns_altered(PG_FUNCTION_ARGS)
 	Oid			recipients = OidIsValid(nsp) ? get_relname_relid("blast_recipients", nsp) : InvalidOid;
 	Oid			argtypes[1] = {OIDOID};
 	Datum		args[1];
+	ReOwnerScope scope;
 	bool		recount = false;
 	uint64		i;
 	int			ret;
@@ -819,8 +820,8 @@ re_funnel_columns_altered(PG_FUNCTION_ARGS)
 		elog(ERROR, "re_funnel_columns_altered: not called as an event trigger");
 	if (!OidIsValid(recipients))
 		PG_RETURN_VOID();
-	if (SPI_connect() != SPI_OK_CONNECT)
-		elog(ERROR, "SPI_connect failed");
+	/* whoever runs the ALTER TABLE, its search_path is not ours */
+	re_connect_as_owner(&scope);
 	args[0] = ObjectIdGetDatum(recipients);
 	ret = SPI_execute_with_args("SELECT c.command FROM pg_catalog.pg_event_trigger_ddl_commands() c"
 								" WHERE c.classid = 'pg_catalog.pg_class'::pg_catalog.regclass"
@@ -836,7 +837,6 @@ re_funnel_columns_altered(PG_FUNCTION_ARGS)
 		if (!isnull && changes_counted_column((CollectedCommand *) DatumGetPointer(d)))
 			recount = true;
 	}
-	SPI_finish();
 
 	if (recount)
 	{
@@ -851,14 +851,11 @@ re_funnel_columns_altered(PG_FUNCTION_ARGS)
 		table_close(rel, NoLock);
 		if (complete)
 		{
-			ReOwnerScope scope;
-
 			register_callbacks();
-			re_connect_as_owner(&scope);
 			reset_counters(recipients, true);
-			re_disconnect_as_owner(&scope);
 		}
 	}
+	re_disconnect_as_owner(&scope);
 	PG_RETURN_VOID();
 }
 
