@@ -43,7 +43,8 @@ REGRESS      = setup usage_response usage_ladder usage_goals_streaks \
 REGRESS_OPTS = --temp-config=$(srcdir)/test/test.conf
 
 ISOLATION    = usage_concurrent_milestones usage_concurrent_goal_feature usage_keyed_update \
-               blasts_concurrent_status blasts_concurrent_funnel blasts_parking_race
+               blasts_concurrent_status blasts_concurrent_funnel blasts_parking_race \
+               blasts_funnel_serializable blasts_funnel_truncate blasts_funnel_columns
 ISOLATION_OPTS = --inputdir=test --outputdir=test/output_iso \
                --temp-config=$(srcdir)/test/test.conf
 

@@ -162,11 +162,12 @@ RETURNS trigger
 LANGUAGE C
 AS 'MODULE_PATHNAME', 're_funnel_trigger';
 
--- One row changed: one counter row updated (C, saved plan).
+-- One row changed: its counter changes summed in memory, written at commit.
 CREATE TRIGGER blast_recipients_funnel_update
     AFTER UPDATE ON revenue_engine.blast_recipients
     FOR EACH ROW EXECUTE FUNCTION revenue_engine.funnel_recipients_changed();
--- Rows added or removed in bulk: counted per statement from the transition table.
+-- Rows added or removed in bulk: counted per statement from the transition table
+-- (and also written at commit).
 CREATE TRIGGER blast_recipients_funnel_insert
     AFTER INSERT ON revenue_engine.blast_recipients
     REFERENCING NEW TABLE AS re_new_rows
@@ -178,6 +179,25 @@ CREATE TRIGGER blast_recipients_funnel_delete
 CREATE TRIGGER blast_recipients_funnel_truncate
     AFTER TRUNCATE ON revenue_engine.blast_recipients
     FOR EACH STATEMENT EXECUTE FUNCTION revenue_engine.funnel_recipients_changed();
+
+-- Every counter set again from a scan of blast_recipients (after writes with
+-- the triggers disabled or in replica mode); waits for the table's writers.
+CREATE FUNCTION revenue_engine.funnel_recount()
+RETURNS void
+LANGUAGE C
+AS 'MODULE_PATHNAME', 're_funnel_recount';
+COMMENT ON FUNCTION revenue_engine.funnel_recount() IS
+    'set every funnel counter from a scan of blast_recipients (blocks writers of blast_recipients while it runs)';
+
+-- A counted column of blast_recipients dropped, added, retyped or renamed:
+-- the counters are recounted in the ALTER TABLE's transaction.
+CREATE FUNCTION revenue_engine.funnel_columns_altered()
+RETURNS event_trigger
+LANGUAGE C
+AS 'MODULE_PATHNAME', 're_funnel_columns_altered';
+CREATE EVENT TRIGGER revenue_engine_funnel_columns
+    ON ddl_command_end WHEN TAG IN ('ALTER TABLE')
+    EXECUTE FUNCTION revenue_engine.funnel_columns_altered();
 
 -- Recipients of polling channels whose status is not final yet (the worker polls them).
 CREATE TABLE revenue_engine.poll_queue (
