@@ -44,6 +44,7 @@
 #include "catalog/pg_extension.h"
 #include "catalog/pg_tablespace_d.h"
 #include "commands/dbcommands.h"
+#include "commands/extension.h"
 #include "commands/defrem.h"
 #include "commands/tablespace.h"
 #include "executor/spi.h"
@@ -545,10 +546,15 @@ process_utility(PlannedStmt *pstmt, const char *queryString, bool readOnlyTree,
 	{
 		call_process_utility(pstmt, queryString, readOnlyTree, context, params,
 							 queryEnv, dest, qc);
-		/* a prepared transaction's enqueues become visible now */
+		/*
+		 * A prepared transaction's enqueues (or CREATE EXTENSION) become
+		 * visible now.  The launcher is asked only where the extension is:
+		 * two-phase commits elsewhere start no process looking for it.
+		 */
 		if (IsA(stmt, TransactionStmt) &&
 			((TransactionStmt *) stmt)->kind == TRANS_STMT_COMMIT_PREPARED)
-			wake_database_worker(MyDatabaseId, false);
+			wake_database_worker(MyDatabaseId,
+								 OidIsValid(get_extension_oid("revenue_engine", true)));
 		return;
 	}
 
