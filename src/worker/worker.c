@@ -1278,6 +1278,10 @@ worker_startup(Datum arg)
 			proc_exit(0);
 		}
 		SetUserIdAndSecContext(owner, SECURITY_LOCAL_USERID_CHANGE);
+		StartTransactionCommand();
+		elog(LOG, "revenue_engine: delivery worker connected as \"%s\" acts as the extension's owner \"%s\", who cannot log in",
+			 GetUserNameFromId(GetSessionUserId(), false), GetUserNameFromId(owner, false));
+		CommitTransactionCommand();
 	}
 	if (!re_delivery_extension_present())
 		exit_no_extension();
