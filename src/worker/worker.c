@@ -90,8 +90,11 @@
 #define RE_RESTART_MAX_DELAY_MS 10000
 /* A worker that ran less than this failed at startup: a crash loop backs off. */
 #define RE_QUICK_EXIT_MS 2000
-/* A database found without the extension is looked at again after this. */
-#define RE_NO_EXTENSION_RECHECK_MS 300000
+/*
+ * A database found without the extension is looked at again after this, as
+ * a backstop: CREATE EXTENSION (even prepared) asks for its worker itself.
+ */
+#define RE_NO_EXTENSION_RECHECK_MS 3600000
 /* After the owner could not log in, act as it from the bootstrap superuser. */
 #define RE_LOGIN_RETRY_MS 300000
 /* A slot registered by an earlier launcher and never attached is freed then. */
@@ -963,10 +966,12 @@ launcher_start(ReDatabase *db, bool probing, int nprobing, TimestampTz now,
 	}
 	/* a probe waits for ours to end; a known database's worker is worth a warning */
 	if (!*warned_register && (!probing || nprobing == 0))
+	{
 		ereport(WARNING,
 				(errmsg("revenue_engine: could not start a delivery worker for database %u", db->dboid),
 				 errhint("Raise max_worker_processes: the launcher and one worker per database need one each.")));
-	*warned_register = true;
+		*warned_register = true;
+	}
 	SpinLockAcquire(&shared->mutex);
 	shared->slots[slotno].phase = RE_SLOT_FREE;
 	SpinLockRelease(&shared->mutex);

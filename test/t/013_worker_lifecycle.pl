@@ -1,10 +1,11 @@
 # The launcher and the delivery workers: who can stop them, how they come
 # back, and whose rights they use.  Against the test receiver:
 #
-#  1. a role without rights runs ALTER/DROP/CREATE DATABASE forms that need
-#     the database idle (all fail) and the owner runs CONNECTION LIMIT and
-#     SET: the worker keeps its pid and delivers at once; a statement that
-#     passes the checks but fails afterwards gives the worker back at once;
+#  1. roles without rights (one with CREATEDB) run ALTER/DROP/CREATE
+#     DATABASE forms that need the database idle (all fail) and the owner
+#     runs CONNECTION LIMIT and SET: the worker keeps its pid and delivers at
+#     once; a statement that passes the checks but fails afterwards gives
+#     the worker back at once;
 #  2. the owner's DROP DATABASE of another database with the extension (and
 #     CREATE DATABASE ... TEMPLATE it) does not wait for its worker;
 #  3. the launcher is terminated, then a worker: the worker is back within
@@ -163,6 +164,7 @@ sub quick { my ($t, $max) = @_; return defined $t && $t < $max; }
 q1('postgres', 'CREATE ROLE re_owner SUPERUSER LOGIN');
 q1('postgres', 'CREATE ROLE dbowner LOGIN CREATEDB');
 q1('postgres', 'CREATE ROLE stranger LOGIN');
+q1('postgres', 'CREATE ROLE creator LOGIN CREATEDB');
 q1('postgres', 'CREATE DATABASE app OWNER dbowner');
 setup_database('app', 're_owner');
 my $pid = wait_worker('app', 30);
@@ -190,7 +192,14 @@ ok(quick(deliver_one('app'), 3), 'it delivers');
 			  if $round == 1;
 		}
 	}
-	is(worker_pid('app'), $pid, "$label: the worker kept its pid after 15 refused statements");
+	# CREATEDB is not enough to copy or drop a database one does not own
+	for my $sql ('CREATE DATABASE app_copy TEMPLATE app', 'DROP DATABASE app',
+		'ALTER DATABASE app RENAME TO app2')
+	{
+		my ($ret, $err) = try_as('postgres', 'creator', $sql);
+		like($err, qr/must be owner|permission denied/, "$label: creator (CREATEDB): $sql: refused");
+	}
+	is(worker_pid('app'), $pid, "$label: the worker kept its pid after 18 refused statements");
 	ok(quick(deliver_one('app'), 2), "$label: and delivers an event right after");
 
 	# the owner's statements that do not need the database idle
