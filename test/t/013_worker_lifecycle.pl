@@ -227,12 +227,15 @@ ok(quick(deliver_one('app'), 3), 'it delivers');
 	($ret, $err) = try_as('postgres', 'dbowner', 'CREATE DATABASE app_copy TEMPLATE app');
 	like($err, qr/being accessed by other users/,
 		"$label: the owner's CREATE DATABASE ... TEMPLATE app fails on the other session");
+	like($err, qr/There is 1 other session/, "$label: the worker had been stopped first (1 other session: the sleeper)");
 	my $t = wait_for('app',
 		"SELECT count(*) FROM revenue_engine.workers WHERE database_name = 'app'
 		    AND state IN ('idle', 'delivering', 'maintenance')", '1', 10);
 	ok(quick($t, 4), sprintf("$label: the worker is back %.1f s after the failed statement",
 		$t // -1));
-	$pid = worker_pid('app');
+	my $back = worker_pid('app');
+	isnt($back, $pid, "$label: it is a new worker (pid $back)");
+	$pid = $back;
 	ok(quick(deliver_one('app'), 2), "$label: and delivers");
 	$sleeper->kill_kill;
 }
