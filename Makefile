@@ -13,7 +13,10 @@ OBJS         = src/revenue_engine.o \
                src/usage/usage.o \
                src/usage/keyed_update.o \
                src/blasts/status.o \
-               src/blasts/funnel.o
+               src/blasts/funnel.o \
+               src/blasts/create_blast.o \
+               src/usage/backfill.o \
+               src/caller_query.o
 
 # Order matters: base objects, then the outbox, then the modules that write to it.
 MODULE_SQL   = src/revenue_engine.sql \
@@ -36,11 +39,12 @@ PG_CFLAGS    = -std=gnu99 -Wall -Wextra -Werror -Wno-unused-parameter \
 
 REGRESS      = setup usage_response usage_ladder usage_goals_streaks \
                usage_timezones usage_bad_input usage_backfill usage_fastpath delivery_input security \
-               blasts status_webhook
+               blasts status_webhook whatsapp_payloads
 REGRESS_OPTS = --temp-config=$(srcdir)/test/test.conf
 
 ISOLATION    = usage_concurrent_milestones usage_concurrent_goal_feature usage_keyed_update \
-               blasts_concurrent_status blasts_concurrent_funnel blasts_parking_race
+               blasts_concurrent_status blasts_concurrent_funnel blasts_parking_race \
+               blasts_funnel_serializable blasts_funnel_truncate blasts_funnel_columns
 ISOLATION_OPTS = --inputdir=test --outputdir=test/output_iso \
                --temp-config=$(srcdir)/test/test.conf
 

@@ -3,7 +3,8 @@
 # Idempotent: installs only when something is missing.
 set -euo pipefail
 
-PKGS=(postgresql-15 postgresql-server-dev-15 postgresql-contrib-15 libcurl4-openssl-dev
+# postgresql-15 carries the contrib modules (postgresql-contrib-15 is only a virtual name)
+PKGS=(postgresql-15 postgresql-server-dev-15 libcurl4-openssl-dev
       libssl-dev postgresql-15-cron postgresql-15-pgtap libipc-run-perl
       nginx-light wrk python3 make gcc)
 

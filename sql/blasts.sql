@@ -342,7 +342,7 @@ SELECT revenue_engine.record_message_status('wamid.R2', 'delivered', '2026-11-01
 SELECT * FROM bt_state('+15550000002');
 -- A later delivered: stale, no change (the earliest report of a stage is kept).
 SELECT revenue_engine.record_message_status('wamid.R2', 'delivered', '2026-11-01 10:03+00', 'webhook');
--- An earlier sent report: stale, sent_at moves earlier.
+-- An earlier sent report: stale, and sent_at stays the send's (no stage is earlier than the send).
 SELECT revenue_engine.record_message_status('wamid.R2', 'sent', '2026-11-01 09:59+00', 'webhook');
 -- The same read, and an earlier report of it: duplicate; the earlier one moves read_at.
 SELECT revenue_engine.record_message_status('wamid.R2', 'read', '2026-11-01 10:05+00', 'webhook');
@@ -350,8 +350,8 @@ SELECT revenue_engine.record_message_status('wamid.R2', 'read', '2026-11-01 10:0
 SELECT * FROM bt_state('+15550000002');
 SELECT * FROM bt_history('+15550000002');
 
--- A stage reported earlier than the one before it: the earlier stages are
--- pulled back, no stage is later than the next.
+-- A stage reported earlier than the send (a provider's clock, a replay): taken
+-- at the send's time, never earlier; no stage is later than the next.
 SELECT bt_send(:tr, '+15550000003', 'wamid.R3', '2026-11-01 10:00+00');
 SELECT revenue_engine.record_message_status('wamid.R3', 'delivered', '2026-11-01 09:58+00', 'webhook');
 SELECT * FROM bt_state('+15550000003');

@@ -92,6 +92,36 @@ DROP ROLE re_reader;
 -- Settings
 SET revenue_engine.http_allow_private = on;
 RESET revenue_engine.http_allow_private;
+-- attempt_retention is a GUC with a unit (minutes): '30d', '720h', '43200min';
+-- current_setting() gives it back with a unit that the interval cast reads.
 SET revenue_engine.attempt_retention = 'forever';
 SET revenue_engine.attempt_retention = '30 days';
+SET revenue_engine.attempt_retention = 0;
+SET revenue_engine.attempt_retention = '720h';
+SHOW revenue_engine.attempt_retention;
+SELECT current_setting('revenue_engine.attempt_retention')::interval;
+SET revenue_engine.attempt_retention = '90min';
+SELECT current_setting('revenue_engine.attempt_retention')::interval;
+SET revenue_engine.attempt_retention = 20;
+SELECT current_setting('revenue_engine.attempt_retention')::interval;
+SET revenue_engine.attempt_retention = '30d';
 SELECT revenue_engine.schedule_maintenance();
+
+-- The addresses the worker refuses to connect to (NULL: it connects), and the
+-- IPv6 forms that reach an IPv4 address: each judged by the IPv4 address it
+-- reaches, the tunnels and local-use NAT64 refused whole.
+SELECT a, revenue_engine.http_address_class(a) AS refused
+  FROM unnest(ARRAY[
+       '93.184.215.14', '127.0.0.1', '10.1.2.3', '169.254.169.254', '100.64.0.1',
+       '2606:2800:21f:cb07:6820:80da:af6b:8b2c', '::', '::1', 'fe80::1', 'fc00::1',
+       'fd00:ec2::254', 'ff02::1', '2001:db8::1',
+       '::ffff:93.184.215.14', '::ffff:127.0.0.1', '::ffff:10.0.0.1',
+       '::ffff:0:93.184.215.14', '::ffff:0:127.0.0.1', '::ffff:0:169.254.169.254',
+       '::93.184.215.14', '::10.0.0.1', '::0.0.0.2',
+       '64:ff9b::93.184.215.14', '64:ff9b::127.0.0.1', '64:ff9b::192.168.1.1',
+       '64:ff9b:1::93.184.215.14', '64:ff9b:1:ffff::a00:1',
+       '2002:5db8:d70e::1', '2002:7f00:1::1', '2002:a00:1::1',
+       '2001:0:5db8:d70e::1', '2001:0:4136:e378:8000:63bf:3fff:fdd2',
+       'fec0::1', 'feff::1', '100::1', '100::ffff:1', '100:0:0:1::1']) AS a;
+SELECT revenue_engine.http_address_class('example.com');
+SELECT revenue_engine.http_address_class(NULL);

@@ -108,3 +108,69 @@ UPDATE revenue_engine.lifetime_usage SET total = 5, latest_milestone = NULL, lat
 SELECT r->'milestones', r->'lifetime_total'
   FROM revenue_engine.track_daily_usage(u(506), 'reply', 10, '2026-11-18') r;  -- 10 again: nothing
 SELECT total, latest_milestone, latest_milestone_at FROM revenue_engine.lifetime_usage WHERE user_id = u(506);
+
+-- One WAL record per row update: the heap update of each row (HOT here), no
+-- separate record locking it first.
+CREATE EXTENSION pg_walinspect;
+SELECT revenue_engine.track_daily_usage(u(507), 'clicks', 1, '2026-11-18')->'lifetime_total';
+BEGIN;
+SELECT pg_current_wal_insert_lsn() AS lsn0, pg_current_xact_id() AS xid \gset
+SELECT revenue_engine.track_daily_usage(u(507), 'clicks', 1, '2026-11-18')->'lifetime_total';
+COMMIT;
+SELECT count(*) FILTER (WHERE record_type LIKE '%LOCK%') AS lock_records,
+       count(*) FILTER (WHERE record_type LIKE '%UPDATE%') AS update_records
+  FROM pg_get_wal_records_info(:'lsn0', pg_current_wal_flush_lsn())
+ WHERE xid = :'xid'::xid AND resource_manager LIKE 'Heap%';
+DROP EXTENSION pg_walinspect;
+
+-- A primary key other than the one expected (columns, order, types): the
+-- table is declined, said at DEBUG1, and its rows are written by statements.
+BEGIN;
+ALTER TABLE revenue_engine.daily_usage DROP CONSTRAINT daily_usage_pkey;
+ALTER TABLE revenue_engine.daily_usage ADD PRIMARY KEY (tenant_id, usage_type, user_id, usage_date);
+SET LOCAL client_min_messages = debug1;
+SELECT revenue_engine.track_daily_usage(u(508), 'clicks', 2, '2026-11-18')->'current_count';
+SELECT revenue_engine.track_daily_usage(u(508), 'clicks', 3, '2026-11-18')->'current_count';  -- 5
+RESET client_min_messages;
+SELECT count, count(*) OVER () AS rows FROM revenue_engine.daily_usage WHERE user_id = u(508);
+ROLLBACK;
+BEGIN;
+ALTER TABLE revenue_engine.user_profiles DROP CONSTRAINT user_profiles_pkey;
+ALTER TABLE revenue_engine.user_profiles ADD CONSTRAINT user_profiles_pkey PRIMARY KEY (user_id, tenant_id);
+SELECT timezone FROM revenue_engine.set_user_profile(u(508), timezone => 'Asia/Kolkata');
+SET LOCAL client_min_messages = debug1;
+SELECT revenue_engine.track_daily_usage(u(508), 'clicks', 2, '2026-11-18')->'timezone';
+SELECT revenue_engine.track_daily_usage(u(508), 'clicks', 3, '2026-11-18')->'timezone';
+RESET client_min_messages;
+ROLLBACK;
+-- Without a primary key the statement's ON CONFLICT has nothing to match.
+BEGIN;
+ALTER TABLE revenue_engine.lifetime_usage DROP CONSTRAINT lifetime_usage_pkey;
+\set VERBOSITY terse
+SELECT revenue_engine.track_daily_usage(u(508), 'clicks', 1, '2026-11-18')->'lifetime_total';
+\set VERBOSITY default
+ROLLBACK;
+-- The rolled-back changes restored the keys: the keyed path again.
+SELECT revenue_engine.track_daily_usage(u(508), 'clicks', 1, '2026-11-18')->'lifetime_total';
+SELECT revenue_engine.track_daily_usage(u(508), 'clicks', 1, '2026-11-18')->'lifetime_total';  -- 2
+
+-- A profile changed, deleted or re-created is read as it is now, in the same
+-- transaction and the next, though its writes invalidate nothing.
+SELECT count(*) AS invalidation_triggers FROM pg_trigger
+ WHERE tgrelid = 'revenue_engine.user_profiles'::regclass;
+SELECT timezone FROM revenue_engine.set_user_profile(u(509), timezone => 'Asia/Tokyo');
+BEGIN;
+SELECT revenue_engine.track_daily_usage(u(509), 'clicks')->'timezone';
+SELECT timezone FROM revenue_engine.set_user_profile(u(509), timezone => 'America/New_York');
+SELECT revenue_engine.track_daily_usage(u(509), 'clicks')->'timezone';
+DELETE FROM revenue_engine.user_profiles WHERE user_id = u(509);
+SELECT revenue_engine.track_daily_usage(u(509), 'clicks')->'timezone';  -- UTC
+SELECT timezone FROM revenue_engine.set_user_profile(u(509), timezone => 'Europe/Berlin');
+SELECT revenue_engine.track_daily_usage(u(509), 'clicks')->'timezone';
+COMMIT;
+SELECT revenue_engine.track_daily_usage(u(509), 'clicks')->'timezone';
+
+-- Event ids are core's gen_random_uuid(): RFC 4122 version 4, variant 1.
+SELECT count(*) > 0 AS some, count(*) FILTER (WHERE substr(id::text, 15, 1) <> '4'
+                                            OR substr(id::text, 20, 1) NOT IN ('8', '9', 'a', 'b')) AS not_v4
+  FROM revenue_engine.webhook_events WHERE event_type = 'milestone_reached';

@@ -41,7 +41,7 @@ char	   *re_tenant_setting = NULL;
 char	   *re_user_payload_function = NULL;
 int			re_max_count_per_call = 1000000;
 char	   *re_clock_override = NULL;
-char	   *re_attempt_retention = NULL;
+int			re_attempt_retention = 7 * 24 * 60;	/* minutes */
 
 /* Owner of schema revenue_engine; InvalidOid until looked up again. */
 static Oid	owner_oid = InvalidOid;
@@ -51,7 +51,6 @@ static bool check_tenant(char **newval, void **extra, GucSource source);
 static bool check_user_payload_function(char **newval, void **extra,
 										GucSource source);
 static void owner_cache_reset(Datum arg, int cacheid, uint32 hashvalue);
-static bool check_interval(char **newval, void **extra, GucSource source);
 
 void
 _PG_init(void)
@@ -98,14 +97,15 @@ _PG_init(void)
 							   GUC_NOT_IN_SAMPLE,
 							   NULL, NULL, NULL);
 
-	DefineCustomStringVariable("revenue_engine.attempt_retention",
-							   "How long the log of delivery attempts is kept.",
-							   NULL,
-							   &re_attempt_retention,
-							   "7 days",
-							   PGC_SUSET,
-							   0,
-							   check_interval, NULL, NULL);
+	/* minutes; SHOW gives "7d", which SQL casts to interval */
+	DefineCustomIntVariable("revenue_engine.attempt_retention",
+							"How long the log of delivery attempts is kept.",
+							"A number with a unit: \"7d\", \"168h\", \"10080min\".",
+							&re_attempt_retention,
+							7 * 24 * 60, 1, INT_MAX,
+							PGC_SUSET,
+							GUC_UNIT_MIN,
+							NULL, NULL, NULL);
 
 	DefineCustomIntVariable("revenue_engine.reply_window",
 							"How long after a blast message an inbound message from its phone counts as a reply to it.",
@@ -116,6 +116,7 @@ _PG_init(void)
 							GUC_UNIT_MIN,
 							NULL, NULL, NULL);
 
+	re_status_init();
 	re_worker_init();
 
 	MarkGUCPrefixReserved("revenue_engine");
@@ -179,30 +180,6 @@ check_user_payload_function(char **newval, void **extra, GucSource source)
 	if (strchr(*newval, '.') == NULL)
 	{
 		GUC_check_errdetail("The function name must be schema-qualified, such as \"app.user_payload\".");
-		return false;
-	}
-	return true;
-}
-
-static bool
-check_interval(char **newval, void **extra, GucSource source)
-{
-	/* a positive number followed by a unit, as interval input accepts it */
-	const char *p = *newval;
-	char	   *end;
-	double		v;
-
-	if (p == NULL)
-		return false;
-	v = strtod(p, &end);
-	while (*end == ' ')
-		end++;
-	if (end == p || v <= 0 ||
-		!(strncmp(end, "second", 6) == 0 || strncmp(end, "minute", 6) == 0 ||
-		  strncmp(end, "hour", 4) == 0 || strncmp(end, "day", 3) == 0 ||
-		  strncmp(end, "week", 4) == 0))
-	{
-		GUC_check_errdetail("Use a positive number of seconds, minutes, hours, days or weeks, such as \"7 days\".");
 		return false;
 	}
 	return true;
@@ -492,7 +469,47 @@ re_is_json(const char *text, size_t len)
 
 	if (text == NULL || len == 0)
 		return false;
+	/* the lexer does not check the encoding: text input would, and NUL ends text */
+	if (pg_encoding_verifymbstr(GetDatabaseEncoding(), text, (int) len) != (int) len)
+		return false;
 	/* with escapes decoded, \u0000 and unconvertible escapes fail as in jsonb_in */
 	lex = makeJsonLexContextCstringLen((char *) text, (int) len, GetDatabaseEncoding(), true);
 	return pg_parse_json(lex, &nullSemAction) == JSON_SUCCESS;
+}
+
+/*
+ * Bytes from the network (a response body) as text of the database
+ * encoding: as they are when valid; otherwise every byte that is not part of
+ * a valid character, NUL included, is written \xNN (two hex digits), so the
+ * text is valid and no byte is rewritten silently.
+ */
+char *
+re_text_from_bytes(const char *s, size_t len)
+{
+	int			enc = GetDatabaseEncoding();
+	StringInfoData buf;
+	size_t		i = 0;
+
+	if (pg_encoding_verifymbstr(enc, s, (int) len) == (int) len)
+		return pnstrdup(s, len);
+	/* escaped: each invalid byte and NUL as \xNN, and a backslash as \\ */
+	initStringInfo(&buf);
+	while (i < len)
+	{
+		int			n = pg_encoding_verifymbchar(enc, s + i, (int) (len - i));
+
+		if (n <= 0)
+			appendStringInfo(&buf, "\\x%02x", (unsigned char) s[i++]);
+		else if (s[i] == '\\')
+		{
+			appendStringInfoString(&buf, "\\\\");
+			i++;
+		}
+		else
+		{
+			appendBinaryStringInfo(&buf, s + i, n);
+			i += n;
+		}
+	}
+	return buf.data;
 }

@@ -22,7 +22,7 @@ extern char *re_tenant_setting;
 extern char *re_user_payload_function;
 extern int	re_max_count_per_call;
 extern char *re_clock_override;
-extern char *re_attempt_retention;
+extern int	re_attempt_retention;	/* minutes */
 
 /* The instant the extension takes as now: revenue_engine.clock_override or now(). */
 extern TimestampTz re_clock_now(void);
@@ -90,7 +90,26 @@ extern struct _SPI_plan *re_prepare_saved_custom(const char *sql, int nargs, Oid
  */
 extern bool re_is_json(const char *text, size_t len);
 
+/*
+ * Bytes from the network as valid text: stored as received when valid; else
+ * each invalid byte and NUL is written \xNN and a backslash \\.
+ */
+extern char *re_text_from_bytes(const char *s, size_t len);
+
 /* ISO 8601 text of a date, independent of DateStyle. */
 extern char *re_date_text(DateADT value);
+
+/*
+ * A query of the caller's, run as the caller (outside any owner scope), its
+ * columns handed on as arrays (caller_query.c).  re_caller_query_width: how
+ * many columns sql returns.  re_caller_query_arrays: when sql returns
+ * min_cols .. max_cols columns, arrays[i] is column i as an array of
+ * types[i] (text: other types through their output function, as the
+ * caller); returns the number of columns either way.
+ */
+#define RE_CALLER_QUERY_MAX_COLS 8
+extern int	re_caller_query_width(const char *sql);
+extern int	re_caller_query_arrays(const char *sql, int min_cols, int max_cols,
+								   const Oid *types, Datum *arrays, int *nrows);
 
 #endif							/* REVENUE_ENGINE_H */

@@ -38,6 +38,9 @@ extern const char *const re_status_names[];
 /* revenue_engine.reply_window, in minutes */
 extern int	re_reply_window_min;
 
+/* The module's settings (parked statuses' retention and caps), from _PG_init */
+extern void re_status_init(void);
+
 /* The status of a name, RE_ST_UNKNOWN if none. */
 extern ReStatus re_status_from_name(const char *name);
 

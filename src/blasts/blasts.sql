@@ -162,11 +162,12 @@ RETURNS trigger
 LANGUAGE C
 AS 'MODULE_PATHNAME', 're_funnel_trigger';
 
--- One row changed: one counter row updated (C, saved plan).
+-- One row changed: its counter changes summed in memory, written at commit.
 CREATE TRIGGER blast_recipients_funnel_update
     AFTER UPDATE ON revenue_engine.blast_recipients
     FOR EACH ROW EXECUTE FUNCTION revenue_engine.funnel_recipients_changed();
--- Rows added or removed in bulk: counted per statement from the transition table.
+-- Rows added or removed in bulk: counted per statement from the transition table
+-- (and also written at commit).
 CREATE TRIGGER blast_recipients_funnel_insert
     AFTER INSERT ON revenue_engine.blast_recipients
     REFERENCING NEW TABLE AS re_new_rows
@@ -178,6 +179,25 @@ CREATE TRIGGER blast_recipients_funnel_delete
 CREATE TRIGGER blast_recipients_funnel_truncate
     AFTER TRUNCATE ON revenue_engine.blast_recipients
     FOR EACH STATEMENT EXECUTE FUNCTION revenue_engine.funnel_recipients_changed();
+
+-- Every counter set again from a scan of blast_recipients (after writes with
+-- the triggers disabled or in replica mode); waits for the table's writers.
+CREATE FUNCTION revenue_engine.funnel_recount()
+RETURNS void
+LANGUAGE C
+AS 'MODULE_PATHNAME', 're_funnel_recount';
+COMMENT ON FUNCTION revenue_engine.funnel_recount() IS
+    'set every funnel counter from a scan of blast_recipients (blocks writers of blast_recipients while it runs)';
+
+-- A counted column of blast_recipients dropped, added, retyped or renamed:
+-- the counters are recounted in the ALTER TABLE's transaction.
+CREATE FUNCTION revenue_engine.funnel_columns_altered()
+RETURNS event_trigger
+LANGUAGE C
+AS 'MODULE_PATHNAME', 're_funnel_columns_altered';
+CREATE EVENT TRIGGER revenue_engine_funnel_columns
+    ON ddl_command_end WHEN TAG IN ('ALTER TABLE')
+    EXECUTE FUNCTION revenue_engine.funnel_columns_altered();
 
 -- Recipients of polling channels whose status is not final yet (the worker polls them).
 CREATE TABLE revenue_engine.poll_queue (
@@ -208,7 +228,7 @@ CREATE TABLE revenue_engine.status_parked (
     PRIMARY KEY (tenant_id, id)
 );
 COMMENT ON TABLE revenue_engine.status_parked IS
-    'status updates that arrived before their message id was known; applied and removed when it appears';
+    'status updates that arrived before their message id was known; applied and removed when it appears, deleted after revenue_engine.parked_retention; capped per callback and per tenant (revenue_engine.parked_max_per_callback, parked_max_per_tenant)';
 
 -- Parked statuses whose id has landed: the worker runs this at each maintenance.
 CREATE FUNCTION revenue_engine.apply_parked_statuses()
@@ -233,11 +253,15 @@ CREATE TABLE revenue_engine.status_history (
     recorded_at  timestamptz NOT NULL DEFAULT pg_catalog.now(),
     source       text        NOT NULL,
     metadata     jsonb       NOT NULL DEFAULT '{}',
+    result       text        NOT NULL DEFAULT 'applied',
     PRIMARY KEY (tenant_id, id),
-    CONSTRAINT status_history_source_check CHECK (source IN ('send', 'webhook', 'polling', 'manual'))
+    CONSTRAINT status_history_source_check CHECK (source IN ('send', 'webhook', 'polling', 'manual')),
+    CONSTRAINT status_history_result_check CHECK (result IN ('applied', 'duplicate', 'stale'))
 );
 COMMENT ON TABLE revenue_engine.status_history IS
     'every status change of a blast recipient, append-only; source send = the provider''s answer to the send';
+COMMENT ON COLUMN revenue_engine.status_history.result IS
+    'applied: the status changed; duplicate or stale: a callback''s item that changed no status, kept for the provider''s data in metadata (conversation, pricing, biz_opaque_callback_data)';
 CREATE INDEX status_history_recipient_idx ON revenue_engine.status_history (tenant_id, recipient_id);
 SELECT pg_catalog.pg_extension_config_dump('revenue_engine.status_history', '');
 
@@ -255,6 +279,37 @@ $fn$;
 CREATE TRIGGER status_history_append_only
     BEFORE UPDATE OR DELETE ON revenue_engine.status_history
     FOR EACH ROW EXECUTE FUNCTION revenue_engine.status_history_append_only();
+
+-- What a callback reports besides statuses and replies (C, ingest_status_webhook).
+CREATE TABLE revenue_engine.channel_events (
+    tenant_id    text        NOT NULL DEFAULT revenue_engine.current_tenant(),
+    id           bigint      GENERATED ALWAYS AS IDENTITY,
+    channel_id   bigint      NOT NULL,
+    kind         text        NOT NULL,
+    item_id      text,
+    message_id   text,
+    recipient_id bigint,
+    blast_id     bigint,
+    sender       text,
+    detail       text,
+    occurred_at  timestamptz NOT NULL,
+    received_at  timestamptz NOT NULL DEFAULT pg_catalog.now(),
+    data         jsonb       NOT NULL,
+    PRIMARY KEY (tenant_id, id),
+    CONSTRAINT channel_events_kind_check CHECK (kind IN ('reaction', 'reaction_removed', 'number_changed',
+                                                         'identity_changed', 'system', 'error'))
+);
+COMMENT ON TABLE revenue_engine.channel_events IS
+    'reactions (on message_id, the blast recipient carrying it if any), system messages (number and identity changes) and errors a provider reports for the channel (WhatsApp value.errors, such as 130429 rate limit); none is a reply';
+COMMENT ON COLUMN revenue_engine.channel_events.item_id IS
+    'the provider''s id of the item itself (a reaction''s own message id); an item sent again is recorded once';
+COMMENT ON COLUMN revenue_engine.channel_events.detail IS
+    'reaction: the emoji; number_changed: the new number; identity_changed: the identity hash; error: code and title';
+CREATE UNIQUE INDEX channel_events_item_idx
+    ON revenue_engine.channel_events (tenant_id, channel_id, item_id, kind) WHERE item_id IS NOT NULL;
+CREATE INDEX channel_events_message_idx ON revenue_engine.channel_events (tenant_id, message_id);
+CREATE INDEX channel_events_channel_idx ON revenue_engine.channel_events (tenant_id, channel_id, kind, received_at);
+SELECT pg_catalog.pg_extension_config_dump('revenue_engine.channel_events', '');
 
 -- E.164 checks (C): the reason a number is not E.164, or NULL; and the number normalized.
 CREATE FUNCTION revenue_engine.phone_problem(phone text)
@@ -436,49 +491,36 @@ CREATE FUNCTION revenue_engine.create_blast(
     follow_up_stage  integer     DEFAULT 0,
     on_invalid       text        DEFAULT 'error',
     OUT blast_id bigint, OUT recipient_count integer, OUT duplicates integer, OUT rejected integer)
-LANGUAGE plpgsql VOLATILE
-AS $fn$
-BEGIN
-    -- The caller's query runs with the caller's privileges and search_path.
-    IF (recipients IS NULL) = (recipients_query IS NULL) THEN
-        RAISE EXCEPTION 'give the recipients either as an array or as a query'
-            USING ERRCODE = '22023';
-    END IF;
-    IF recipients_query IS NOT NULL THEN
-        BEGIN
-            EXECUTE pg_catalog.concat('CREATE TEMP TABLE re_blast_raw ON COMMIT DROP AS',
-                                      ' SELECT * FROM (', recipients_query, ') AS q');
-        EXCEPTION WHEN duplicate_column THEN
-            RAISE EXCEPTION 'the recipients query''s columns need distinct names: %', SQLERRM
-                USING ERRCODE = '42701',
-                      HINT = 'Name them, as in SELECT phone, name, contact_id FROM ...';
-        END;
-    END IF;
-    SELECT * INTO blast_id, recipient_count, duplicates, rejected
-      FROM revenue_engine.blast_apply(channel, tag, recipients, recipients_query IS NOT NULL,
-                                      message, template, payload, scheduled_for,
-                                      follow_up_stage, on_invalid);
-END
-$fn$;
+LANGUAGE C VOLATILE
+AS 'MODULE_PATHNAME', 're_create_blast';
 COMMENT ON FUNCTION revenue_engine.create_blast(text, text, jsonb, text, text, jsonb, jsonb, timestamptz, integer, text) IS
     'create a blast and queue one send per valid, distinct E.164 number; bad numbers are an error or, with on_invalid => ''skip'', recorded in blast_rejections';
 
--- The part of create_blast after the caller's query (pg_temp.re_blast_raw).
+/*
+ * The owner's half of create_blast (create_blast.c calls it inside the owner
+ * scope; nobody else may execute it).  The recipients come as the jsonb
+ * array, or as the columns of the caller's query made text by the caller:
+ * inputs (phones), names and contact_ids, in the query's order.  It reads
+ * its arguments and the extension's tables only: no relation of pg_temp, no
+ * type, cast or function of the caller's.
+ */
 CREATE FUNCTION revenue_engine.blast_apply(
-    channel text, tag text, recipients jsonb, from_query boolean, message text,
-    template jsonb, payload jsonb, scheduled_for timestamptz, follow_up_stage integer,
-    on_invalid text,
+    channel text, tag text, recipients jsonb, inputs text[], names text[], contact_ids text[],
+    message text, template jsonb, payload jsonb, scheduled_for timestamptz,
+    follow_up_stage integer, on_invalid text,
     OUT blast_id bigint, OUT recipient_count integer, OUT duplicates integer, OUT rejected integer)
-LANGUAGE plpgsql VOLATILE SECURITY DEFINER
+LANGUAGE plpgsql VOLATILE
 SET search_path = pg_catalog, pg_temp
 AS $fn$
 #variable_conflict use_variable
 DECLARE
     tenant   text := revenue_engine.current_tenant();
     ch       bigint;
-    ncols    integer;
     nraw     integer;
     bad      text;
+    problems text[];
+    ok_pos    integer[];
+    ok_phones text[];
     slots    integer := revenue_engine.funnel_slots();
 BEGIN
     IF channel IS NULL OR tag IS NULL OR payload IS NULL OR follow_up_stage IS NULL
@@ -521,28 +563,9 @@ BEGIN
         RAISE EXCEPTION 'channel "%" does not exist', channel USING ERRCODE = '42704';
     END IF;
 
-    -- (position, input, name, contact_id) in the order given
-    IF from_query THEN
-        SELECT count(*) INTO ncols FROM pg_attribute
-         WHERE attrelid = 'pg_temp.re_blast_raw'::regclass AND attnum > 0 AND NOT attisdropped;
-        IF ncols < 1 OR ncols > 3 THEN
-            RAISE EXCEPTION 'recipients query returns % columns, expected 1 to 3', ncols
-                USING ERRCODE = '42601',
-                      HINT = 'Return (phone text [, name text [, contact_id text]]) rows.';
-        END IF;
-        EXECUTE pg_catalog.format(
-            'CREATE TEMP TABLE re_blast_in ON COMMIT DROP AS'
-            ' SELECT (row_number() OVER ())::integer AS position, r.%I::text AS input, %s AS name, %s AS contact_id'
-            '   FROM pg_temp.re_blast_raw r',
-            (SELECT attname FROM pg_attribute WHERE attrelid = 'pg_temp.re_blast_raw'::regclass AND attnum = 1),
-            CASE WHEN ncols >= 2 THEN pg_catalog.format('r.%I::text',
-                 (SELECT attname FROM pg_attribute WHERE attrelid = 'pg_temp.re_blast_raw'::regclass AND attnum = 2))
-                 ELSE 'NULL::text' END,
-            CASE WHEN ncols >= 3 THEN pg_catalog.format('r.%I::text',
-                 (SELECT attname FROM pg_attribute WHERE attrelid = 'pg_temp.re_blast_raw'::regclass AND attnum = 3))
-                 ELSE 'NULL::text' END);
-    ELSE
-        IF jsonb_typeof(recipients) <> 'array' THEN
+    -- inputs, names, contact_ids: one element per recipient, in the order given
+    IF inputs IS NULL THEN
+        IF recipients IS NULL OR jsonb_typeof(recipients) <> 'array' THEN
             RAISE EXCEPTION 'recipients must be a JSON array, not %', left(recipients::text, 100)
                 USING ERRCODE = '22023';
         END IF;
@@ -555,37 +578,41 @@ BEGIN
             RAISE EXCEPTION 'recipient % is neither a phone number string nor an object with a "phone" string', left(bad, 100)
                 USING ERRCODE = '22023';
         END IF;
-        CREATE TEMP TABLE re_blast_in ON COMMIT DROP AS
-        SELECT x.position::integer AS position,
-               CASE WHEN jsonb_typeof(x.elem) = 'string' THEN x.elem #>> '{}' ELSE x.elem ->> 'phone' END AS input,
-               x.elem ->> 'name' AS name,
-               x.elem ->> 'contact_id' AS contact_id
+        SELECT coalesce(array_agg(CASE WHEN jsonb_typeof(x.elem) = 'string' THEN x.elem #>> '{}'
+                                       ELSE x.elem ->> 'phone' END ORDER BY x.position), '{}'),
+               coalesce(array_agg(x.elem ->> 'name' ORDER BY x.position), '{}'),
+               coalesce(array_agg(x.elem ->> 'contact_id' ORDER BY x.position), '{}')
+          INTO inputs, names, contact_ids
           FROM jsonb_array_elements(recipients) WITH ORDINALITY AS x(elem, position);
     END IF;
-    SELECT count(*) INTO nraw FROM pg_temp.re_blast_in;
+    nraw := cardinality(inputs);
 
-    CREATE TEMP TABLE re_blast_checked ON COMMIT DROP AS
-    SELECT i.position, i.input, i.name, i.contact_id,
-           revenue_engine.phone_problem(i.input) AS problem
-      FROM pg_temp.re_blast_in i;
-    SELECT count(*) INTO rejected FROM pg_temp.re_blast_checked c WHERE c.problem IS NOT NULL;
+    problems := ARRAY(SELECT revenue_engine.phone_problem(i.input)
+                        FROM unnest(inputs) WITH ORDINALITY AS i(input, position)
+                       ORDER BY i.position);
+    SELECT count(*) INTO rejected FROM unnest(problems) AS p(problem) WHERE p.problem IS NOT NULL;
     IF rejected > 0 AND on_invalid = 'error' THEN
-        SELECT string_agg(pg_catalog.format('#%s %s: %s', c.position, coalesce(pg_catalog.quote_literal(c.input), 'NULL'), c.problem),
+        SELECT string_agg(pg_catalog.format('#%s %s: %s', c.position,
+                                            coalesce(pg_catalog.quote_literal(c.input), 'NULL'), c.problem),
                           '; ' ORDER BY c.position) INTO bad
-          FROM (SELECT * FROM pg_temp.re_blast_checked c WHERE c.problem IS NOT NULL
-                ORDER BY c.position LIMIT 5) c;
+          FROM (SELECT * FROM unnest(inputs, problems) WITH ORDINALITY AS c(input, problem, position)
+                 WHERE c.problem IS NOT NULL ORDER BY c.position LIMIT 5) c;
         RAISE EXCEPTION '% of % recipients are not E.164 phone numbers: %', rejected, nraw,
                         bad || CASE WHEN rejected > 5 THEN '; ...' ELSE '' END
             USING ERRCODE = '22023',
                   HINT = 'Write numbers as +<country code><number>, or pass on_invalid => ''skip'' to leave them out and list them in revenue_engine.blast_rejections.';
     END IF;
 
-    CREATE TEMP TABLE re_blast_ok ON COMMIT DROP AS
-    SELECT DISTINCT ON (p.phone) p.position, p.phone, p.name, p.contact_id
-      FROM (SELECT c.position, revenue_engine.normalize_phone(c.input) AS phone, c.name, c.contact_id
-              FROM pg_temp.re_blast_checked c WHERE c.problem IS NULL) p
-     ORDER BY p.phone, p.position;
-    SELECT count(*) INTO recipient_count FROM pg_temp.re_blast_ok;
+    -- the first of each number (normalized), in the order given
+    SELECT coalesce(array_agg(f.position ORDER BY f.position), '{}'),
+           coalesce(array_agg(f.phone ORDER BY f.position), '{}')
+      INTO ok_pos, ok_phones
+      FROM (SELECT DISTINCT ON (n.phone) n.position, n.phone
+              FROM (SELECT c.position, revenue_engine.normalize_phone(c.input) AS phone
+                      FROM unnest(inputs, problems) WITH ORDINALITY AS c(input, problem, position)
+                     WHERE c.problem IS NULL) n
+             ORDER BY n.phone, n.position) f;
+    recipient_count := cardinality(ok_pos);
     duplicates := nraw - rejected - recipient_count;
     IF recipient_count = 0 THEN
         RAISE EXCEPTION 'the blast has no valid recipients (% given, % rejected)', nraw, rejected
@@ -602,12 +629,16 @@ BEGIN
     SELECT tenant, blast_id, s FROM generate_series(0, slots - 1) s;
     INSERT INTO revenue_engine.blast_rejections (tenant_id, blast_id, position, input, reason)
     SELECT tenant, blast_id, c.position, c.input, c.problem
-      FROM pg_temp.re_blast_checked c WHERE c.problem IS NOT NULL;
+      FROM unnest(inputs, problems) WITH ORDINALITY AS c(input, problem, position)
+     WHERE c.problem IS NOT NULL;
 
     WITH r AS (
         INSERT INTO revenue_engine.blast_recipients (tenant_id, blast_id, phone, name, contact_id)
-        SELECT tenant, blast_id, o.phone, o.name, o.contact_id
-          FROM pg_temp.re_blast_ok o ORDER BY o.position
+        SELECT tenant, blast_id, o.phone, n.name, n.contact_id
+          FROM unnest(ok_pos, ok_phones) AS o(position, phone)
+          JOIN unnest(inputs, names, contact_ids) WITH ORDINALITY AS n(input, name, contact_id, position)
+            ON n.position = o.position
+         ORDER BY o.position
         RETURNING id, phone, name)
     INSERT INTO revenue_engine.sends
            (tenant_id, channel_id, payload, scheduled_for, next_attempt_at, blast_id, recipient_id,
@@ -622,10 +653,6 @@ BEGIN
            jsonb_build_object('blast_id', blast_id)
       FROM r ORDER BY r.id;
 
-    DROP TABLE pg_temp.re_blast_in, pg_temp.re_blast_checked, pg_temp.re_blast_ok;
-    IF from_query THEN
-        DROP TABLE pg_temp.re_blast_raw;
-    END IF;
     PERFORM revenue_engine.wake_worker();
 END
 $fn$;
@@ -727,11 +754,15 @@ $fn$;
 COMMENT ON FUNCTION revenue_engine.blast_stage_times(bigint) IS
     'median and 90th percentile time between consecutive stages of a blast''s recipients (scans them)';
 
+-- Internal (the owner's halves, trigger functions, apply_parked_statuses): no grant.
 REVOKE ALL ON ALL TABLES IN SCHEMA revenue_engine FROM PUBLIC;
 REVOKE ALL ON ALL FUNCTIONS IN SCHEMA revenue_engine FROM PUBLIC;
+REVOKE ALL ON FUNCTION
+    revenue_engine.blast_apply(text, text, jsonb, text[], text[], text[], text, jsonb, jsonb,
+                               timestamptz, integer, text)
+  FROM PUBLIC, revenue_engine_user;
 GRANT EXECUTE ON FUNCTION
     revenue_engine.create_blast(text, text, jsonb, text, text, jsonb, jsonb, timestamptz, integer, text),
-    revenue_engine.blast_apply(text, text, jsonb, boolean, text, jsonb, jsonb, timestamptz, integer, text),
     revenue_engine.funnel_slots(),
     revenue_engine.phone_problem(text),
     revenue_engine.normalize_phone(text),
@@ -745,5 +776,6 @@ GRANT EXECUTE ON FUNCTION
 GRANT SELECT ON revenue_engine.blasts, revenue_engine.blast_recipients,
                 revenue_engine.blast_rejections, revenue_engine.status_history,
                 revenue_engine.status_parked, revenue_engine.poll_queue, revenue_engine.blast_funnel,
+                revenue_engine.channel_events,
                 revenue_engine.blast_stuck
   TO revenue_engine_user;

@@ -15,14 +15,28 @@
  *	  no stage's timestamp is later than the next stage's;
  *	- failed is taken only before delivered; a later higher status (the
  *	  provider delivered after all) moves a failed recipient on;
- *	- a change of status writes one status_history row; an update that
- *	  changes nothing writes nothing.
+ *	- no stage's timestamp is earlier than the send (a provider's clock or a
+ *	  replayed callback cannot move sent_at back);
+ *	- a change of status writes one status_history row; a callback's status
+ *	  or message that changes nothing writes one too (result duplicate or
+ *	  stale; once, not again for the provider's retry), so the provider's
+ *	  data of every item (conversation, pricing, biz_opaque_callback_data)
+ *	  is kept; other updates that change nothing write nothing.
+ *
+ * Inbound messages are replies only when a person wrote something: a
+ * reaction (on the message it names) and a system message (a number or
+ * identity change) are recorded in channel_events, as are errors a callback
+ * reports for the channel itself; a number change is also an outbox event.
+ * A reply goes to the recipient of the message its context names, and only
+ * without a context to the latest recipient of the sender's phone.
  *
  * A status for a message id no recipient carries yet is parked and applied
  * when the id lands.  When a callback and the send's response race (neither
  * sees the other's uncommitted work), the one that comes second finds the
  * id's lock taken, and the sweep, which the worker runs every few seconds,
- * applies the parked status once both committed: nothing is lost.
+ * applies the parked status once both committed: nothing is lost.  Parked
+ * statuses are capped per callback and per tenant (the excess is rejected on
+ * its row) and expire after revenue_engine.parked_retention.
  *
  *-------------------------------------------------------------------------
  */
@@ -39,10 +53,12 @@
 #include "executor/spi.h"
 #include "fmgr.h"
 #include "funcapi.h"
+#include "mb/pg_wchar.h"
 #include "miscadmin.h"
 #include "storage/lock.h"
 #include "utils/builtins.h"
 #include "utils/datetime.h"
+#include "utils/guc.h"
 #include "utils/jsonb.h"
 #include "utils/memutils.h"
 #include "utils/numeric.h"
@@ -51,6 +67,7 @@
 #include "revenue_engine.h"
 #include "blasts/blasts.h"
 #include "http/http.h"
+#include "outbox/outbox.h"
 #include "worker/worker.h"
 
 PG_FUNCTION_INFO_V1(re_phone_problem);
@@ -68,6 +85,11 @@ bool		re_status_sweep_wanted = false;
 /* revenue_engine.reply_window, in minutes */
 int			re_reply_window_min = 7 * 24 * 60;
 
+/* revenue_engine.parked_retention (minutes) and the caps on parking */
+static int	re_parked_retention_min = 24 * 60;
+static int	re_parked_max_per_tenant = 100000;
+static int	re_parked_max_per_callback = 1000;
+
 /* Statuses may be stamped this far ahead of the database's clock. */
 #define RE_MAX_CLOCK_SKEW_S 300
 /* Longest provider message id */
@@ -75,6 +97,17 @@ int			re_reply_window_min = 7 * 24 * 60;
 /* Advisory lock class of message ids (the first key of the two-key form) */
 #define RE_MESSAGE_LOCK_CLASS 0x52454d53
 #define RE_MESSAGE_LOCKS 1024
+
+/* At most 64 bytes of s, whole characters, for a reason */
+static char *
+clipped(const char *s)
+{
+	int			len = strlen(s);
+
+	if (len <= 64)
+		return pstrdup(s);
+	return psprintf("%s...", pnstrdup(s, pg_mbcliplen(s, len, 64)));
+}
 
 /* ---------------------------------------------------------------------------
  * Phone numbers
@@ -198,11 +231,12 @@ typedef enum ReResult
 	RE_RES_STALE,
 	RE_RES_PARKED,
 	RE_RES_UNMATCHED,
-	RE_RES_REJECTED
+	RE_RES_REJECTED,
+	RE_RES_RECORDED				/* a channel event */
 } ReResult;
 
 static const char *const result_names[] = {
-	"applied", "duplicate", "stale", "parked", "unmatched", "rejected"
+	"applied", "duplicate", "stale", "parked", "unmatched", "rejected", "recorded"
 };
 
 #define RECIPIENT_COLS \
@@ -220,6 +254,11 @@ static SPIPlanPtr unpark_plan;
 static SPIPlanPtr progress_plan;
 static SPIPlanPtr channel_plan;
 static SPIPlanPtr poll_queue_plan;
+static SPIPlanPtr count_parked_plan;
+static SPIPlanPtr expire_parked_plan;
+static SPIPlanPtr landed_parked_plan;
+static SPIPlanPtr report_plan;
+static SPIPlanPtr channel_event_plan;
 
 static void
 prepare_plans(void)
@@ -228,10 +267,15 @@ prepare_plans(void)
 	Oid			tid[2] = {TEXTOID, INT8OID};
 	Oid			treply[4] = {TEXTOID, TEXTOID, TIMESTAMPTZOID, TIMESTAMPTZOID};
 	Oid			tclose[3] = {TEXTOID, TEXTOID, INT8OID};
-	Oid			twrite[17] = {TEXTOID, INT8OID, TEXTOID,
+	Oid			twrite[19] = {TEXTOID, INT8OID, TEXTOID,
 		TIMESTAMPTZOID, TIMESTAMPTZOID, TIMESTAMPTZOID, TIMESTAMPTZOID, TIMESTAMPTZOID,
 		TIMESTAMPTZOID, JSONBOID, NUMERICOID, TEXTOID, TIMESTAMPTZOID, TEXTOID, JSONBOID,
-	TEXTOID, JSONBOID};
+	TEXTOID, JSONBOID, BOOLOID, TEXTOID};
+	Oid			treport[6] = {TEXTOID, INT8OID, TIMESTAMPTZOID, TEXTOID, JSONBOID, TEXTOID};
+	Oid			tevent[9] = {TEXTOID, INT8OID, TEXTOID, TEXTOID, TEXTOID, TEXTOID, TEXTOID,
+	TIMESTAMPTZOID, JSONBOID};
+	Oid			tcount[2] = {TEXTOID, INT8OID};
+	Oid			tcut[1] = {TIMESTAMPTZOID};
 	Oid			tpark[7] = {TEXTOID, TEXTOID, TEXTOID, TIMESTAMPTZOID, TEXTOID, JSONBOID, JSONBOID};
 
 	if (find_by_message_plan != NULL)
@@ -273,10 +317,56 @@ prepare_plans(void)
 								  "  RETURNING r.blast_id, r.provider_message_id)"
 								  "INSERT INTO revenue_engine.status_history"
 								  " (tenant_id, recipient_id, blast_id, message_id, old_status, new_status,"
-								  "  occurred_at, source, metadata)"
+								  "  occurred_at, source, metadata, result)"
 								  "SELECT $1, $2, u.blast_id, u.provider_message_id, $12, $3, $13, $14,"
-								  "       coalesce($15, '{}') FROM u WHERE $3 <> $12",
-								  17, twrite);
+								  "       coalesce($15, '{}'), $19 FROM u WHERE $3 <> $12 OR $18",
+								  19, twrite);
+	/* a callback's item that changes nothing: its history row alone, once (retries) */
+	report_plan = re_prepare_saved(
+								   "INSERT INTO revenue_engine.status_history"
+								   " (tenant_id, recipient_id, blast_id, message_id, old_status, new_status,"
+								   "  occurred_at, source, metadata, result)"
+								   "SELECT r.tenant_id, r.id, r.blast_id, r.provider_message_id, r.status, r.status,"
+								   "       $3, $4, coalesce($5, '{}'), $6"
+								   "  FROM revenue_engine.blast_recipients r WHERE r.tenant_id = $1 AND r.id = $2"
+								   "   AND NOT EXISTS (SELECT 1 FROM revenue_engine.status_history h"
+								   "                    WHERE h.tenant_id = $1 AND h.recipient_id = $2"
+								   "                      AND h.metadata OPERATOR(pg_catalog.=) $5)",
+								   6, treport);
+	count_parked_plan = re_prepare_saved(
+										 "SELECT pg_catalog.count(*) FROM (SELECT 1 FROM revenue_engine.status_parked p"
+										 "  WHERE p.tenant_id = $1 LIMIT $2) x", 2, tcount);
+	expire_parked_plan = re_prepare_saved(
+										  "DELETE FROM revenue_engine.status_parked p"
+										  " WHERE (p.tenant_id, p.id) IN (SELECT q.tenant_id, q.id"
+										  "   FROM revenue_engine.status_parked q WHERE q.received_at < $1 LIMIT 10000)",
+										  1, tcut);
+	landed_parked_plan = re_prepare_saved(
+										  "SELECT DISTINCT p.tenant_id, p.message_id, r.id"
+										  "  FROM revenue_engine.status_parked p"
+										  "  JOIN LATERAL (SELECT r.id FROM revenue_engine.blast_recipients r"
+										  "                 WHERE r.tenant_id = p.tenant_id"
+										  "                   AND r.provider_message_id = p.message_id"
+										  "                 ORDER BY r.id DESC LIMIT 1) r ON true"
+										  " WHERE p.received_at >= $1"
+										  " LIMIT 10000", 1, tcut);
+	/*
+	 * A reaction, system message or channel error; a repeated callback's item
+	 * (same provider id and kind) is recorded once.  The recipient is the
+	 * one whose message it names, if any.
+	 */
+	channel_event_plan = re_prepare_saved(
+										  "INSERT INTO revenue_engine.channel_events"
+										  " (tenant_id, channel_id, kind, item_id, message_id, recipient_id, blast_id,"
+										  "  sender, detail, occurred_at, data)"
+										  "SELECT $1, $2, $3, $4, $5, r.id, r.blast_id, $6, $7, $8, $9"
+										  "  FROM (SELECT 1) one LEFT JOIN LATERAL"
+										  "       (SELECT r.id, r.blast_id FROM revenue_engine.blast_recipients r"
+										  "         WHERE r.tenant_id = $1 AND r.provider_message_id = $5"
+										  "         ORDER BY r.id DESC LIMIT 1) r ON true"
+										  "    ON CONFLICT (tenant_id, channel_id, item_id, kind) WHERE item_id IS NOT NULL"
+										  "    DO NOTHING RETURNING recipient_id",
+										  9, tevent);
 	park_plan = re_prepare_saved(
 								 "INSERT INTO revenue_engine.status_parked"
 								 " (tenant_id, message_id, status, occurred_at, source, raw, error)"
@@ -319,7 +409,7 @@ prepare_plans(void)
 										   5, tq);
 	}
 	channel_plan = re_prepare_saved(
-									"SELECT c.webhook_kind, c.webhook_secret, c.status_map"
+									"SELECT c.webhook_kind, c.webhook_secret, c.status_map, c.id"
 									"  FROM revenue_engine.channels c WHERE c.tenant_id = $1 AND c.name = $2",
 									2, t2);
 }
@@ -423,18 +513,47 @@ next_state(const Recipient *r, const StatusUpdate *u, Recipient *n)
 	return false;
 }
 
-/* Apply u to the locked recipient r. */
+/*
+ * Apply a status to the locked recipient r.  Its time is taken no earlier
+ * than the send's: the provider's own time stays in the item (metadata).
+ * A callback's item that changes nothing still writes its history row (once:
+ * not again when the provider retries), so what the provider said of the
+ * message is kept.
+ */
 static ReResult
-apply_update(const char *tenant, const Recipient *r, const StatusUpdate *u)
+apply_update(const char *tenant, const Recipient *r, const StatusUpdate *given)
 {
+	StatusUpdate fu = *given;
+	const StatusUpdate *u = &fu;
 	Recipient	n;
-	bool		changed = next_state(r, u, &n);
-	Datum		v[17];
-	char		nl[17];
+	bool		changed;
+	bool		keep = strcmp(given->source, "webhook") == 0 && given->metadata != NULL;
+	ReResult	res;
+	Datum		v[19];
+	char		nl[19];
 	int			k;
 
+	if (r->has[RE_ST_SENT - 1] && fu.at < r->at[RE_ST_SENT - 1])
+		fu.at = r->at[RE_ST_SENT - 1];
+	changed = next_state(r, u, &n);
+	res = n.status != r->status ? RE_RES_APPLIED :
+		u->status == r->status ? RE_RES_DUPLICATE : RE_RES_STALE;
+
 	if (!changed && u->message_id == NULL && u->send_response == NULL && !u->has_amount)
-		return u->status == r->status ? RE_RES_DUPLICATE : RE_RES_STALE;
+	{
+		if (keep)
+		{
+			v[0] = CStringGetTextDatum(tenant);
+			v[1] = Int64GetDatum(r->id);
+			v[2] = TimestampTzGetDatum(u->at);
+			v[3] = CStringGetTextDatum(u->source);
+			v[4] = JsonbPGetDatum(u->metadata);
+			v[5] = CStringGetTextDatum(result_names[res]);
+			if (SPI_execute_plan(report_plan, v, NULL, false, 0) != SPI_OK_INSERT)
+				elog(ERROR, "recording a status report failed");
+		}
+		return res;
+	}
 
 	memset(nl, ' ', sizeof(nl));
 	v[0] = CStringGetTextDatum(tenant);
@@ -460,11 +579,11 @@ apply_update(const char *tenant, const Recipient *r, const StatusUpdate *u)
 	nl[15] = u->message_id ? ' ' : 'n';
 	v[16] = u->send_response ? JsonbPGetDatum(u->send_response) : (Datum) 0;
 	nl[16] = u->send_response ? ' ' : 'n';
+	v[17] = BoolGetDatum(keep);
+	v[18] = CStringGetTextDatum(result_names[res]);
 	if (SPI_execute_plan(write_plan, v, nl, false, 0) < 0)
 		elog(ERROR, "updating a blast recipient failed");
-	if (n.status != r->status)
-		return RE_RES_APPLIED;
-	return u->status == r->status ? RE_RES_DUPLICATE : RE_RES_STALE;
+	return res;
 }
 
 /*
@@ -514,9 +633,60 @@ find_by_id(const char *tenant, int64 id, Recipient *r)
 	return find_recipient(find_by_id_plan, v, NULL, r);
 }
 
-/* A status of a provider message id: applied to its recipient, or parked. */
+/*
+ * What a caller may still park: the callback's own count (per_callback) and
+ * the tenant's, counted once per call up to the cap.  Concurrent callers
+ * may together pass the tenant's cap by what each parks: it bounds a
+ * table's growth, it is not a quota to the row.
+ */
+typedef struct ParkBudget
+{
+	bool		per_callback;
+	int			parked;
+	int64		tenant_parked;	/* -1: not counted yet */
+	const char *reason;			/* why the last status was refused */
+} ParkBudget;
+
+#define PARK_BUDGET_INIT(per_callback) {(per_callback), 0, -1, NULL}
+
+static bool
+park_allowed(const char *tenant, ParkBudget *b)
+{
+	if (b->per_callback && b->parked >= re_parked_max_per_callback)
+	{
+		b->reason = psprintf("names a message id no recipient carries, and this callback parked %d already (revenue_engine.parked_max_per_callback)",
+							 re_parked_max_per_callback);
+		return false;
+	}
+	if (b->tenant_parked < 0)
+	{
+		Datum		v[2];
+		bool		isnull;
+
+		v[0] = CStringGetTextDatum(tenant);
+		v[1] = Int64GetDatum((int64) re_parked_max_per_tenant);
+		if (SPI_execute_plan(count_parked_plan, v, NULL, true, 1) != SPI_OK_SELECT || SPI_processed != 1)
+			elog(ERROR, "counting parked statuses failed");
+		b->tenant_parked = DatumGetInt64(SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 1, &isnull));
+		SPI_freetuptable(SPI_tuptable);
+	}
+	if (b->tenant_parked >= re_parked_max_per_tenant)
+	{
+		b->reason = psprintf("names a message id no recipient carries, and tenant \"%s\" has %d statuses parked already (revenue_engine.parked_max_per_tenant)",
+							 tenant, re_parked_max_per_tenant);
+		return false;
+	}
+	b->parked++;
+	b->tenant_parked++;
+	return true;
+}
+
+/*
+ * A status of a provider message id: applied to its recipient, or parked;
+ * RE_RES_REJECTED (b->reason says why) when the budget allows no more.
+ */
 static ReResult
-status_of_message(const char *tenant, const char *message_id, const StatusUpdate *u)
+status_of_message(const char *tenant, const char *message_id, const StatusUpdate *u, ParkBudget *b)
 {
 	Recipient	r;
 	Datum		v[7];
@@ -524,15 +694,19 @@ status_of_message(const char *tenant, const char *message_id, const StatusUpdate
 
 	if (find_by_message(tenant, message_id, &r))
 		return apply_update(tenant, &r, u);
+	if (!park_allowed(tenant, b))
+		return RE_RES_REJECTED;
 	/*
 	 * Parking holds the id's lock to commit.  A landing that comes later
 	 * finds it taken and leaves our status to the sweep; if a landing holds
 	 * it now (not committed yet), we park without it and the sweep applies
 	 * the status once both committed.  Nobody waits for these locks, so they
 	 * add no deadlock to the row locks callbacks take in message id order.
+	 * The worker is woken at our commit as well as at the landing's: when the
+	 * landing commits first, the sweep it wakes cannot see our row yet.
 	 */
-	if (!lock_message_id(tenant, message_id, true))
-		re_worker_wake_at_commit();	/* a landing may be racing us: sweep soon */
+	(void) lock_message_id(tenant, message_id, true);
+	re_worker_wake_at_commit();
 
 	v[0] = CStringGetTextDatum(tenant);
 	v[1] = CStringGetTextDatum(message_id);
@@ -635,7 +809,7 @@ checked_message_id(FunctionCallInfo fcinfo, int argno)
 	if (id[0] == '\0' || strlen(id) > RE_MAX_MESSAGE_ID)
 		ereport(ERROR,
 				(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
-				 errmsg("message id \"%.40s\" must have 1 to %d characters", id, RE_MAX_MESSAGE_ID)));
+				 errmsg("message id \"%s\" must have 1 to %d bytes", clipped(id), RE_MAX_MESSAGE_ID)));
 	return id;
 }
 
@@ -660,6 +834,7 @@ re_record_message_status(PG_FUNCTION_ARGS)
 	char	   *status;
 	ReOwnerScope scope;
 	ReResult	res;
+	ParkBudget	budget = PARK_BUDGET_INIT(false);
 
 	status = required_text(fcinfo, 1, "status");
 	u.status = re_status_from_name(status);
@@ -676,7 +851,13 @@ re_record_message_status(PG_FUNCTION_ARGS)
 
 	re_connect_as_owner(&scope);
 	prepare_plans();
-	res = status_of_message(tenant, message_id, &u);
+	res = status_of_message(tenant, message_id, &u, &budget);
+	if (res == RE_RES_REJECTED)
+		ereport(ERROR,
+				(errcode(ERRCODE_PROGRAM_LIMIT_EXCEEDED),
+				 errmsg("status \"%s\" of message id \"%s\" cannot be parked: it %s",
+						status, clipped(message_id), budget.reason),
+				 errhint("Parked statuses expire after revenue_engine.parked_retention.")));
 	re_disconnect_as_owner(&scope);
 	PG_RETURN_TEXT_P(cstring_to_text(result_names[res]));
 }
@@ -892,20 +1073,41 @@ typedef struct IngestWork
 	JsonbContainer *raw;		/* the item, in the parsed body */
 	JsonbValue	error;			/* failed: the provider's error, if given */
 	bool		has_error;
+	bool		looked_up;		/* key is the message id found by the phone */
 } IngestWork;
+
+/* A reaction, system message or channel error: a channel_events row */
+typedef struct IngestEvent
+{
+	IngestRow  *row;
+	const char *kind;
+	const char *item_id;		/* the provider's id of the item, if any */
+	const char *message_id;		/* the message it concerns */
+	const char *sender;			/* E.164, if the item gives one */
+	const char *detail;
+	const char *new_phone;		/* number_changed: the new number */
+	TimestampTz at;
+	JsonbContainer *raw;		/* the item, in the parsed body */
+} IngestEvent;
 
 typedef struct Ingest
 {
 	const char *tenant;
 	const char *provider;
+	int64		channel_id;
 	Jsonb	   *status_map;
 	int			item;
 	TimestampTz now;
+	MemoryContext cxt;			/* of the rows (and their reasons) */
 	IngestRow **rows;
 	int			nrows;
 	IngestWork *work;
 	int			nwork;
 	int			maxwork;
+	IngestEvent *events;
+	int			nevents;
+	int			maxevents;
+	ParkBudget	budget;
 } Ingest;
 
 /* A result row for the current item; the result of valid items comes later. */
@@ -948,7 +1150,133 @@ add_work(Ingest *in, IngestRow *row, const char *key, bool by_phone, const char 
 	w->u = *u;
 	w->raw = raw;
 	w->has_error = false;
+	w->looked_up = false;
 	return w;
+}
+
+static void
+add_event(Ingest *in, IngestRow *row, const char *kind, const char *item_id,
+		  const char *message_id, const char *sender, const char *detail,
+		  const char *new_phone, TimestampTz at, JsonbContainer *raw)
+{
+	IngestEvent *e;
+
+	if (in->nevents == in->maxevents)
+	{
+		in->maxevents = Max(16, in->maxevents * 2);
+		in->events = in->events == NULL ? palloc(sizeof(IngestEvent) * in->maxevents) :
+			repalloc(in->events, sizeof(IngestEvent) * in->maxevents);
+	}
+	e = &in->events[in->nevents++];
+	e->row = row;
+	e->kind = kind;
+	e->item_id = item_id;
+	e->message_id = message_id;
+	e->sender = sender;
+	e->detail = detail;
+	e->new_phone = new_phone;
+	e->at = at;
+	e->raw = raw;
+}
+
+/* Events in provider id order (none last): concurrent repeats of a callback wait in one order */
+static int
+event_cmp(const void *a, const void *b)
+{
+	const IngestEvent *x = a;
+	const IngestEvent *y = b;
+	int			c;
+
+	if ((x->item_id == NULL) != (y->item_id == NULL))
+		return x->item_id == NULL ? 1 : -1;
+	if (x->item_id != NULL && (c = strcmp(x->item_id, y->item_id)) != 0)
+		return c;
+	return x->row->item - y->row->item;
+}
+
+/* A number change, for the application: the outbox event phone_number_changed */
+static void
+enqueue_number_change(Ingest *in, const IngestEvent *e)
+{
+	JsonbParseState *st = NULL;
+	JsonbContainer *sys = NULL;
+	JsonbValue	v;
+	pg_uuid_t	event_id;
+
+	if (getKeyJsonValueFromContainer(e->raw, "system", 6, &v) != NULL && v.type == jbvBinary)
+		sys = v.val.binary.data;
+	re_jb_begin(&st);
+	re_jb_str(&st, "channel", in->provider);
+	if (e->sender)
+		re_jb_str(&st, "old_phone", e->sender);
+	else
+		re_jb_null(&st, "old_phone");
+	if (e->new_phone)
+		re_jb_str(&st, "new_phone", e->new_phone);
+	else
+		re_jb_null(&st, "new_phone");
+	if (e->item_id)
+		re_jb_str(&st, "message_id", e->item_id);
+	re_jb_timestamptz(&st, "occurred_at", e->at);
+	if (sys)
+		re_jb_jsonb(&st, "system", container_jsonb(sys));
+	re_new_event_id(&event_id);
+	re_outbox_enqueue(in->tenant, NULL, "phone_number_changed", re_jb_end(&st), NULL, &event_id);
+}
+
+/*
+ * Record the channel events, before any status: they lock no recipient, so
+ * they add no lock to the order statuses and replies take theirs in.
+ */
+static void
+apply_events(Ingest *in)
+{
+	MemoryContext item_cxt = AllocSetContextCreate(CurrentMemoryContext,
+												   "revenue_engine callback event",
+												   ALLOCSET_DEFAULT_SIZES);
+	MemoryContext old_cxt = MemoryContextSwitchTo(item_cxt);
+	int			i;
+
+	qsort(in->events, in->nevents, sizeof(IngestEvent), event_cmp);
+	for (i = 0; i < in->nevents; i++)
+	{
+		IngestEvent *e = &in->events[i];
+		Datum		v[9];
+		char		nl[9] = {' ', ' ', ' ', ' ', ' ', ' ', ' ', ' ', ' '};
+		bool		isnull = true;
+
+		MemoryContextReset(item_cxt);
+		v[0] = CStringGetTextDatum(in->tenant);
+		v[1] = Int64GetDatum(in->channel_id);
+		v[2] = CStringGetTextDatum(e->kind);
+		v[3] = e->item_id ? CStringGetTextDatum(e->item_id) : (Datum) 0;
+		nl[3] = e->item_id ? ' ' : 'n';
+		v[4] = e->message_id ? CStringGetTextDatum(e->message_id) : (Datum) 0;
+		nl[4] = e->message_id ? ' ' : 'n';
+		v[5] = e->sender ? CStringGetTextDatum(e->sender) : (Datum) 0;
+		nl[5] = e->sender ? ' ' : 'n';
+		v[6] = e->detail ? CStringGetTextDatum(e->detail) : (Datum) 0;
+		nl[6] = e->detail ? ' ' : 'n';
+		v[7] = TimestampTzGetDatum(e->at);
+		v[8] = JsonbPGetDatum(container_jsonb(e->raw));
+		if (SPI_execute_plan(channel_event_plan, v, nl, false, 0) != SPI_OK_INSERT_RETURNING)
+			elog(ERROR, "recording a channel event failed");
+		if (SPI_processed == 1)
+			(void) SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 1, &isnull);
+		SPI_freetuptable(SPI_tuptable);
+		if (SPI_processed == 0)
+		{
+			e->row->res = RE_RES_DUPLICATE;
+			e->row->reason = "recorded already (the provider sent this item again)";
+			continue;
+		}
+		if (e->message_id != NULL && isnull)
+			e->row->reason = "names a message no blast recipient carries";
+		if (strcmp(e->kind, "number_changed") == 0)
+			enqueue_number_change(in, e);
+	}
+	MemoryContextSwitchTo(old_cxt);
+	MemoryContextDelete(item_cxt);
 }
 
 /* The item's jsonb copies, made when it is applied (in the item's memory) */
@@ -1001,7 +1329,11 @@ apply_work(Ingest *in)
 		work_jsonb(w);
 
 		if (!w->by_phone && w->u.status != RE_ST_REPLIED)
-			w->row->res = status_of_message(in->tenant, w->key, &w->u);
+		{
+			w->row->res = status_of_message(in->tenant, w->key, &w->u, &in->budget);
+			if (w->row->res == RE_RES_REJECTED)
+				w->row->reason = MemoryContextStrdup(in->cxt, in->budget.reason);
+		}
 		else if (!w->by_phone)
 		{
 			Recipient	r;
@@ -1009,11 +1341,19 @@ apply_work(Ingest *in)
 			/* a reply to a given message (WhatsApp's context.id) */
 			if (find_by_message(in->tenant, w->key, &r))
 				w->row->res = apply_update(in->tenant, &r, &w->u);
-			else
+			else if (w->looked_up)
 			{
-				/* not ours: matched by the sender below */
+				/* the phone's recipient changed since: matched by the sender below */
 				w->by_phone = true;
 				w->key = w->phone;
+			}
+			else
+			{
+				/* it answers another message: not a reply to a blast */
+				w->row->res = RE_RES_UNMATCHED;
+				w->row->reason = MemoryContextStrdup(in->cxt,
+													 psprintf("answers message \"%s\", which no blast recipient carries",
+															  clipped(w->key)));
 			}
 		}
 	}
@@ -1091,55 +1431,151 @@ get_container(JsonbContainer *c, const char *key, bool array)
 }
 
 /*
- * An item's time: a number or a string of Unix seconds, or an ISO 8601
- * string.  NULL if good, else why not.
+ * Unix seconds as digits with an optional fraction (microseconds kept, the
+ * rest cut); false if s is not of that shape.
+ */
+static bool
+unix_seconds(const char *s, TimestampTz *at)
+{
+	const char *p = s;
+	int64		secs = 0;
+	int64		usecs = 0;
+	int			k;
+
+	for (; isdigit((unsigned char) *p); p++)
+		if (secs < INT64CONST(100000000000))	/* beyond, out of range anyway */
+			secs = secs * 10 + (*p - '0');
+	if (p == s)
+		return false;
+	if (*p == '.')
+	{
+		p++;
+		if (!isdigit((unsigned char) *p))
+			return false;
+		for (k = 0; isdigit((unsigned char) *p); p++, k++)
+			if (k < 6)
+				usecs = usecs * 10 + (*p - '0');
+		for (; k < 6; k++)
+			usecs *= 10;
+	}
+	if (*p != '\0')
+		return false;
+	*at = (secs - (int64) (POSTGRES_EPOCH_JDATE - UNIX_EPOCH_JDATE) * SECS_PER_DAY) * USECS_PER_SEC
+		+ usecs;
+	return true;
+}
+
+/* n digits at *p, advancing it; false if not all digits */
+static bool
+fixed_digits(const char **p, int n, int *out)
+{
+	*out = 0;
+	for (; n > 0; n--, (*p)++)
+	{
+		if (!isdigit((unsigned char) **p))
+			return false;
+		*out = *out * 10 + (**p - '0');
+	}
+	return true;
+}
+
+/*
+ * Whether s is an RFC 3339 date-time with an explicit offset,
+ * YYYY-MM-DD(T| )HH:MM:SS[.fraction](Z|+hh:mm|-hh:mm), every field in range.
+ * What passes is what timestamptz_in reads the same way under every
+ * DateStyle and TimeZone (year first, the offset given) and cannot refuse,
+ * so it is read there without a subtransaction (PostgreSQL 15 has no
+ * soft-error input functions).
+ */
+static bool
+rfc3339(const char *s)
+{
+	const char *p = s;
+	int			y,
+				mo,
+				d,
+				h,
+				mi,
+				sec,
+				oh,
+				om;
+
+	if (strlen(s) > 64)
+		return false;
+	if (!fixed_digits(&p, 4, &y) || *p++ != '-' || !fixed_digits(&p, 2, &mo) || *p++ != '-' ||
+		!fixed_digits(&p, 2, &d))
+		return false;
+	if (*p != 'T' && *p != 't' && *p != ' ')
+		return false;
+	p++;
+	if (!fixed_digits(&p, 2, &h) || *p++ != ':' || !fixed_digits(&p, 2, &mi) || *p++ != ':' ||
+		!fixed_digits(&p, 2, &sec))
+		return false;
+	if (*p == '.')
+	{
+		p++;
+		if (!isdigit((unsigned char) *p))
+			return false;
+		while (isdigit((unsigned char) *p))
+			p++;
+	}
+	if (*p == 'Z' || *p == 'z')
+		p++;
+	else if (*p == '+' || *p == '-')
+	{
+		p++;
+		if (!fixed_digits(&p, 2, &oh) || *p++ != ':' || !fixed_digits(&p, 2, &om) ||
+			oh > 23 || om > 59)
+			return false;
+	}
+	else
+		return false;
+	if (*p != '\0')
+		return false;
+	/* a leap second (60) is RFC 3339's and timestamptz_in's */
+	return y >= 1 && mo >= 1 && mo <= 12 && d >= 1 && d <= day_tab[isleap(y)][mo - 1] &&
+		h <= 23 && mi <= 59 && sec <= 60;
+}
+
+/*
+ * An item's time: Unix seconds (a number, or a string of digits with an
+ * optional fraction) or an RFC 3339 string with an explicit offset.  NULL if
+ * good, else why not.
  */
 static const char *
 item_time(JsonbContainer *c, const char *key, TimestampTz now, TimestampTz *at)
 {
 	JsonbValue	v;
-	double		secs;
+	char	   *s;
+	const char *problem;
 
 	if (!get_key(c, key, &v))
 		return "has no timestamp";
 	if (v.type == jbvNumeric)
-		secs = DatumGetFloat8(DirectFunctionCall1(numeric_float8_no_overflow,
-												  NumericGetDatum(v.val.numeric)));
+		s = DatumGetCString(DirectFunctionCall1(numeric_out, NumericGetDatum(v.val.numeric)));
 	else if (v.type == jbvString)
-	{
-		char	   *s = pnstrdup(v.val.string.val, v.val.string.len);
-		char	   *end;
-
-		errno = 0;
-		secs = strtod(s, &end);
-		if (end == s || *end != '\0' || errno != 0)
-		{
-			/* ISO 8601, parsed without throwing */
-			char		workbuf[MAXDATELEN + MAXDATEFIELDS];
-			char	   *field[MAXDATEFIELDS];
-			int			ftype[MAXDATEFIELDS];
-			int			nf;
-			int			dtype;
-			int			tz;
-			fsec_t		fsec;
-			struct pg_tm tt;
-
-			if (strlen(s) >= MAXDATELEN ||
-				ParseDateTime(s, workbuf, sizeof(workbuf), field, ftype, MAXDATEFIELDS, &nf) != 0 ||
-				DecodeDateTime(field, ftype, nf, &dtype, &tt, &fsec, &tz) != 0 ||
-				dtype != DTK_DATE || tm2timestamp(&tt, fsec, &tz, at) != 0)
-				return "has a timestamp that is neither Unix seconds nor ISO 8601";
-			return time_problem(*at, now) ? "has a timestamp in the future or before 2000" : NULL;
-		}
-	}
+		s = pnstrdup(v.val.string.val, v.val.string.len);
 	else
 		return "has a timestamp that is neither a number nor a string";
-	if (isnan(secs) || secs < 946684800.0 || secs > 4102444800.0)
-		return "has a timestamp before 2000 or after 2100";
-	*at = (TimestampTz) ((secs - (double) ((POSTGRES_EPOCH_JDATE - UNIX_EPOCH_JDATE) * SECS_PER_DAY))
-						 * USECS_PER_SEC);
-	if (time_problem(*at, now))
-		return "has a timestamp in the future";
+	if (unix_seconds(s, at))
+		 /* read */ ;
+	else if (v.type == jbvString && rfc3339(s))
+	{
+		char	   *p;
+
+		/* RFC 3339 allows lower-case t and z */
+		for (p = s; *p; p++)
+			if (*p == 't' || *p == 'z')
+				*p = (char) toupper((unsigned char) *p);
+		*at = DatumGetTimestampTz(DirectFunctionCall3(timestamptz_in, CStringGetDatum(s),
+													  ObjectIdGetDatum(InvalidOid),
+													  Int32GetDatum(-1)));
+	}
+	else
+		return psprintf("has timestamp \"%s\", which is neither Unix seconds nor RFC 3339 with an offset (Z or +hh:mm)",
+						clipped(s));
+	if ((problem = time_problem(*at, now)) != NULL)
+		return psprintf("has timestamp \"%s\", which %s", clipped(s), problem);
 	return NULL;
 }
 
@@ -1219,60 +1655,146 @@ ingest_status(Ingest *in, JsonbContainer *c, const char *id_key, const char *err
 	}
 }
 
+/* A provider's number (WhatsApp: digits without +) checked into out as E.164 */
+static const char *
+provider_phone(const char *given, char *out)
+{
+	return phone_check(psprintf("%s%s", given[0] == '+' ? "" : "+", clipped(given)), out);
+}
+
+/* A reaction (WhatsApp): on the message it names; an empty or no emoji removes one */
 static void
-ingest_message(Ingest *in, JsonbContainer *c, const char *context_key)
+ingest_reaction(Ingest *in, JsonbContainer *c, const char *id, const char *sender, TimestampTz at)
+{
+	JsonbContainer *reaction = get_container(c, "reaction", false);
+	char	   *target = get_string(reaction, "message_id");
+	char	   *emoji = get_string(reaction, "emoji");
+	bool		removed = emoji == NULL || emoji[0] == '\0';
+
+	if (target == NULL || target[0] == '\0' || strlen(target) > RE_MAX_MESSAGE_ID)
+	{
+		emit(in, "reaction", NULL, NULL, RE_RES_REJECTED,
+			 "has no reaction.message_id string of 1 to 200 bytes");
+		return;
+	}
+	add_event(in, emit(in, "reaction", target, NULL, RE_RES_RECORDED, NULL),
+			  removed ? "reaction_removed" : "reaction", id, target, sender,
+			  removed ? NULL : emoji, NULL, at, c);
+}
+
+/* A system message (WhatsApp): a number or identity change, never a reply */
+static void
+ingest_system(Ingest *in, JsonbContainer *c, const char *id, const char *sender, TimestampTz at)
+{
+	JsonbContainer *sys = get_container(c, "system", false);
+	char	   *type = get_string(sys, "type");
+	const char *kind = "system";
+	const char *detail = type;
+	char	   *new_phone = NULL;
+
+	if (sys == NULL)
+	{
+		emit(in, "system", id, NULL, RE_RES_REJECTED, "has no \"system\" object");
+		return;
+	}
+	if (type != NULL && strcmp(type, "user_changed_number") == 0)
+	{
+		char	   *wa_id = get_string(sys, "wa_id");
+		char		phone[17];
+
+		kind = "number_changed";
+		/* E.164 when it is one, else kept as given */
+		if (wa_id != NULL)
+			new_phone = provider_phone(wa_id, phone) == NULL ? pstrdup(phone) : wa_id;
+		detail = new_phone;
+	}
+	else if (type != NULL && strcmp(type, "customer_identity_changed") == 0)
+	{
+		kind = "identity_changed";
+		detail = get_string(get_container(c, "identity", false), "hash");
+	}
+	add_event(in, emit(in, "system", id, NULL, RE_RES_RECORDED, NULL),
+			  kind, id, NULL, sender, detail, new_phone, at, c);
+}
+
+/*
+ * An inbound message.  A reply goes to the recipient of the message its
+ * context names, and only without a context to the latest recipient of the
+ * sender's phone: newer WhatsApp payloads may name the sender by a user id
+ * alone (no "from"), which is enough with a context.
+ */
+static void
+ingest_message(Ingest *in, JsonbContainer *c, bool whatsapp)
 {
 	char	   *from = c ? get_string(c, "from") : NULL;
 	char	   *id = c ? get_string(c, "id") : NULL;
-	char	   *context_id = NULL;
+	char	   *type = (c && whatsapp) ? get_string(c, "type") : NULL;
+	char	   *context_id;
 	char		phone[17];
-	char		withplus[40];
+	const char *sender = NULL;
+	const char *phone_problem = "is missing";
+	const char *kind = "message";
 	StatusUpdate u = {0};
 	const char *problem;
+	bool		looked_up = false;
+	IngestWork *w;
 
 	in->item++;
 	if (c == NULL || !JsonContainerIsObject(c))
 	{
-		emit(in, "message", NULL, NULL, RE_RES_REJECTED, "is not a JSON object");
+		emit(in, kind, NULL, NULL, RE_RES_REJECTED, "is not a JSON object");
 		return;
 	}
-	if (from == NULL)
-	{
-		emit(in, "message", id, "replied", RE_RES_REJECTED, "has no \"from\" string");
-		return;
-	}
-	/* WhatsApp gives the sender as digits without + */
-	snprintf(withplus, sizeof(withplus), "%s%s", from[0] == '+' ? "" : "+", from);
-	if ((problem = phone_check(withplus, phone)) != NULL)
-	{
-		emit(in, "message", id, "replied", RE_RES_REJECTED,
-			 psprintf("sender \"%s\" is not E.164: it %s", from, problem));
-		return;
-	}
+	if (type != NULL && (strcmp(type, "reaction") == 0 || strcmp(type, "system") == 0))
+		kind = type;
+	if (from != NULL && (phone_problem = provider_phone(from, phone)) == NULL)
+		sender = pstrdup(phone);
 	if ((problem = item_time(c, "timestamp", in->now, &u.at)) != NULL)
 	{
-		emit(in, "message", id, "replied", RE_RES_REJECTED, problem);
+		emit(in, kind, id, strcmp(kind, "message") == 0 ? "replied" : NULL, RE_RES_REJECTED, problem);
+		return;
+	}
+	if (strcmp(kind, "reaction") == 0)
+	{
+		ingest_reaction(in, c, id, sender, u.at);
+		return;
+	}
+	if (strcmp(kind, "system") == 0)
+	{
+		ingest_system(in, c, id, sender, u.at);
 		return;
 	}
 	u.status = RE_ST_REPLIED;
 	u.source = "webhook";
 
-	if (strcmp(context_key, "context") == 0)
+	if (whatsapp)
 		context_id = get_string(get_container(c, "context", false), "id");
 	else
-		context_id = get_string(c, context_key);
-	/*
-	 * A reply to a given message (WhatsApp's context.id) goes to its
-	 * recipient; else to the phone's latest recipient, whose message id is
-	 * looked up now so the reply takes its lock in message id order too.
-	 */
+		context_id = get_string(c, "context_message_id");
 	if (context_id == NULL)
 	{
 		Datum		v[4];
 		bool		isnull;
 
+		if (from == NULL)
+		{
+			emit(in, kind, id, "replied", RE_RES_UNMATCHED,
+				 "has neither a sender phone (\"from\") nor a context naming the message it answers");
+			return;
+		}
+		if (sender == NULL)
+		{
+			emit(in, kind, id, "replied", RE_RES_REJECTED,
+				 psprintf("sender \"%s\" is not E.164: it %s", clipped(from), phone_problem));
+			return;
+		}
+
+		/*
+		 * The phone's latest recipient, whose message id is looked up now so
+		 * the reply takes its lock in message id order too.
+		 */
 		v[0] = CStringGetTextDatum(in->tenant);
-		v[1] = CStringGetTextDatum(phone);
+		v[1] = CStringGetTextDatum(sender);
 		v[2] = TimestampTzGetDatum(u.at - (int64) re_reply_window_min * USECS_PER_MINUTE);
 		v[3] = TimestampTzGetDatum(u.at);
 		if (SPI_execute_plan(reply_message_id_plan, v, NULL, true, 1) != SPI_OK_SELECT)
@@ -1282,13 +1804,53 @@ ingest_message(Ingest *in, JsonbContainer *c, const char *context_key)
 			Datum		d = SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 1, &isnull);
 
 			if (!isnull)
+			{
 				context_id = TextDatumGetCString(d);
+				looked_up = true;
+			}
 		}
 		SPI_freetuptable(SPI_tuptable);
 	}
-	(void) add_work(in, emit(in, "message", id, "replied", RE_RES_APPLIED, NULL),
-					context_id ? context_id : pstrdup(phone), context_id == NULL, pstrdup(phone),
-					&u, c);
+	w = add_work(in, emit(in, kind, id, "replied", RE_RES_APPLIED, NULL),
+				 context_id ? context_id : sender, context_id == NULL, sender, &u, c);
+	w->looked_up = looked_up;
+}
+
+/* Errors WhatsApp reports for the channel itself (value.errors: 130429 rate limit ...) */
+static void
+ingest_channel_errors(Ingest *in, JsonbContainer *arr)
+{
+	int			i;
+
+	if (arr == NULL)
+		return;
+	for (i = 0; i < (int) JsonContainerSize(arr); i++)
+	{
+		JsonbValue *ev = getIthJsonbValueFromContainer(arr, i);
+		JsonbContainer *e = (ev && ev->type == jbvBinary &&
+							 JsonContainerIsObject(ev->val.binary.data)) ? ev->val.binary.data : NULL;
+		JsonbValue	code;
+		char	   *title;
+		char	   *detail;
+
+		in->item++;
+		if (e == NULL)
+		{
+			emit(in, "error", NULL, NULL, RE_RES_REJECTED, "is not a JSON object");
+			continue;
+		}
+		title = get_string(e, "title");
+		if (title == NULL)
+			title = get_string(e, "message");
+		if (get_key(e, "code", &code) && code.type == jbvNumeric)
+			detail = psprintf("%s %s",
+							  DatumGetCString(DirectFunctionCall1(numeric_out, NumericGetDatum(code.val.numeric))),
+							  title ? title : "");
+		else
+			detail = title ? title : "an error without code or title";
+		add_event(in, emit(in, "error", NULL, NULL, RE_RES_RECORDED, detail),
+				  "error", NULL, NULL, NULL, detail, NULL, in->now, e);
+	}
 }
 
 /* The i-th element of an array if it is an object or an array, else NULL */
@@ -1316,7 +1878,7 @@ ingest_array(Ingest *in, JsonbContainer *arr, bool statuses, bool whatsapp)
 		if (statuses)
 			ingest_status(in, c, whatsapp ? "id" : "message_id", whatsapp ? "errors" : "error");
 		else
-			ingest_message(in, c, whatsapp ? "context" : "context_message_id");
+			ingest_message(in, c, whatsapp);
 	}
 }
 
@@ -1331,7 +1893,7 @@ malformed(const char *provider, const char *what)
 /*
  * WhatsApp Cloud API:
  *	{"object": "whatsapp_business_account", "entry": [{"changes": [{"field": "messages",
- *	  "value": {"statuses": [...], "messages": [...]}}]}]}
+ *	  "value": {"statuses": [...], "messages": [...], "errors": [...]}}]}]}
  */
 static void
 ingest_whatsapp(Ingest *in, JsonbContainer *root)
@@ -1356,6 +1918,7 @@ ingest_whatsapp(Ingest *in, JsonbContainer *root)
 				malformed(in->provider, "each change of a WhatsApp callback has a \"value\" object");
 			ingest_array(in, get_container(value, "statuses", true), true, true);
 			ingest_array(in, get_container(value, "messages", true), false, true);
+			ingest_channel_errors(in, get_container(value, "errors", true));
 		}
 	}
 }
@@ -1417,6 +1980,8 @@ re_ingest_status_webhook(PG_FUNCTION_ARGS)
 	in.tenant = re_current_tenant_name();
 	in.provider = provider;
 	in.now = GetCurrentTimestamp();
+	in.cxt = CurrentMemoryContext;
+	in.budget = (ParkBudget) PARK_BUDGET_INIT(true);
 
 	re_connect_as_owner(&scope);
 	prepare_plans();
@@ -1430,6 +1995,11 @@ re_ingest_status_webhook(PG_FUNCTION_ARGS)
 				 errmsg("channel \"%s\" does not exist", provider)));
 	kind = SPI_getvalue(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 1);
 	secret = SPI_getvalue(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 2);
+	{
+		bool		isnull;
+
+		in.channel_id = DatumGetInt64(SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 4, &isnull));
+	}
 	{
 		bool		isnull;
 		Datum		map = SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 3, &isnull);
@@ -1458,6 +2028,7 @@ re_ingest_status_webhook(PG_FUNCTION_ARGS)
 	}
 	else
 		ingest_generic(&in, &parsed->root);
+	apply_events(&in);
 	apply_work(&in);
 	output_rows(&in, rsinfo);
 
@@ -1509,11 +2080,11 @@ unpark(const char *tenant, const char *message_id, int64 recipient_id)
 }
 
 /*
- * The sweep: statuses parked for ids that have landed since (the landing
- * found the id's lock taken by the callback that was parking them: a race of
- * milliseconds, so statuses parked within the last day are looked at).  A
- * busy id waits for the next sweep.  Returns how many statuses
- * were applied.
+ * The sweep: statuses parked longer than revenue_engine.parked_retention
+ * are deleted (their id never landed: a message not sent by a blast, most
+ * often); those for ids that have landed since are applied (the landing
+ * found the id's lock taken by the callback that was parking them).  A busy
+ * id waits for the next sweep.  Returns how many statuses were applied.
  */
 static int
 sweep_parked(void)
@@ -1522,15 +2093,17 @@ sweep_parked(void)
 	uint64		n;
 	uint64		i;
 	int			applied = 0;
+	Datum		cutoff;
 
-	if (SPI_execute("SELECT DISTINCT p.tenant_id, p.message_id, r.id"
-					"  FROM revenue_engine.status_parked p"
-					"  JOIN LATERAL (SELECT r.id FROM revenue_engine.blast_recipients r"
-					"                 WHERE r.tenant_id = p.tenant_id"
-					"                   AND r.provider_message_id = p.message_id"
-					"                 ORDER BY r.id DESC LIMIT 1) r ON true"
-					" WHERE p.received_at > now() - interval '1 day'"
-					" LIMIT 10000", false, 0) != SPI_OK_SELECT)
+	cutoff = TimestampTzGetDatum(GetCurrentTransactionStartTimestamp() -
+								 (int64) re_parked_retention_min * USECS_PER_MINUTE);
+	if (SPI_execute_plan(expire_parked_plan, &cutoff, NULL, false, 0) != SPI_OK_DELETE)
+		elog(ERROR, "deleting expired parked statuses failed");
+	if (SPI_processed > 0)
+		elog(LOG, "revenue_engine: %lu parked status(es) older than revenue_engine.parked_retention deleted",
+			 (unsigned long) SPI_processed);
+
+	if (SPI_execute_plan(landed_parked_plan, &cutoff, NULL, false, 0) != SPI_OK_SELECT)
 		elog(ERROR, "looking for landed parked statuses failed");
 	tt = SPI_tuptable;
 	n = SPI_processed;
@@ -1685,7 +2258,11 @@ re_send_outcome_trigger(PG_FUNCTION_ARGS)
 			if (lock_message_id(tenant, u.message_id, true))
 				(void) unpark(tenant, u.message_id, recipient_id);
 			else
+			{
+				/* whichever session lands the id: the worker sweeps once we commit */
 				re_status_sweep_wanted = true;
+				re_worker_wake_at_commit();
+			}
 		}
 	}
 	if (blast_id != 0)
@@ -1720,3 +2297,38 @@ re_status_polled(const char *tenant, const char *message_id, const char *status,
 		(void) apply_update(tenant, &r, &u);
 }
 
+
+/* ---------------------------------------------------------------------------
+ * Settings
+ * ---------------------------------------------------------------------------
+ */
+
+/* Called by _PG_init: the module's settings. */
+void
+re_status_init(void)
+{
+	DefineCustomIntVariable("revenue_engine.parked_retention",
+							"How long a status for a message id no recipient carries stays parked.",
+							"The worker's sweep deletes older ones: statuses of messages not sent by a blast never land.",
+							&re_parked_retention_min,
+							24 * 60, 1, 366 * 24 * 60,
+							PGC_SUSET,
+							GUC_UNIT_MIN,
+							NULL, NULL, NULL);
+	DefineCustomIntVariable("revenue_engine.parked_max_per_tenant",
+							"Most statuses one tenant may have parked; more are rejected on their rows.",
+							NULL,
+							&re_parked_max_per_tenant,
+							100000, 0, INT_MAX,
+							PGC_SUSET,
+							0,
+							NULL, NULL, NULL);
+	DefineCustomIntVariable("revenue_engine.parked_max_per_callback",
+							"Most statuses one callback may park; more are rejected on their rows.",
+							NULL,
+							&re_parked_max_per_callback,
+							1000, 0, INT_MAX,
+							PGC_SUSET,
+							0,
+							NULL, NULL, NULL);
+}

@@ -33,6 +33,7 @@
 #include <openssl/hmac.h>
 
 #include "common/base64.h"
+#include "lib/stringinfo.h"
 #include "http/http.h"
 
 /* Responses longer than this are cut off: the transfer is aborted. */
@@ -98,24 +99,45 @@ re_http_internal_address_class(const void *sockaddr)
 		const uint8 *b = ((const struct sockaddr_in6 *) sa)->sin6_addr.s6_addr;
 		static const uint8 zero[16] = {0};
 		static const uint8 v4mapped[12] = {0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0xff, 0xff};
+		static const uint8 v4translated[12] = {0, 0, 0, 0, 0, 0, 0, 0, 0xff, 0xff, 0, 0};
 		static const uint8 nat64[12] = {0x00, 0x64, 0xff, 0x9b, 0, 0, 0, 0, 0, 0, 0, 0};
+		static const uint8 nat64_local[6] = {0x00, 0x64, 0xff, 0x9b, 0x00, 0x01};
+		static const uint8 discard[8] = {0x01, 0x00, 0, 0, 0, 0, 0, 0};
 		uint32		v4;
 
-		/* IPv4-mapped (::ffff:a.b.c.d), NAT64 and IPv4-compatible (::a.b.c.d) */
-		if (memcmp(b, v4mapped, 12) == 0 || memcmp(b, nat64, 12) == 0 ||
-			(memcmp(b, zero, 12) == 0 && (b[12] | b[13]) != 0))
-		{
-			memcpy(&v4, b + 12, 4);
-			return v4_class(v4);
-		}
 		if (memcmp(b, zero, 15) == 0 && b[15] == 0)
 			return "unspecified";
 		if (memcmp(b, zero, 15) == 0 && b[15] == 1)
 			return "loopback";
+
+		/*
+		 * Forms that reach an IPv4 address by translation are what that
+		 * address is: IPv4-mapped (::ffff:a.b.c.d), IPv4-translated
+		 * (::ffff:0:a.b.c.d), IPv4-compatible (::a.b.c.d) and the NAT64
+		 * well-known prefix (64:ff9b::/96, which DNS64 hands out for public
+		 * IPv4 hosts).  The tunnels and the local-use NAT64 prefix, whose
+		 * IPv4 end depends on a relay or a local set-up, are refused whole.
+		 */
+		if (memcmp(b, v4mapped, 12) == 0 || memcmp(b, v4translated, 12) == 0 ||
+			memcmp(b, zero, 12) == 0 || memcmp(b, nat64, 12) == 0)
+		{
+			memcpy(&v4, b + 12, 4);
+			return v4_class(v4);
+		}
+		if (memcmp(b, nat64_local, 6) == 0)
+			return "local-use NAT64";
+		if (b[0] == 0x20 && b[1] == 0x02)
+			return "6to4";
+		if (b[0] == 0x20 && b[1] == 0x01 && b[2] == 0x00 && b[3] == 0x00)
+			return "Teredo";
+		if (memcmp(b, discard, 8) == 0)
+			return "discard-only";
 		if (b[0] == 0xfd && b[1] == 0x00 && b[2] == 0x0e && b[3] == 0xc2)
 			return "cloud metadata";
 		if (b[0] == 0xfe && (b[1] & 0xc0) == 0x80)
 			return "link-local";
+		if (b[0] == 0xfe && (b[1] & 0xc0) == 0xc0)
+			return "site-local";
 		if ((b[0] & 0xfe) == 0xfc)
 			return "private";
 		if (b[0] == 0xff)
@@ -125,6 +147,22 @@ re_http_internal_address_class(const void *sockaddr)
 		return NULL;
 	}
 	return "unsupported address family";
+}
+
+/* An IPv4 or IPv6 address literal into *sockaddr_storage; false (AF_UNSPEC) when neither. */
+bool
+re_http_parse_address(const char *ip, void *sockaddr_storage)
+{
+	struct sockaddr_storage *ss = sockaddr_storage;
+
+	memset(ss, 0, sizeof(*ss));
+	if (inet_pton(AF_INET, ip, &((struct sockaddr_in *) ss)->sin_addr) == 1)
+		ss->ss_family = AF_INET;
+	else if (inet_pton(AF_INET6, ip, &((struct sockaddr_in6 *) ss)->sin6_addr) == 1)
+		ss->ss_family = AF_INET6;
+	else
+		ss->ss_family = AF_UNSPEC;
+	return ss->ss_family != AF_UNSPEC;
 }
 
 /* libcurl callbacks: no ereport, no palloc */
@@ -168,13 +206,7 @@ prereq(void *clientp, char *conn_primary_ip, char *conn_local_ip,
 
 	if (req->allow_private)
 		return CURL_PREREQFUNC_OK;
-	memset(&ss, 0, sizeof(ss));
-	if (inet_pton(AF_INET, conn_primary_ip, &((struct sockaddr_in *) &ss)->sin_addr) == 1)
-		ss.ss_family = AF_INET;
-	else if (inet_pton(AF_INET6, conn_primary_ip, &((struct sockaddr_in6 *) &ss)->sin6_addr) == 1)
-		ss.ss_family = AF_INET6;
-	else
-		ss.ss_family = AF_UNSPEC;
+	(void) re_http_parse_address(conn_primary_ip, &ss);
 	cls = re_http_internal_address_class(&ss);
 	if (cls == NULL)
 		return CURL_PREREQFUNC_OK;
@@ -216,33 +248,22 @@ write_body(char *data, size_t size, size_t nmemb, void *userdata)
 	return n;
 }
 
+/*
+ * At the blank line that ends a header block, the Retry-After that libcurl
+ * parsed (delay-seconds or HTTP-date, as seconds from now; 0 when absent or
+ * in the past).  The caller caps it.
+ */
 static size_t
 read_header(char *data, size_t size, size_t nmemb, void *userdata)
 {
 	ReHttpRequest *req = userdata;
 	size_t		n = size * nmemb;
-	char		line[256];
-	char	   *v;
-	char	   *end;
+	curl_off_t	retry_after = 0;
 
-	if (n < 12 || n >= sizeof(line) || pg_strncasecmp(data, "retry-after:", 12) != 0)
-		return n;
-	memcpy(line, data, n);
-	line[n] = '\0';
-	v = line + 12;
-	while (*v == ' ' || *v == '\t')
-		v++;
-	for (end = v + strlen(v); end > v && (end[-1] == '\r' || end[-1] == '\n' || end[-1] == ' '); end--)
-		*(end - 1) = '\0';
-	if (*v >= '0' && *v <= '9')
-		req->retry_after_s = strtod(v, NULL);
-	else
-	{
-		time_t		t = curl_getdate(v, NULL);
-
-		if (t > 0)
-			req->retry_after_s = Max(0, (double) (t - time(NULL)));
-	}
+	if (((n == 2 && data[0] == '\r') || (n == 1 && data[0] == '\n')) &&
+		curl_easy_getinfo(req->easy, CURLINFO_RETRY_AFTER, &retry_after) == CURLE_OK &&
+		retry_after > 0)
+		req->retry_after_s = (double) retry_after;
 	return n;
 }
 
@@ -572,6 +593,23 @@ re_http_check_url(const char *url)
 	curl_free(host);
 	curl_url_cleanup(h);
 	return result;
+}
+
+/*
+ * s percent-encoded by libcurl for one URL component (everything but the
+ * unreserved A-Z a-z 0-9 - . _ ~), appended to buf.
+ */
+void
+re_http_append_escaped(StringInfo buf, const char *s)
+{
+	char	   *escaped = curl_easy_escape(NULL, s, (int) strlen(s));
+
+	if (escaped == NULL)
+		ereport(ERROR,
+				(errcode(ERRCODE_OUT_OF_MEMORY),
+				 errmsg("out of memory")));
+	appendStringInfoString(buf, escaped);
+	curl_free(escaped);
 }
 
 /* Standard Webhooks signing */

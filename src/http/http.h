@@ -91,6 +91,7 @@ extern void re_http_request_cleanup(ReHttpRequest *req);
  * "reserved", "metadata" ...; NULL for a public address.
  */
 extern const char *re_http_internal_address_class(const void *sockaddr);
+extern bool re_http_parse_address(const char *ip, void *sockaddr_storage);
 
 /*
  * Standard Webhooks signature header value for one or more "whsec_..."
@@ -116,6 +117,8 @@ extern bool re_hmac_sha256(const void *key, size_t keylen, const void *msg, size
 
 /* Check a URL: NULL if it is an absolute http(s) URL with a host, else the reason. */
 extern const char *re_http_check_url(const char *url);
+struct StringInfoData;
+extern void re_http_append_escaped(struct StringInfoData *buf, const char *s);
 
 /* Check a "whsec_<base64>" secret's format; NULL if good, else the reason. */
 extern const char *re_http_check_secret(const char *secret);

@@ -539,16 +539,8 @@ poll_url(const char *tmpl, const char *message_id, MemoryContext cxt)
 	initStringInfo(&buf);
 	while ((hit = strstr(p, "{message_id}")) != NULL)
 	{
-		const unsigned char *m;
-
 		appendBinaryStringInfo(&buf, p, hit - p);
-		for (m = (const unsigned char *) message_id; *m; m++)
-		{
-			if (isalnum(*m) || *m == '-' || *m == '.' || *m == '_' || *m == '~')
-				appendStringInfoChar(&buf, (char) *m);
-			else
-				appendStringInfo(&buf, "%%%02X", *m);
-		}
+		re_http_append_escaped(&buf, message_id);
 		p = hit + strlen("{message_id}");
 	}
 	appendStringInfoString(&buf, p);
@@ -804,17 +796,19 @@ make_array(Datum *elems, bool *nulls, int n, Oid type)
 											  typlen, typbyval, typalign));
 }
 
+/*
+ * A response body as text.  Valid in the database encoding and without NUL,
+ * it is kept byte for byte (UTF-8 included).  Otherwise, as text columns
+ * refuse such bytes, each byte that is not part of a valid character (and
+ * NUL) is written \xNN and a backslash \\: what came stays readable and
+ * nothing valid is changed; such a body is not JSON any more, so no message
+ * id is taken from it.
+ */
 static char *
 clean_text(const char *s, size_t len)
 {
-	/* text columns refuse NUL bytes and invalid encoding */
-	char	   *out = palloc(len + 1);
-	size_t		i;
-
-	for (i = 0; i < len; i++)
-		out[i] = (s[i] == '\0' || (unsigned char) s[i] >= 0x80) ? '?' : s[i];
-	out[len] = '\0';
-	return out;
+	/* text columns refuse NUL bytes and invalid encoding: those bytes escaped */
+	return re_text_from_bytes(s, len);
 }
 
 /*
@@ -963,7 +957,7 @@ re_delivery_record(ReJob **jobs, int njobs, int *nsent, int *nretry, int *ndead)
 				CStringGetTextDatum(job->target->message_id_path) : (Datum) 0;
 			sn_path[ns] = (job->target->message_id_path == NULL);
 			s_json[ns] = BoolGetDatum(body != NULL && !req->response_truncated &&
-									  re_is_json(req->response, req->response_len));
+									  re_is_json(body, strlen(body)));
 			ns++;
 		}
 

@@ -145,6 +145,11 @@ CREATE FUNCTION revenue_engine.check_url(url text)
 RETURNS text
 LANGUAGE C IMMUTABLE
 AS 'MODULE_PATHNAME', 're_check_url';
+-- The class of address the worker refuses to connect to, NULL when it connects.
+CREATE FUNCTION revenue_engine.http_address_class(address text)
+RETURNS text
+LANGUAGE C IMMUTABLE
+AS 'MODULE_PATHNAME', 're_http_address_class';
 CREATE FUNCTION revenue_engine.check_signing_secret(secret text)
 RETURNS text
 LANGUAGE C IMMUTABLE

@@ -8,11 +8,15 @@
  */
 #include "postgres.h"
 
+#include <sys/socket.h>
+
 #include "catalog/pg_proc.h"
 #include "catalog/pg_type.h"
 #include "executor/spi.h"
 #include "fmgr.h"
 #include "parser/parse_func.h"
+#include "miscadmin.h"
+#include "utils/acl.h"
 #include "utils/builtins.h"
 #include "utils/lsyscache.h"
 #include "utils/memutils.h"
@@ -30,6 +34,7 @@ static const char *const builtin_event_types[] = {
 	"milestone_reached",
 	"daily_goal_achieved",
 	"feature_first_used",
+	"phone_number_changed",		/* a WhatsApp contact's new number (status.c) */
 };
 
 static SPIPlanPtr insert_event_plan = NULL;
@@ -41,13 +46,8 @@ static Oid	payload_fn_oid = InvalidOid;
 void
 re_new_event_id(pg_uuid_t *id)
 {
-	if (!pg_strong_random(id->data, UUID_LEN))
-		ereport(ERROR,
-				(errcode(ERRCODE_INTERNAL_ERROR),
-				 errmsg("could not generate random values for an event id")));
-	/* RFC 4122 version 4, variant 1 */
-	id->data[6] = (id->data[6] & 0x0f) | 0x40;
-	id->data[8] = (id->data[8] & 0x3f) | 0x80;
+	/* core's gen_random_uuid(): pg_strong_random, RFC 4122 version 4 */
+	*id = *DatumGetUUIDP(DirectFunctionCall1(gen_random_uuid, (Datum) 0));
 }
 
 static Oid
@@ -81,6 +81,19 @@ user_payload_function_oid(void)
 	return fn;
 }
 
+/*
+ * The payload function runs as the current user, which every caller makes
+ * the role that called the app-facing function (track_daily_usage,
+ * enqueue_event, backfill_usage ...), the role active before the switch to
+ * the owner: it is called outside the owner scope, never inside it.  Not the
+ * session user: a session that authenticated as a superuser and then
+ * dropped its rights (SET ROLE, SECURITY DEFINER functions of a less trusted
+ * owner, maintenance commands that run as a table's owner) would run the
+ * function with the rights it had dropped.  The current user is what any
+ * other function call runs as.  Called
+ * directly through fmgr, the function gets no EXECUTE check from the
+ * executor, so it is checked here, for that role.
+ */
 Jsonb *
 re_build_user_payload(const pg_uuid_t *user_id)
 {
@@ -93,6 +106,15 @@ re_build_user_payload(const pg_uuid_t *user_id)
 	if (!OidIsValid(fn) || user_id == NULL)
 		return NULL;
 
+	if (pg_proc_aclcheck(fn, GetUserId(), ACL_EXECUTE) != ACLCHECK_OK)
+		ereport(ERROR,
+				(errcode(ERRCODE_INSUFFICIENT_PRIVILEGE),
+				 errmsg("permission denied for user payload function %s",
+						re_user_payload_function),
+				 errdetail("Role \"%s\" may not execute it; the function runs as the role that calls revenue_engine, never as the extension's owner.",
+						   GetUserNameFromId(GetUserId(), false)),
+				 errhint("GRANT EXECUTE ON FUNCTION %s(uuid) to the application's role.",
+						 re_user_payload_function)));
 	fmgr_info(fn, &flinfo);
 	InitFunctionCallInfoData(*fcinfo, &flinfo, 1, InvalidOid, NULL, NULL);
 	fcinfo->args[0].value = UUIDPGetDatum((pg_uuid_t *) user_id);
@@ -284,6 +306,35 @@ re_check_name_sql(PG_FUNCTION_ARGS)
 				 errmsg("%s must not be null", what)));
 	re_check_name(what, text_to_cstring(PG_GETARG_TEXT_PP(1)));
 	PG_RETURN_DATUM(PG_GETARG_DATUM(1));
+}
+
+/*
+ * SQL: revenue_engine.http_address_class(address text): the class of
+ * address that the worker refuses to connect to (revenue_engine.
+ * http_allow_private off), or NULL when it connects.
+ */
+PG_FUNCTION_INFO_V1(re_http_address_class);
+Datum
+re_http_address_class(PG_FUNCTION_ARGS)
+{
+	char	   *address;
+	struct sockaddr_storage ss;
+	const char *cls;
+
+	if (PG_ARGISNULL(0))
+		ereport(ERROR,
+				(errcode(ERRCODE_NULL_VALUE_NOT_ALLOWED),
+				 errmsg("address must not be null")));
+	address = text_to_cstring(PG_GETARG_TEXT_PP(0));
+	if (!re_http_parse_address(address, &ss))
+		ereport(ERROR,
+				(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
+				 errmsg("invalid IP address \"%s\"", address),
+				 errhint("Give an IPv4 or IPv6 address literal, such as \"192.0.2.1\" or \"2001:db8::1\".")));
+	cls = re_http_internal_address_class(&ss);
+	if (cls == NULL)
+		PG_RETURN_NULL();
+	PG_RETURN_TEXT_P(cstring_to_text(cls));
 }
 
 /* SQL: revenue_engine.check_url(url text) */

@@ -7,21 +7,57 @@
  * track_daily_usage adds to a counter row that exists on almost every call.
  * Running "INSERT ... ON CONFLICT DO UPDATE" for that costs an executor start
  * and end per statement, which is most of a call.  This file does what the
- * executor's ON CONFLICT path does for an existing row, and nothing else:
- * find the row through the primary key with a fresh snapshot, lock its latest
- * version (waiting for a concurrent writer, as UPDATE does in READ
- * COMMITTED), form the new row and heap_update it, adding index entries when
- * the update is not HOT.
+ * executor's UPDATE does for one row found by primary key, and nothing else:
+ * find the version a fresh snapshot sees through the primary key, form the
+ * new row and update it through the table access method (waiting for a
+ * concurrent writer as UPDATE does in READ COMMITTED), adding index entries
+ * when the update is not HOT.
  *
- * A row written here is remembered, for the rest of the transaction, by
- * where its new version is: the next update of that row in the transaction
- * locks it there, without the index scan.  A batch that counts many uses per
- * user in one transaction otherwise walks, on every call, all the index
- * entries and heap versions that the transaction itself left behind (none of
- * which can be pruned before it ends).  The place is only a hint: the lock
- * must succeed on a live version with the same key, or the index is used.
- * The memory is in the transaction's context; a subtransaction's abort and
- * any invalidation of the table forget it.
+ * Logical replication's apply does the same job through
+ * RelationFindReplTupleByIndex and ExecSimpleRelationUpdate
+ * (executor/execReplication.c).  This file uses the same table AM and
+ * executor calls (table_tuple_update, ExecInsertIndexTuples,
+ * CheckCmdReplicaIdentity) but not those two functions, for these reasons:
+ *
+ * - RelationFindReplTupleByIndex locks every row it finds (a second WAL
+ *   record and a dirtied page per update) because apply updates
+ *   unconditionally afterwards; UPDATE locks only when a concurrent writer
+ *   committed a newer version first, and so does this file
+ *   (table_tuple_update, then on TM_Updated table_tuple_lock of the latest
+ *   version and a new row computed from it, as ExecUpdate's EvalPlanQual
+ *   step): one WAL record per row update (two only when the new version
+ *   leaves the page, as for any UPDATE).
+ * - ExecSimpleRelationUpdate raises "tuple concurrently updated" on such a
+ *   conflict (apply holds the lock); here the conflict is the normal case of
+ *   two sessions counting for one user.
+ * - RelationFindReplTupleByIndex scans with a dirty snapshot and builds its
+ *   scan keys through the catalog on every call; here the keys' equality
+ *   functions are looked up once per relcache rebuild, and the row is the
+ *   one an MVCC snapshot sees, as for UPDATE.
+ * - ExecSimpleRelationUpdate runs BEFORE/AFTER triggers, stored generated
+ *   columns, CHECK constraints and the partition check; this file declines
+ *   a table that has any of them, so its rows take the statement path.  NOT
+ *   NULL cannot fail: modify() only replaces values.
+ * - The EState and ResultRelInfo that ExecInsertIndexTuples needs are set up
+ *   for each update that is not HOT, not kept for the transaction: keeping
+ *   the indexes open across statements would tie their relcache references
+ *   to the transaction's resource owner and need closing before commit and
+ *   after every relcache invalidation of the table, for a saving measured
+ *   at about 2,500 instructions per non-HOT update (under 2% of a call even
+ *   in a batch where most updates leave the page).
+ * - A row written here is remembered, for the rest of the transaction, by
+ *   where its new version is: its next update in the transaction fetches
+ *   that place (visible to the snapshot, same key bytes) instead of
+ *   scanning the index.  A batch that counts many uses per user in one
+ *   transaction otherwise walks, on every call, all the index entries and
+ *   heap versions the transaction itself left behind (none of which can be
+ *   pruned before it ends).  The place is only a hint, checked on use; the
+ *   memory is in the transaction's context, and a subtransaction's abort and
+ *   any invalidation of the table forget it.
+ *
+ * The table's primary key must be the one the caller expects (columns,
+ * order and types): it is checked when the table is first opened and again
+ * whenever its primary key index changed, and any other table is declined.
  *
  * It declines (returns false, having changed nothing) whenever that would
  * not be the same as running the statement, and the caller then runs its
@@ -31,8 +67,9 @@
  * serialization failure), in a read-only or parallel transaction, and when
  * the table has anything the executor would have to run for an UPDATE:
  * triggers, rules, row level security, CHECK constraints, generated columns,
- * or a table access method other than heap.  So a trigger an application
- * adds to a counter table is fired: its calls simply take the statement path.
+ * a partition, or a table access method other than heap.  So a trigger an
+ * application adds to a counter table is fired: its calls simply take the
+ * statement path.
  *
  *-------------------------------------------------------------------------
  */
@@ -46,6 +83,7 @@
 #include "access/tableam.h"
 #include "access/xact.h"
 #include "storage/proc.h"
+#include "utils/builtins.h"
 #include "utils/datum.h"
 #include "utils/hsearch.h"
 #include "utils/memutils.h"
@@ -175,96 +213,127 @@ rows_table(ReKeyedRel *kr, bool create)
 	return kr->rows;
 }
 
-/* Resolve the table, its primary key's equality functions and the columns. */
+/* Once per table: a subtransaction's abort forgets its rows. */
 static void
-look_up(ReKeyedRel *kr)
+register_keyed(ReKeyedRel *kr)
 {
-	Oid			nsp = get_namespace_oid("revenue_engine", false);
-	Relation	rel;
-	Relation	idx;
 	int			i;
 
-	/* once per table: a subtransaction's abort forgets its rows */
 	for (i = 0; i < nkeyed_rels && keyed_rels[i] != kr; i++)
 		;
-	if (i == nkeyed_rels)
-	{
-		if (nkeyed_rels == MAX_KEYED_RELS)
-			elog(ERROR, "too many revenue_engine keyed tables");
-		if (nkeyed_rels == 0)
-			RegisterSubXactCallback(subxact_callback, NULL);
-		keyed_rels[nkeyed_rels++] = kr;
-	}
-
-	kr->looked_up = true;
-	kr->usable = false;
-	kr->relid = get_relname_relid(kr->relname, nsp);
-	if (!OidIsValid(kr->relid))
+	if (i < nkeyed_rels)
 		return;
-	rel = table_open(kr->relid, AccessShareLock);
-	(void) RelationGetIndexList(rel);	/* sets rd_pkindex */
-	kr->indexid = rel->rd_pkindex;
+	if (nkeyed_rels == MAX_KEYED_RELS)
+		elog(ERROR, "too many revenue_engine keyed tables");
+	if (nkeyed_rels == 0)
+		RegisterSubXactCallback(subxact_callback, NULL);
+	keyed_rels[nkeyed_rels++] = kr;
+}
+
+/*
+ * Check rel (open) against what the caller expects: its columns' types, and
+ * a btree primary key on exactly the key columns, in order, of the key types;
+ * then look up the keys' equality functions.  NULL when usable, else why not.
+ */
+static const char *
+check_table(ReKeyedRel *kr, Relation rel)
+{
+	TupleDesc	desc = RelationGetDescr(rel);
+	Relation	idx;
+	const char *why = NULL;
+	int			i;
+
 	for (i = 0; i < kr->ncols; i++)
 	{
 		AttrNumber	attno = get_attnum(kr->relid, kr->colnames[i]);
 
-		if (attno <= 0 || get_atttype(kr->relid, attno) != kr->coltypes[i])
-		{
-			table_close(rel, AccessShareLock);
-			return;
-		}
+		if (attno <= 0 || TupleDescAttr(desc, attno - 1)->atttypid != kr->coltypes[i])
+			return psprintf("column \"%s\" is missing or not of type %s",
+							kr->colnames[i], format_type_be(kr->coltypes[i]));
 		kr->attnos[i] = attno;
 	}
 	if (!OidIsValid(kr->indexid))
-	{
-		table_close(rel, AccessShareLock);
-		return;
-	}
+		return "it has no primary key";
 	idx = index_open(kr->indexid, AccessShareLock);
-	kr->nkeys = IndexRelationGetNumberOfKeyAttributes(idx);
-	kr->usable = (idx->rd_rel->relam == BTREE_AM_OID);
-	for (i = 0; kr->usable && i < kr->nkeys; i++)
+	if (idx->rd_rel->relam != BTREE_AM_OID ||
+		IndexRelationGetNumberOfKeyAttributes(idx) != kr->nkeys)
+		why = "its primary key is not the expected btree key";
+	for (i = 0; why == NULL && i < kr->nkeys; i++)
 	{
-		Oid			type = idx->rd_opcintype[i];
+		Oid			type = kr->keytypes[i];
+		AttrNumber	attno = idx->rd_index->indkey.values[i];
 		Oid			op = get_opfamily_member(idx->rd_opfamily[i], type, type,
 											 BTEqualStrategyNumber);
 
-		kr->keyattnos[i] = idx->rd_index->indkey.values[i];
+		if (attno <= 0 || attno != get_attnum(kr->relid, kr->keynames[i]) ||
+			TupleDescAttr(desc, attno - 1)->atttypid != type ||
+			idx->rd_opcintype[i] != type || !OidIsValid(op))
+		{
+			why = psprintf("its primary key's column %d is not \"%s\" of type %s",
+						   i + 1, kr->keynames[i], format_type_be(type));
+			break;
+		}
+		kr->keyattnos[i] = attno;
 		kr->keylen[i] = TupleDescAttr(RelationGetDescr(idx), i)->attlen;
 		kr->keybyval[i] = TupleDescAttr(RelationGetDescr(idx), i)->attbyval;
 		kr->collation[i] = idx->rd_indcollation[i];
-		kr->eqproc[i] = OidIsValid(op) ? get_opcode(op) : InvalidOid;
-		if (!OidIsValid(kr->eqproc[i]) || kr->keyattnos[i] <= 0)
-			kr->usable = false;
+		kr->eqproc[i] = get_opcode(op);
 	}
 	index_close(idx, AccessShareLock);
-	table_close(rel, AccessShareLock);
+	return why;
 }
 
 /*
  * The table opened with lockmode, or NULL when it cannot be used this way:
- * not a heap table, row level security, another primary key than looked up,
- * and for an update (for_update) anything else an UPDATE would have to run:
- * triggers, rules, CHECK constraints, generated columns.
+ * missing, not the primary key or columns expected (checked again whenever
+ * the primary key index changed), not a heap table, row level security, and
+ * for an update (for_update) anything else an UPDATE would have to run:
+ * triggers, rules, CHECK constraints, generated columns, a partition.
  */
 static Relation
 open_keyed(ReKeyedRel *kr, LOCKMODE lockmode, bool for_update)
 {
 	Relation	rel;
 	TupleConstr *constr;
+	bool		check = !kr->looked_up;
 
 	if (!kr->looked_up)
-		look_up(kr);
-	if (!kr->usable)
+	{
+		register_keyed(kr);
+		kr->looked_up = true;
+		kr->usable = false;
+		kr->indexid = InvalidOid;
+		kr->relid = get_relname_relid(kr->relname,
+									  get_namespace_oid("revenue_engine", false));
+	}
+	if (!OidIsValid(kr->relid))
 		return NULL;
 	rel = table_open(kr->relid, lockmode);
+	if (!rel->rd_indexvalid)
+		list_free(RelationGetIndexList(rel));	/* sets rd_pkindex */
+	if (check || rel->rd_pkindex != kr->indexid)
+	{
+		/* first open, or the primary key was replaced: check it again */
+		const char *why;
+
+		kr->indexid = rel->rd_pkindex;
+		forget_rows(kr);
+		why = check_table(kr, rel);
+		kr->usable = (why == NULL);
+		if (why != NULL)
+			ereport(DEBUG1,
+					(errmsg("revenue_engine.%s is not accessed by its primary key: %s",
+							kr->relname, why),
+					 errdetail("Its rows are read and written by statements.")));
+	}
 	constr = rel->rd_att->constr;
-	if (rel->rd_rel->relkind == RELKIND_RELATION &&
+	if (kr->usable &&
+		rel->rd_rel->relkind == RELKIND_RELATION &&
 		rel->rd_rel->relam == HEAP_TABLE_AM_OID &&
 		!rel->rd_rel->relrowsecurity &&
-		rel->rd_pkindex == kr->indexid &&
 		(!for_update ||
 		 (rel->trigdesc == NULL && !rel->rd_rel->relhasrules &&
+		  !rel->rd_rel->relispartition &&
 		  (constr == NULL || (constr->num_check == 0 && !constr->has_generated_stored)))))
 		return rel;
 	table_close(rel, NoLock);
@@ -352,11 +421,47 @@ index_lookup(ReKeyedRel *kr, Relation rel, Snapshot snap, const Datum *keys,
 }
 
 /*
+ * Into slot, the version of the row with primary key keys[] that snap sees:
+ * at the place this transaction last wrote or read it when that place still
+ * holds it, else through the index.  rowkey, have_key: its key bytes.
+ */
+static bool
+find_row(ReKeyedRel *kr, Relation rel, Snapshot snap, const Datum *keys,
+		 LOCKMODE lockmode, TupleTableSlot *slot, char *rowkey, bool *have_key)
+{
+	RowPlace   *place = remembered(kr, keys, rowkey, have_key);
+
+	if (place != NULL)
+	{
+		ItemPointerData tid = place->tid;
+
+		if (table_tuple_fetch_row_version(rel, &tid, snap, slot) &&
+			same_key(kr, slot, keys, true))
+			return true;
+	}
+	return index_lookup(kr, rel, snap, keys, lockmode, slot);
+}
+
+/* Index entries for the new version in newslot, as ExecUpdate makes them. */
+static void
+insert_index_entries(Relation rel, TupleTableSlot *newslot)
+{
+	EState	   *estate = CreateExecutorState();
+	ResultRelInfo *rri = makeNode(ResultRelInfo);
+
+	InitResultRelInfo(rri, rel, 0, NULL, 0);
+	ExecOpenIndices(rri, false);
+	(void) ExecInsertIndexTuples(rri, newslot, estate, true, false, NULL, NIL);
+	ExecCloseIndices(rri);
+	FreeExecutorState(estate);
+}
+
+/*
  * Update the row whose primary key is keys[] (one Datum per key column, of
  * the column's type): modify() turns the old values into the new ones.
- * Returns true when the row was updated, with the arrays *valuesp and *nullsp (palloc'd, one
- * per column) then holding the new row; false when nothing was done and the
- * caller must run its statement.
+ * Returns true when the row was updated, with the arrays *valuesp and
+ * *nullsp (palloc'd, one per column) then holding the new row; false when
+ * nothing was done and the caller must run its statement.
  */
 bool
 re_keyed_update(ReKeyedRel *kr, const Datum *keys, ReRowModify modify, void *arg,
@@ -367,23 +472,27 @@ re_keyed_update(ReKeyedRel *kr, const Datum *keys, ReRowModify modify, void *arg
 	Relation	rel;
 	Snapshot	snap;
 	TupleTableSlot *slot;
+	TupleTableSlot *newslot;
 	ItemPointerData tid;
 	TM_FailureData tmfd;
-	TM_Result	res;
+	TM_Result	res = TM_Invisible;
+	LockTupleMode lockmode;
+	bool		update_indexes;
 	HeapTuple	newtup;
 	CommandId	cid;
 	TupleDesc	desc;
-	int			i;
-	bool		locked = false;
+	bool		found;
 	bool		have_key;
 	char		rowkey[ROW_KEY_BYTES];
-	RowPlace   *place;
+	int			attempt;
 
 	if (XactIsoLevel != XACT_READ_COMMITTED || XactReadOnly || IsInParallelMode())
 		return false;
 	rel = open_keyed(kr, RowExclusiveLock, true);
 	if (rel == NULL)
 		return false;
+	/* UPDATE's check of a published table without a replica identity */
+	CheckCmdReplicaIdentity(rel, CMD_UPDATE);
 	desc = RelationGetDescr(rel);
 
 	/* see this transaction's earlier changes, as a new statement does */
@@ -392,67 +501,57 @@ re_keyed_update(ReKeyedRel *kr, const Datum *keys, ReRowModify modify, void *arg
 	snap = RegisterSnapshot(GetLatestSnapshot());
 
 	slot = table_slot_create(rel, NULL);
+	newslot = MakeSingleTupleTableSlot(desc, &TTSOpsHeapTuple);
+	values = palloc(sizeof(Datum) * desc->natts);
+	nulls = palloc(sizeof(bool) * desc->natts);
 
-	/* where this transaction wrote the row last, if it did */
-	place = remembered(kr, keys, rowkey, &have_key);
-	if (place != NULL)
+	/*
+	 * Update the version the snapshot sees.  When a concurrent writer
+	 * committed a newer one first (TM_Updated), lock the latest version and
+	 * update that one, computed again from it: the lock holds, so the second
+	 * attempt succeeds.  Deleted, or its key changed meanwhile: the
+	 * statement decides.
+	 */
+	found = find_row(kr, rel, snap, keys, RowExclusiveLock, slot, rowkey, &have_key);
+	for (attempt = 0; found && attempt < 2; attempt++)
 	{
-		tid = place->tid;
-		res = table_tuple_lock(rel, &tid, snap, slot, cid, LockTupleNoKeyExclusive,
-							   LockWaitBlock, TUPLE_LOCK_FLAG_FIND_LAST_VERSION, &tmfd);
-		locked = (res == TM_Ok && same_key(kr, slot, keys, true));
-	}
-
-	/* else the version this snapshot sees, and its latest version locked */
-	if (!locked && index_lookup(kr, rel, snap, keys, RowExclusiveLock, slot))
-	{
-		ItemPointerCopy(&slot->tts_tid, &tid);
-		res = table_tuple_lock(rel, &tid, snap, slot, cid, LockTupleNoKeyExclusive,
-							   LockWaitBlock, TUPLE_LOCK_FLAG_FIND_LAST_VERSION, &tmfd);
-		locked = (res == TM_Ok && (!tmfd.traversed || same_key(kr, slot, keys, false)));
-	}
-
-	/* otherwise missing, deleted or its key changed meanwhile: the statement decides */
-	if (locked)
-	{
+		tid = slot->tts_tid;
 		slot_getallattrs(slot);
-		values = palloc(sizeof(Datum) * desc->natts);
-		nulls = palloc(sizeof(bool) * desc->natts);
 		memcpy(values, slot->tts_values, sizeof(Datum) * desc->natts);
 		memcpy(nulls, slot->tts_isnull, sizeof(bool) * desc->natts);
 		modify(kr, values, nulls, arg);
 		newtup = heap_form_tuple(desc, values, nulls);
-		simple_heap_update(rel, &slot->tts_tid, newtup);
-		if (!HeapTupleIsHeapOnly(newtup))
-		{
-			/* not HOT: every index gets an entry for the new version */
-			EState	   *estate = CreateExecutorState();
-			ResultRelInfo *rri = makeNode(ResultRelInfo);
-			TupleTableSlot *hslot = MakeSingleTupleTableSlot(desc, &TTSOpsHeapTuple);
-
-			InitResultRelInfo(rri, rel, 0, NULL, 0);
-			ExecOpenIndices(rri, false);
-			ExecStoreHeapTuple(newtup, hslot, false);
-			(void) ExecInsertIndexTuples(rri, hslot, estate, true, false, NULL, NIL);
-			ExecCloseIndices(rri);
-			ExecDropSingleTupleTableSlot(hslot);
-			FreeExecutorState(estate);
-		}
-		/* the new row, valid after the slot lets go of the buffer */
-		for (i = 0; i < desc->natts; i++)
-			if (!nulls[i])
-				values[i] = heap_getattr(newtup, i + 1, desc, &nulls[i]);
-		*valuesp = values;
-		*nullsp = nulls;
-
-		if (have_key)
-			remember(kr, rowkey, &newtup->t_self);
+		ExecStoreHeapTuple(newtup, newslot, false);
+		res = table_tuple_update(rel, &tid, newslot, cid, snap, InvalidSnapshot,
+								 true, &tmfd, &lockmode, &update_indexes);
+		if (res != TM_Updated)
+			break;
+		ExecClearTuple(newslot);
+		heap_freetuple(newtup);
+		res = table_tuple_lock(rel, &tid, snap, slot, cid, LockTupleNoKeyExclusive,
+							   LockWaitBlock, TUPLE_LOCK_FLAG_FIND_LAST_VERSION, &tmfd);
+		found = (res == TM_Ok && same_key(kr, slot, keys, false));
+		res = TM_Invisible;
 	}
 
+	if (found && res == TM_Ok)
+	{
+		/* not HOT: every index gets an entry for the new version */
+		if (update_indexes)
+			insert_index_entries(rel, newslot);
+		if (have_key)
+			remember(kr, rowkey, &newslot->tts_tid);
+		/* the new row, valid after the slots let go of the buffer and the copy */
+		heap_deform_tuple(newtup, desc, values, nulls);
+		*valuesp = values;
+		*nullsp = nulls;
+	}
+
+	ExecDropSingleTupleTableSlot(newslot);
 	ExecDropSingleTupleTableSlot(slot);
 	UnregisterSnapshot(snap);
 	table_close(rel, NoLock);
-	return locked;
+	return found && res == TM_Ok;
 }
 
 /*
@@ -464,10 +563,12 @@ re_keyed_update(ReKeyedRel *kr, const Datum *keys, ReRowModify modify, void *arg
  *
  * A row found is remembered by place for the rest of the transaction, like a
  * row written: the next read of it fetches that place and checks the key and
- * visibility, without the index scan.  Only a table whose changes send a
- * relcache invalidation (a statement trigger calling
- * revenue_engine.invalidate_cache) may be read this way: a deleted row's
- * place is forgotten before VACUUM can reuse or truncate it.
+ * visibility, without the index scan.  No invalidation is needed for that:
+ * the table's lock, held from the first read to the end of the transaction
+ * (a subtransaction's abort, which releases it, forgets every place),
+ * keeps VACUUM from truncating the table under a place, and a version
+ * deleted, pruned or replaced meanwhile fails the visibility or the key
+ * check, so the index is used.
  */
 bool
 re_keyed_fetch(ReKeyedRel *kr, const Datum *keys, bool *found,
@@ -477,11 +578,9 @@ re_keyed_fetch(ReKeyedRel *kr, const Datum *keys, bool *found,
 	Snapshot	snap;
 	TupleTableSlot *slot;
 	TupleDesc	desc;
-	ItemPointerData tid;
 	char		rowkey[ROW_KEY_BYTES];
 	bool		have_key;
-	RowPlace   *place;
-	bool		hit = false;
+	bool		hit;
 
 	rel = open_keyed(kr, AccessShareLock, false);
 	if (rel == NULL)
@@ -492,19 +591,9 @@ re_keyed_fetch(ReKeyedRel *kr, const Datum *keys, bool *found,
 	snap = RegisterSnapshot(GetTransactionSnapshot());
 	slot = table_slot_create(rel, NULL);
 
-	place = remembered(kr, keys, rowkey, &have_key);
-	if (place != NULL)
-	{
-		tid = place->tid;
-		hit = table_tuple_fetch_row_version(rel, &tid, snap, slot) &&
-			same_key(kr, slot, keys, true);
-	}
-	if (!hit)
-	{
-		hit = index_lookup(kr, rel, snap, keys, AccessShareLock, slot);
-		if (hit && have_key)
-			remember(kr, rowkey, &slot->tts_tid);
-	}
+	hit = find_row(kr, rel, snap, keys, AccessShareLock, slot, rowkey, &have_key);
+	if (hit && have_key)
+		remember(kr, rowkey, &slot->tts_tid);
 
 	*found = hit;
 	if (hit)

@@ -11,16 +11,23 @@
 
 #include "access/attnum.h"
 
+#define RE_KEYED_MAX_KEYS 4
 #define RE_KEYED_MAX_COLS 8
 
 /*
  * A table of schema revenue_engine updated by primary key.  The caller fills
- * relname and colnames/coltypes (the columns it reads or writes); the rest is
- * looked up on first use and again after re_keyed_forget().
+ * relname, the primary key it expects (keynames/keytypes, in the key's order:
+ * the Datums it passes) and colnames/coltypes (the columns it reads or
+ * writes); the rest is looked up on first use, again when the table's
+ * primary key index changed and after re_keyed_forget().  A table whose
+ * primary key is not the one expected is never touched this way.
  */
 typedef struct ReKeyedRel
 {
 	const char *relname;
+	int			nkeys;
+	const char *keynames[RE_KEYED_MAX_KEYS];
+	Oid			keytypes[RE_KEYED_MAX_KEYS];
 	int			ncols;
 	const char *colnames[RE_KEYED_MAX_COLS];
 	Oid			coltypes[RE_KEYED_MAX_COLS];
@@ -30,13 +37,12 @@ typedef struct ReKeyedRel
 	bool		usable;			/* false: always take the statement path */
 	Oid			relid;
 	Oid			indexid;
-	int			nkeys;
-	RegProcedure eqproc[INDEX_MAX_KEYS];
-	Oid			collation[INDEX_MAX_KEYS];
-	AttrNumber	keyattnos[INDEX_MAX_KEYS];
+	RegProcedure eqproc[RE_KEYED_MAX_KEYS];
+	Oid			collation[RE_KEYED_MAX_KEYS];
+	AttrNumber	keyattnos[RE_KEYED_MAX_KEYS];
 	AttrNumber	attnos[RE_KEYED_MAX_COLS];
-	int16		keylen[INDEX_MAX_KEYS];
-	bool		keybyval[INDEX_MAX_KEYS];
+	int16		keylen[RE_KEYED_MAX_KEYS];
+	bool		keybyval[RE_KEYED_MAX_KEYS];
 
 	/* where this transaction last wrote each row (keyed_update.c) */
 	struct HTAB *rows;
@@ -45,7 +51,10 @@ typedef struct ReKeyedRel
 
 /*
  * Computes the new row from the old one.  values/nulls are indexed like the
- * table's columns (attno - 1); change them in place.
+ * table's columns (attno - 1); change them in place, never to NULL in a NOT
+ * NULL column.  It is called again with a newer version when a concurrent
+ * writer committed one first, so it must derive everything it sets, in the
+ * row and in arg, from the row it is given.
  */
 typedef void (*ReRowModify) (ReKeyedRel *kr, Datum *values, bool *nulls,
 							 void *arg);

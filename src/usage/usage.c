@@ -138,7 +138,9 @@ enum
 	LT_LATEST_AT
 };
 static ReKeyedRel lifetime_rel = {
-	"lifetime_usage", 8,
+	"lifetime_usage",
+	3, {"tenant_id", "user_id", "usage_type"}, {TEXTOID, UUIDOID, TEXTOID},
+	8,
 	{"total", "current_streak", "streak_end_date", "first_used_at", "last_used_at",
 	"best_streak", "latest_milestone", "latest_milestone_at"},
 	{INT8OID, INT4OID, DATEOID, TIMESTAMPTZOID, TIMESTAMPTZOID,
@@ -152,7 +154,10 @@ enum
 	DY_GOAL
 };
 static ReKeyedRel daily_rel = {
-	"daily_usage", 4,
+	"daily_usage",
+	4, {"tenant_id", "user_id", "usage_type", "usage_date"},
+	{TEXTOID, UUIDOID, TEXTOID, DATEOID},
+	4,
 	{"count", "goal_achieved_at", "streak_days", "goal"},
 	{INT8OID, TIMESTAMPTZOID, INT4OID, INT4OID}
 };
@@ -184,13 +189,16 @@ typedef struct UsageAdd
 
 /*
  * A user's profile is read by primary key on every call (re_keyed_fetch, no
- * statement), so a backend keeps nothing per user: its memory does not grow
- * with the number of users.  The usage types' settings, a handful, are
- * cached for the backend.  A statement trigger on each table sends a relcache
- * invalidation (revenue_engine.invalidate_cache); the callback empties the
- * type cache and forgets where profile rows were, and every call first
- * accepts pending invalidations, so a committed change is seen by the next
- * call in every session.
+ * statement, no cache), so a backend keeps nothing per user: its memory does
+ * not grow with the number of users, and a committed change is seen by the
+ * next call as any row is, by its snapshot.  A profile write invalidates
+ * nothing (a relcache invalidation per set_user_profile would make every
+ * backend rebuild the table's relcache entry).  The usage types' settings, a
+ * handful, are cached for the backend: a statement trigger on usage_types
+ * sends a relcache invalidation (revenue_engine.invalidate_cache), the
+ * callback empties the type cache, and every call first accepts pending
+ * invalidations, so a committed change is seen by the next call in every
+ * session.
  */
 typedef struct ProfileEntry
 {
@@ -200,7 +208,8 @@ typedef struct ProfileEntry
 } ProfileEntry;
 
 static ReKeyedRel profile_rel = {
-	"user_profiles", 2, {"timezone", "daily_goals"}, {TEXTOID, JSONBOID}
+	"user_profiles", 2, {"tenant_id", "user_id"}, {TEXTOID, UUIDOID},
+	2, {"timezone", "daily_goals"}, {TEXTOID, JSONBOID}
 };
 
 typedef struct TypeEntry
@@ -793,6 +802,7 @@ lifetime_add(ReKeyedRel *kr, Datum *values, bool *nulls, void *arg)
 		raise_total_overflow(add->user_id, add->usage_type, add->count);
 	RE_KEYED_COL(kr, values, LT_TOTAL) = Int64GetDatum(total);
 	RE_KEYED_COL(kr, values, LT_LAST_USED) = TimestampTzGetDatum(add->now);
+	add->latest = 0;
 
 	for (i = 0; i < add->nladder; i++)
 		if (add->ladder[i] > old && add->ladder[i] <= total)
@@ -824,6 +834,7 @@ daily_add(ReKeyedRel *kr, Datum *values, bool *nulls, void *arg)
 							add->count, &count))
 		raise_total_overflow(add->user_id, add->usage_type, add->count);
 	RE_KEYED_COL(kr, values, DY_COUNT) = Int64GetDatum(count);
+	add->goal_now = false;
 	if (add->fold_streak > 0 && add->goal > 0 && count >= add->goal &&
 		RE_KEYED_NULL(kr, nulls, DY_ACHIEVED_AT))
 	{
@@ -1281,7 +1292,7 @@ re_check_usage_type(PG_FUNCTION_ARGS)
 	PG_RETURN_DATUM(PG_GETARG_DATUM(0));
 }
 
-/* Trigger: a change of user_profiles or usage_types empties every backend's caches. */
+/* Trigger: a change of usage_types empties every backend's usage type cache. */
 PG_FUNCTION_INFO_V1(re_invalidate_cache);
 Datum
 re_invalidate_cache(PG_FUNCTION_ARGS)

@@ -91,14 +91,14 @@ COMMENT ON TABLE revenue_engine.milestones_reached IS
     'every milestone each user reached, exactly once; backfilled rows emitted no event';
 SELECT pg_catalog.pg_extension_config_dump('revenue_engine.milestones_reached', '');
 
--- track_daily_usage caches profiles and usage types per backend; changes reset the caches.
+-- track_daily_usage caches the usage types' settings per backend; a change
+-- resets the caches of every backend (a relcache invalidation: usage types
+-- change rarely).  Profiles are read by primary key on every call: their
+-- writes invalidate nothing.
 CREATE FUNCTION revenue_engine.invalidate_cache()
 RETURNS trigger
 LANGUAGE C
 AS 'MODULE_PATHNAME', 're_invalidate_cache';
-CREATE TRIGGER user_profiles_invalidate_cache
-    AFTER INSERT OR UPDATE OR DELETE OR TRUNCATE ON revenue_engine.user_profiles
-    FOR EACH STATEMENT EXECUTE FUNCTION revenue_engine.invalidate_cache();
 CREATE TRIGGER usage_types_invalidate_cache
     AFTER INSERT OR UPDATE OR DELETE OR TRUNCATE ON revenue_engine.usage_types
     FOR EACH STATEMENT EXECUTE FUNCTION revenue_engine.invalidate_cache();
@@ -335,59 +335,60 @@ COMMENT ON VIEW revenue_engine.user_lifetime_stats IS
 
 /*
  * backfill_usage: build counters, milestones, goals and streaks from the
- * application's history.  The query runs with the caller's privileges.  The
- * count of a (user, usage type, day) it returns replaces what an earlier
- * backfill set for that day (tracked usage is kept), so a second run changes
- * nothing.  Milestones and goals it finds already passed are marked reached
- * without events unless emit_events is true.
+ * application's history.  The count of a (user, usage type, day) the query
+ * returns replaces what an earlier backfill set for that day (tracked usage
+ * is kept), so a second run changes nothing.  Milestones and goals it finds
+ * already passed are marked reached without events unless emit_events is
+ * true.  The caller's half (backfill.c) runs the query as the caller, casts
+ * its columns to uuid, text, date and bigint as the caller, and builds the
+ * events' user objects as the caller; backfill_apply, the owner's half,
+ * receives those arrays only.
  */
 CREATE FUNCTION revenue_engine.backfill_usage(query text, emit_events boolean DEFAULT false)
 RETURNS jsonb
-LANGUAGE plpgsql VOLATILE
-AS $fn$
-BEGIN
-    -- The caller's query runs with the caller's privileges and search_path;
-    -- everything after it runs with a pinned search_path.
-    IF query IS NULL THEN
-        RAISE EXCEPTION 'query must not be null' USING ERRCODE = '22004';
-    END IF;
-    IF emit_events IS NULL THEN
-        RAISE EXCEPTION 'emit_events must not be null' USING ERRCODE = '22004';
-    END IF;
-    EXECUTE pg_catalog.concat('CREATE TEMP TABLE re_backfill_raw ON COMMIT DROP AS SELECT * FROM (',
-                              query, ') AS q(user_id, usage_type, usage_date, count)');
-    RETURN revenue_engine.backfill_apply(emit_events);
-END
-$fn$;
+LANGUAGE C VOLATILE
+AS 'MODULE_PATHNAME', 're_backfill_usage';
 COMMENT ON FUNCTION revenue_engine.backfill_usage(text, boolean) IS
     'build counters, milestones, goals and streaks from a query of (user_id, usage_type, usage_date, count); idempotent';
 
--- The part of backfill_usage after the caller's query: reads pg_temp.re_backfill_raw.
-CREATE FUNCTION revenue_engine.backfill_apply(emit_events boolean)
+-- One (user, usage type) of a backfill: its settings, time zone, today and days.
+CREATE TYPE revenue_engine.backfill_pair AS (
+    user_id    uuid,
+    usage_type text,
+    tz         text,
+    goal       integer,
+    milestones bigint[],
+    is_feature boolean,
+    today      date,
+    first_date date,
+    last_date  date,
+    is_new     boolean);
+
+/*
+ * The owner's half of backfill_usage (backfill.c calls it inside the owner
+ * scope; nobody else may execute it): the rows as four arrays, and the
+ * user objects (payload_users, payloads) the caller built for the events.
+ * It reads its arguments and the extension's tables only.
+ */
+CREATE FUNCTION revenue_engine.backfill_apply(
+    user_ids uuid[], usage_types text[], usage_dates date[], counts bigint[],
+    emit_events boolean, payload_users uuid[], payloads jsonb[])
 RETURNS jsonb
 LANGUAGE plpgsql VOLATILE
 SET search_path = pg_catalog, pg_temp
 AS $fn$
 DECLARE
     tenant   text := revenue_engine.current_tenant();
-    ncols    integer;
     bad      record;
-    result   jsonb;
+    pairs    revenue_engine.backfill_pair[];
+    n_ms     bigint;
+    g_users  uuid[];
+    g_types  text[];
+    g_dates  date[];
+    n_new    bigint;
 BEGIN
-    SELECT count(*) INTO ncols FROM pg_attribute
-     WHERE attrelid = 'pg_temp.re_backfill_raw'::regclass AND attnum > 0 AND NOT attisdropped;
-    IF ncols <> 4 THEN
-        RAISE EXCEPTION 'backfill query returns % columns, expected 4', ncols
-            USING ERRCODE = '42601',
-                  HINT = 'Return (user_id uuid, usage_type text, usage_date date, count bigint) rows.';
-    END IF;
-
-    CREATE TEMP TABLE re_backfill_src ON COMMIT DROP AS
-    SELECT r.user_id::uuid AS user_id, r.usage_type::text AS usage_type,
-           r.usage_date::date AS usage_date, r.count::bigint AS count
-      FROM pg_temp.re_backfill_raw r;
-
-    SELECT * INTO bad FROM pg_temp.re_backfill_src s
+    SELECT * INTO bad
+      FROM unnest(user_ids, usage_types, usage_dates, counts) AS s(user_id, usage_type, usage_date, count)
      WHERE s.user_id IS NULL OR s.usage_type IS NULL OR s.usage_date IS NULL OR s.count IS NULL
      LIMIT 1;
     IF FOUND THEN
@@ -396,37 +397,41 @@ BEGIN
               coalesce(bad.usage_date::text, 'NULL'), coalesce(bad.count::text, 'NULL')
             USING ERRCODE = '22004';
     END IF;
-    SELECT * INTO bad FROM pg_temp.re_backfill_src s WHERE s.count <= 0 LIMIT 1;
+    SELECT * INTO bad
+      FROM unnest(user_ids, usage_types, usage_dates, counts) AS s(user_id, usage_type, usage_date, count)
+     WHERE s.count <= 0 LIMIT 1;
     IF FOUND THEN
         RAISE EXCEPTION 'backfill count % for user %, usage type "%", day % is not positive',
               bad.count, bad.user_id, bad.usage_type, bad.usage_date
             USING ERRCODE = '22023';
     END IF;
     PERFORM revenue_engine.check_usage_type(t.usage_type)
-       FROM (SELECT DISTINCT s.usage_type FROM pg_temp.re_backfill_src s) t;
+       FROM (SELECT DISTINCT u.usage_type FROM unnest(usage_types) AS u(usage_type)) t;
 
     -- One row per (user, type): settings, time zone and the user's today.
-    CREATE TEMP TABLE re_backfill_pairs ON COMMIT DROP AS
-    SELECT s.user_id, s.usage_type,
-           coalesce(p.timezone, 'UTC') AS tz,
-           coalesce((p.daily_goals ->> s.usage_type)::integer,
-                    CASE WHEN t.usage_type IS NOT NULL THEN t.daily_goal ELSE b.daily_goal END) AS goal,
-           CASE WHEN t.usage_type IS NOT NULL THEN t.milestones ELSE b.milestones END AS milestones,
-           CASE WHEN t.usage_type IS NOT NULL THEN t.is_feature ELSE b.is_feature END AS is_feature,
-           timezone(coalesce(p.timezone, 'UTC'), revenue_engine.clock_now())::date AS today,
-           min(s.usage_date) AS first_date, max(s.usage_date) AS last_date,
-           NOT EXISTS (SELECT 1 FROM revenue_engine.lifetime_usage l
-                        WHERE l.tenant_id = tenant AND l.user_id = s.user_id
-                          AND l.usage_type = s.usage_type) AS is_new
-      FROM pg_temp.re_backfill_src s
-      LEFT JOIN revenue_engine.user_profiles p
-             ON p.tenant_id = tenant AND p.user_id = s.user_id
-      LEFT JOIN revenue_engine.usage_types t ON t.usage_type = s.usage_type
-      CROSS JOIN LATERAL revenue_engine.builtin_usage_type(s.usage_type) b
-     GROUP BY 1, 2, 3, 4, 5, 6, 7, 10;
+    pairs := ARRAY(
+        SELECT ROW(x.*)::revenue_engine.backfill_pair FROM (
+            SELECT s.user_id, s.usage_type,
+                   coalesce(p.timezone, 'UTC') AS tz,
+                   coalesce((p.daily_goals ->> s.usage_type)::integer,
+                            CASE WHEN t.usage_type IS NOT NULL THEN t.daily_goal ELSE b.daily_goal END) AS goal,
+                   CASE WHEN t.usage_type IS NOT NULL THEN t.milestones ELSE b.milestones END AS milestones,
+                   CASE WHEN t.usage_type IS NOT NULL THEN t.is_feature ELSE b.is_feature END AS is_feature,
+                   timezone(coalesce(p.timezone, 'UTC'), revenue_engine.clock_now())::date AS today,
+                   min(s.usage_date) AS first_date, max(s.usage_date) AS last_date,
+                   NOT EXISTS (SELECT 1 FROM revenue_engine.lifetime_usage l
+                                WHERE l.tenant_id = tenant AND l.user_id = s.user_id
+                                  AND l.usage_type = s.usage_type) AS is_new
+              FROM unnest(user_ids, usage_types, usage_dates) AS s(user_id, usage_type, usage_date)
+              LEFT JOIN revenue_engine.user_profiles p
+                     ON p.tenant_id = tenant AND p.user_id = s.user_id
+              LEFT JOIN revenue_engine.usage_types t ON t.usage_type = s.usage_type
+              CROSS JOIN LATERAL revenue_engine.builtin_usage_type(s.usage_type) b
+             GROUP BY 1, 2, 3, 4, 5, 6, 7, 10) x);
 
-    SELECT s.*, pr.tz, pr.today INTO bad FROM pg_temp.re_backfill_src s
-      JOIN pg_temp.re_backfill_pairs pr USING (user_id, usage_type)
+    SELECT s.*, pr.tz, pr.today INTO bad
+      FROM unnest(user_ids, usage_types, usage_dates) AS s(user_id, usage_type, usage_date)
+      JOIN unnest(pairs) pr ON pr.user_id = s.user_id AND pr.usage_type = s.usage_type
      WHERE s.usage_date > pr.today LIMIT 1;
     IF FOUND THEN
         RAISE EXCEPTION 'backfill day % for user % is in the future', bad.usage_date, bad.user_id
@@ -437,7 +442,8 @@ BEGIN
     -- Daily counters: this backfill's count replaces the previous backfill's.
     WITH agg AS (
         SELECT s.user_id, s.usage_type, s.usage_date, sum(s.count) AS count
-          FROM pg_temp.re_backfill_src s GROUP BY 1, 2, 3
+          FROM unnest(user_ids, usage_types, usage_dates, counts) AS s(user_id, usage_type, usage_date, count)
+         GROUP BY 1, 2, 3
     ), delta AS (
         SELECT a.user_id, a.usage_type, a.count - coalesce(d.backfilled_count, 0) AS delta
           FROM agg a
@@ -462,7 +468,7 @@ BEGIN
            pr.first_date::timestamp AT TIME ZONE pr.tz,
            pr.last_date::timestamp AT TIME ZONE pr.tz
       FROM per_pair pp
-      JOIN pg_temp.re_backfill_pairs pr USING (user_id, usage_type)
+      JOIN unnest(pairs) pr ON pr.user_id = pp.user_id AND pr.usage_type = pp.usage_type
      WHERE (SELECT count(*) FROM upd) >= 0
     ON CONFLICT (tenant_id, user_id, usage_type) DO UPDATE
        SET total = l.total + excluded.total,
@@ -471,51 +477,64 @@ BEGIN
            last_used_at = greatest(l.last_used_at, excluded.last_used_at);
 
     -- Milestones already passed: each recorded once; events only when asked.
-    CREATE TEMP TABLE re_backfill_ms ON COMMIT DROP AS
     WITH ins AS (
         INSERT INTO revenue_engine.milestones_reached AS m
-               (tenant_id, user_id, usage_type, milestone, lifetime_total, backfilled)
-        SELECT tenant, pr.user_id, pr.usage_type, ms.milestone, l.total, NOT emit_events
-          FROM pg_temp.re_backfill_pairs pr
+               (tenant_id, user_id, usage_type, milestone, lifetime_total, backfilled, event_id)
+        SELECT tenant, pr.user_id, pr.usage_type, ms.milestone, l.total, NOT emit_events,
+               CASE WHEN emit_events THEN gen_random_uuid() END
+          FROM unnest(pairs) pr
           JOIN revenue_engine.lifetime_usage l
             ON l.tenant_id = tenant AND l.user_id = pr.user_id AND l.usage_type = pr.usage_type
          CROSS JOIN LATERAL unnest(pr.milestones) AS ms(milestone)
          WHERE ms.milestone <= l.total
         ON CONFLICT DO NOTHING
-        RETURNING m.user_id, m.usage_type, m.milestone, m.lifetime_total
+        RETURNING m.user_id, m.usage_type, m.milestone, m.lifetime_total, m.event_id
+    ), latest AS (
+        UPDATE revenue_engine.lifetime_usage l
+           SET latest_milestone = x.milestone, latest_milestone_at = now()
+          FROM (SELECT i.user_id, i.usage_type, max(i.milestone) AS milestone
+                  FROM ins i GROUP BY 1, 2) x
+         WHERE l.tenant_id = tenant AND l.user_id = x.user_id AND l.usage_type = x.usage_type
+           AND (l.latest_milestone IS NULL OR x.milestone > l.latest_milestone)
+        RETURNING 1
+    ), events AS (
+        INSERT INTO revenue_engine.webhook_events
+               (tenant_id, id, user_id, event_type, event_data, user_data)
+        SELECT tenant, i.event_id, i.user_id, 'milestone_reached',
+               jsonb_build_object('usage_type', i.usage_type, 'milestone_type', i.usage_type,
+                                  'milestone_value', i.milestone, 'lifetime_total', i.lifetime_total,
+                                  'is_first', pr.milestones[1] = i.milestone, 'backfilled', true),
+               u.user_data
+          FROM ins i
+          JOIN unnest(pairs) pr ON pr.user_id = i.user_id AND pr.usage_type = i.usage_type
+          LEFT JOIN unnest(payload_users, payloads) AS u(user_id, user_data) ON u.user_id = i.user_id
+         WHERE emit_events
+        RETURNING 1
     )
-    SELECT ins.*, pr.milestones[1] = ins.milestone AS is_first,
-           CASE WHEN emit_events THEN gen_random_uuid() END AS event_id
-      FROM ins JOIN pg_temp.re_backfill_pairs pr USING (user_id, usage_type);
-
-    UPDATE revenue_engine.lifetime_usage l
-       SET latest_milestone = x.milestone, latest_milestone_at = now()
-      FROM (SELECT user_id, usage_type, max(milestone) AS milestone
-              FROM pg_temp.re_backfill_ms GROUP BY 1, 2) x
-     WHERE l.tenant_id = tenant AND l.user_id = x.user_id AND l.usage_type = x.usage_type
-       AND l.latest_milestone IS DISTINCT FROM greatest(l.latest_milestone, x.milestone)
-       AND (l.latest_milestone IS NULL OR x.milestone > l.latest_milestone);
+    SELECT count(*) INTO n_ms FROM ins;
 
     -- Goals reached on days not yet marked.
-    CREATE TEMP TABLE re_backfill_goals ON COMMIT DROP AS
     WITH g AS (
         UPDATE revenue_engine.daily_usage d
            SET goal = pr.goal,
                goal_achieved_at = least(now(), ((d.usage_date + 1)::timestamp AT TIME ZONE pr.tz)
                                                - interval '1 microsecond')
-          FROM pg_temp.re_backfill_pairs pr
+          FROM unnest(pairs) pr
          WHERE d.tenant_id = tenant AND d.user_id = pr.user_id AND d.usage_type = pr.usage_type
            AND d.goal_achieved_at IS NULL AND pr.goal IS NOT NULL AND d.count >= pr.goal
-        RETURNING d.user_id, d.usage_type, d.usage_date, d.count, d.goal
+        RETURNING d.user_id, d.usage_type, d.usage_date
     )
-    SELECT g.*, CASE WHEN emit_events THEN gen_random_uuid() END AS event_id FROM g;
+    SELECT coalesce(array_agg(g.user_id), '{}'), coalesce(array_agg(g.usage_type), '{}'),
+           coalesce(array_agg(g.usage_date), '{}')
+      INTO g_users, g_types, g_dates
+      FROM g;
 
     -- Streaks: recompute every run of consecutive goal days of the pairs touched.
     WITH a AS (
         SELECT d.user_id, d.usage_type, d.usage_date,
                d.usage_date - (row_number() OVER w)::integer AS grp
           FROM revenue_engine.daily_usage d
-          JOIN pg_temp.re_backfill_pairs pr
+          JOIN unnest(pairs) pr
             ON d.tenant_id = tenant AND d.user_id = pr.user_id AND d.usage_type = pr.usage_type
          WHERE d.goal_achieved_at IS NOT NULL
         WINDOW w AS (PARTITION BY d.user_id, d.usage_type ORDER BY d.usage_date)
@@ -538,77 +557,63 @@ BEGIN
                    d.usage_date AS streak_end_date,
                    max(d.streak_days) OVER (PARTITION BY d.user_id, d.usage_type) AS best_streak
               FROM revenue_engine.daily_usage d
-              JOIN pg_temp.re_backfill_pairs pr
+              JOIN unnest(pairs) pr
                 ON d.tenant_id = tenant AND d.user_id = pr.user_id AND d.usage_type = pr.usage_type
              WHERE d.goal_achieved_at IS NOT NULL
              ORDER BY d.user_id, d.usage_type, d.usage_date DESC) x
      WHERE l.tenant_id = tenant AND l.user_id = x.user_id AND l.usage_type = x.usage_type;
 
+    SELECT count(*) INTO n_new FROM unnest(pairs) pr WHERE pr.is_new AND pr.is_feature;
     IF emit_events THEN
-        INSERT INTO revenue_engine.webhook_events
-               (tenant_id, id, user_id, event_type, event_data, user_data)
-        SELECT tenant, m.event_id, m.user_id, 'milestone_reached',
-               jsonb_build_object('usage_type', m.usage_type, 'milestone_type', m.usage_type,
-                                  'milestone_value', m.milestone, 'lifetime_total', m.lifetime_total,
-                                  'is_first', m.is_first, 'backfilled', true),
-               revenue_engine.user_payload(m.user_id)
-          FROM pg_temp.re_backfill_ms m;
-        UPDATE revenue_engine.milestones_reached r SET event_id = m.event_id
-          FROM pg_temp.re_backfill_ms m
-         WHERE r.tenant_id = tenant AND r.user_id = m.user_id AND r.usage_type = m.usage_type
-           AND r.milestone = m.milestone;
-
-        INSERT INTO revenue_engine.webhook_events
-               (tenant_id, id, user_id, event_type, event_data, user_data)
-        SELECT tenant, g.event_id, g.user_id, 'daily_goal_achieved',
+        INSERT INTO revenue_engine.webhook_events (tenant_id, user_id, event_type, event_data, user_data)
+        SELECT tenant, g.user_id, 'daily_goal_achieved',
                jsonb_build_object('usage_type', g.usage_type, 'date', g.usage_date,
-                                  'count', g.count, 'goal', g.goal, 'streak_days', d.streak_days,
+                                  'count', d.count, 'goal', d.goal, 'streak_days', d.streak_days,
                                   'streak_milestone',
                                   CASE WHEN d.streak_days = ANY (b.streak_milestones)
                                        THEN d.streak_days END,
                                   'backfilled', true),
-               revenue_engine.user_payload(g.user_id)
-          FROM pg_temp.re_backfill_goals g
+               u.user_data
+          FROM unnest(g_users, g_types, g_dates) AS g(user_id, usage_type, usage_date)
           JOIN revenue_engine.daily_usage d
             ON d.tenant_id = tenant AND d.user_id = g.user_id AND d.usage_type = g.usage_type
            AND d.usage_date = g.usage_date
-          LEFT JOIN revenue_engine.usage_type_settings b ON b.usage_type = g.usage_type;
+          LEFT JOIN revenue_engine.usage_type_settings b ON b.usage_type = g.usage_type
+          LEFT JOIN unnest(payload_users, payloads) AS u(user_id, user_data) ON u.user_id = g.user_id;
 
         INSERT INTO revenue_engine.webhook_events (tenant_id, user_id, event_type, event_data, user_data)
         SELECT tenant, pr.user_id, 'feature_first_used',
                jsonb_build_object('feature', pr.usage_type,
                                   'first_used_at', pr.first_date::timestamp AT TIME ZONE pr.tz,
                                   'backfilled', true),
-               revenue_engine.user_payload(pr.user_id)
-          FROM pg_temp.re_backfill_pairs pr
+               u.user_data
+          FROM unnest(pairs) pr
+          LEFT JOIN unnest(payload_users, payloads) AS u(user_id, user_data) ON u.user_id = pr.user_id
          WHERE pr.is_new AND pr.is_feature;
     END IF;
 
-    SELECT jsonb_build_object(
-               'rows', (SELECT count(*) FROM pg_temp.re_backfill_src),
-               'users', (SELECT count(DISTINCT user_id) FROM pg_temp.re_backfill_pairs),
-               'usage_days', (SELECT count(*) FROM (SELECT DISTINCT user_id, usage_type, usage_date
-                                                      FROM pg_temp.re_backfill_src) d),
-               'milestones_marked', (SELECT count(*) FROM pg_temp.re_backfill_ms),
-               'goals_marked', (SELECT count(*) FROM pg_temp.re_backfill_goals),
-               'features_first_used', (SELECT count(*) FROM pg_temp.re_backfill_pairs
-                                        WHERE is_new AND is_feature),
-               'events_emitted', CASE WHEN emit_events THEN
-                     (SELECT count(*) FROM pg_temp.re_backfill_ms)
-                   + (SELECT count(*) FROM pg_temp.re_backfill_goals)
-                   + (SELECT count(*) FROM pg_temp.re_backfill_pairs WHERE is_new AND is_feature)
-                   ELSE 0 END)
-      INTO result;
-
-    DROP TABLE pg_temp.re_backfill_raw, pg_temp.re_backfill_src, pg_temp.re_backfill_pairs,
-        pg_temp.re_backfill_ms, pg_temp.re_backfill_goals;
-    RETURN result;
+    RETURN jsonb_build_object(
+               'rows', cardinality(user_ids),
+               'users', (SELECT count(DISTINCT pr.user_id) FROM unnest(pairs) pr),
+               'usage_days', (SELECT count(*) FROM (SELECT DISTINCT s.user_id, s.usage_type, s.usage_date
+                                                      FROM unnest(user_ids, usage_types, usage_dates)
+                                                           AS s(user_id, usage_type, usage_date)) d),
+               'milestones_marked', n_ms,
+               'goals_marked', cardinality(g_users),
+               'features_first_used', n_new,
+               'events_emitted', CASE WHEN emit_events THEN n_ms + cardinality(g_users) + n_new
+                                      ELSE 0 END);
 END
 $fn$;
 
 -- Functions are for the application role only; the tables are written through them.
+-- Internal, no grant: backfill_apply (the owner's half), invalidate_cache (a trigger).
+-- backfill_usage writes any user's history, so it is for the owner unless granted.
 REVOKE ALL ON ALL TABLES IN SCHEMA revenue_engine FROM PUBLIC;
 REVOKE ALL ON ALL FUNCTIONS IN SCHEMA revenue_engine FROM PUBLIC;
+REVOKE ALL ON FUNCTION
+    revenue_engine.backfill_apply(uuid[], text[], date[], bigint[], boolean, uuid[], jsonb[])
+  FROM PUBLIC, revenue_engine_user;
 GRANT EXECUTE ON FUNCTION
     revenue_engine.track_daily_usage(uuid, text, integer, date),
     revenue_engine.set_user_profile(uuid, text, jsonb),

@@ -5,10 +5,30 @@
  *	  extension is installed.  A worker claims due rows in short
  *	  transactions, performs the requests concurrently with libcurl, and
  *	  records outcomes in short transactions; no transaction is open while
- *	  requests are on the network.  A commit that enqueues sets the worker's
- *	  latch, so delivery starts within milliseconds.  DROP DATABASE (and the
- *	  ALTER DATABASE forms that need the database idle) stop the database's
- *	  worker first, so they are never blocked by it.
+ *	  requests are on the network.  A commit that enqueues (and a COMMIT
+ *	  PREPARED) sets the worker's latch, so delivery starts within
+ *	  milliseconds.  DROP DATABASE (and the other statements that need the
+ *	  database idle) stop the database's worker first, once the statement's
+ *	  own permission checks would pass, so they are never blocked by it.
+ *
+ *	  Who owns what, so that a restart of any process loses nothing:
+ *	  - only the launcher assigns a slot (FREE -> STARTING), one per
+ *	    database; the worker it starts attaches to it (-> RUNNING) if the
+ *	    slot's generation is still the one it was started for, and frees it
+ *	    in its exit callback, leaving a report for the launcher (no
+ *	    extension, start me again as the owner, could not log in, stopped).
+ *	    That one slot per database is what makes a worker the only one of
+ *	    its database: no lock an application could take or hold;
+ *	  - a launcher that restarts adopts the RUNNING slots (their workers
+ *	    free them) and frees STARTING slots it did not register once they
+ *	    are older than a grace period (a late worker then finds its
+ *	    generation gone and exits);
+ *	  - what the launcher knows of each database (no extension since,
+ *	    owner, restart back-off) lives in its own hash table, not in the
+ *	    64 slots, so databases without the extension never hold a slot;
+ *	  - a statement that needs a database idle holds it (one entry per
+ *	    backend) until its transaction ends; the launcher starts no worker
+ *	    for a held database and a starting worker that sees the hold exits.
  *
  *-------------------------------------------------------------------------
  */
@@ -19,16 +39,23 @@
 #include "access/htup_details.h"
 #include "access/table.h"
 #include "access/xact.h"
+#include "catalog/pg_authid.h"
 #include "catalog/pg_database.h"
+#include "catalog/pg_extension.h"
+#include "catalog/pg_tablespace_d.h"
 #include "commands/dbcommands.h"
+#include "commands/extension.h"
+#include "commands/defrem.h"
+#include "commands/tablespace.h"
 #include "executor/spi.h"
 #include "funcapi.h"
+#include "lib/ilist.h"
 #include "miscadmin.h"
 #include "nodes/parsenodes.h"
 #include "pgstat.h"
 #include "postmaster/bgworker.h"
 #include "postmaster/interrupt.h"
-#include "lib/ilist.h"
+#include "storage/backendid.h"
 #include "storage/ipc.h"
 #include "storage/latch.h"
 #include "storage/proc.h"
@@ -36,9 +63,14 @@
 #include "storage/spin.h"
 #include "tcop/tcopprot.h"
 #include "tcop/utility.h"
+#include "utils/acl.h"
 #include "utils/builtins.h"
+#include "utils/fmgroids.h"
+#include "utils/guc.h"
+#include "utils/hsearch.h"
 #include "utils/memutils.h"
 #include "utils/snapmgr.h"
+#include "utils/syscache.h"
 #include "utils/timestamp.h"
 
 #include "revenue_engine.h"
@@ -60,20 +92,64 @@
 #define RE_CLAIM_EVERY_MS 2		/* while requests are in flight, freed room is
 								 * claimed in batches this far apart */
 
+/* A stopped worker is started again after this, doubled per quick exit. */
+#define RE_RESTART_DELAY_MS 1000
+#define RE_RESTART_MAX_DELAY_MS 10000
+/* A worker that ran less than this failed at startup: a crash loop backs off. */
+#define RE_QUICK_EXIT_MS 2000
+/*
+ * A database found without the extension is looked at again after this, as
+ * a backstop: CREATE EXTENSION (even prepared) asks for its worker itself.
+ */
+#define RE_NO_EXTENSION_RECHECK_MS 3600000
+/* After the owner could not log in, act as it from the bootstrap superuser. */
+#define RE_LOGIN_RETRY_MS 300000
+/* A slot registered by an earlier launcher and never attached is freed then. */
+#define RE_ORPHAN_GRACE_MS 10000
+/* Workers looking for the extension at once: bgworker slots are shared. */
+#define RE_MAX_PROBES 4
+/* Backstop: a hold of a database ends by then even if its holder leaked it. */
+#define RE_HOLD_MS 60000
+/* Databases whose commit asked for a worker while none ran. */
+#define RE_MAX_WANTED 32
+
 bool		re_http_allow_private = false;
 int			re_worker_max_in_flight = 256;
 
+typedef enum ReSlotPhase
+{
+	RE_SLOT_FREE = 0,
+	RE_SLOT_STARTING,			/* assigned and registered by the launcher */
+	RE_SLOT_RUNNING				/* its worker attached */
+} ReSlotPhase;
+
+/* What a worker's exit tells the launcher (kept in its freed slot). */
+typedef enum ReExitReport
+{
+	RE_EXIT_NONE = 0,			/* nothing (or already read) */
+	RE_EXIT_STOPPED,			/* start it again after the restart delay */
+	RE_EXIT_NO_EXTENSION,
+	RE_EXIT_RECONNECT,			/* start it again at once as report_owner */
+	RE_EXIT_LOGIN_FAILED		/* connecting as connect_as failed */
+} ReExitReport;
+
 typedef struct ReWorkerSlot
 {
-	bool		in_use;
+	ReSlotPhase phase;
+	uint32		generation;		/* bumped at each assignment */
 	Oid			dboid;
+	Oid			connect_as;		/* InvalidOid: the bootstrap superuser */
+	bool		may_reconnect;	/* may exit to be started as the owner */
+	bool		probing;		/* the extension is not confirmed yet */
+	bool		woken;			/* a commit asked for this database meanwhile */
 	pid_t		pid;
 	Latch	   *latch;
+	TimestampTz registered_at;
+	ReExitReport report;
+	Oid			report_owner;
 	char		state[32];
 	TimestampTz started_at;
 	TimestampTz last_activity;
-	TimestampTz no_start_before;	/* stopped for DDL on its database */
-	TimestampTz no_extension_at;	/* found no extension then */
 	int			in_flight;
 	uint64		requests;
 	uint64		sent;
@@ -81,27 +157,66 @@ typedef struct ReWorkerSlot
 	uint64		dead;
 } ReWorkerSlot;
 
+/* A database held idle by a statement of one backend. */
+typedef struct ReHold
+{
+	Oid			dboid;
+	TimestampTz until;
+} ReHold;
+
 typedef struct ReShared
 {
 	slock_t		mutex;
 	Latch	   *launcher_latch;
-	bool		rescan;
+	bool		rescan_all;		/* wanted[] overflowed */
+	int			nwanted;
+	Oid			wanted[RE_MAX_WANTED];
 	ReWorkerSlot slots[RE_MAX_DATABASES];
+	int			nholds;
+	ReHold		holds[FLEXIBLE_ARRAY_MEMBER];	/* [MyBackendId - 1] */
 } ReShared;
+
+/* What the launcher knows of a database (its hash table, keyed by oid). */
+typedef struct ReDatabase
+{
+	Oid			dboid;
+	uint32		scan;			/* the last scan of pg_database listing it */
+	bool		has_extension;	/* a worker confirmed it */
+	TimestampTz no_extension_at;
+	Oid			owner;			/* the extension's owner, once reported */
+	TimestampTz login_failed_at;
+	TimestampTz started_at;
+	TimestampTz next_start_at;
+	int			quick_exits;
+} ReDatabase;
 
 static ReShared *shared = NULL;
 static shmem_request_hook_type prev_shmem_request_hook = NULL;
 static shmem_startup_hook_type prev_shmem_startup_hook = NULL;
 static ProcessUtility_hook_type prev_process_utility = NULL;
 static bool wake_pending = false;
+static bool holding = false;	/* this backend holds a database idle */
+
+/* The worker's own slot, and what its exit will report */
 static ReWorkerSlot *my_slot = NULL;
+static uint32 my_generation = 0;
+static bool my_connected = false;
+static Oid	my_connect_as = InvalidOid;
+static ReExitReport my_exit_report = RE_EXIT_NONE;
+static Oid	my_report_owner = InvalidOid;
+
+static Size
+shared_size(void)
+{
+	return add_size(offsetof(ReShared, holds), mul_size(MaxBackends, sizeof(ReHold)));
+}
 
 static void
 shmem_request(void)
 {
 	if (prev_shmem_request_hook)
 		prev_shmem_request_hook();
-	RequestAddinShmemSpace(MAXALIGN(sizeof(ReShared)));
+	RequestAddinShmemSpace(MAXALIGN(shared_size()));
 }
 
 static void
@@ -112,11 +227,12 @@ shmem_startup(void)
 	if (prev_shmem_startup_hook)
 		prev_shmem_startup_hook();
 	LWLockAcquire(AddinShmemInitLock, LW_EXCLUSIVE);
-	shared = ShmemInitStruct("revenue_engine", sizeof(ReShared), &found);
+	shared = ShmemInitStruct("revenue_engine", shared_size(), &found);
 	if (!found)
 	{
-		memset(shared, 0, sizeof(ReShared));
+		memset(shared, 0, shared_size());
 		SpinLockInit(&shared->mutex);
+		shared->nholds = MaxBackends;
 	}
 	LWLockRelease(AddinShmemInitLock);
 }
@@ -132,6 +248,18 @@ set_state(const char *state)
 	SpinLockRelease(&shared->mutex);
 }
 
+/* Whether a statement holds dboid idle; the caller holds the mutex. */
+static bool
+database_held(Oid dboid, TimestampTz now)
+{
+	int			i;
+
+	for (i = 0; i < shared->nholds; i++)
+		if (shared->holds[i].dboid == dboid && now < shared->holds[i].until)
+			return true;
+	return false;
+}
+
 /* Waking workers at commit */
 
 void
@@ -140,10 +268,18 @@ re_worker_wake_at_commit(void)
 	wake_pending = true;
 }
 
+/*
+ * Set the latch of dboid's worker.  Without one, and if ask_launcher, ask
+ * the launcher for it (CREATE EXTENSION, or the worker is restarting); a
+ * worker still looking for the extension is told that a commit came, so
+ * that "no extension" is not believed when CREATE EXTENSION raced it.
+ */
 static void
-wake_database_worker(Oid dboid)
+wake_database_worker(Oid dboid, bool ask_launcher)
 {
 	Latch	   *latch = NULL;
+	Latch	   *launcher = NULL;
+	bool		found = false;
 	int			i;
 
 	if (shared == NULL)
@@ -151,22 +287,59 @@ wake_database_worker(Oid dboid)
 	SpinLockAcquire(&shared->mutex);
 	for (i = 0; i < RE_MAX_DATABASES; i++)
 	{
-		if (shared->slots[i].in_use && shared->slots[i].dboid == dboid &&
-			shared->slots[i].latch != NULL)
+		ReWorkerSlot *s = &shared->slots[i];
+
+		if (s->dboid != dboid)
+			continue;
+		if (s->phase == RE_SLOT_FREE)
 		{
-			latch = shared->slots[i].latch;
-			break;
+			/* an exit report not read yet: it may say "no extension" */
+			if (s->report != RE_EXIT_NONE)
+				s->woken = true;
+			continue;
 		}
+		found = true;
+		s->woken = true;
+		latch = s->latch;
 	}
-	if (latch == NULL)
+	if (!found && ask_launcher)
 	{
-		/* no worker yet (CREATE EXTENSION, or it died): ask the launcher */
-		shared->rescan = true;
-		latch = shared->launcher_latch;
+		for (i = 0; i < shared->nwanted; i++)
+			if (shared->wanted[i] == dboid)
+				break;
+		if (i == shared->nwanted)
+		{
+			if (shared->nwanted < RE_MAX_WANTED)
+				shared->wanted[shared->nwanted++] = dboid;
+			else
+				shared->rescan_all = true;
+		}
+		launcher = shared->launcher_latch;
 	}
 	SpinLockRelease(&shared->mutex);
 	if (latch)
 		SetLatch(latch);
+	if (launcher)
+		SetLatch(launcher);
+}
+
+/* The end of this backend's hold on a database: the launcher may start its worker. */
+static void
+release_hold(void)
+{
+	Latch	   *launcher;
+	int			idx = MyBackendId - 1;
+
+	if (!holding)
+		return;
+	holding = false;
+	SpinLockAcquire(&shared->mutex);
+	if (idx >= 0 && idx < shared->nholds)
+		shared->holds[idx].dboid = InvalidOid;
+	launcher = shared->launcher_latch;
+	SpinLockRelease(&shared->mutex);
+	if (launcher)
+		SetLatch(launcher);
 }
 
 static void
@@ -177,41 +350,50 @@ xact_callback(XactEvent event, void *arg)
 		case XACT_EVENT_COMMIT:
 		case XACT_EVENT_PARALLEL_COMMIT:
 			if (wake_pending)
-				wake_database_worker(MyDatabaseId);
+				wake_database_worker(MyDatabaseId, true);
 			wake_pending = false;
+			release_hold();
 			break;
+		case XACT_EVENT_PREPARE:
+			/* not visible before COMMIT PREPARED, which wakes the worker */
 		case XACT_EVENT_ABORT:
 		case XACT_EVENT_PARALLEL_ABORT:
 			wake_pending = false;
+			release_hold();
 			break;
 		default:
 			break;
 	}
 }
 
-/* Stopping a database's worker before DDL that needs the database idle */
-
+/*
+ * Hold dboid idle until this transaction ends and stop its worker.  The
+ * hold and the look for a worker are one step under the mutex, as are a
+ * starting worker's attach and its look for holds: either the worker sees
+ * the hold and exits, or it is seen here and stopped.
+ */
 static void
 stop_database_worker(Oid dboid)
 {
 	pid_t		pid = 0;
 	int			i;
 	int			waited;
+	int			idx = MyBackendId - 1;
 
-	if (shared == NULL || !OidIsValid(dboid))
+	if (shared == NULL || idx < 0 || idx >= shared->nholds)
 		return;
 	SpinLockAcquire(&shared->mutex);
+	shared->holds[idx].dboid = dboid;
+	shared->holds[idx].until = TimestampTzPlusMilliseconds(GetCurrentTimestamp(), RE_HOLD_MS);
 	for (i = 0; i < RE_MAX_DATABASES; i++)
 	{
 		ReWorkerSlot *s = &shared->slots[i];
 
-		if (s->in_use && s->dboid == dboid)
-		{
-			s->no_start_before = TimestampTzPlusMilliseconds(GetCurrentTimestamp(), 30000);
+		if (s->phase == RE_SLOT_RUNNING && s->dboid == dboid)
 			pid = s->pid;
-		}
 	}
 	SpinLockRelease(&shared->mutex);
+	holding = true;
 	if (pid == 0)
 		return;
 
@@ -222,8 +404,8 @@ stop_database_worker(Oid dboid)
 
 		SpinLockAcquire(&shared->mutex);
 		for (i = 0; i < RE_MAX_DATABASES; i++)
-			if (shared->slots[i].in_use && shared->slots[i].dboid == dboid &&
-				shared->slots[i].pid == pid)
+			if (shared->slots[i].phase == RE_SLOT_RUNNING &&
+				shared->slots[i].dboid == dboid && shared->slots[i].pid == pid)
 				gone = false;
 		SpinLockRelease(&shared->mutex);
 		if (gone)
@@ -233,29 +415,172 @@ stop_database_worker(Oid dboid)
 	}
 }
 
-static void
-process_utility(PlannedStmt *pstmt, const char *queryString, bool readOnlyTree,
-				ProcessUtilityContext context, ParamListInfo params,
-				QueryEnvironment *queryEnv, DestReceiver *dest, QueryCompletion *qc)
+/* A database's datistemplate and dattablespace; false when it is gone. */
+static bool
+database_info(Oid dboid, bool *istemplate, Oid *tablespace)
 {
-	Node	   *stmt = pstmt->utilityStmt;
-	const char *dbname = NULL;
+	HeapTuple	tup = SearchSysCache1(DATABASEOID, ObjectIdGetDatum(dboid));
+	Form_pg_database db;
+
+	if (!HeapTupleIsValid(tup))
+		return false;
+	db = (Form_pg_database) GETSTRUCT(tup);
+	*istemplate = db->datistemplate;
+	*tablespace = db->dattablespace;
+	ReleaseSysCache(tup);
+	return true;
+}
+
+static DefElem *
+find_option(List *options, const char *name)
+{
+	ListCell   *lc;
+
+	foreach(lc, options)
+	{
+		DefElem    *def = lfirst_node(DefElem, lc);
+
+		if (strcmp(def->defname, name) == 0)
+			return def;
+	}
+	return NULL;
+}
+
+/*
+ * The database a statement needs idle (other backends, our worker too, make
+ * it fail), when the statement's own permission checks will pass for the
+ * current user; else InvalidOid.  The checks are the ones dbcommands.c
+ * makes before it looks for other backends, in the same order, so that no
+ * role without the rights to run the statement can stop a worker with it.
+ * A check that fails later (the new name is taken ...) ends the hold
+ * through the statement's error.
+ */
+static Oid
+database_needing_idle(Node *stmt)
+{
+	Oid			userid = GetUserId();
+	Oid			dboid = InvalidOid;
+	bool		istemplate;
+	Oid			curspc;
 
 	if (IsA(stmt, DropdbStmt))
-		dbname = ((DropdbStmt *) stmt)->dbname;
-	else if (IsA(stmt, RenameStmt) && ((RenameStmt *) stmt)->renameType == OBJECT_DATABASE)
-		dbname = ((RenameStmt *) stmt)->subname;
-	else if (IsA(stmt, AlterDatabaseStmt))
-		dbname = ((AlterDatabaseStmt *) stmt)->dbname;
-	if (dbname != NULL)
-		stop_database_worker(get_database_oid(dbname, true));
+	{
+		dboid = get_database_oid(((DropdbStmt *) stmt)->dbname, true);
+		if (!OidIsValid(dboid) || !pg_database_ownercheck(dboid, userid) ||
+			!database_info(dboid, &istemplate, &curspc) || istemplate ||
+			dboid == MyDatabaseId)
+			return InvalidOid;
+		return dboid;
+	}
+	if (IsA(stmt, RenameStmt) && ((RenameStmt *) stmt)->renameType == OBJECT_DATABASE)
+	{
+		RenameStmt *r = (RenameStmt *) stmt;
 
+		dboid = get_database_oid(r->subname, true);
+		if (!OidIsValid(dboid) || OidIsValid(get_database_oid(r->newname, true)) ||
+			dboid == MyDatabaseId || !pg_database_ownercheck(dboid, userid) ||
+			!have_createdb_privilege())
+			return InvalidOid;
+		return dboid;
+	}
+	if (IsA(stmt, AlterDatabaseStmt))
+	{
+		AlterDatabaseStmt *a = (AlterDatabaseStmt *) stmt;
+		DefElem    *spc = find_option(a->options, "tablespace");
+		Oid			spcoid;
+
+		/* CONNECTION LIMIT, ALLOW_CONNECTIONS, IS_TEMPLATE: nothing to stop */
+		if (spc == NULL || list_length(a->options) != 1 || spc->arg == NULL)
+			return InvalidOid;
+		dboid = get_database_oid(a->dbname, true);
+		if (!OidIsValid(dboid) || !pg_database_ownercheck(dboid, userid) ||
+			dboid == MyDatabaseId)
+			return InvalidOid;
+		spcoid = get_tablespace_oid(defGetString(spc), true);
+		if (!OidIsValid(spcoid) ||
+			pg_tablespace_aclcheck(spcoid, userid, ACL_CREATE) != ACLCHECK_OK ||
+			spcoid == GLOBALTABLESPACE_OID ||
+			!database_info(dboid, &istemplate, &curspc) || curspc == spcoid)
+			return InvalidOid;
+		return dboid;
+	}
+	if (IsA(stmt, CreatedbStmt))
+	{
+		CreatedbStmt *c = (CreatedbStmt *) stmt;
+		DefElem    *tmpl = find_option(c->options, "template");
+		DefElem    *owner = find_option(c->options, "owner");
+
+		/* the default template, template1, has no worker */
+		if (tmpl == NULL || tmpl->arg == NULL)
+			return InvalidOid;
+		if (owner != NULL && owner->arg != NULL)
+		{
+			Oid			ownerid = get_role_oid(defGetString(owner), true);
+
+			if (!OidIsValid(ownerid) || !is_member_of_role(userid, ownerid))
+				return InvalidOid;
+		}
+		if (!have_createdb_privilege())
+			return InvalidOid;
+		dboid = get_database_oid(defGetString(tmpl), true);
+		if (!OidIsValid(dboid) || !database_info(dboid, &istemplate, &curspc) ||
+			(!istemplate && !pg_database_ownercheck(dboid, userid)))
+			return InvalidOid;
+		return dboid;
+	}
+	return InvalidOid;
+}
+
+static void
+call_process_utility(PlannedStmt *pstmt, const char *queryString, bool readOnlyTree,
+					 ProcessUtilityContext context, ParamListInfo params,
+					 QueryEnvironment *queryEnv, DestReceiver *dest, QueryCompletion *qc)
+{
 	if (prev_process_utility)
 		prev_process_utility(pstmt, queryString, readOnlyTree, context, params,
 							 queryEnv, dest, qc);
 	else
 		standard_ProcessUtility(pstmt, queryString, readOnlyTree, context, params,
 								queryEnv, dest, qc);
+}
+
+static void
+process_utility(PlannedStmt *pstmt, const char *queryString, bool readOnlyTree,
+				ProcessUtilityContext context, ParamListInfo params,
+				QueryEnvironment *queryEnv, DestReceiver *dest, QueryCompletion *qc)
+{
+	Node	   *stmt = pstmt->utilityStmt;
+	Oid			idle_db = database_needing_idle(stmt);
+
+	if (!OidIsValid(idle_db))
+	{
+		call_process_utility(pstmt, queryString, readOnlyTree, context, params,
+							 queryEnv, dest, qc);
+		/*
+		 * A prepared transaction's enqueues (or CREATE EXTENSION) become
+		 * visible now.  The launcher is asked only where the extension is:
+		 * two-phase commits elsewhere start no process looking for it.
+		 */
+		if (IsA(stmt, TransactionStmt) &&
+			((TransactionStmt *) stmt)->kind == TRANS_STMT_COMMIT_PREPARED)
+			wake_database_worker(MyDatabaseId,
+								 OidIsValid(get_extension_oid("revenue_engine", true)));
+		return;
+	}
+
+	stop_database_worker(idle_db);
+	PG_TRY();
+	{
+		call_process_utility(pstmt, queryString, readOnlyTree, context, params,
+							 queryEnv, dest, qc);
+	}
+	PG_CATCH();
+	{
+		/* the statement failed: its database may have its worker back at once */
+		release_hold();
+		PG_RE_THROW();
+	}
+	PG_END_TRY();
 }
 
 /* revenue_engine.parked_sweep_interval */
@@ -313,8 +638,24 @@ re_worker_init(void)
 
 /* The launcher */
 
+/*
+ * The workers this launcher registered whose process the postmaster has not
+ * reaped yet: they count against max_worker_processes (a probe's slot is
+ * free before its process is gone), so probes are counted here.
+ */
+typedef struct ReRegistered
+{
+	BackgroundWorkerHandle *handle;
+	int			slotno;
+	uint32		generation;
+} ReRegistered;
+
+static ReRegistered registered[2 * RE_MAX_DATABASES];
+static int	nregistered = 0;
+static HTAB *databases = NULL;
+
 static bool
-start_worker(Oid dboid, int slotno, BackgroundWorkerHandle **handle)
+start_worker(Oid dboid, int slotno, uint32 generation, BackgroundWorkerHandle **handle)
 {
 	BackgroundWorker worker;
 
@@ -327,15 +668,334 @@ start_worker(Oid dboid, int slotno, BackgroundWorkerHandle **handle)
 	snprintf(worker.bgw_name, BGW_MAXLEN, "revenue_engine worker for database %u", dboid);
 	strlcpy(worker.bgw_type, "revenue_engine worker", BGW_MAXLEN);
 	worker.bgw_main_arg = Int32GetDatum(slotno);
+	memcpy(worker.bgw_extra, &generation, sizeof(generation));
 	worker.bgw_notify_pid = MyProcPid;
 	return RegisterDynamicBackgroundWorker(&worker, handle);
+}
+
+static void
+launcher_detach(int code, Datum arg)
+{
+	SpinLockAcquire(&shared->mutex);
+	if (shared->launcher_latch == MyLatch)
+		shared->launcher_latch = NULL;
+	SpinLockRelease(&shared->mutex);
+}
+
+static ReDatabase *
+database_entry(Oid dboid)
+{
+	bool		found;
+	ReDatabase *db = hash_search(databases, &dboid, HASH_ENTER, &found);
+
+	if (!found)
+	{
+		memset(db, 0, sizeof(ReDatabase));
+		db->dboid = dboid;
+	}
+	return db;
+}
+
+/* What the shared slots tell the launcher, read in one step */
+typedef struct ReLauncherView
+{
+	int			nreports;
+	ReWorkerSlot reports[RE_MAX_DATABASES];
+	int			nwanted;
+	Oid			wanted[RE_MAX_WANTED];
+	bool		rescan_all;
+	int			nheld;
+	Oid		   *held;			/* [nholds] */
+	Oid			active[RE_MAX_DATABASES];	/* InvalidOid: the slot is free */
+	int			nprobing;		/* our processes not (yet) serving a database */
+	TimestampTz orphan_due;		/* the earliest orphan to free, or 0 */
+} ReLauncherView;
+
+/*
+ * Read reports, wake requests, holds and slots, and free the slots whose
+ * worker is gone without freeing them: a registered worker that stopped
+ * before it attached (ours: its handle says so; an earlier launcher's: after
+ * a grace period).
+ */
+static void
+launcher_read_shared(ReLauncherView *v, TimestampTz now)
+{
+	ReRegistered stopped[2 * RE_MAX_DATABASES];
+	int			nstopped = 0;
+	int			i,
+				k;
+
+	for (i = 0; i < nregistered;)
+	{
+		pid_t		pid;
+
+		switch (GetBackgroundWorkerPid(registered[i].handle, &pid))
+		{
+			case BGWH_STOPPED:
+				stopped[nstopped++] = registered[i];
+				pfree(registered[i].handle);
+				registered[i] = registered[--nregistered];
+				continue;
+			case BGWH_POSTMASTER_DIED:
+				proc_exit(1);
+				break;
+			default:
+				break;
+		}
+		i++;
+	}
+
+	v->nreports = 0;
+	v->nheld = 0;
+	v->nprobing = 0;
+	v->orphan_due = 0;
+	SpinLockAcquire(&shared->mutex);
+	/* gone without freeing its slot: stopped before it attached */
+	for (k = 0; k < nstopped; k++)
+	{
+		ReWorkerSlot *s = &shared->slots[stopped[k].slotno];
+
+		if (s->phase != RE_SLOT_FREE && s->generation == stopped[k].generation)
+		{
+			s->phase = RE_SLOT_FREE;
+			s->pid = 0;
+			s->latch = NULL;
+			if (s->report == RE_EXIT_NONE)
+				s->report = RE_EXIT_STOPPED;
+		}
+	}
+	/* a process of ours still counts as a probe until it confirms the extension */
+	for (k = 0; k < nregistered; k++)
+	{
+		ReWorkerSlot *s = &shared->slots[registered[k].slotno];
+
+		if (s->phase == RE_SLOT_FREE || s->generation != registered[k].generation ||
+			s->probing)
+			v->nprobing++;
+	}
+	for (i = 0; i < RE_MAX_DATABASES; i++)
+	{
+		ReWorkerSlot *s = &shared->slots[i];
+
+		/* registered by an earlier launcher and never attached */
+		if (s->phase == RE_SLOT_STARTING)
+		{
+			bool		ours = false;
+
+			for (k = 0; k < nregistered; k++)
+				if (registered[k].slotno == i && registered[k].generation == s->generation)
+					ours = true;
+			if (!ours)
+			{
+				TimestampTz due = TimestampTzPlusMilliseconds(s->registered_at, RE_ORPHAN_GRACE_MS);
+
+				if (now >= due)
+				{
+					s->phase = RE_SLOT_FREE;
+					s->report = RE_EXIT_STOPPED;
+				}
+				else if (v->orphan_due == 0 || due < v->orphan_due)
+					v->orphan_due = due;
+			}
+		}
+		if (s->phase == RE_SLOT_FREE && s->report != RE_EXIT_NONE)
+		{
+			v->reports[v->nreports++] = *s;
+			s->report = RE_EXIT_NONE;
+			s->woken = false;
+		}
+		v->active[i] = s->phase == RE_SLOT_FREE ? InvalidOid : s->dboid;
+	}
+	v->nwanted = shared->nwanted;
+	memcpy(v->wanted, shared->wanted, sizeof(Oid) * shared->nwanted);
+	shared->nwanted = 0;
+	v->rescan_all = shared->rescan_all;
+	shared->rescan_all = false;
+	for (i = 0; i < shared->nholds; i++)
+		if (OidIsValid(shared->holds[i].dboid) && now < shared->holds[i].until)
+			v->held[v->nheld++] = shared->holds[i].dboid;
+	SpinLockRelease(&shared->mutex);
+}
+
+/* Learn from the workers' exit reports and the wake requests. */
+static void
+launcher_apply(ReLauncherView *v, TimestampTz now)
+{
+	int			i;
+
+	for (i = 0; i < v->nreports; i++)
+	{
+		ReWorkerSlot *r = &v->reports[i];
+		ReDatabase *db = database_entry(r->dboid);
+
+		switch (r->report)
+		{
+			case RE_EXIT_NO_EXTENSION:
+				db->has_extension = false;
+				/* a commit came while it looked: CREATE EXTENSION may have raced it */
+				if (!r->woken)
+					db->no_extension_at = now;
+				break;
+			case RE_EXIT_RECONNECT:
+				db->owner = r->report_owner;
+				db->has_extension = true;
+				db->next_start_at = 0;
+				break;
+			case RE_EXIT_LOGIN_FAILED:
+				db->login_failed_at = now;
+				db->next_start_at = TimestampTzPlusMilliseconds(now, RE_RESTART_DELAY_MS);
+				break;
+			default:
+				{
+					int			delay = RE_RESTART_DELAY_MS;
+					int			k;
+
+					if (now < TimestampTzPlusMilliseconds(db->started_at, RE_QUICK_EXIT_MS))
+						db->quick_exits++;
+					else
+						db->quick_exits = 0;
+					for (k = 0; k < db->quick_exits && delay < RE_RESTART_MAX_DELAY_MS; k++)
+						delay *= 2;
+					delay = Min(delay, RE_RESTART_MAX_DELAY_MS);
+					db->next_start_at = TimestampTzPlusMilliseconds(now, delay);
+				}
+				break;
+		}
+	}
+	for (i = 0; i < v->nwanted; i++)
+		database_entry(v->wanted[i])->no_extension_at = 0;
+	if (v->rescan_all)
+	{
+		HASH_SEQ_STATUS seq;
+		ReDatabase *db;
+
+		hash_seq_init(&seq, databases);
+		while ((db = hash_seq_search(&seq)) != NULL)
+			db->no_extension_at = 0;
+	}
+}
+
+/* Every database that accepts connections, however many. */
+static Oid *
+list_databases(int *ndbs)
+{
+	int			cap = 256;
+	Oid		   *dbs = palloc(sizeof(Oid) * cap);
+	MemoryContext cxt = CurrentMemoryContext;
+	Relation	rel;
+	TableScanDesc scan;
+	HeapTuple	tup;
+
+	*ndbs = 0;
+	SetCurrentStatementStartTimestamp();
+	StartTransactionCommand();
+	PushActiveSnapshot(GetTransactionSnapshot());
+	rel = table_open(DatabaseRelationId, AccessShareLock);
+	scan = table_beginscan_catalog(rel, 0, NULL);
+	while ((tup = heap_getnext(scan, ForwardScanDirection)) != NULL)
+	{
+		Form_pg_database db = (Form_pg_database) GETSTRUCT(tup);
+
+		if (!db->datallowconn || db->datistemplate)
+			continue;
+		if (*ndbs == cap)
+		{
+			cap *= 2;
+			dbs = repalloc(dbs, sizeof(Oid) * cap);
+		}
+		dbs[(*ndbs)++] = db->oid;
+	}
+	table_endscan(scan);
+	table_close(rel, AccessShareLock);
+	PopActiveSnapshot();
+	CommitTransactionCommand();
+	MemoryContextSwitchTo(cxt);
+	return dbs;
+}
+
+/*
+ * Assign a free slot to db and register its worker.  Returns false when no
+ * slot is free.
+ */
+static bool
+launcher_start(ReDatabase *db, bool probing, int nprobing, TimestampTz now,
+			   bool *warned_register)
+{
+	int			slotno = -1;
+	uint32		generation = 0;
+	bool		as_owner = OidIsValid(db->owner) &&
+		(db->login_failed_at == 0 ||
+		 now >= TimestampTzPlusMilliseconds(db->login_failed_at, RE_LOGIN_RETRY_MS));
+	MemoryContext oldcxt;
+	BackgroundWorkerHandle *handle = NULL;
+	bool		started;
+	int			i;
+
+	SpinLockAcquire(&shared->mutex);
+	for (i = 0; i < RE_MAX_DATABASES && slotno < 0; i++)
+	{
+		ReWorkerSlot *s = &shared->slots[i];
+
+		/* a report not read yet keeps its slot until the next round */
+		if (s->phase == RE_SLOT_FREE && s->report == RE_EXIT_NONE)
+		{
+			generation = s->generation + 1;
+			memset(s, 0, sizeof(ReWorkerSlot));
+			s->phase = RE_SLOT_STARTING;
+			s->generation = generation;
+			s->dboid = db->dboid;
+			s->connect_as = as_owner ? db->owner : InvalidOid;
+			s->may_reconnect = as_owner || db->login_failed_at == 0;
+			s->probing = probing;
+			s->registered_at = now;
+			strlcpy(s->state, "starting", sizeof(s->state));
+			slotno = i;
+		}
+	}
+	SpinLockRelease(&shared->mutex);
+	if (slotno < 0)
+		return false;
+
+	db->started_at = now;
+	/* handles outlive the round: TopMemoryContext */
+	oldcxt = MemoryContextSwitchTo(TopMemoryContext);
+	started = nregistered < lengthof(registered) &&
+		start_worker(db->dboid, slotno, generation, &handle);
+	MemoryContextSwitchTo(oldcxt);
+	if (started)
+	{
+		registered[nregistered].handle = handle;
+		registered[nregistered].slotno = slotno;
+		registered[nregistered].generation = generation;
+		nregistered++;
+		*warned_register = false;
+		return true;
+	}
+	/* a probe waits for ours to end; a known database's worker is worth a warning */
+	if (!*warned_register && (!probing || nprobing == 0))
+	{
+		ereport(WARNING,
+				(errmsg("revenue_engine: could not start a delivery worker for database %u", db->dboid),
+				 errhint("Raise max_worker_processes: the launcher and one worker per database need one each.")));
+		*warned_register = true;
+	}
+	SpinLockAcquire(&shared->mutex);
+	shared->slots[slotno].phase = RE_SLOT_FREE;
+	SpinLockRelease(&shared->mutex);
+	/* try again at the next scan, not at once */
+	db->next_start_at = TimestampTzPlusMilliseconds(now, RE_LAUNCHER_NAPTIME_MS);
+	return true;
 }
 
 void
 re_launcher_main(Datum arg)
 {
-	BackgroundWorkerHandle *handles[RE_MAX_DATABASES] = {0};
+	HASHCTL		ctl;
+	MemoryContext round_cxt;
+	ReLauncherView *view;
+	uint32		scan = 0;
 	bool		warned_full = false;
+	bool		warned_register = false;
 
 	pqsignal(SIGHUP, SignalHandlerForConfigReload);
 	pqsignal(SIGTERM, die);
@@ -343,19 +1003,37 @@ re_launcher_main(Datum arg)
 	BackgroundWorkerInitializeConnection(NULL, NULL, 0);
 	pgstat_report_appname("revenue_engine launcher");
 
+	memset(&ctl, 0, sizeof(ctl));
+	ctl.keysize = sizeof(Oid);
+	ctl.entrysize = sizeof(ReDatabase);
+	databases = hash_create("revenue_engine databases", 64, &ctl, HASH_ELEM | HASH_BLOBS);
+	round_cxt = AllocSetContextCreate(TopMemoryContext, "revenue_engine launcher round",
+									  ALLOCSET_DEFAULT_SIZES);
+	view = MemoryContextAllocZero(TopMemoryContext, sizeof(ReLauncherView));
+	view->held = MemoryContextAlloc(TopMemoryContext, sizeof(Oid) * Max(shared->nholds, 1));
+
+	/*
+	 * Workers of an earlier launcher keep running and free their slots when
+	 * they exit; slots it registered that never attach are freed after the
+	 * grace period.  Nothing else to adopt.
+	 */
 	SpinLockAcquire(&shared->mutex);
 	shared->launcher_latch = MyLatch;
-	shared->rescan = true;
 	SpinLockRelease(&shared->mutex);
+	before_shmem_exit(launcher_detach, (Datum) 0);
 
 	for (;;)
 	{
-		Oid			dbs[1024];
-		int			ndbs = 0;
+		TimestampTz now;
+		TimestampTz wake_at;
+		Oid		   *dbs;
+		int			ndbs;
+		int			nprobing = 0;
 		int			i,
 					j;
-		TimestampTz now;
-		bool		rescan;
+		HASH_SEQ_STATUS seq;
+		ReDatabase *db;
+		long		timeout;
 
 		CHECK_FOR_INTERRUPTS();
 		if (ConfigReloadPending)
@@ -364,167 +1042,265 @@ re_launcher_main(Datum arg)
 			ProcessConfigFile(PGC_SIGHUP);
 		}
 		ResetLatch(MyLatch);
-
-		/* forget workers that stopped */
-		SpinLockAcquire(&shared->mutex);
-		rescan = shared->rescan;
-		shared->rescan = false;
-		SpinLockRelease(&shared->mutex);
-		for (i = 0; i < RE_MAX_DATABASES; i++)
-		{
-			pid_t		pid;
-
-			if (handles[i] != NULL &&
-				GetBackgroundWorkerPid(handles[i], &pid) == BGWH_STOPPED)
-			{
-				pfree(handles[i]);
-				handles[i] = NULL;
-				SpinLockAcquire(&shared->mutex);
-				shared->slots[i].in_use = false;
-				shared->slots[i].pid = 0;
-				shared->slots[i].latch = NULL;
-				SpinLockRelease(&shared->mutex);
-			}
-		}
-
-		/* every database that accepts connections */
-		SetCurrentStatementStartTimestamp();
-		StartTransactionCommand();
-		PushActiveSnapshot(GetTransactionSnapshot());
-		{
-			Relation	rel = table_open(DatabaseRelationId, AccessShareLock);
-			TableScanDesc scan = table_beginscan_catalog(rel, 0, NULL);
-			HeapTuple	tup;
-
-			while ((tup = heap_getnext(scan, ForwardScanDirection)) != NULL &&
-				   ndbs < lengthof(dbs))
-			{
-				Form_pg_database db = (Form_pg_database) GETSTRUCT(tup);
-
-				if (db->datallowconn && !db->datistemplate)
-					dbs[ndbs++] = db->oid;
-			}
-			table_endscan(scan);
-			table_close(rel, AccessShareLock);
-		}
-		PopActiveSnapshot();
-		CommitTransactionCommand();
+		MemoryContextReset(round_cxt);
+		MemoryContextSwitchTo(round_cxt);
 
 		now = GetCurrentTimestamp();
+		launcher_read_shared(view, now);
+		launcher_apply(view, now);
+		dbs = list_databases(&ndbs);
+		scan++;
+
+		wake_at = TimestampTzPlusMilliseconds(now, RE_LAUNCHER_NAPTIME_MS);
+		if (view->orphan_due != 0 && view->orphan_due < wake_at)
+			wake_at = view->orphan_due;
+		nprobing = view->nprobing;
+
 		for (j = 0; j < ndbs; j++)
 		{
-			int			free_slot = -1;
-			bool		running = false;
+			bool		skip = false;
+			bool		probing;
 
-			SpinLockAcquire(&shared->mutex);
-			for (i = 0; i < RE_MAX_DATABASES; i++)
-			{
-				ReWorkerSlot *s = &shared->slots[i];
-
-				/*
-				 * Skip a database whose worker runs, was stopped for DDL, or
-				 * found no extension lately (a commit that installs it asks
-				 * for a rescan).
-				 */
-				if (s->dboid == dbs[j] &&
-					(s->in_use || now < s->no_start_before ||
-					 (!rescan && s->no_extension_at != 0 &&
-					  now < TimestampTzPlusMilliseconds(s->no_extension_at, 300000))))
-					running = true;
-				if (!s->in_use && s->dboid == dbs[j])
-					free_slot = i;
-			}
-			/* else a slot never used, else one whose database went away */
-			for (i = 0; free_slot < 0 && i < RE_MAX_DATABASES; i++)
-				if (!shared->slots[i].in_use && shared->slots[i].dboid == InvalidOid)
-					free_slot = i;
-			for (i = 0; free_slot < 0 && i < RE_MAX_DATABASES; i++)
-			{
-				ReWorkerSlot *s = &shared->slots[i];
-				int			k;
-				bool		alive = false;
-
-				for (k = 0; k < ndbs; k++)
-					if (dbs[k] == s->dboid)
-						alive = true;
-				if (!s->in_use && !alive)
-					free_slot = i;
-			}
-			if (!running && free_slot >= 0)
-			{
-				ReWorkerSlot *s = &shared->slots[free_slot];
-
-				memset(s, 0, sizeof(ReWorkerSlot));
-				s->in_use = true;
-				s->dboid = dbs[j];
-				strlcpy(s->state, "starting", sizeof(s->state));
-			}
-			SpinLockRelease(&shared->mutex);
-			if (running)
+			db = database_entry(dbs[j]);
+			db->scan = scan;
+			for (i = 0; i < RE_MAX_DATABASES && !skip; i++)
+				if (view->active[i] == dbs[j])
+					skip = true;
+			for (i = 0; i < view->nheld && !skip; i++)
+				if (view->held[i] == dbs[j])
+					skip = true;
+			if (skip)
 				continue;
-			if (free_slot < 0)
+			if (db->no_extension_at != 0 &&
+				now < TimestampTzPlusMilliseconds(db->no_extension_at, RE_NO_EXTENSION_RECHECK_MS))
+				continue;
+			if (now < db->next_start_at)
+			{
+				if (db->next_start_at < wake_at)
+					wake_at = db->next_start_at;
+				continue;
+			}
+			/* a database known to have the extension does not wait for probes */
+			probing = !db->has_extension;
+			if (probing && nprobing >= RE_MAX_PROBES)
+				continue;		/* a probe's exit wakes us */
+			if (!launcher_start(db, probing, nprobing, now, &warned_register))
 			{
 				if (!warned_full)
 					ereport(WARNING,
-							(errmsg("revenue_engine: more than %d databases, database %u gets no delivery worker",
+							(errmsg("revenue_engine: more than %d databases with a delivery worker, database %u waits for a free slot",
 									RE_MAX_DATABASES, dbs[j])));
 				warned_full = true;
-				continue;
+				break;
 			}
-			if (!start_worker(dbs[j], free_slot, &handles[free_slot]))
-			{
-				ereport(WARNING,
-						(errmsg("revenue_engine: could not start a delivery worker for database %u", dbs[j]),
-						 errhint("Raise max_worker_processes: the launcher and one worker per database need one each.")));
-				SpinLockAcquire(&shared->mutex);
-				shared->slots[free_slot].in_use = false;
-				/* try again at the next scan, not at once */
-				shared->slots[free_slot].no_start_before =
-					TimestampTzPlusMilliseconds(now, RE_LAUNCHER_NAPTIME_MS);
-				SpinLockRelease(&shared->mutex);
-			}
+			if (probing)
+				nprobing++;
 		}
 
+		/* forget dropped databases */
+		hash_seq_init(&seq, databases);
+		while ((db = hash_seq_search(&seq)) != NULL)
+			if (db->scan != scan)
+				(void) hash_search(databases, &db->dboid, HASH_REMOVE, NULL);
+
 		pgstat_report_activity(STATE_IDLE, NULL);
+		now = GetCurrentTimestamp();
+		timeout = wake_at <= now ? 1 : Min((wake_at - now) / 1000 + 1, RE_LAUNCHER_NAPTIME_MS);
 		(void) WaitLatch(MyLatch, WL_LATCH_SET | WL_TIMEOUT | WL_EXIT_ON_PM_DEATH,
-						 RE_LAUNCHER_NAPTIME_MS, PG_WAIT_EXTENSION);
+						 timeout, PG_WAIT_EXTENSION);
 	}
 }
 
 /* A database's worker */
 
+/*
+ * Exit callback: free the slot and leave the launcher the reason.  An exit
+ * before the connection was made as connect_as is a failed login (a role
+ * that may not log in, or over its connection limit), unless we were told
+ * to stop.
+ */
 static void
 release_slot(int code, Datum arg)
 {
-	if (my_slot == NULL)
-		return;
-	SpinLockAcquire(&shared->mutex);
-	my_slot->pid = 0;
-	my_slot->latch = NULL;
-	my_slot->in_flight = 0;
-	strlcpy(my_slot->state, "stopped", sizeof(my_slot->state));
-	SpinLockRelease(&shared->mutex);
-}
+	Latch	   *launcher;
+	ReExitReport report = my_exit_report;
 
-/* The worker found no extension: wait for CREATE EXTENSION to wake the launcher. */
-static void
-exit_no_extension(void)
-{
-	Latch	   *launcher = NULL;
-
+	if (report == RE_EXIT_NONE)
+		report = (!my_connected && OidIsValid(my_connect_as) && !ProcDiePending) ?
+			RE_EXIT_LOGIN_FAILED : RE_EXIT_STOPPED;
 	SpinLockAcquire(&shared->mutex);
-	if (MyLatch->is_set)
+	if (my_slot->phase == RE_SLOT_RUNNING && my_slot->generation == my_generation)
 	{
-		/* a commit woke us after we looked: it may have created the extension */
-		shared->rescan = true;
-		launcher = shared->launcher_latch;
+		my_slot->phase = RE_SLOT_FREE;
+		my_slot->pid = 0;
+		my_slot->latch = NULL;
+		my_slot->in_flight = 0;
+		my_slot->report = report;
+		my_slot->report_owner = my_report_owner;
+		strlcpy(my_slot->state, "stopped", sizeof(my_slot->state));
 	}
-	else
-		my_slot->no_extension_at = GetCurrentTimestamp();
+	launcher = shared->launcher_latch;
 	SpinLockRelease(&shared->mutex);
 	if (launcher)
 		SetLatch(launcher);
+}
+
+/*
+ * Take the slot the launcher assigned, if it is still ours to take (the
+ * generation it was registered for, no statement holding the database
+ * idle, no other worker for the database); else exit quietly.
+ */
+static Oid
+attach_slot(int slotno, uint32 generation, bool *may_reconnect)
+{
+	ReWorkerSlot *s;
+	TimestampTz now = GetCurrentTimestamp();
+	bool		ok = false;
+	Oid			dboid = InvalidOid;
+	int			i;
+
+	if (slotno < 0 || slotno >= RE_MAX_DATABASES)
+		proc_exit(0);
+	s = &shared->slots[slotno];
+	SpinLockAcquire(&shared->mutex);
+	if (s->phase == RE_SLOT_STARTING && s->generation == generation)
+	{
+		ok = !database_held(s->dboid, now);
+		for (i = 0; i < RE_MAX_DATABASES; i++)
+			if (i != slotno && shared->slots[i].phase == RE_SLOT_RUNNING &&
+				shared->slots[i].dboid == s->dboid)
+				ok = false;
+		if (ok)
+		{
+			s->phase = RE_SLOT_RUNNING;
+			s->pid = MyProcPid;
+			s->latch = MyLatch;
+			s->started_at = now;
+			dboid = s->dboid;
+			my_connect_as = s->connect_as;
+			*may_reconnect = s->may_reconnect;
+		}
+		else
+		{
+			s->phase = RE_SLOT_FREE;
+			s->report = RE_EXIT_STOPPED;
+		}
+	}
+	SpinLockRelease(&shared->mutex);
+	if (!ok)
+		proc_exit(0);
+	my_slot = s;
+	my_generation = generation;
+	before_shmem_exit(release_slot, (Datum) 0);
+	return dboid;
+}
+
+/* The owner of extension revenue_engine (InvalidOid: none) and whether it may log in. */
+static Oid
+extension_owner_lookup(bool *can_login)
+{
+	Relation	rel;
+	ScanKeyData key;
+	SysScanDesc scan;
+	HeapTuple	tup;
+	Oid			owner = InvalidOid;
+
+	*can_login = false;
+	SetCurrentStatementStartTimestamp();
+	StartTransactionCommand();
+	rel = table_open(ExtensionRelationId, AccessShareLock);
+	ScanKeyInit(&key, Anum_pg_extension_extname, BTEqualStrategyNumber, F_NAMEEQ,
+				CStringGetDatum("revenue_engine"));
+	scan = systable_beginscan(rel, ExtensionNameIndexId, true, NULL, 1, &key);
+	tup = systable_getnext(scan);
+	if (HeapTupleIsValid(tup))
+		owner = ((Form_pg_extension) GETSTRUCT(tup))->extowner;
+	systable_endscan(scan);
+	table_close(rel, AccessShareLock);
+	if (OidIsValid(owner))
+	{
+		HeapTuple	role = SearchSysCache1(AUTHOID, ObjectIdGetDatum(owner));
+
+		if (HeapTupleIsValid(role))
+		{
+			*can_login = ((Form_pg_authid) GETSTRUCT(role))->rolcanlogin;
+			ReleaseSysCache(role);
+		}
+	}
+	CommitTransactionCommand();
+	return owner;
+}
+
+/* The worker found no extension: the launcher looks again when CREATE EXTENSION commits. */
+static void
+exit_no_extension(void)
+{
+	my_exit_report = RE_EXIT_NO_EXTENSION;
 	proc_exit(0);
+}
+
+/*
+ * Everything before the loop.  The worker connects to its database as the
+ * extension's owner when the launcher knows it, else as the bootstrap
+ * superuser; it pins search_path (and the transaction defaults its claims
+ * rely on) over any ALTER DATABASE/ROLE SET before its first statement,
+ * then checks who owns the extension:
+ *  - connected as the owner: done (pg_stat_activity shows the owner);
+ *  - another role that may log in: exit, and the launcher starts us again
+ *    connected as it (one extra start per database and launcher lifetime);
+ *  - an owner that cannot log in (NOLOGIN, or the last connection as it
+ *    failed): stay connected as the bootstrap superuser but act as the
+ *    owner for good, SetUserIdAndSecContext with SECURITY_LOCAL_USERID_CHANGE
+ *    so that no SQL run here can SET ROLE or SET SESSION AUTHORIZATION its
+ *    way back to the superuser.
+ * Either way every statement of the worker runs with the owner's rights.
+ */
+static void
+worker_startup(Datum arg)
+{
+	uint32		generation;
+	Oid			dboid;
+	Oid			owner;
+	bool		may_reconnect = false;
+	bool		can_login;
+
+	pqsignal(SIGHUP, SignalHandlerForConfigReload);
+	pqsignal(SIGTERM, die);
+	BackgroundWorkerUnblockSignals();
+
+	memcpy(&generation, MyBgworkerEntry->bgw_extra, sizeof(generation));
+	dboid = attach_slot(DatumGetInt32(arg), generation, &may_reconnect);
+	BackgroundWorkerInitializeConnectionByOid(dboid, my_connect_as, 0);
+	my_connected = true;
+
+	SetConfigOption("search_path", "pg_catalog, pg_temp", PGC_SUSET, PGC_S_OVERRIDE);
+	SetConfigOption("default_transaction_read_only", "off", PGC_SUSET, PGC_S_OVERRIDE);
+	SetConfigOption("default_transaction_isolation", "read committed", PGC_SUSET, PGC_S_OVERRIDE);
+	pgstat_report_appname("revenue_engine worker");
+
+	owner = extension_owner_lookup(&can_login);
+	if (!OidIsValid(owner))
+		exit_no_extension();
+	if (owner != GetSessionUserId())
+	{
+		if (can_login && (may_reconnect || OidIsValid(my_connect_as)))
+		{
+			my_exit_report = RE_EXIT_RECONNECT;
+			my_report_owner = owner;
+			proc_exit(0);
+		}
+		SetUserIdAndSecContext(owner, SECURITY_LOCAL_USERID_CHANGE);
+		StartTransactionCommand();
+		elog(LOG, "revenue_engine: delivery worker connected as \"%s\" acts as the extension's owner \"%s\", who cannot log in",
+			 GetUserNameFromId(GetSessionUserId(), false), GetUserNameFromId(owner, false));
+		CommitTransactionCommand();
+	}
+	if (!re_delivery_extension_present())
+		exit_no_extension();
+
+	SpinLockAcquire(&shared->mutex);
+	my_slot->probing = false;
+	SpinLockRelease(&shared->mutex);
 }
 
 /*
@@ -1339,50 +2115,7 @@ run_delivery_worker(void)
 void
 re_worker_main(Datum arg)
 {
-	int			slotno = DatumGetInt32(arg);
-	Oid			dboid;
-	bool		have_lock;
-
-	pqsignal(SIGHUP, SignalHandlerForConfigReload);
-	pqsignal(SIGTERM, die);
-	BackgroundWorkerUnblockSignals();
-
-	my_slot = &shared->slots[slotno];
-	dboid = my_slot->dboid;
-	BackgroundWorkerInitializeConnectionByOid(dboid, InvalidOid, 0);
-	pgstat_report_appname("revenue_engine worker");
-
-	SpinLockAcquire(&shared->mutex);
-	my_slot->pid = MyProcPid;
-	my_slot->latch = MyLatch;
-	my_slot->started_at = GetCurrentTimestamp();
-	SpinLockRelease(&shared->mutex);
-	before_shmem_exit(release_slot, (Datum) 0);
-
-	if (!re_delivery_extension_present())
-		exit_no_extension();
-
-	/* one worker per database: a session-level advisory lock says so */
-	SetCurrentStatementStartTimestamp();
-	StartTransactionCommand();
-	SPI_connect();
-	PushActiveSnapshot(GetTransactionSnapshot());
-	SPI_execute("SELECT pg_try_advisory_lock(hashtext('revenue_engine worker'))", false, 1);
-	{
-		bool		isnull;
-
-		have_lock = DatumGetBool(SPI_getbinval(SPI_tuptable->vals[0],
-											   SPI_tuptable->tupdesc, 1, &isnull));
-	}
-	SPI_finish();
-	PopActiveSnapshot();
-	CommitTransactionCommand();
-	if (!have_lock)
-	{
-		elog(LOG, "revenue_engine: another delivery worker serves this database");
-		proc_exit(0);
-	}
-
+	worker_startup(arg);
 	run_delivery_worker();
 }
 
@@ -1418,7 +2151,8 @@ re_worker_status(PG_FUNCTION_ARGS)
 		bool		nulls[10] = {0};
 		char	   *dbname;
 
-		if (!s->in_use || s->pid == 0)
+		/* attached workers of databases with the extension (probes are not workers yet) */
+		if (s->phase != RE_SLOT_RUNNING || s->probing)
 			continue;
 		dbname = get_database_name(s->dboid);
 		values[0] = dbname ? CStringGetTextDatum(dbname) : (Datum) 0;

@@ -145,6 +145,13 @@ def normalize_mode(spec):
         if body is not None and not isinstance(body, str):
             raise ConfigError("body must be a string")
         cfg["body"] = body
+        body_base64 = spec.get("body_base64")
+        if body_base64 is not None:
+            try:
+                base64.b64decode(body_base64, validate=True)
+            except (binascii.Error, TypeError, ValueError):
+                raise ConfigError("body_base64 must be base64")
+        cfg["body_base64"] = body_base64
     elif mode == "redirect":
         cfg["status"] = _number(spec, "status", 302, 300, 399, int)
         cfg["location"] = str(spec.get("location", REDIRECT_LOCATION))
@@ -550,7 +557,10 @@ class Handler(BaseHTTPRequestHandler):
             headers = ()
             if cfg.get("retry_after") is not None and status >= 300:
                 headers = (("Retry-After", cfg["retry_after"]),)
-            if cfg.get("body") is not None:
+            if cfg.get("body_base64") is not None:
+                self._send(status, base64.b64decode(cfg["body_base64"]),
+                           "application/octet-stream", headers)
+            elif cfg.get("body") is not None:
                 self._send(status, cfg["body"].encode(), "text/plain; charset=utf-8",
                            headers)
             else:

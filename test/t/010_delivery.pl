@@ -106,7 +106,7 @@ sub stop_receivers
 }
 END { stop_receivers(); }
 
-my @rx_names = qw(e2e seq r500 r429 r400 r410 r302 stall close garbage slow huge
+my @rx_names = qw(e2e seq r500 r429 r429d bytes r400 r410 r302 stall close garbage slow huge
   sends rate orphan ssrf pool fresh);
 start_receiver($_) for @rx_names;
 wait_receiver($rx{$_}) for @rx_names;
@@ -297,7 +297,7 @@ is(event_status($node, $e2e_event), 'sent', 'e2e: webhook_events.status is sent'
 # ===========================================================================
 # 2, 3, 5, 6, 7 run at the same time: endpoints, receiver modes, then events.
 
-for my $t (qw(t_seq500 t_500 t_429 t_400 t_410 t_302 t_stall t_close t_garbage
+for my $t (qw(t_seq500 t_500 t_429 t_429d t_bytes t_400 t_410 t_302 t_stall t_close t_garbage
 	t_slow t_huge t_rate t_orphan t_other))
 {
 	q1($node, "SELECT revenue_engine.register_event_type('$t')");
@@ -308,6 +308,8 @@ my $again = q('{2 seconds,2 seconds,2 seconds,2 seconds,2 seconds}');
 create_endpoint($node, 'ep_seq500', $rx{seq}{url},  't_seq500', retry_schedule => $fast);
 create_endpoint($node, 'ep_500',    $rx{r500}{url}, 't_500',    retry_schedule => $fast);
 create_endpoint($node, 'ep_429',    $rx{r429}{url}, 't_429',    retry_schedule => q('{1 second}'));
+create_endpoint($node, 'ep_429d',   $rx{r429d}{url}, 't_429d',  retry_schedule => q('{1 second}'));
+create_endpoint($node, 'ep_bytes',  $rx{bytes}{url}, 't_bytes',  retry_schedule => $fast);
 create_endpoint($node, 'ep_400',    $rx{r400}{url}, 't_400',    retry_schedule => $fast);
 create_endpoint($node, 'ep_410',    $rx{r410}{url}, 't_410',    retry_schedule => $fast);
 create_endpoint($node, 'ep_302',    $rx{r302}{url}, 't_302',    retry_schedule => q('{1 second}'));
@@ -325,7 +327,13 @@ create_endpoint($node, 'ep_other', $rx{orphan}{url}, 't_other');
 rx_mode($rx{seq},  { mode => 'sequence', statuses => [ 500, 500, 200 ] });
 rx_mode($rx{r500}, { mode => 'status', status => 500 });
 rx_mode($rx{r429}, { mode => 'sequence', statuses => [ 429, 200 ], retry_after => 3 });
+# Retry-After as an HTTP-date 4 s ahead (whole seconds: the wait is 3 to 4 s)
+rx_mode($rx{r429d}, { mode => 'sequence', statuses => [ 429, 200 ],
+	retry_after => POSIX::strftime('%a, %d %b %Y %H:%M:%S GMT', gmtime(time() + 4)) });
 rx_mode($rx{r400}, { mode => 'status', status => 400 });
+# UTF-8 kept, invalid bytes and NUL escaped
+rx_mode($rx{bytes}, { mode => 'status', status => 400,
+	body_base64 => encode_base64("caf\xc3\xa9 \xe2\x9c\x93 \xff\xfe\x00 \xc3 end", '') });
 rx_mode($rx{r410}, { mode => 'status', status => 410 });
 rx_mode($rx{r302}, { mode => 'redirect', location => "$rx{r302}{base}/elsewhere" });
 rx_mode($rx{stall},   { mode => 'stall', seconds => 4 });
@@ -340,7 +348,7 @@ my %ev;
 {
 	my $out = q1($node, q{
 		SELECT t, revenue_engine.enqueue_event(gen_random_uuid(), t, jsonb_build_object('scenario', t))
-		  FROM unnest(ARRAY['t_seq500', 't_500', 't_429', 't_400', 't_410', 't_302', 't_stall',
+		  FROM unnest(ARRAY['t_seq500', 't_500', 't_429', 't_429d', 't_bytes', 't_400', 't_410', 't_302', 't_stall',
 		                    't_close', 't_garbage', 't_slow', 't_huge']) t});
 	for my $line (split /\n/, $out)
 	{
@@ -348,7 +356,7 @@ my %ev;
 		$ev{$t} = $id;
 	}
 }
-is(scalar(keys %ev), 11, 'enqueued one event per failure scenario');
+is(scalar(keys %ev), 13, 'enqueued one event per failure scenario');
 
 # The transport failures: once the first attempt failed, the receiver answers
 # 200 again and the retry delivers.  (Retries every 2 s leave time to switch;
@@ -457,6 +465,28 @@ ok(wait_delivery($node, 'ep_429', $ev{t_429}, 'sent'), '429: the delivery become
 	ok($d >= 3.0 && $d <= 3.0 + 1.1 * 1 + $SLACK,
 		sprintf('429: the retry waited %.2f s: Retry-After 3 s, not the 1 s schedule', $d));
 	is(scalar(@{ requests_are_for($rx{r429}, $ev{t_429}, '429') }), 2, '429: the receiver got 2 requests');
+}
+
+# 429 with Retry-After as an HTTP-date
+ok(wait_delivery($node, 'ep_429d', $ev{t_429d}, 'sent'), '429 (HTTP-date): the delivery becomes sent at the retry');
+{
+	my $att = attempts($node, 'ep_429d');
+	is(join(',', map { "$_->{attempt}:$_->{status}:$_->{outcome}" } @$att),
+		'1:429:retry,2:200:sent', '429 (HTTP-date): retried, then sent');
+	my $d = @$att == 2 ? $att->[1]{t} - $att->[0]{t} : 0;
+	ok($d >= 2.0 && $d <= 4.0 + 1.1 * 1 + $SLACK,
+		sprintf('429 (HTTP-date): the retry waited %.2f s: until the date, not the 1 s schedule', $d));
+}
+
+# A response body keeps its UTF-8; bytes that are not UTF-8 are escaped, not rewritten
+ok(wait_delivery($node, 'ep_bytes', $ev{t_bytes}, 'dead'), 'bytes: the delivery becomes dead (400)');
+SKIP:
+{
+	skip 'the database encoding is not UTF8', 1 if q1($node, 'SHOW server_encoding') ne 'UTF8';
+	is(q1($node, q{SELECT a.response_body FROM revenue_engine.delivery_attempts a
+		  JOIN revenue_engine.endpoints e ON e.id = a.endpoint_id WHERE e.name = 'ep_bytes'}),
+		'café ✓ \\xff\\xfe\\x00 \\xc3 end',
+		'bytes: response_body keeps é and ✓, and escapes 0xff 0xfe NUL and a cut-off 0xc3');
 }
 
 # 400 -> dead at once

@@ -33,7 +33,8 @@ class H(http.server.BaseHTTPRequestHandler):
         self.rfile.read(int(self.headers.get("Content-Length", 0)))
         with lock:
             n[0] += 1
-            mid = "m-%d" % n[0]
+            # the fifth id holds characters a URL path must escape
+            mid = "m-5/x=y" if n[0] == 5 else "m-%d" % n[0]
         self.answer(200, json.dumps({"messages": [{"id": mid}]}))
     def do_GET(self):
         mid = self.path.rsplit("/", 1)[-1]
@@ -87,7 +88,7 @@ ok($node->poll_query_until('postgres', q{
 is($node->safe_psql('postgres', q{
 	SELECT string_agg(provider_message_id || ':' || status, ',' ORDER BY provider_message_id)
 	  FROM revenue_engine.blast_recipients}),
-	'm-1:read,m-2:read,m-3:sent,m-4:sent,m-5:read',
+	'm-1:read,m-2:read,m-3:sent,m-4:sent,m-5/x=y:read',
 	'a failing poll and a garbage answer leave their recipients at sent');
 is($node->safe_psql('postgres', q{
 	SELECT string_agg(DISTINCT old_status || '>' || new_status, ',')
@@ -99,6 +100,9 @@ is($node->safe_psql('postgres', q{
 is($node->safe_psql('postgres', q{
 	SELECT string_agg(message_id, ',' ORDER BY message_id) FROM revenue_engine.poll_queue}),
 	'm-3,m-4', 'final recipients are no longer polled');
+
+like(slurp_file("$tmp/polls.log"), qr/^m-5%2Fx%3Dy\n/m,
+	'the message id is percent-encoded into the status URL');
 
 # Polled again later (a second apart), and no more than that.
 my $before = () = slurp_file("$tmp/polls.log") =~ /^m-3$/mg;
