@@ -75,3 +75,4 @@ bench:
 	bash test/bench/run.sh
 	bash test/bench/delivery.sh
 	bash test/bench/blasts.sh
+	bash test/bench/idle.sh
