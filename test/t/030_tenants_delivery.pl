@@ -8,7 +8,12 @@
 #  2. the attack of issue 10: the application role of tenant beta sets
 #     revenue_engine.tenant to acme and enqueues an event.  A role bound to
 #     beta is refused (42501) and nothing reaches acme's receiver; an unbound
-#     role shared by tenants acts for the tenant it sets (documented).
+#     role shared by tenants acts for the tenant it sets (documented);
+#  3. an extension whose owner is not a superuser (created by a superuser
+#     later demoted), so that forced row level security applies to the owner:
+#     the functions (C paths in the owner scope, SECURITY DEFINER functions)
+#     still work for a bound role, the owner's own queries see only the
+#     tenant it sets, and the worker still delivers every tenant's events.
 use strict;
 use warnings;
 
@@ -198,6 +203,52 @@ for my $t (sort keys %SECRET)
 	is(scalar(grep { ($_->{body} // '') =~ /"forged"/ } @hooks), 0, "$t: no forged event arrived");
 	is(scalar(@sends), 1, "$t: its provider got its one send");
 	like($sends[0]{body} // '', qr/"tenant": ?"$t"/, "$t: the send carries $t\'s channel template");
+}
+
+# ---------------------------------------------------------------------------
+# 3. A database whose extension owner is not a superuser.
+
+q1(q{
+	CREATE ROLE re_owner SUPERUSER LOGIN;
+	CREATE DATABASE owned OWNER re_owner;
+});
+$node->safe_psql('owned', qq{
+	CREATE EXTENSION revenue_engine;
+	SELECT revenue_engine.register_event_type('plan_changed');
+	SELECT revenue_engine.bind_role('app_acme', 'acme');
+	SET revenue_engine.tenant = 'acme';
+	SELECT revenue_engine.create_endpoint('hook', '$rx{acme}{base}/owned',
+	         signing_secret => '$SECRET{acme}');
+	SELECT revenue_engine.create_channel('provider', '$rx{acme}{base}/owned-send');
+}, extra_params => [ '-U', 're_owner' ]);
+q1('ALTER ROLE re_owner NOSUPERUSER');
+{
+	my ($out, $err);
+	my $rc = $node->psql('owned', q{
+		SELECT revenue_engine.track_daily_usage('22222222-2222-4222-8222-222222222222', 'reply')->'milestones';
+		SELECT timezone FROM revenue_engine.set_user_profile('22222222-2222-4222-8222-222222222222', 'Europe/Paris');
+		SELECT revenue_engine.enqueue_event(NULL, 'plan_changed', '{"db": "owned"}') IS NOT NULL;
+		SELECT revenue_engine.enqueue_send('provider', '{"to": "+15550000002"}') > 0;
+		SELECT recipient_count FROM revenue_engine.create_blast('provider', 'owned',
+		         recipients => '["+15550000003"]', message => 'hi', scheduled_for => '2030-01-01');
+		SELECT total FROM revenue_engine.blast_funnel;
+		SELECT revenue_engine.record_message_status('wamid.none', 'read');
+	}, stdout => \$out, stderr => \$err, extra_params => [ '-U', 'app_acme' ]);
+	is($rc, 0, 'non-superuser owner: the functions work for a bound role') or diag($err);
+	is($out, join("\n", '[1]', 'Europe/Paris', 't', 't', '1', '1', 'parked'),
+		'non-superuser owner: usage, profile, event, send, blast, funnel and status as expected');
+	is($node->safe_psql('owned', q{
+			SELECT count(*) FROM revenue_engine.webhook_events;
+			SET revenue_engine.tenant = 'acme';
+			SELECT count(*) FROM revenue_engine.webhook_events;
+		}, extra_params => [ '-U', 're_owner' ]), "0\n2",
+		'non-superuser owner: its own queries see only the tenant it sets');
+	ok($node->poll_query_until('owned', q{
+			SELECT count(*) FILTER (WHERE status = 'sent') = 2 FROM revenue_engine.deliveries}),
+		'non-superuser owner: the worker delivered the tenant\'s events');
+	my @owned = grep { $_->{path} eq '/owned' } @{ rx_requests('acme') };
+	is(scalar(grep { $_->{verified} } @owned), 2,
+		'non-superuser owner: both arrived signed with the tenant\'s secret');
 }
 
 $node->stop;
