@@ -92,58 +92,49 @@ $fn$;
 COMMENT ON FUNCTION revenue_engine.unbind_role(regrole) IS
     'remove a role''s binding (true if it had one): it acts for the tenant of revenue_engine.tenant again';
 
--- Row level security on every tenant table: enabled, forced, one policy.  The
--- tenant is a subquery so that it is computed once per statement (an initplan),
--- not once per row, and a scan can look it up in the keys that lead with it.
-DO $do$
-DECLARE
-    t regclass;
-BEGIN
-    FOR t IN
-        SELECT c.oid::regclass
-          FROM pg_catalog.pg_class c
-          JOIN pg_catalog.pg_attribute a ON a.attrelid OPERATOR(pg_catalog.=) c.oid
-         WHERE c.relnamespace OPERATOR(pg_catalog.=) 'revenue_engine'::regnamespace
-           AND c.relkind OPERATOR(pg_catalog.=) ANY (ARRAY['r', 'p']::"char"[])
-           AND a.attname OPERATOR(pg_catalog.=) 'tenant_id' AND NOT a.attisdropped
-         ORDER BY c.relname
-    LOOP
-        EXECUTE pg_catalog.format('ALTER TABLE %s ENABLE ROW LEVEL SECURITY, FORCE ROW LEVEL SECURITY', t);
-        EXECUTE pg_catalog.format(
-            'CREATE POLICY tenant_isolation ON %s'
-            ' USING (tenant_id OPERATOR(pg_catalog.=) (SELECT revenue_engine.current_tenant()))', t);
-    END LOOP;
-END
-$do$;
-
 -- A view whose tables the application reads anyway: as the invoker, the policies apply.
 ALTER VIEW revenue_engine.user_lifetime_stats SET (security_invoker = true);
 
--- The other views over tenant tables filter on current_tenant() themselves, behind a barrier.
+/*
+ * Every relation with tenant rows.  A table gets row level security, enabled
+ * and forced, and one policy; the tenant is a subquery so that it is computed
+ * once per statement (an initplan), not once per row, and a scan can look it
+ * up in the keys that lead with it.  A view that does not run as its invoker
+ * must filter on current_tenant() itself, and becomes a security barrier.
+ */
 DO $do$
 DECLARE
-    v regclass;
+    r record;
 BEGIN
-    FOR v IN
-        SELECT c.oid::regclass
+    FOR r IN
+        SELECT c.oid::regclass AS rel, c.relkind,
+               coalesce('security_invoker=true' OPERATOR(pg_catalog.=) ANY (c.reloptions), false) AS invoker
           FROM pg_catalog.pg_class c
           JOIN pg_catalog.pg_attribute a ON a.attrelid OPERATOR(pg_catalog.=) c.oid
          WHERE c.relnamespace OPERATOR(pg_catalog.=) 'revenue_engine'::regnamespace
-           AND c.relkind OPERATOR(pg_catalog.=) 'v'
+           AND c.relkind OPERATOR(pg_catalog.=) ANY (ARRAY['r', 'p', 'v', 'm']::"char"[])
            AND a.attname OPERATOR(pg_catalog.=) 'tenant_id' AND NOT a.attisdropped
-           AND NOT coalesce('security_invoker=true' OPERATOR(pg_catalog.=) ANY (c.reloptions), false)
          ORDER BY c.relname
     LOOP
-        IF NOT EXISTS (SELECT 1 FROM pg_catalog.pg_rewrite r
-                         JOIN pg_catalog.pg_depend d
-                           ON d.classid OPERATOR(pg_catalog.=) 'pg_catalog.pg_rewrite'::regclass
-                          AND d.objid OPERATOR(pg_catalog.=) r.oid
-                        WHERE r.ev_class OPERATOR(pg_catalog.=) v
-                          AND d.refobjid OPERATOR(pg_catalog.=) 'revenue_engine.current_tenant()'::regprocedure) THEN
-            RAISE EXCEPTION 'view % shows tenant rows but does not filter them on revenue_engine.current_tenant()', v
-                USING HINT = 'Add WHERE tenant_id = revenue_engine.current_tenant(), or make it security_invoker if the application may read its tables.';
+        IF r.relkind OPERATOR(pg_catalog.=) ANY (ARRAY['r', 'p']::"char"[]) THEN
+            EXECUTE pg_catalog.format('ALTER TABLE %s ENABLE ROW LEVEL SECURITY, FORCE ROW LEVEL SECURITY', r.rel);
+            EXECUTE pg_catalog.format(
+                'CREATE POLICY tenant_isolation ON %s'
+                ' USING (tenant_id OPERATOR(pg_catalog.=) (SELECT revenue_engine.current_tenant()))', r.rel);
+        ELSIF r.relkind OPERATOR(pg_catalog.=) 'm' THEN
+            RAISE EXCEPTION 'materialized view % holds tenant rows, which row level security cannot filter', r.rel;
+        ELSIF NOT r.invoker THEN
+            IF NOT EXISTS (SELECT 1 FROM pg_catalog.pg_rewrite w
+                             JOIN pg_catalog.pg_depend d
+                               ON d.classid OPERATOR(pg_catalog.=) 'pg_catalog.pg_rewrite'::regclass
+                              AND d.objid OPERATOR(pg_catalog.=) w.oid
+                            WHERE w.ev_class OPERATOR(pg_catalog.=) r.rel
+                              AND d.refobjid OPERATOR(pg_catalog.=) 'revenue_engine.current_tenant()'::regprocedure) THEN
+                RAISE EXCEPTION 'view % shows tenant rows but does not filter them on revenue_engine.current_tenant()', r.rel
+                    USING HINT = 'Add WHERE tenant_id = revenue_engine.current_tenant(), or make it security_invoker if the application may read its tables.';
+            END IF;
+            EXECUTE pg_catalog.format('ALTER VIEW %s SET (security_barrier = true)', r.rel);
         END IF;
-        EXECUTE pg_catalog.format('ALTER VIEW %s SET (security_barrier = true)', v);
     END LOOP;
 END
 $do$;
