@@ -35,6 +35,13 @@ SELECT c.relname, c.reloptions,
  WHERE c.relnamespace = 'revenue_engine'::regnamespace AND c.relkind = 'v'
  ORDER BY 1;
 
+-- No function the application may call takes a tenant as an argument (one
+-- that did would have to refuse a tenant other than current_tenant()).
+SELECT p.oid::regprocedure FROM pg_proc p
+ WHERE p.pronamespace = 'revenue_engine'::regnamespace
+   AND has_function_privilege('revenue_engine_user', p.oid, 'EXECUTE')
+   AND EXISTS (SELECT 1 FROM unnest(p.proargnames) n WHERE n ILIKE '%tenant%');
+
 -- Roles: re_ta and re_tb bound to tenant_a and tenant_b; re_shared unbound;
 -- re_tb_ops an unbound role re_tb may SET ROLE to; re_ta_group a role bound to
 -- tenant_a that re_tb is (wrongly) a member of.

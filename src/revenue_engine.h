@@ -61,7 +61,8 @@ extern void re_disconnect_as_owner(ReOwnerScope *scope);
  * The tenant the current call acts for: the tenant its roles are bound to
  * (src/tenancy/tenancy.c), else the setting revenue_engine.tenant.  Raises
  * 42501 when a bound role's setting names another tenant.  The only place
- * where the tenant is decided.
+ * where the tenant is decided; the result is a copy in the current memory
+ * context.
  */
 extern const char *re_current_tenant_name(void);
 
