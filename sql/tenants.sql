@@ -132,6 +132,10 @@ INSERT INTO revenue_engine.delivery_attempts
        (tenant_id, kind, send_id, channel_id, attempt, started_at, latency_ms, status_code, outcome)
 SELECT tenant_id, 'send', id, channel_id, 1, now(), 12.5, 200, 'sent'
   FROM revenue_engine.sends WHERE tenant_id = 'tenant_a' AND idempotency_key = 'a-1';
+-- An error the provider reported for the channel (as a callback records it).
+INSERT INTO revenue_engine.channel_events (tenant_id, channel_id, kind, detail, occurred_at, data)
+SELECT tenant_id, id, 'error', '130429 Rate limit hit', now(), '{"code": 130429}'
+  FROM revenue_engine.channels WHERE tenant_id = 'tenant_a';
 \c - re_ta
 SELECT revenue_engine.record_message_status('wamid.TA1', 'delivered');
 SELECT revenue_engine.record_message_status('wamid.TA9', 'read');   -- parked: no such id yet
