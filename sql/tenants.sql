@@ -232,6 +232,12 @@ SELECT relation, kind, rows > 0 AS sees_its_rows, other_tenants FROM tenant_rows
 \c - re_tb
 SELECT revenue_engine.current_tenant();
 SELECT relation, kind, rows, other_tenants FROM tenant_rows('tenant_b');
+-- The policy is planned as an index condition on the tenant, computed once per
+-- statement; is_delivery_worker() is folded away (it is true in the workers only).
+SELECT revenue_engine.is_delivery_worker();
+SET enable_seqscan = off;
+EXPLAIN (COSTS OFF) SELECT * FROM revenue_engine.blast_recipients WHERE blast_id = 1;
+RESET enable_seqscan;
 -- What it reads besides is shared by every tenant: settings and the workers.
 SELECT c.relname FROM pg_class c
  WHERE c.relnamespace = 'revenue_engine'::regnamespace AND has_table_privilege(c.oid, 'SELECT')

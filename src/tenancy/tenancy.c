@@ -22,6 +22,7 @@
 #include "executor/spi.h"
 #include "fmgr.h"
 #include "miscadmin.h"
+#include "postmaster/bgworker.h"
 #include "utils/acl.h"
 #include "utils/builtins.h"
 #include "utils/hsearch.h"
@@ -231,6 +232,26 @@ Datum
 re_current_tenant(PG_FUNCTION_ARGS)
 {
 	PG_RETURN_TEXT_P(cstring_to_text(decide_tenant()));
+}
+
+/*
+ * SQL: revenue_engine.is_delivery_worker(), the second half of every tenant
+ * policy: true in the extension's background workers, which deliver for
+ * every tenant whichever role they connect as (a superuser bypasses row
+ * level security anyway; an owner that is not one would not).  Declared
+ * IMMUTABLE although it is a property of the process, so that the planner
+ * folds it to a constant: everywhere else the policy becomes exactly
+ * tenant_id = (SELECT current_tenant()), an index condition, and nothing is
+ * evaluated per row.  That is sound because a process never changes kind and
+ * a plan never leaves the process that made it (a parallel worker runs its
+ * leader's plan, folded by the leader).
+ */
+PG_FUNCTION_INFO_V1(re_is_delivery_worker);
+Datum
+re_is_delivery_worker(PG_FUNCTION_ARGS)
+{
+	PG_RETURN_BOOL(MyBgworkerEntry != NULL &&
+				   strcmp(MyBgworkerEntry->bgw_library_name, "revenue_engine") == 0);
 }
 
 /* SQL: revenue_engine.check_tenant(tenant text): the tenant, or 22023 */

@@ -92,6 +92,12 @@ $fn$;
 COMMENT ON FUNCTION revenue_engine.unbind_role(regrole) IS
     'remove a role''s binding (true if it had one): it acts for the tenant of revenue_engine.tenant again';
 
+-- True in the delivery workers only; IMMUTABLE so that plans fold it (see tenancy.c).
+CREATE FUNCTION revenue_engine.is_delivery_worker()
+RETURNS boolean
+LANGUAGE C IMMUTABLE PARALLEL SAFE
+AS 'MODULE_PATHNAME', 're_is_delivery_worker';
+
 -- A view whose tables the application reads anyway: as the invoker, the policies apply.
 ALTER VIEW revenue_engine.user_lifetime_stats SET (security_invoker = true);
 
@@ -99,8 +105,9 @@ ALTER VIEW revenue_engine.user_lifetime_stats SET (security_invoker = true);
  * Every relation with tenant rows.  A table gets row level security, enabled
  * and forced, and one policy; the tenant is a subquery so that it is computed
  * once per statement (an initplan), not once per row, and a scan can look it
- * up in the keys that lead with it.  A view that does not run as its invoker
- * must filter on current_tenant() itself, and becomes a security barrier.
+ * up in the keys that lead with it; the delivery workers see every tenant.
+ * A view that does not run as its invoker must filter on current_tenant()
+ * itself, and becomes a security barrier.
  */
 DO $do$
 DECLARE
@@ -120,7 +127,8 @@ BEGIN
             EXECUTE pg_catalog.format('ALTER TABLE %s ENABLE ROW LEVEL SECURITY, FORCE ROW LEVEL SECURITY', r.rel);
             EXECUTE pg_catalog.format(
                 'CREATE POLICY tenant_isolation ON %s'
-                ' USING (tenant_id OPERATOR(pg_catalog.=) (SELECT revenue_engine.current_tenant()))', r.rel);
+                ' USING (tenant_id OPERATOR(pg_catalog.=) (SELECT revenue_engine.current_tenant())'
+                '        OR revenue_engine.is_delivery_worker())', r.rel);
         ELSIF r.relkind OPERATOR(pg_catalog.=) 'm' THEN
             RAISE EXCEPTION 'materialized view % holds tenant rows, which row level security cannot filter', r.rel;
         ELSIF NOT r.invoker THEN
@@ -144,3 +152,6 @@ REVOKE ALL ON FUNCTION revenue_engine.role_tenants_changed() FROM PUBLIC;
 REVOKE ALL ON FUNCTION revenue_engine.check_tenant(text) FROM PUBLIC;
 REVOKE ALL ON FUNCTION revenue_engine.bind_role(regrole, text) FROM PUBLIC;
 REVOKE ALL ON FUNCTION revenue_engine.unbind_role(regrole) FROM PUBLIC;
+REVOKE ALL ON FUNCTION revenue_engine.is_delivery_worker() FROM PUBLIC;
+-- Planning a query of a tenant table evaluates it, as the one who queries.
+GRANT EXECUTE ON FUNCTION revenue_engine.is_delivery_worker() TO revenue_engine_user;
