@@ -16,15 +16,20 @@ OBJS         = src/revenue_engine.o \
                src/blasts/funnel.o \
                src/blasts/create_blast.o \
                src/usage/backfill.o \
-               src/caller_query.o
+               src/caller_query.o \
+               src/tenancy/tenancy.o \
+               src/tenancy/masking.o
 
-# Order matters: base objects, then the outbox, then the modules that write to it.
+# Order matters: base objects, then the outbox, then the modules that write to it;
+# tenancy's row level security after every table and view it covers.
 MODULE_SQL   = src/revenue_engine.sql \
+               src/tenancy/masking.sql \
                src/outbox/outbox.sql \
                src/outbox/delivery.sql \
                src/messaging/messaging.sql \
                src/usage/usage.sql \
                src/blasts/blasts.sql \
+               src/tenancy/tenancy.sql \
                src/worker/worker.sql
 
 DATA_built   = $(EXTENSION)--$(EXTVERSION).sql
@@ -39,12 +44,13 @@ PG_CFLAGS    = -std=gnu99 -Wall -Wextra -Werror -Wno-unused-parameter \
 
 REGRESS      = setup usage_response usage_ladder usage_goals_streaks \
                usage_timezones usage_bad_input usage_backfill usage_fastpath delivery_input security \
-               blasts status_webhook whatsapp_payloads
+               tenants blasts status_webhook whatsapp_payloads
 REGRESS_OPTS = --temp-config=$(srcdir)/test/test.conf
 
 ISOLATION    = usage_concurrent_milestones usage_concurrent_goal_feature usage_keyed_update \
                blasts_concurrent_status blasts_concurrent_funnel blasts_parking_race \
-               blasts_funnel_serializable blasts_funnel_truncate blasts_funnel_columns
+               blasts_funnel_serializable blasts_funnel_truncate blasts_funnel_columns \
+               tenants_binding_cache
 ISOLATION_OPTS = --inputdir=test --outputdir=test/output_iso \
                --temp-config=$(srcdir)/test/test.conf
 
@@ -75,3 +81,4 @@ bench:
 	bash test/bench/run.sh
 	bash test/bench/delivery.sh
 	bash test/bench/blasts.sh
+	bash test/bench/idle.sh

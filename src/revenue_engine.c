@@ -38,6 +38,7 @@ PG_MODULE_MAGIC;
 void		_PG_init(void);
 
 char	   *re_tenant_setting = NULL;
+bool		re_tenant_set_explicitly = false;
 char	   *re_user_payload_function = NULL;
 int			re_max_count_per_call = 1000000;
 char	   *re_clock_override = NULL;
@@ -47,7 +48,16 @@ int			re_attempt_retention = 7 * 24 * 60;	/* minutes */
 static Oid	owner_oid = InvalidOid;
 static OverrideSearchPath *pinned_path = NULL;
 
+/*
+ * The user that entered the outermost owner scope still open, valid while
+ * the current user and security context say an owner scope is open (see
+ * re_calling_user); an error that leaves the scopes behind leaves a stale
+ * value that the next re_enter_owner from outside replaces.
+ */
+static Oid	scope_caller = InvalidOid;
+
 static bool check_tenant(char **newval, void **extra, GucSource source);
+static void assign_tenant(const char *newval, void *extra);
 static bool check_user_payload_function(char **newval, void **extra,
 										GucSource source);
 static void owner_cache_reset(Datum arg, int cacheid, uint32 hashvalue);
@@ -63,12 +73,12 @@ _PG_init(void)
 
 	DefineCustomStringVariable("revenue_engine.tenant",
 							   "Tenant that rows written by this session belong to.",
-							   "Single-tenant applications leave it at 'default'.",
+							   "Single-tenant applications leave it at 'default'; a role bound to a tenant (revenue_engine.bind_role) acts for that tenant and may not set another.",
 							   &re_tenant_setting,
 							   "default",
 							   PGC_USERSET,
 							   0,
-							   check_tenant, NULL, NULL);
+							   check_tenant, assign_tenant, NULL);
 
 	DefineCustomStringVariable("revenue_engine.user_payload_function",
 							   "Schema-qualified function(uuid) returning jsonb that builds the \"user\" object of event payloads.",
@@ -151,25 +161,53 @@ re_check_name(const char *what, const char *name)
 	}
 }
 
-static bool
-check_tenant(char **newval, void **extra, GucSource source)
+/* Why a tenant name is not acceptable, or NULL: 1-63 bytes, no control characters. */
+const char *
+re_tenant_problem(const char *tenant)
 {
 	const char *p;
 
-	if (*newval == NULL || **newval == '\0' || strlen(*newval) > RE_MAX_NAME_LEN)
-	{
-		GUC_check_errdetail("The tenant must have 1 to %d bytes.", RE_MAX_NAME_LEN);
-		return false;
-	}
-	for (p = *newval; *p; p++)
+	if (tenant == NULL || *tenant == '\0' || strlen(tenant) > RE_MAX_NAME_LEN)
+		return "The tenant must have 1 to " CppAsString2(RE_MAX_NAME_LEN) " bytes.";
+	for (p = tenant; *p; p++)
 	{
 		if ((unsigned char) *p < 0x20 || *p == 0x7f)
-		{
-			GUC_check_errdetail("The tenant must not contain control characters.");
-			return false;
-		}
+			return "The tenant must not contain control characters.";
 	}
+	return NULL;
+}
+
+/*
+ * The setting's extra records whether the value was set by anyone (SET,
+ * set_config, ALTER ROLE/DATABASE ... SET, a connection option, the server's
+ * configuration) or is the built-in default: a role bound to a tenant may
+ * leave the setting alone, but not set it to another tenant (see
+ * re_current_tenant_name).  GUC keeps the extra with each value, so RESET,
+ * SET LOCAL and rollbacks restore it along with the value.
+ */
+static bool
+check_tenant(char **newval, void **extra, GucSource source)
+{
+	const char *problem = re_tenant_problem(*newval);
+	bool	   *set_explicitly;
+
+	if (problem != NULL)
+	{
+		GUC_check_errdetail("%s", problem);
+		return false;
+	}
+	set_explicitly = malloc(sizeof(bool));
+	if (set_explicitly == NULL)
+		return false;
+	*set_explicitly = (source > PGC_S_DEFAULT);
+	*extra = set_explicitly;
 	return true;
+}
+
+static void
+assign_tenant(const char *newval, void *extra)
+{
+	re_tenant_set_explicitly = extra != NULL && *(bool *) extra;
 }
 
 static bool
@@ -183,12 +221,6 @@ check_user_payload_function(char **newval, void **extra, GucSource source)
 		return false;
 	}
 	return true;
-}
-
-const char *
-re_current_tenant_name(void)
-{
-	return re_tenant_setting ? re_tenant_setting : "default";
 }
 
 TimestampTz
@@ -207,13 +239,6 @@ Datum
 re_clock_now_sql(PG_FUNCTION_ARGS)
 {
 	PG_RETURN_TIMESTAMPTZ(re_clock_now());
-}
-
-PG_FUNCTION_INFO_V1(re_current_tenant);
-Datum
-re_current_tenant(PG_FUNCTION_ARGS)
-{
-	PG_RETURN_TEXT_P(cstring_to_text(re_current_tenant_name()));
 }
 
 static void
@@ -245,6 +270,29 @@ extension_owner(void)
 	return owner_oid;
 }
 
+/*
+ * Whether a user and security context are those of an open owner scope: the
+ * owner, with SECURITY_NOFORCE_RLS, which nothing else of the extension sets
+ * (PostgreSQL sets it for its referential integrity queries only).
+ */
+static bool
+is_owner_scope(Oid userid, int sec_context)
+{
+	return OidIsValid(owner_oid) && userid == owner_oid &&
+		(sec_context & SECURITY_NOFORCE_RLS) != 0;
+}
+
+/*
+ * The owner scope runs as the owner of the extension's tables with
+ * SECURITY_NOFORCE_RLS, as PostgreSQL runs its foreign key checks: the row
+ * level security that src/tenancy forces on every tenant table does not
+ * apply to the extension's own statements, which name the tenant in every
+ * key (it still applies to the owner's own queries outside the scope, and to
+ * everyone else).  So statements prepared in the scope carry no policy and
+ * are executed only in the scope; that is how every saved plan of the C code
+ * is used.  The user that entered the outermost scope is kept: the tenant it
+ * is bound to is the one the scope acts for (re_calling_user).
+ */
 void
 re_enter_owner(ReOwnerScope *scope)
 {
@@ -261,8 +309,12 @@ re_enter_owner(ReOwnerScope *scope)
 		MemoryContextSwitchTo(old);
 	}
 	GetUserIdAndSecContext(&scope->saved_userid, &scope->saved_sec_context);
+	scope->saved_caller = scope_caller;
+	if (!is_owner_scope(scope->saved_userid, scope->saved_sec_context))
+		scope_caller = scope->saved_userid;
 	SetUserIdAndSecContext(owner,
-						   scope->saved_sec_context | SECURITY_LOCAL_USERID_CHANGE);
+						   scope->saved_sec_context | SECURITY_LOCAL_USERID_CHANGE |
+						   SECURITY_NOFORCE_RLS);
 	PushOverrideSearchPath(pinned_path);
 	scope->active = true;
 }
@@ -274,7 +326,21 @@ re_leave_owner(ReOwnerScope *scope)
 		return;
 	PopOverrideSearchPath();
 	SetUserIdAndSecContext(scope->saved_userid, scope->saved_sec_context);
+	scope_caller = scope->saved_caller;
 	scope->active = false;
+}
+
+Oid
+re_calling_user(void)
+{
+	Oid			userid;
+	int			sec_context;
+
+	GetUserIdAndSecContext(&userid, &sec_context);
+	(void) extension_owner();
+	if (is_owner_scope(userid, sec_context) && OidIsValid(scope_caller))
+		return scope_caller;
+	return userid;
 }
 
 void

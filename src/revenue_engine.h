@@ -19,6 +19,7 @@
 
 /* Settings (GUCs), defined in _PG_init. */
 extern char *re_tenant_setting;
+extern bool re_tenant_set_explicitly;	/* set by anyone, not the built-in default */
 extern char *re_user_payload_function;
 extern int	re_max_count_per_call;
 extern char *re_clock_override;
@@ -34,24 +35,39 @@ extern TimestampTz re_clock_now(void);
  * Statements of the extension run as the owner of schema revenue_engine with
  * search_path pinned to pg_catalog, like a SECURITY DEFINER function with
  * SET search_path, but without the per-call cost of a GUC change.  Errors
- * restore the caller's identity and path through transaction abort.
+ * restore the caller's identity and path through transaction abort.  The
+ * tenant tables' row level security does not apply in the scope (it runs
+ * with SECURITY_NOFORCE_RLS): its statements name the tenant themselves.
  */
 typedef struct ReOwnerScope
 {
 	Oid			saved_userid;
 	int			saved_sec_context;
+	Oid			saved_caller;
 	bool		active;
 } ReOwnerScope;
 
 extern void re_enter_owner(ReOwnerScope *scope);
 extern void re_leave_owner(ReOwnerScope *scope);
 
+/* The current user, or inside an owner scope the user that entered it. */
+extern Oid	re_calling_user(void);
+
 /* The owner scope and an SPI connection, as a C function's body uses them */
 extern void re_connect_as_owner(ReOwnerScope *scope);
 extern void re_disconnect_as_owner(ReOwnerScope *scope);
 
-/* The tenant of the current session (validated by the setting's hook). */
+/*
+ * The tenant the current call acts for: the tenant its roles are bound to
+ * (src/tenancy/tenancy.c), else the setting revenue_engine.tenant.  Raises
+ * 42501 when a bound role's setting names another tenant.  The only place
+ * where the tenant is decided; the result is a copy in the current memory
+ * context.
+ */
 extern const char *re_current_tenant_name(void);
+
+/* Why a tenant name is not acceptable (a sentence), or NULL. */
+extern const char *re_tenant_problem(const char *tenant);
 
 /* Validate a name of a usage type or event type; ereport on bad input. */
 extern void re_check_name(const char *what, const char *name);

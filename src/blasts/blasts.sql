@@ -28,12 +28,15 @@ COMMENT ON COLUMN revenue_engine.channels.status_url IS
     'polling: GET this URL, {message_id} replaced, for recipients not yet final; status_path finds the status in the JSON response';
 
 CREATE OR REPLACE VIEW revenue_engine.channels_public AS
-SELECT tenant_id, id, name, method, url,
+SELECT tenant_id, id, name, method, revenue_engine.mask_url(url) AS url,
        ARRAY(SELECT pg_catalog.jsonb_object_keys(headers)) AS header_names,
-       body_template, message_id_path, timeout_ms, connect_timeout_ms, max_in_flight,
-       rate_limit, rate_period, retry_schedule, enabled, disabled_reason, created_at, updated_at,
-       webhook_kind, status_url, status_path, status_map, poll_interval, poll_max_age
-  FROM revenue_engine.channels;
+       revenue_engine.mask_json(body_template) AS body_template, message_id_path, timeout_ms,
+       connect_timeout_ms, max_in_flight, rate_limit, rate_period, retry_schedule, enabled,
+       disabled_reason, created_at, updated_at,
+       webhook_kind, revenue_engine.mask_url(status_url) AS status_url, status_path, status_map,
+       poll_interval, poll_max_age
+  FROM revenue_engine.channels
+ WHERE tenant_id = revenue_engine.current_tenant();
 
 CREATE TABLE revenue_engine.blasts (
     tenant_id        text        NOT NULL DEFAULT revenue_engine.current_tenant(),

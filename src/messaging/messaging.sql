@@ -33,12 +33,15 @@ COMMENT ON TABLE revenue_engine.channels IS
     'providers'' HTTP APIs that sends go to; holds credentials, so the application role reads channels_public';
 SELECT pg_catalog.pg_extension_config_dump('revenue_engine.channels', '');
 
+-- The current tenant's channels without credentials (src/tenancy/masking.c); blasts.sql adds columns.
 CREATE VIEW revenue_engine.channels_public AS
-SELECT tenant_id, id, name, method, url,
+SELECT tenant_id, id, name, method, revenue_engine.mask_url(url) AS url,
        ARRAY(SELECT pg_catalog.jsonb_object_keys(headers)) AS header_names,
-       body_template, message_id_path, timeout_ms, connect_timeout_ms, max_in_flight,
-       rate_limit, rate_period, retry_schedule, enabled, disabled_reason, created_at, updated_at
-  FROM revenue_engine.channels;
+       revenue_engine.mask_json(body_template) AS body_template, message_id_path, timeout_ms,
+       connect_timeout_ms, max_in_flight, rate_limit, rate_period, retry_schedule, enabled,
+       disabled_reason, created_at, updated_at
+  FROM revenue_engine.channels
+ WHERE tenant_id = revenue_engine.current_tenant();
 
 CREATE TABLE revenue_engine.sends (
     tenant_id           text        NOT NULL DEFAULT revenue_engine.current_tenant(),
@@ -261,7 +264,8 @@ SELECT c.tenant_id, c.id AS channel_id, c.name, c.enabled,
               percentile_cont(0.99) WITHIN GROUP (ORDER BY t.latency_ms) AS p99_latency_ms
          FROM revenue_engine.delivery_attempts t
         WHERE t.tenant_id = c.tenant_id AND t.kind = 'send' AND t.channel_id = c.id
-          AND t.started_at > now() - interval '5 minutes') a ON true;
+          AND t.started_at > now() - interval '5 minutes') a ON true
+ WHERE c.tenant_id = revenue_engine.current_tenant();
 
 REVOKE ALL ON ALL TABLES IN SCHEMA revenue_engine FROM PUBLIC;
 REVOKE ALL ON ALL FUNCTIONS IN SCHEMA revenue_engine FROM PUBLIC;

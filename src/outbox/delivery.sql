@@ -81,15 +81,18 @@ COMMENT ON TABLE revenue_engine.endpoints IS
     'HTTP endpoints that receive events; holds secrets, so the application role reads endpoints_public';
 SELECT pg_catalog.pg_extension_config_dump('revenue_engine.endpoints', '');
 
+-- The current tenant's endpoints without secrets (mask_url: src/tenancy/masking.c).
 CREATE VIEW revenue_engine.endpoints_public AS
-SELECT tenant_id, id, name, url, event_types,
+SELECT tenant_id, id, name, revenue_engine.mask_url(url) AS url, event_types,
        ARRAY(SELECT pg_catalog.jsonb_object_keys(headers)) AS header_names,
        pg_catalog.cardinality(signing_secrets) AS signing_secrets,
        timeout_ms, connect_timeout_ms, max_in_flight, rate_limit, rate_period,
        retry_schedule, circuit_break_after, enabled, disabled_reason, disabled_at,
        failing_since, created_at, updated_at
-  FROM revenue_engine.endpoints;
-COMMENT ON VIEW revenue_engine.endpoints_public IS 'endpoints without their secrets';
+  FROM revenue_engine.endpoints
+ WHERE tenant_id = revenue_engine.current_tenant();
+COMMENT ON VIEW revenue_engine.endpoints_public IS
+    'the current tenant''s endpoints without their secrets: header names, the number of signing secrets, the URL masked';
 
 -- One row per (event, endpoint): the delivery state machine.
 CREATE TABLE revenue_engine.deliveries (
@@ -467,9 +470,10 @@ SELECT e.tenant_id, e.id AS endpoint_id, e.name, e.enabled, e.disabled_reason,
               percentile_cont(0.99) WITHIN GROUP (ORDER BY t.latency_ms) AS p99_latency_ms
          FROM revenue_engine.delivery_attempts t
         WHERE t.tenant_id = e.tenant_id AND t.kind = 'event' AND t.endpoint_id = e.id
-          AND t.started_at > now() - interval '5 minutes') a ON true;
+          AND t.started_at > now() - interval '5 minutes') a ON true
+ WHERE e.tenant_id = revenue_engine.current_tenant();
 COMMENT ON VIEW revenue_engine.endpoint_stats IS
-    'per endpoint: pending, in flight, retrying, dead, oldest pending age; deliveries and p50/p99 latency over 5 minutes';
+    'per endpoint of the current tenant: pending, in flight, retrying, dead, oldest pending age; deliveries and p50/p99 latency over 5 minutes';
 
 -- Extra maintenance through pg_cron when it is installed (the worker purges on its own too).
 CREATE FUNCTION revenue_engine.schedule_maintenance(schedule text DEFAULT '17 * * * *')

@@ -82,6 +82,7 @@
 #include "access/table.h"
 #include "access/tableam.h"
 #include "access/xact.h"
+#include "miscadmin.h"
 #include "storage/proc.h"
 #include "utils/builtins.h"
 #include "utils/datum.h"
@@ -330,7 +331,14 @@ open_keyed(ReKeyedRel *kr, LOCKMODE lockmode, bool for_update)
 	if (kr->usable &&
 		rel->rd_rel->relkind == RELKIND_RELATION &&
 		rel->rd_rel->relam == HEAP_TABLE_AM_OID &&
-		!rel->rd_rel->relrowsecurity &&
+	/*
+	 * Row level security (forced on every tenant table, src/tenancy): only
+	 * where a statement would apply no policy either, as check_enable_rls()
+	 * decides for the table's owner with SECURITY_NOFORCE_RLS: in the owner
+	 * scope (re_enter_owner), where the extension's calls run.
+	 */
+		(!rel->rd_rel->relrowsecurity ||
+		 (InNoForceRLSOperation() && rel->rd_rel->relowner == GetUserId())) &&
 		(!for_update ||
 		 (rel->trigdesc == NULL && !rel->rd_rel->relhasrules &&
 		  !rel->rd_rel->relispartition &&
