@@ -91,6 +91,7 @@
 #define RE_ERROR_BACKOFF_MS 1000	/* a unit that failed waits before its retry */
 #define RE_CLAIM_EVERY_MS 2		/* while requests are in flight, freed room is
 								 * claimed in batches this far apart */
+#define RE_CLAIM_ALL_EVERY_MS 1000	/* and every target is looked at this often */
 
 /* A stopped worker is started again after this, doubled per quick exit. */
 #define RE_RESTART_DELAY_MS 1000
@@ -1359,6 +1360,7 @@ typedef struct WorkerLoop
 	TimestampTz token_due;
 	TimestampTz last_record;
 	TimestampTz last_claim;
+	TimestampTz last_claim_all;
 	TimestampTz last_refresh;
 	TimestampTz last_maintenance;
 	TimestampTz last_sweep;
@@ -1687,12 +1689,14 @@ static void
 claim_step(WorkerLoop *w, TimestampTz now)
 {
 	bool		more = targets_want_more(w, now);
-	int			room;
-	int			claimed = 0;
-
 	bool		due = (w->next_due != 0 && now >= w->next_due) ||
 		(w->token_due != 0 && now >= w->token_due);
-	bool		all = w->want_claim || due;
+
+	/* every target at least every second: retries fall due anywhere */
+	bool		all = w->want_claim || due ||
+		now - w->last_claim_all >= RE_CLAIM_ALL_EVERY_MS * 1000L;
+	int			room;
+	int			claimed = 0;
 
 	/* room freed by a few completions waits a moment to be claimed as a batch */
 	if (more && w->nin_flight > 0 &&
@@ -1714,13 +1718,26 @@ claim_step(WorkerLoop *w, TimestampTz now)
 			return;				/* the extension is gone: the loop ends */
 	}
 	room = re_worker_max_in_flight - w->nin_flight - w->ndone;
-	if (room > 0)
-		claimed = claim_targets(w, room, all, now);
-	/* after a claim, the next record brings us back; else find the next due row */
+	if (room <= 0)
+		return;
+	claimed = claim_targets(w, room, all, now);
+	if (all)
+		w->last_claim_all = now;
+	/* after a claim, the next record brings us back */
 	w->next_due = 0;
-	if (claimed == 0 &&
-		!run_unit("looking for the next due row", next_due_unit, &w->next_due, NULL))
+	if (claimed > 0)
+		return;
+	if (!all)
+	{
+		/* none where more was expected: every target, a second after the last look */
+		w->next_due = TimestampTzPlusMilliseconds(w->last_claim_all, RE_CLAIM_ALL_EVERY_MS);
+		return;
+	}
+	if (!run_unit("looking for the next due row", next_due_unit, &w->next_due, NULL))
 		w->next_due = TimestampTzPlusMilliseconds(now, RE_ERROR_BACKOFF_MS);
+	else if (w->next_due != 0 && w->next_due <= now && w->nin_flight > 0)
+		w->next_due = 0;		/* due rows of targets at their limit: completions
+								 * bring the next claim */
 }
 
 /* Requests on the network */
