@@ -9,12 +9,22 @@
  * Everything here runs outside transactions and must not ereport from a
  * libcurl callback: callbacks use malloc and report through the request.
  *
+ * The caller waits, it does not poll: libcurl tells us (CURLMOPT_SOCKETFUNCTION)
+ * which sockets to watch for what, and they are kept in an epoll set of our
+ * own, so that one descriptor (re_http_wait_fd) is readable when any of them
+ * is ready; with libcurl's timer (CURLMOPT_TIMERFUNCTION, re_http_timeout_ms)
+ * that is all the worker adds to its WaitEventSet next to its latch.  A
+ * socket libcurl stops watching leaves the epoll set at once, which a
+ * WaitEventSet cannot do (PostgreSQL 15 has no way to remove an event).
+ *
  *-------------------------------------------------------------------------
  */
 #include "postgres.h"
 
 #include <arpa/inet.h>
 #include <netinet/in.h>
+#include <sys/epoll.h>
+#include <unistd.h>
 #include <sys/socket.h>
 
 #include <curl/curl.h>
@@ -34,6 +44,8 @@ struct ReHttpClient
 	CURLM	   *multi;
 	int			in_flight;
 	bool		allow_private;
+	int			epfd;			/* the sockets libcurl waits on */
+	double		timer_at_ms;	/* when libcurl wants to be called; -1: never */
 };
 
 static bool curl_initialized = false;
@@ -264,6 +276,38 @@ now_ms(void)
 	return ts.tv_sec * 1000.0 + ts.tv_nsec / 1e6;
 }
 
+/* What libcurl waits for: sockets and a timer (no ereport, no palloc) */
+
+static int
+socket_changed(CURL *easy, curl_socket_t fd, int what, void *userp, void *socketp)
+{
+	ReHttpClient *client = userp;
+	struct epoll_event ev;
+
+	if (what == CURL_POLL_REMOVE)
+	{
+		/* it may be closed already: nothing to do then */
+		(void) epoll_ctl(client->epfd, EPOLL_CTL_DEL, fd, NULL);
+		return 0;
+	}
+	memset(&ev, 0, sizeof(ev));
+	ev.events = ((what & CURL_POLL_IN) ? EPOLLIN : 0) | ((what & CURL_POLL_OUT) ? EPOLLOUT : 0);
+	ev.data.fd = fd;
+	if (epoll_ctl(client->epfd, EPOLL_CTL_MOD, fd, &ev) != 0 &&
+		(errno != ENOENT || epoll_ctl(client->epfd, EPOLL_CTL_ADD, fd, &ev) != 0))
+		return -1;				/* libcurl fails the transfers on this socket */
+	return 0;
+}
+
+static int
+timer_changed(CURLM *multi, long timeout_ms, void *userp)
+{
+	ReHttpClient *client = userp;
+
+	client->timer_at_ms = timeout_ms < 0 ? -1 : now_ms() + timeout_ms;
+	return 0;
+}
+
 /* The client */
 
 ReHttpClient *
@@ -281,14 +325,30 @@ re_http_client_create(int max_connections)
 	if (client == NULL)
 		return NULL;
 	client->multi = curl_multi_init();
-	if (client->multi == NULL)
+	client->epfd = epoll_create1(EPOLL_CLOEXEC);
+	if (client->multi == NULL || client->epfd < 0)
 	{
+		if (client->multi)
+			curl_multi_cleanup(client->multi);
+		if (client->epfd >= 0)
+			close(client->epfd);
 		free(client);
 		return NULL;
 	}
+	client->timer_at_ms = -1;
+	curl_multi_setopt(client->multi, CURLMOPT_SOCKETFUNCTION, socket_changed);
+	curl_multi_setopt(client->multi, CURLMOPT_SOCKETDATA, client);
+	curl_multi_setopt(client->multi, CURLMOPT_TIMERFUNCTION, timer_changed);
+	curl_multi_setopt(client->multi, CURLMOPT_TIMERDATA, client);
+	re_http_set_max_connections(client, max_connections);
+	return client;
+}
+
+void
+re_http_set_max_connections(ReHttpClient *client, int max_connections)
+{
 	curl_multi_setopt(client->multi, CURLMOPT_MAX_TOTAL_CONNECTIONS, (long) max_connections);
 	curl_multi_setopt(client->multi, CURLMOPT_MAXCONNECTS, (long) max_connections);
-	return client;
 }
 
 void
@@ -297,7 +357,25 @@ re_http_client_destroy(ReHttpClient *client)
 	if (client == NULL)
 		return;
 	curl_multi_cleanup(client->multi);
+	close(client->epfd);
 	free(client);
+}
+
+int
+re_http_wait_fd(ReHttpClient *client)
+{
+	return client->epfd;
+}
+
+long
+re_http_timeout_ms(ReHttpClient *client)
+{
+	double		left;
+
+	if (client->timer_at_ms < 0)
+		return -1;
+	left = client->timer_at_ms - now_ms();
+	return left <= 0 ? 0 : (long) left + 1;
 }
 
 void
@@ -398,12 +476,28 @@ re_http_poll(ReHttpClient *client, int timeout_ms, ReHttpRequest **done, int max
 	int			ndone = 0;
 	CURLMsg    *msg;
 	int			left;
+	struct epoll_event ready[256];
+	int			nready;
+	int			i;
 
-	curl_multi_perform(client->multi, &running);
-	if (client->in_flight > 0 && running == client->in_flight && timeout_ms > 0)
+	/* the sockets that are ready, then the timer if it is due */
+	nready = epoll_wait(client->epfd, ready, lengthof(ready), timeout_ms);
+	for (i = 0; i < nready; i++)
 	{
-		curl_multi_poll(client->multi, NULL, 0, timeout_ms, NULL);
-		curl_multi_perform(client->multi, &running);
+		int			ev = 0;
+
+		if (ready[i].events & (EPOLLIN | EPOLLHUP))
+			ev |= CURL_CSELECT_IN;
+		if (ready[i].events & EPOLLOUT)
+			ev |= CURL_CSELECT_OUT;
+		if (ready[i].events & EPOLLERR)
+			ev |= CURL_CSELECT_ERR;
+		curl_multi_socket_action(client->multi, ready[i].data.fd, ev, &running);
+	}
+	if (client->timer_at_ms >= 0 && now_ms() >= client->timer_at_ms)
+	{
+		client->timer_at_ms = -1;	/* libcurl sets the next one */
+		curl_multi_socket_action(client->multi, CURL_SOCKET_TIMEOUT, 0, &running);
 	}
 
 	while (ndone < max_done && (msg = curl_multi_info_read(client->multi, &left)) != NULL)
@@ -436,6 +530,19 @@ re_http_poll(ReHttpClient *client, int timeout_ms, ReHttpRequest **done, int max
 		done[ndone++] = req;
 	}
 	return ndone;
+}
+
+void
+re_http_cancel(ReHttpClient *client, ReHttpRequest *req, const char *reason)
+{
+	if (req->easy == NULL)
+		return;
+	curl_multi_remove_handle(client->multi, req->easy);
+	client->in_flight--;
+	req->status = 0;
+	req->transport_error = true;
+	req->latency_ms = now_ms() - req->started_ms;
+	snprintf(req->error, sizeof(req->error), "%s", reason);
 }
 
 void

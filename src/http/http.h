@@ -59,13 +59,28 @@ extern void re_http_set_allow_private(ReHttpClient *client, bool allow);
 /* Start a request; false (with req->error set) if it could not be started. */
 extern bool re_http_start(ReHttpClient *client, ReHttpRequest *req);
 
+/* libcurl's connection limit (revenue_engine.worker_max_in_flight). */
+extern void re_http_set_max_connections(ReHttpClient *client, int max_connections);
+
 /*
- * Drive transfers for at most timeout_ms; completed requests are stored in
- * done[] (up to max_done) and their count returned.
+ * Waiting without polling: a descriptor that is readable when a socket of a
+ * request is ready, and the milliseconds until libcurl's timer (-1: none).
+ * Either one calls for re_http_poll.
+ */
+extern int	re_http_wait_fd(ReHttpClient *client);
+extern long re_http_timeout_ms(ReHttpClient *client);
+
+/*
+ * Drive the transfers whose sockets are ready (waiting for one at most
+ * timeout_ms, 0: not at all) and libcurl's timer if it is due; completed
+ * requests are stored in done[] (up to max_done) and their count returned.
  */
 extern int	re_http_poll(ReHttpClient *client, int timeout_ms,
 						 ReHttpRequest **done, int max_done);
 extern int	re_http_in_flight(ReHttpClient *client);
+
+/* Give up a request in flight: it completes now, a transport error with reason. */
+extern void re_http_cancel(ReHttpClient *client, ReHttpRequest *req, const char *reason);
 
 /* Free what a completed request holds (response, curl handle). */
 extern void re_http_request_cleanup(ReHttpRequest *req);

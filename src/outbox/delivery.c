@@ -6,6 +6,14 @@
  *	  lease, the attempt counted at claim), or record a batch of outcomes.
  *	  No transaction is open while requests are on the network.
  *
+ * The worker runs these with a pinned search_path, and the texts do not
+ * rely on it either: every function is pg_catalog's (a database owner's
+ * public.unnest(interval[]) would be a better match than
+ * pg_catalog.unnest(anyarray)); a multi-argument unnest, which the parser
+ * expands only when unqualified, is written as ROWS FROM.  Operators are
+ * left bare: all of them take built-in types, for which pg_catalog's exact
+ * match is found first.
+ *
  *-------------------------------------------------------------------------
  */
 #include "postgres.h"
@@ -22,6 +30,7 @@
 #include "utils/array.h"
 #include "mb/pg_wchar.h"
 #include "utils/builtins.h"
+#include "utils/hsearch.h"
 #include "utils/lsyscache.h"
 #include "utils/memutils.h"
 #include "utils/snapmgr.h"
@@ -52,6 +61,7 @@ static Oid	extension_oid = InvalidOid;
 bool		re_delivery_extension_gone = false;
 
 static void end_tx(void);
+static Datum make_array(Datum *elems, bool *nulls, int n, Oid type);
 
 /*
  * A short transaction; the caller's memory context is current again after
@@ -110,10 +120,10 @@ re_delivery_extension_present(void)
 #define RECLAIM_DELIVERIES(cond) \
 	"WITH r AS (" \
 	" UPDATE revenue_engine.deliveries d" \
-	"    SET status = CASE WHEN d.attempts > cardinality(e.retry_schedule) THEN 'dead'" \
+	"    SET status = CASE WHEN d.attempts > pg_catalog.cardinality(e.retry_schedule) THEN 'dead'" \
 	"                      ELSE 'pending' END," \
 	"        last_error = coalesce(d.last_error, 'the worker stopped during the attempt')," \
-	"        lease_until = NULL, next_attempt_at = now()" \
+	"        lease_until = NULL, next_attempt_at = pg_catalog.now()" \
 	"   FROM revenue_engine.endpoints e" \
 	"  WHERE d.status = 'sending' AND e.tenant_id = d.tenant_id AND e.id = d.endpoint_id" \
 	"    AND " cond \
@@ -122,10 +132,10 @@ re_delivery_extension_present(void)
 	"  FROM r WHERE r.status = 'dead' AND w.tenant_id = r.tenant_id AND w.id = r.event_id"
 #define RECLAIM_SENDS(cond) \
 	"UPDATE revenue_engine.sends s" \
-	"   SET status = CASE WHEN s.attempts > cardinality(c.retry_schedule) THEN 'failed'" \
+	"   SET status = CASE WHEN s.attempts > pg_catalog.cardinality(c.retry_schedule) THEN 'failed'" \
 	"                     ELSE 'queued' END," \
 	"       last_error = coalesce(s.last_error, 'the worker stopped during the attempt')," \
-	"       lease_until = NULL, next_attempt_at = now()" \
+	"       lease_until = NULL, next_attempt_at = pg_catalog.now()" \
 	"  FROM revenue_engine.channels c" \
 	" WHERE s.status = 'sending' AND c.tenant_id = s.tenant_id AND c.id = s.channel_id AND " cond
 
@@ -148,9 +158,9 @@ re_delivery_reclaim_expired(void)
 
 	if (!begin_tx("revenue_engine: reclaiming expired leases"))
 		return 0;
-	SPI_execute(RECLAIM_DELIVERIES("d.lease_until < now()"), false, 0);
+	SPI_execute(RECLAIM_DELIVERIES("d.lease_until < pg_catalog.now()"), false, 0);
 	n = SPI_processed;
-	SPI_execute(RECLAIM_SENDS("s.lease_until < now()"), false, 0);
+	SPI_execute(RECLAIM_SENDS("s.lease_until < pg_catalog.now()"), false, 0);
 	n += SPI_processed;
 	end_tx();
 	return n;
@@ -164,12 +174,12 @@ re_delivery_maintenance(void)
 		return;
 	SPI_execute("DELETE FROM revenue_engine.delivery_attempts WHERE id IN ("
 				" SELECT id FROM revenue_engine.delivery_attempts"
-				"  WHERE started_at < now() - current_setting('revenue_engine.attempt_retention')::interval"
+				"  WHERE started_at < pg_catalog.now() - pg_catalog.current_setting('revenue_engine.attempt_retention')::interval"
 				"  LIMIT 10000)", false, 0);
 	SPI_execute("UPDATE revenue_engine.endpoints"
-				"   SET enabled = false, disabled_at = now(), updated_at = now(),"
+				"   SET enabled = false, disabled_at = pg_catalog.now(), updated_at = pg_catalog.now(),"
 				"       disabled_reason = 'circuit breaker: failing since ' || failing_since"
-				" WHERE enabled AND failing_since < now() - circuit_break_after", false, 0);
+				" WHERE enabled AND failing_since < pg_catalog.now() - circuit_break_after", false, 0);
 	if (SPI_processed > 0)
 		elog(LOG, "revenue_engine: disabled %lu endpoint(s) failing longer than their circuit_break_after",
 			 (unsigned long) SPI_processed);
@@ -178,7 +188,7 @@ re_delivery_maintenance(void)
 				" WHERE NOT EXISTS (SELECT 1 FROM revenue_engine.channels c"
 				"                    WHERE c.tenant_id = q.tenant_id AND c.id = q.channel_id"
 				"                      AND c.status_url IS NOT NULL"
-				"                      AND q.sent_at >= now() - c.poll_max_age)", false, 0);
+				"                      AND q.sent_at >= pg_catalog.now() - c.poll_max_age)", false, 0);
 	end_tx();
 }
 
@@ -194,17 +204,17 @@ re_delivery_next_due(void)
 		return 0;
 	/* one index probe per endpoint and channel */
 	SPI_execute("SELECT least("
-				" (SELECT min(x.at) FROM revenue_engine.endpoints e,"
+				" (SELECT pg_catalog.min(x.at) FROM revenue_engine.endpoints e,"
 				"   LATERAL (SELECT d.next_attempt_at AS at FROM revenue_engine.deliveries d"
 				"             WHERE d.endpoint_id = e.id AND d.tenant_id = e.tenant_id"
 				"               AND d.status = 'pending' ORDER BY d.next_attempt_at LIMIT 1) x"
 				"   WHERE e.enabled),"
-				" (SELECT min(x.at) FROM revenue_engine.channels c,"
+				" (SELECT pg_catalog.min(x.at) FROM revenue_engine.channels c,"
 				"   LATERAL (SELECT s.next_attempt_at AS at FROM revenue_engine.sends s"
 				"             WHERE s.channel_id = c.id AND s.tenant_id = c.tenant_id"
 				"               AND s.status = 'queued' ORDER BY s.next_attempt_at LIMIT 1) x"
 				"   WHERE c.enabled),"
-				" (SELECT min(x.at) FROM revenue_engine.channels c,"
+				" (SELECT pg_catalog.min(x.at) FROM revenue_engine.channels c,"
 				"   LATERAL (SELECT q.next_poll_at AS at FROM revenue_engine.poll_queue q"
 				"             WHERE q.channel_id = c.id AND q.tenant_id = c.tenant_id"
 				"             ORDER BY q.next_poll_at LIMIT 1) x"
@@ -241,16 +251,99 @@ text_array(Datum d, bool isnull, int *n, MemoryContext cxt)
 	return out;
 }
 
-static ReTarget *
-find_target(ReTarget **targets, int ntargets, ReJobKind kind, const char *tenant, int64 id)
+typedef struct ReTargetKey
 {
-	int			i;
+	ReJobKind	kind;
+	int64		id;
+	char		tenant[64];
+} ReTargetKey;
 
-	for (i = 0; i < ntargets; i++)
-		if (targets[i]->kind == kind && targets[i]->id == id &&
-			strcmp(targets[i]->tenant, tenant) == 0)
-			return targets[i];
-	return NULL;
+typedef struct ReTargetEntry
+{
+	ReTargetKey key;
+	ReTarget   *target;
+} ReTargetEntry;
+
+ReTargetSet *
+re_delivery_target_set(MemoryContext cxt)
+{
+	ReTargetSet *set = MemoryContextAllocZero(cxt, sizeof(ReTargetSet));
+	HASHCTL		ctl;
+
+	set->cxt = cxt;
+	ctl.keysize = sizeof(ReTargetKey);
+	ctl.entrysize = sizeof(ReTargetEntry);
+	ctl.hcxt = cxt;
+	set->by_key = hash_create("revenue_engine targets", 64, &ctl,
+							  HASH_ELEM | HASH_BLOBS | HASH_CONTEXT);
+	return set;
+}
+
+static ReTargetEntry *
+target_entry(ReTargetSet *set, ReJobKind kind, const char *tenant, int64 id,
+			 HASHACTION action, bool *found)
+{
+	ReTargetKey key;
+
+	memset(&key, 0, sizeof(key));	/* the key is hashed as bytes */
+	key.kind = kind;
+	key.id = id;
+	strlcpy(key.tenant, tenant, sizeof(key.tenant));
+	return hash_search(set->by_key, &key, action, found);
+}
+
+static ReTarget *
+find_target(ReTargetSet *set, ReJobKind kind, const char *tenant, int64 id)
+{
+	ReTargetEntry *e = target_entry(set, kind, tenant, id, HASH_FIND, NULL);
+
+	return e ? e->target : NULL;
+}
+
+static ReTarget *
+add_target(ReTargetSet *set, ReJobKind kind, const char *tenant, int64 id)
+{
+	ReTarget   *t = MemoryContextAllocZero(set->cxt, sizeof(ReTarget));
+	bool		found;
+
+	t->kind = kind;
+	strlcpy(t->tenant, tenant, sizeof(t->tenant));
+	t->id = id;
+	t->cxt = AllocSetContextCreate(set->cxt, "revenue_engine target", ALLOCSET_SMALL_SIZES);
+	t->tokens_at = GetCurrentTimestamp();
+	t->may_have_more = true;
+	target_entry(set, kind, tenant, id, HASH_ENTER, &found)->target = t;
+	if (set->n == set->size)
+	{
+		set->size = Max(16, set->size * 2);
+		set->all = set->all == NULL ?
+			MemoryContextAlloc(set->cxt, sizeof(ReTarget *) * set->size) :
+			repalloc(set->all, sizeof(ReTarget *) * set->size);
+	}
+	set->all[set->n++] = t;
+	return t;
+}
+
+/* Targets gone from the tables that no job holds any more are freed. */
+static void
+free_unseen_targets(ReTargetSet *set)
+{
+	int			j = 0;
+
+	while (j < set->n)
+	{
+		ReTarget   *t = set->all[j];
+
+		if (t->seen || t->held > 0)
+		{
+			j++;
+			continue;
+		}
+		target_entry(set, t->kind, t->tenant, t->id, HASH_REMOVE, NULL);
+		MemoryContextDelete(t->cxt);
+		pfree(t);
+		set->all[j] = set->all[--set->n];
+	}
 }
 
 /*
@@ -259,32 +352,32 @@ find_target(ReTarget **targets, int ntargets, ReJobKind kind, const char *tenant
  * Returns false when the extension is no longer installed.
  */
 bool
-re_delivery_refresh_targets(ReTarget ***targets, int *ntargets, MemoryContext cxt)
+re_delivery_refresh_targets(ReTargetSet *set)
 {
 	uint64		i;
 	int			j;
 
-	for (j = 0; j < *ntargets; j++)
-		(*targets)[j]->seen = false;
+	for (j = 0; j < set->n; j++)
+		set->all[j]->seen = false;
 
 	if (!begin_tx("revenue_engine: loading endpoints and channels"))
 		return false;
 	SPI_execute("SELECT 0 AS kind, tenant_id, id, url, 'POST' AS method,"
-				"       ARRAY(SELECT h.key || ': ' || (h.value #>> '{}') FROM jsonb_each(headers) h),"
+				"       ARRAY(SELECT h.key || ': ' || (h.value #>> '{}') FROM pg_catalog.jsonb_each(headers) h),"
 				"       signing_secrets, NULL::text, NULL::text, timeout_ms, connect_timeout_ms,"
 				"       max_in_flight, rate_limit, rate_period = 'minute',"
-				"       ARRAY(SELECT extract(epoch FROM x)::float8 FROM unnest(retry_schedule) x)"
+				"       ARRAY(SELECT extract(epoch FROM x)::float8 FROM pg_catalog.unnest(retry_schedule) x)"
 				"  FROM revenue_engine.endpoints WHERE enabled"
 				" UNION ALL "
 				"SELECT 1, tenant_id, id, url, method,"
-				"       ARRAY(SELECT h.key || ': ' || (h.value #>> '{}') FROM jsonb_each(headers) h),"
+				"       ARRAY(SELECT h.key || ': ' || (h.value #>> '{}') FROM pg_catalog.jsonb_each(headers) h),"
 				"       '{}'::text[], body_template::text, message_id_path::text, timeout_ms,"
 				"       connect_timeout_ms, max_in_flight, rate_limit, rate_period = 'minute',"
-				"       ARRAY(SELECT extract(epoch FROM x)::float8 FROM unnest(retry_schedule) x)"
+				"       ARRAY(SELECT extract(epoch FROM x)::float8 FROM pg_catalog.unnest(retry_schedule) x)"
 				"  FROM revenue_engine.channels WHERE enabled"
 				" UNION ALL "
 				"SELECT 2, tenant_id, id, status_url, 'GET',"
-				"       ARRAY(SELECT h.key || ': ' || (h.value #>> '{}') FROM jsonb_each(headers) h),"
+				"       ARRAY(SELECT h.key || ': ' || (h.value #>> '{}') FROM pg_catalog.jsonb_each(headers) h),"
 				"       '{}'::text[], NULL::text, NULL::text, timeout_ms,"
 				"       connect_timeout_ms, max_in_flight, rate_limit, rate_period = 'minute',"
 				"       '{}'::float8[]"
@@ -300,7 +393,7 @@ re_delivery_refresh_targets(ReTarget ***targets, int *ntargets, MemoryContext cx
 		ReJobKind	kind = k0 == 0 ? RE_JOB_EVENT : k0 == 1 ? RE_JOB_SEND : RE_JOB_POLL;
 		char	   *tenant = TextDatumGetCString(SPI_getbinval(tup, desc, 2, &isnull));
 		int64		id = DatumGetInt64(SPI_getbinval(tup, desc, 3, &isnull));
-		ReTarget   *t = find_target(*targets, *ntargets, kind, tenant, id);
+		ReTarget   *t = find_target(set, kind, tenant, id);
 		Datum		d;
 		Datum	   *elems;
 		bool	   *nulls;
@@ -308,18 +401,7 @@ re_delivery_refresh_targets(ReTarget ***targets, int *ntargets, MemoryContext cx
 		int			k;
 
 		if (t == NULL)
-		{
-			t = MemoryContextAllocZero(cxt, sizeof(ReTarget));
-			t->kind = kind;
-			strlcpy(t->tenant, tenant, sizeof(t->tenant));
-			t->id = id;
-			t->cxt = AllocSetContextCreate(cxt, "revenue_engine target", ALLOCSET_SMALL_SIZES);
-			t->tokens_at = GetCurrentTimestamp();
-			*targets = *ntargets == 0 ? MemoryContextAlloc(cxt, sizeof(ReTarget *) * 16) :
-				(*ntargets % 16 == 0 ? repalloc(*targets, sizeof(ReTarget *) * (*ntargets + 16)) : *targets);
-			(*targets)[(*ntargets)++] = t;
-			t->may_have_more = true;
-		}
+			t = add_target(set, kind, tenant, id);
 		else
 			MemoryContextReset(t->cxt);
 		t->seen = true;
@@ -347,78 +429,103 @@ re_delivery_refresh_targets(ReTarget ***targets, int *ntargets, MemoryContext cx
 			t->retry_s[k] = DatumGetFloat8(elems[k]);
 		t->nretry = n;
 	}
-	/* polls spend their channel's tokens */
-	for (j = 0; j < *ntargets; j++)
-		if ((*targets)[j]->kind == RE_JOB_POLL)
-			(*targets)[j]->bucket = find_target(*targets, *ntargets, RE_JOB_SEND,
-												(*targets)[j]->tenant, (*targets)[j]->id);
 	end_tx();
+	free_unseen_targets(set);
+	/* polls spend their channel's tokens */
+	for (j = 0; j < set->n; j++)
+		if (set->all[j]->kind == RE_JOB_POLL)
+			set->all[j]->bucket = find_target(set, RE_JOB_SEND, set->all[j]->tenant,
+											  set->all[j]->id);
 	return true;
 }
+
+/*
+ * One statement per kind claims for many targets: each target's due rows in
+ * its own index probe (LATERAL, up to its limit, SKIP LOCKED), at most $4 in
+ * all; a row comes back with its target's place in the arrays ($1, $2, $3).
+ */
+#define CLAIM_TARGETS \
+	"WITH t AS (" \
+	"  SELECT * FROM ROWS FROM (pg_catalog.unnest($1::text[]), pg_catalog.unnest($2::int8[])," \
+	"                           pg_catalog.unnest($3::int4[]))" \
+	"         WITH ORDINALITY AS t(tenant_id, target_id, lim, i)" \
+	"), c AS MATERIALIZED ("
 
 static void
 prepare_claim_plans(void)
 {
-	Oid			types[4] = {TEXTOID, INT8OID, INT4OID, TEXTOID};
+	Oid			types[4] = {TEXTARRAYOID, INT8ARRAYOID, INT4ARRAYOID, INT4OID};
 
-	if (claim_event_plan != NULL)
+	/* the last one prepared: an ERROR half-way prepares them all again */
+	if (claim_poll_plan != NULL)
 		return;
+
 	/*
 	 * Batch statements are planned for each batch: a generic plan knows neither
 	 * the LIMIT nor how many rows the arrays hold, and can scan whole indexes.
 	 */
 	claim_event_plan = re_prepare_saved_custom(
-							"WITH c AS ("
-							"  SELECT d.tenant_id, d.event_id, d.endpoint_id FROM revenue_engine.deliveries d"
-							"   WHERE d.endpoint_id = $2 AND d.tenant_id = $1 AND d.status = 'pending'"
-							"     AND d.next_attempt_at <= now()"
-							"   ORDER BY d.next_attempt_at LIMIT $3 FOR UPDATE SKIP LOCKED"
+							CLAIM_TARGETS
+							"  SELECT t.i, d.tenant_id, d.event_id, d.endpoint_id FROM t,"
+							"   LATERAL (SELECT d.tenant_id, d.event_id, d.endpoint_id"
+							"              FROM revenue_engine.deliveries d"
+							"             WHERE d.endpoint_id = t.target_id AND d.tenant_id = t.tenant_id"
+							"               AND d.status = 'pending' AND d.next_attempt_at <= pg_catalog.now()"
+							"             ORDER BY d.next_attempt_at LIMIT t.lim FOR UPDATE SKIP LOCKED) d"
+							"  LIMIT $4"
 							"), u AS ("
 							"  UPDATE revenue_engine.deliveries d"
 							"     SET status = 'sending', attempts = d.attempts + 1,"
-							"         lease_until = now() + '" RE_LEASE "'::interval"
+							"         lease_until = pg_catalog.now() + '" RE_LEASE "'::interval"
 							"    FROM c WHERE d.tenant_id = c.tenant_id AND d.event_id = c.event_id"
 							"     AND d.endpoint_id = c.endpoint_id"
-							"  RETURNING d.tenant_id, d.event_id, d.attempts"
+							"  RETURNING c.i, d.tenant_id, d.event_id, d.attempts"
 							")"
-							"SELECT u.event_id::text, u.attempts,"
-							"       jsonb_build_object('id', e.id, 'event', e.event_type,"
+							"SELECT u.i, u.event_id::text, u.attempts,"
+							"       pg_catalog.jsonb_build_object('id', e.id, 'event', e.event_type,"
 							"                          'timestamp', e.created_at, 'user', e.user_data,"
 							"                          'metadata', e.event_data)::text"
 							"  FROM u JOIN revenue_engine.webhook_events e"
 							"    ON e.tenant_id = u.tenant_id AND e.id = u.event_id",
-							3, types);
+							4, types);
 	claim_send_plan = re_prepare_saved_custom(
-						   "WITH c AS ("
-						   "  SELECT s.tenant_id, s.id FROM revenue_engine.sends s"
-						   "   WHERE s.channel_id = $2 AND s.tenant_id = $1 AND s.status = 'queued'"
-						   "     AND s.next_attempt_at <= now()"
-						   "   ORDER BY s.next_attempt_at LIMIT $3 FOR UPDATE SKIP LOCKED"
+						   CLAIM_TARGETS
+						   "  SELECT t.i, s.tenant_id, s.id FROM t,"
+						   "   LATERAL (SELECT s.tenant_id, s.id FROM revenue_engine.sends s"
+						   "             WHERE s.channel_id = t.target_id AND s.tenant_id = t.tenant_id"
+						   "               AND s.status = 'queued' AND s.next_attempt_at <= pg_catalog.now()"
+						   "             ORDER BY s.next_attempt_at LIMIT t.lim FOR UPDATE SKIP LOCKED) s"
+						   "  LIMIT $4"
 						   "), u AS ("
 						   "  UPDATE revenue_engine.sends s"
 						   "     SET status = 'sending', attempts = s.attempts + 1,"
-						   "         lease_until = now() + '" RE_LEASE "'::interval"
+						   "         lease_until = pg_catalog.now() + '" RE_LEASE "'::interval"
 						   "    FROM c WHERE s.tenant_id = c.tenant_id AND s.id = c.id"
-						   "  RETURNING s.id, s.attempts, s.payload"
+						   "  RETURNING c.i, s.tenant_id, s.channel_id, s.id, s.attempts, s.payload"
 						   ")"
-						   "SELECT u.id::text, u.attempts, ($4::jsonb || u.payload)::text FROM u",
+						   "SELECT u.i, u.id::text, u.attempts, (ch.body_template || u.payload)::text"
+						   "  FROM u JOIN revenue_engine.channels ch"
+						   "    ON ch.tenant_id = u.tenant_id AND ch.id = u.channel_id",
 						   4, types);
 	/* a polled recipient's next poll is set at claim: a failed poll waits its turn */
 	claim_poll_plan = re_prepare_saved_custom(
-						   "WITH c AS ("
-						   "  SELECT q.tenant_id, q.recipient_id FROM revenue_engine.poll_queue q"
-						   "   WHERE q.channel_id = $2 AND q.tenant_id = $1 AND q.next_poll_at <= now()"
-						   "   ORDER BY q.next_poll_at LIMIT $3 FOR UPDATE SKIP LOCKED"
+						   CLAIM_TARGETS
+						   "  SELECT t.i, q.tenant_id, q.recipient_id FROM t,"
+						   "   LATERAL (SELECT q.tenant_id, q.recipient_id FROM revenue_engine.poll_queue q"
+						   "             WHERE q.channel_id = t.target_id AND q.tenant_id = t.tenant_id"
+						   "               AND q.next_poll_at <= pg_catalog.now()"
+						   "             ORDER BY q.next_poll_at LIMIT t.lim FOR UPDATE SKIP LOCKED) q"
+						   "  LIMIT $4"
 						   "), u AS ("
 						   "  UPDATE revenue_engine.poll_queue q"
-						   "     SET next_poll_at = now() + ch.poll_interval, polls = q.polls + 1"
+						   "     SET next_poll_at = pg_catalog.now() + ch.poll_interval, polls = q.polls + 1"
 						   "    FROM c, revenue_engine.channels ch"
 						   "   WHERE q.tenant_id = c.tenant_id AND q.recipient_id = c.recipient_id"
 						   "     AND ch.tenant_id = q.tenant_id AND ch.id = q.channel_id"
-						   "  RETURNING q.recipient_id, q.polls, q.message_id"
+						   "  RETURNING c.i, q.recipient_id, q.polls, q.message_id"
 						   ")"
-						   "SELECT u.recipient_id::text, u.polls, u.message_id FROM u",
-						   3, types);
+						   "SELECT u.i, u.recipient_id::text, u.polls, u.message_id FROM u",
+						   4, types);
 }
 
 /* The status URL with {message_id} replaced by the id, percent-encoded. */
@@ -440,91 +547,106 @@ poll_url(const char *tmpl, const char *message_id, MemoryContext cxt)
 	return MemoryContextStrdup(cxt, buf.data);
 }
 
-/* Claim up to limit due rows of a target; jobs are allocated in batch->cxt. */
-int
-re_delivery_claim(ReTarget *target, int limit, ReJob **jobs, ReBatch *batch)
+/* A claimed row as a job, its request ready to start (but for signing). */
+static ReJob *
+job_from_row(ReTarget *target, HeapTuple tup, TupleDesc desc, ReBatch *batch)
 {
+	bool		isnull;
+	ReJob	   *job = MemoryContextAllocZero(batch->cxt, sizeof(ReJob));
+	char	   *id = TextDatumGetCString(SPI_getbinval(tup, desc, 2, &isnull));
+	char	   *value = TextDatumGetCString(SPI_getbinval(tup, desc, 4, &isnull));
+	int			h = 0;
+	int			k;
+
+	job->kind = target->kind;
+	job->target = target;
+	job->batch = batch;
+	strlcpy(job->tenant, target->tenant, sizeof(job->tenant));
+	if (job->kind == RE_JOB_EVENT)
+		strlcpy(job->event_id, id, sizeof(job->event_id));
+	else
+		job->send_id = pg_strtoint64(id);
+	job->attempt = DatumGetInt32(SPI_getbinval(tup, desc, 3, &isnull));
+	if (job->kind == RE_JOB_POLL)
+	{
+		/* a GET of the status URL, no body */
+		job->message_id = MemoryContextStrdup(batch->cxt, value);
+		job->req.url = poll_url(target->url, job->message_id, batch->cxt);
+		job->req.body = NULL;
+		job->req.body_len = 0;
+	}
+	else
+	{
+		job->body = MemoryContextStrdup(batch->cxt, value);
+		job->hdrs[h++] = "Content-Type: application/json";
+		job->req.url = MemoryContextStrdup(batch->cxt, target->url);
+		job->req.body = job->body;
+		job->req.body_len = strlen(job->body);
+	}
+	for (k = 0; k < target->nheaders && h < lengthof(job->hdrs) - 4; k++)
+		job->hdrs[h++] = MemoryContextStrdup(batch->cxt, target->headers[k]);
+	if (job->kind == RE_JOB_SEND)
+	{
+		snprintf(job->key_header, sizeof(job->key_header),
+				 "Idempotency-Key: revenue-engine-send-%s-" INT64_FORMAT,
+				 job->tenant, job->send_id);
+		job->hdrs[h++] = job->key_header;
+	}
+	job->req.method = MemoryContextStrdup(batch->cxt, target->method);
+	job->req.headers = job->hdrs;
+	job->req.nheaders = h;
+	job->req.timeout_ms = target->timeout_ms;
+	job->req.connect_timeout_ms = target->connect_timeout_ms;
+	job->req.owner = job;
+	return job;
+}
+
+int
+re_delivery_claim(ReJobKind kind, ReTarget **targets, const int *limits, int ntargets,
+				  int max, ReJob **jobs, ReBatch *batch)
+{
+	Datum	   *tenants = palloc(sizeof(Datum) * ntargets);
+	Datum	   *ids = palloc(sizeof(Datum) * ntargets);
+	Datum	   *lims = palloc(sizeof(Datum) * ntargets);
 	Datum		values[4];
-	char		nulls[4] = {' ', ' ', ' ', ' '};
 	uint64		i;
+	int			k;
 	int			ret;
 	int			n = 0;
 
-	if (!begin_tx(target->kind == RE_JOB_EVENT ? "revenue_engine: claiming events" :
-				  target->kind == RE_JOB_SEND ? "revenue_engine: claiming sends" :
-				  "revenue_engine: claiming status polls"))
+	for (k = 0; k < ntargets; k++)
 	{
-		target->may_have_more = false;
-		return 0;
+		tenants[k] = CStringGetTextDatum(targets[k]->tenant);
+		ids[k] = Int64GetDatum(targets[k]->id);
+		lims[k] = Int32GetDatum(limits[k]);
 	}
+	if (!begin_tx(kind == RE_JOB_EVENT ? "revenue_engine: claiming events" :
+				  kind == RE_JOB_SEND ? "revenue_engine: claiming sends" :
+				  "revenue_engine: claiming status polls"))
+		return 0;
 	prepare_claim_plans();
-	values[0] = CStringGetTextDatum(target->tenant);
-	values[1] = Int64GetDatum(target->id);
-	values[2] = Int32GetDatum(limit);
-	values[3] = CStringGetTextDatum(target->body_template ? target->body_template : "{}");
-	ret = SPI_execute_plan(target->kind == RE_JOB_EVENT ? claim_event_plan :
-						   target->kind == RE_JOB_SEND ? claim_send_plan : claim_poll_plan,
-						   values, nulls, false, 0);
+	values[0] = make_array(tenants, NULL, ntargets, TEXTOID);
+	values[1] = make_array(ids, NULL, ntargets, INT8OID);
+	values[2] = make_array(lims, NULL, ntargets, INT4OID);
+	values[3] = Int32GetDatum(max);
+	ret = SPI_execute_plan(kind == RE_JOB_EVENT ? claim_event_plan :
+						   kind == RE_JOB_SEND ? claim_send_plan : claim_poll_plan,
+						   values, NULL, false, 0);
 	if (ret != SPI_OK_SELECT)
 		elog(ERROR, "claiming failed: %s", SPI_result_code_string(ret));
 
-	for (i = 0; i < SPI_processed; i++)
+	for (i = 0; i < SPI_processed && n < max; i++)
 	{
 		HeapTuple	tup = SPI_tuptable->vals[i];
-		TupleDesc	desc = SPI_tuptable->tupdesc;
 		bool		isnull;
-		ReJob	   *job = MemoryContextAllocZero(batch->cxt, sizeof(ReJob));
-		char	   *id = TextDatumGetCString(SPI_getbinval(tup, desc, 1, &isnull));
-		int			h = 0;
-		int			k;
+		int64		at = DatumGetInt64(SPI_getbinval(tup, SPI_tuptable->tupdesc, 1, &isnull));
 
-		job->kind = target->kind;
-		job->target = target;
-		job->batch = batch;
-		strlcpy(job->tenant, target->tenant, sizeof(job->tenant));
-		if (job->kind == RE_JOB_EVENT)
-			strlcpy(job->event_id, id, sizeof(job->event_id));
-		else
-			job->send_id = pg_strtoint64(id);
-		job->attempt = DatumGetInt32(SPI_getbinval(tup, desc, 2, &isnull));
-		if (job->kind == RE_JOB_POLL)
-		{
-			/* a GET of the status URL, no body */
-			job->message_id = MemoryContextStrdup(batch->cxt,
-												  TextDatumGetCString(SPI_getbinval(tup, desc, 3, &isnull)));
-			job->req.url = poll_url(target->url, job->message_id, batch->cxt);
-			job->req.body = NULL;
-			job->req.body_len = 0;
-		}
-		else
-		{
-			job->body = MemoryContextStrdup(batch->cxt,
-											TextDatumGetCString(SPI_getbinval(tup, desc, 3, &isnull)));
-			job->hdrs[h++] = "Content-Type: application/json";
-			job->req.url = MemoryContextStrdup(batch->cxt, target->url);
-			job->req.body = job->body;
-			job->req.body_len = strlen(job->body);
-		}
-		for (k = 0; k < target->nheaders && h < lengthof(job->hdrs) - 4; k++)
-			job->hdrs[h++] = MemoryContextStrdup(batch->cxt, target->headers[k]);
-		if (job->kind == RE_JOB_SEND)
-		{
-			snprintf(job->key_header, sizeof(job->key_header),
-					 "Idempotency-Key: revenue-engine-send-%s-" INT64_FORMAT,
-					 job->tenant, job->send_id);
-			job->hdrs[h++] = job->key_header;
-		}
-		job->req.method = MemoryContextStrdup(batch->cxt, target->method);
-		job->req.headers = job->hdrs;
-		job->req.nheaders = h;
-		job->req.timeout_ms = target->timeout_ms;
-		job->req.connect_timeout_ms = target->connect_timeout_ms;
-		job->req.owner = job;
-		jobs[n++] = job;
+		if (at < 1 || at > ntargets)
+			elog(ERROR, "claimed a row of target " INT64_FORMAT " of %d", at, ntargets);
+		jobs[n++] = job_from_row(targets[at - 1], tup, SPI_tuptable->tupdesc, batch);
 	}
 	end_tx();
 	batch->remaining += n;
-	target->may_have_more = (n == limit);
 	return n;
 }
 
@@ -578,15 +700,18 @@ prepare_record_plans(void)
 	INT4ARRAYOID, TEXTARRAYOID, TEXTARRAYOID, TEXTARRAYOID};
 	Oid			htypes[4] = {TEXTARRAYOID, INT8ARRAYOID, BOOLARRAYOID, BOOLARRAYOID};
 
-	if (record_delivery_plan != NULL)
+	/* the last one prepared: an ERROR half-way prepares them all again */
+	if (record_health_plan != NULL)
 		return;
 	record_delivery_plan = re_prepare_saved_custom(
 								"UPDATE revenue_engine.deliveries d"
 								"   SET status = o.status, lease_until = NULL, last_status = o.code,"
 								"       last_error = o.err,"
 								"       next_attempt_at = coalesce(o.next_at, d.next_attempt_at),"
-								"       sent_at = CASE WHEN o.status = 'sent' THEN now() END"
-								"  FROM unnest($1, $2::uuid[], $3, $4, $5, $6, $7)"
+								"       sent_at = CASE WHEN o.status = 'sent' THEN pg_catalog.now() END"
+								"  FROM ROWS FROM (pg_catalog.unnest($1), pg_catalog.unnest($2::uuid[]),"
+								"       pg_catalog.unnest($3), pg_catalog.unnest($4), pg_catalog.unnest($5),"
+								"       pg_catalog.unnest($6), pg_catalog.unnest($7))"
 								"       AS o(tenant_id, event_id, endpoint_id, status, next_at, code, err)"
 								" WHERE d.tenant_id = o.tenant_id AND d.event_id = o.event_id"
 								"   AND d.endpoint_id = o.endpoint_id AND d.status = 'sending'",
@@ -596,13 +721,14 @@ prepare_record_plans(void)
 									"   SET status = x.status, attempts = x.attempts, sent_at = x.sent_at,"
 									"       error_message = x.err"
 									"  FROM (SELECT d.tenant_id, d.event_id,"
-									"               CASE WHEN bool_and(d.status = 'sent') THEN 'sent'"
-									"                    WHEN bool_or(d.status = 'dead') THEN 'failed'"
+									"               CASE WHEN pg_catalog.bool_and(d.status = 'sent') THEN 'sent'"
+									"                    WHEN pg_catalog.bool_or(d.status = 'dead') THEN 'failed'"
 									"                    ELSE 'pending' END AS status,"
-									"               max(d.attempts) AS attempts, max(d.sent_at) AS sent_at,"
-									"               string_agg(d.last_error, '; ') FILTER (WHERE d.status <> 'sent') AS err"
+									"               pg_catalog.max(d.attempts) AS attempts, pg_catalog.max(d.sent_at) AS sent_at,"
+									"               pg_catalog.string_agg(d.last_error, '; ') FILTER (WHERE d.status <> 'sent') AS err"
 									"          FROM revenue_engine.deliveries d"
-									"          JOIN (SELECT DISTINCT * FROM unnest($1, $2::uuid[]) AS k(tenant_id, event_id)) k"
+									"          JOIN (SELECT DISTINCT * FROM ROWS FROM (pg_catalog.unnest($1),"
+									"       pg_catalog.unnest($2::uuid[])) AS k(tenant_id, event_id)) k"
 									"            ON d.tenant_id = k.tenant_id AND d.event_id = k.event_id"
 									"         GROUP BY 1, 2) x"
 									" WHERE e.tenant_id = x.tenant_id AND e.id = x.event_id",
@@ -612,10 +738,13 @@ prepare_record_plans(void)
 							"   SET status = o.status, lease_until = NULL, response_status = o.code,"
 							"       last_error = o.err, response_body = o.body,"
 							"       next_attempt_at = coalesce(o.next_at, s.next_attempt_at),"
-							"       sent_at = CASE WHEN o.status = 'sent' THEN now() END,"
+							"       sent_at = CASE WHEN o.status = 'sent' THEN pg_catalog.now() END,"
 							"       provider_message_id = CASE WHEN o.status = 'sent' AND o.is_json"
 							"            AND o.path IS NOT NULL THEN o.body::jsonb #>> o.path::text[] END"
-							"  FROM unnest($1, $2, $3, $4, $5, $6, $7, $8, $9)"
+							"  FROM ROWS FROM (pg_catalog.unnest($1), pg_catalog.unnest($2),"
+							"       pg_catalog.unnest($3), pg_catalog.unnest($4), pg_catalog.unnest($5),"
+							"       pg_catalog.unnest($6), pg_catalog.unnest($7), pg_catalog.unnest($8),"
+							"       pg_catalog.unnest($9))"
 							"       AS o(tenant_id, id, status, next_at, code, err, body, path, is_json)"
 							" WHERE s.tenant_id = o.tenant_id AND s.id = o.id AND s.status = 'sending'",
 							9, stypes);
@@ -627,22 +756,28 @@ prepare_record_plans(void)
 							   "       CASE WHEN o.kind = 'event' THEN o.target END, o.send_id,"
 							   "       CASE WHEN o.kind = 'send' THEN o.target END,"
 							   "       o.attempt, o.started_at, o.latency, o.code, o.outcome, o.err, o.body"
-							   "  FROM unnest($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13)"
+							   "  FROM ROWS FROM (pg_catalog.unnest($1), pg_catalog.unnest($2),"
+							   "       pg_catalog.unnest($3), pg_catalog.unnest($4), pg_catalog.unnest($5),"
+							   "       pg_catalog.unnest($6), pg_catalog.unnest($7), pg_catalog.unnest($8),"
+							   "       pg_catalog.unnest($9), pg_catalog.unnest($10), pg_catalog.unnest($11),"
+							   "       pg_catalog.unnest($12), pg_catalog.unnest($13))"
 							   "       AS o(tenant_id, kind, event_id, target, send_id, unused, attempt,"
 							   "            started_at, latency, code, outcome, err, body)",
 							   13, atypes);
 	record_health_plan = re_prepare_saved_custom(
 							  "UPDATE revenue_engine.endpoints e"
 							  "   SET failing_since = CASE WHEN o.any_ok THEN NULL"
-							  "                            ELSE coalesce(e.failing_since, now()) END,"
+							  "                            ELSE coalesce(e.failing_since, pg_catalog.now()) END,"
 							  "       enabled = e.enabled AND NOT o.gone,"
-							  "       disabled_at = CASE WHEN o.gone THEN now() ELSE e.disabled_at END,"
+							  "       disabled_at = CASE WHEN o.gone THEN pg_catalog.now() ELSE e.disabled_at END,"
 							  "       disabled_reason = CASE WHEN o.gone THEN"
 							  "            'the endpoint answered 410 Gone' ELSE e.disabled_reason END"
-							  "  FROM unnest($1, $2, $3, $4) AS o(tenant_id, id, any_ok, gone)"
+							  "  FROM ROWS FROM (pg_catalog.unnest($1), pg_catalog.unnest($2),"
+							  "       pg_catalog.unnest($3),"
+							  "       pg_catalog.unnest($4)) AS o(tenant_id, id, any_ok, gone)"
 							  " WHERE e.tenant_id = o.tenant_id AND e.id = o.id"
 							  "   AND (e.failing_since IS DISTINCT FROM"
-							  "        CASE WHEN o.any_ok THEN NULL ELSE coalesce(e.failing_since, now()) END"
+							  "        CASE WHEN o.any_ok THEN NULL ELSE coalesce(e.failing_since, pg_catalog.now()) END"
 							  "        OR o.gone)",
 							  4, htypes);
 }
@@ -676,7 +811,10 @@ clean_text(const char *s, size_t len)
 	return re_text_from_bytes(s, len);
 }
 
-/* Record the outcomes of completed jobs in one transaction. */
+/*
+ * Record the outcomes of completed jobs in one transaction.  An ERROR leaves
+ * the rows leased as they were: the caller records them again, one by one.
+ */
 void
 re_delivery_record(ReJob **jobs, int njobs, int *nsent, int *nretry, int *ndead)
 {
@@ -715,6 +853,9 @@ re_delivery_record(ReJob **jobs, int njobs, int *nsent, int *nretry, int *ndead)
 	int			nd = 0,
 				ns = 0,
 				nh = 0;
+	int			sent = 0,
+				retried = 0,
+				dead = 0;
 	int			i,
 				k;
 
@@ -738,12 +879,29 @@ re_delivery_record(ReJob **jobs, int njobs, int *nsent, int *nretry, int *ndead)
 
 		if (err == NULL && outcome != RE_OUTCOME_SENT)
 			err = psprintf("HTTP %ld", req->status);
+		if (job->record_error != NULL)
+		{
+			/*
+			 * Its outcome could not be recorded (a trigger raised ...): the row
+			 * carries that error.  A request that was delivered is not
+			 * repeated: it is dead (redrivable), not retried.
+			 */
+			err = psprintf("could not record the outcome (%s): %s",
+						   outcome == RE_OUTCOME_SENT ? psprintf("HTTP %ld", req->status) : err,
+						   job->record_error);
+			if (outcome == RE_OUTCOME_SENT)
+			{
+				outcome = RE_OUTCOME_DEAD;
+				next_at = 0;
+			}
+			disable = false;
+		}
 		if (outcome == RE_OUTCOME_SENT)
-			(*nsent)++;
+			sent++;
 		else if (outcome == RE_OUTCOME_RETRY)
-			(*nretry)++;
+			retried++;
 		else
-			(*ndead)++;
+			dead++;
 
 		if (job->kind == RE_JOB_EVENT)
 		{
@@ -889,6 +1047,10 @@ re_delivery_record(ReJob **jobs, int njobs, int *nsent, int *nretry, int *ndead)
 			elog(ERROR, "logging attempts failed");
 	}
 	end_tx();
+	/* counted once committed: a batch that failed is recorded again */
+	*nsent += sent;
+	*nretry += retried;
+	*ndead += dead;
 }
 
 /*
@@ -929,20 +1091,22 @@ re_delivery_record_polls(ReJob **jobs, int njobs)
 		return;
 	if (!begin_tx("revenue_engine: recording status polls"))
 		return;
-	if (poll_status_plan == NULL)
+	if (poll_done_plan == NULL)
 	{
 		/* OFFSET 0 keeps the subquery: each body is parsed once, not at each use */
 		poll_status_plan = re_prepare_saved_custom(
 								  "SELECT o.tenant_id, o.message_id,"
 								  "       coalesce(c.status_map ->> (j.body #>> c.status_path),"
 								  "                j.body #>> c.status_path), j.body"
-								  "  FROM unnest($1, $2, $3, $4) AS o(tenant_id, channel_id, message_id, body)"
+								  "  FROM ROWS FROM (pg_catalog.unnest($1), pg_catalog.unnest($2),"
+								  "       pg_catalog.unnest($3),"
+								  "       pg_catalog.unnest($4)) AS o(tenant_id, channel_id, message_id, body)"
 								  "  JOIN revenue_engine.channels c ON c.tenant_id = o.tenant_id AND c.id = o.channel_id"
 								  " CROSS JOIN LATERAL (SELECT o.body::jsonb AS body OFFSET 0) j",
 								  4, stypes);
 		poll_done_plan = re_prepare_saved_custom(
 								"DELETE FROM revenue_engine.poll_queue q"
-								" USING unnest($1, $2) AS o(tenant_id, recipient_id)"
+								" USING ROWS FROM (pg_catalog.unnest($1), pg_catalog.unnest($2)) AS o(tenant_id, recipient_id)"
 								" WHERE q.tenant_id = o.tenant_id AND q.recipient_id = o.recipient_id"
 								"   AND NOT EXISTS (SELECT 1 FROM revenue_engine.blast_recipients r"
 								"                    WHERE r.tenant_id = q.tenant_id AND r.id = q.recipient_id"

@@ -14,6 +14,7 @@
 
 #include "datatype/timestamp.h"
 #include "http/http.h"
+#include "lib/ilist.h"
 #include "utils/palloc.h"
 
 typedef enum ReJobKind
@@ -32,11 +33,16 @@ typedef struct ReTarget
 	bool		seen;			/* present at the last refresh */
 	int			max_in_flight;
 	int			in_flight;
+	int			held;			/* jobs claimed and not yet recorded: it is
+								 * freed only without them */
+	int			last_claimed;	/* rows the last claim brought */
 	int			rate_limit;		/* 0: none */
 	double		rate_period_s;
 	double		tokens;
 	TimestampTz tokens_at;
 	bool		may_have_more;	/* the last claim filled its limit */
+	TimestampTz claim_after;	/* a failed claim is not retried before */
+	int			claim_failures; /* in a row: the back-off doubles */
 	struct ReTarget *bucket;	/* polls: the channel's send target, whose
 								 * rate limit they share; else NULL */
 	MemoryContext cxt;			/* holds the strings below */
@@ -53,6 +59,19 @@ typedef struct ReTarget
 	double	   *retry_s;
 	int			nretry;
 } ReTarget;
+
+/*
+ * The targets the worker knows, found by (kind, tenant, id) in a hash table;
+ * one that disappeared is freed once no job holds it.
+ */
+typedef struct ReTargetSet
+{
+	MemoryContext cxt;
+	struct HTAB *by_key;
+	ReTarget  **all;
+	int			n;
+	int			size;
+} ReTargetSet;
 
 typedef struct ReBatch
 {
@@ -79,6 +98,8 @@ typedef struct ReJob
 	char		sig_header[540];
 	char		key_header[80];
 	char	   *body;
+	char	   *record_error;	/* recording its outcome failed: why */
+	dlist_node	in_flight_node; /* in the worker's list while on the network */
 	ReHttpRequest req;
 } ReJob;
 
@@ -92,10 +113,15 @@ typedef enum ReOutcome
 
 extern void re_delivery_reclaim_all(void);
 extern int	re_delivery_reclaim_expired(void);
-extern bool re_delivery_refresh_targets(ReTarget ***targets, int *ntargets,
-										MemoryContext cxt);
-extern int	re_delivery_claim(ReTarget *target, int limit, ReJob **jobs,
-							  ReBatch *batch);
+extern ReTargetSet *re_delivery_target_set(MemoryContext cxt);
+extern bool re_delivery_refresh_targets(ReTargetSet *set);
+
+/*
+ * Claim due rows of targets of one kind in one statement: up to limits[i]
+ * of targets[i], max in all; jobs are allocated in batch->cxt.
+ */
+extern int	re_delivery_claim(ReJobKind kind, ReTarget **targets, const int *limits,
+							  int ntargets, int max, ReJob **jobs, ReBatch *batch);
 extern void re_delivery_record(ReJob **jobs, int njobs, int *nsent, int *nretry,
 							   int *ndead);
 extern TimestampTz re_delivery_next_due(void);

@@ -49,6 +49,7 @@
 #include "commands/tablespace.h"
 #include "executor/spi.h"
 #include "funcapi.h"
+#include "lib/ilist.h"
 #include "miscadmin.h"
 #include "nodes/parsenodes.h"
 #include "pgstat.h"
@@ -84,6 +85,13 @@
 #define RE_RECORD_BATCH 256
 #define RE_CLAIM_BATCH 500
 #define RE_MAINTENANCE_EVERY_MS 10000
+#define RE_MAX_DONE 10000		/* worker_max_in_flight's maximum */
+#define RE_STOP_GRACE_MS 3000	/* requests in flight at SIGTERM: well inside
+								 * pg_ctl's 60 s */
+#define RE_ERROR_BACKOFF_MS 1000	/* a unit that failed waits before its retry */
+#define RE_CLAIM_EVERY_MS 2		/* while requests are in flight, freed room is
+								 * claimed in batches this far apart */
+#define RE_CLAIM_ALL_EVERY_MS 1000	/* and every target is looked at this often */
 
 /* A stopped worker is started again after this, doubled per quick exit. */
 #define RE_RESTART_DELAY_MS 1000
@@ -1327,309 +1335,805 @@ target_capacity(ReTarget *t, TimestampTz now, TimestampTz *token_due)
 	return Max(cap, 0);
 }
 
+/*
+ * The worker's state between iterations of its loop.  A job is in one place
+ * at a time: on the network (in_flight list) or completed and waiting to be
+ * recorded (done[]).
+ */
+typedef struct WorkerLoop
+{
+	ReHttpClient *client;
+	WaitEventSet *events;		/* the latch, the postmaster, libcurl's sockets */
+	MemoryContext cxt;			/* reset at every iteration */
+	ReTargetSet *targets;
+	int			claim_cursor;	/* where the next claim starts in targets->all */
+	dlist_head	in_flight;
+	int			nin_flight;
+	ReJob	  **done;
+	int			ndone;
+	ReHttpRequest **completed;
+	bool		want_claim;		/* every target may have rows due */
+	bool		claim_more;		/* room was freed: claim for those that may
+								 * have more */
+	bool		sweep_soon;
+	TimestampTz next_due;
+	TimestampTz token_due;
+	TimestampTz last_record;
+	TimestampTz last_claim;
+	TimestampTz last_claim_all;
+	TimestampTz last_refresh;
+	TimestampTz last_maintenance;
+	TimestampTz last_sweep;
+	TimestampTz stop_at;		/* after SIGTERM: when requests in flight are
+								 * given up */
+} WorkerLoop;
+
+/*
+ * SIGTERM asks the worker to stop claiming, let its requests finish and
+ * record every outcome it holds.  die() would end it wherever it is, its
+ * outcomes lost and its requests sent again after the lease.
+ */
+static volatile sig_atomic_t stop_requested = false;
+
+static void
+handle_sigterm(SIGNAL_ARGS)
+{
+	int			save_errno = errno;
+
+	stop_requested = true;
+	SetLatch(MyLatch);
+	errno = save_errno;
+}
+
+static void
+unit_error_context(void *arg)
+{
+	errcontext("revenue_engine worker: %s", (const char *) arg);
+}
+
+/*
+ * Run one unit of work (its own short transactions).  An ERROR aborts the
+ * transaction, is logged with what the unit was doing, and the worker goes
+ * on: false, with the message in *error (in the caller's context) if asked.
+ */
+static bool
+run_unit(const char *what, void (*fn) (void *), void *arg, char **error)
+{
+	MemoryContext cxt = CurrentMemoryContext;
+	volatile bool ok = true;
+
+	PG_TRY();
+	{
+		ErrorContextCallback callback;
+
+		callback.callback = unit_error_context;
+		callback.arg = (void *) what;
+		callback.previous = error_context_stack;
+		error_context_stack = &callback;
+		fn(arg);
+		error_context_stack = callback.previous;
+	}
+	PG_CATCH();
+	{
+		ErrorData  *edata;
+
+		MemoryContextSwitchTo(cxt);
+		edata = CopyErrorData();
+		EmitErrorReport();
+		FlushErrorState();
+		AbortOutOfAnyTransaction();
+		MemoryContextSwitchTo(cxt);
+		pgstat_report_activity(STATE_IDLE, NULL);
+		if (error)
+			*error = pstrdup(edata->message);
+		FreeErrorData(edata);
+		ok = false;
+	}
+	PG_END_TRY();
+	return ok;
+}
+
 static void
 finish_batch(ReJob *job)
 {
+	job->target->held--;
 	if (--job->batch->remaining == 0)
 		MemoryContextDelete(job->batch->cxt);
+}
+
+/* Claiming and starting requests */
+
+static bool
+target_rate_limited(ReTarget *t)
+{
+	return t->bucket ? t->bucket->rate_limit > 0 : t->rate_limit > 0;
+}
+
+/* Whether a target filled its last claim and can take more now; sets token_due. */
+static bool
+targets_want_more(WorkerLoop *w, TimestampTz now)
+{
+	bool		more = false;
+	int			i;
+
+	w->token_due = 0;
+	for (i = 0; i < w->targets->n; i++)
+	{
+		ReTarget   *t = w->targets->all[i];
+
+		if (t->seen && t->may_have_more && now >= t->claim_after &&
+			target_capacity(t, now, &w->token_due) > 0)
+			more = true;
+	}
+	return more;
+}
+
+/* Sign an event's request and put it on the network, or in done[] if it cannot go. */
+static void
+start_job(WorkerLoop *w, ReJob *job)
+{
+	ReTarget   *t = job->target;
+	const char *err = NULL;
+
+	job->started_at = GetCurrentTimestamp();
+	if (job->kind == RE_JOB_EVENT)
+	{
+		int			h = job->req.nheaders;
+		long		ts = (long) time(NULL);
+
+		snprintf(job->id_header, sizeof(job->id_header), "webhook-id: %s", job->event_id);
+		snprintf(job->ts_header, sizeof(job->ts_header), "webhook-timestamp: %ld", ts);
+		job->hdrs[h++] = job->id_header;
+		job->hdrs[h++] = job->ts_header;
+		if (t->nsecrets > 0 &&
+			re_http_sign(job->event_id, ts, job->body, job->req.body_len,
+						 (const char **) t->secrets, t->nsecrets,
+						 job->signature, sizeof(job->signature), &err))
+		{
+			snprintf(job->sig_header, sizeof(job->sig_header),
+					 "webhook-signature: %s", job->signature);
+			job->hdrs[h++] = job->sig_header;
+		}
+		job->req.nheaders = h;
+	}
+	if (err != NULL || !re_http_start(w->client, &job->req))
+	{
+		/* never on the network: a failed attempt, recorded as such */
+		if (err != NULL)
+			snprintf(job->req.error, sizeof(job->req.error), "signing failed: %s", err);
+		job->req.transport_error = true;
+		w->done[w->ndone++] = job;
+		return;
+	}
+	t->in_flight++;
+	dlist_push_tail(&w->in_flight, &job->in_flight_node);
+	w->nin_flight++;
+}
+
+typedef struct ClaimArgs
+{
+	ReJobKind	kind;
+	ReTarget  **targets;
+	int		   *limits;
+	int			ntargets;
+	int			max;
+	ReJob	  **jobs;
+	ReBatch    *batch;
+	int			n;
+} ClaimArgs;
+
+static void
+claim_unit(void *arg)
+{
+	ClaimArgs  *a = arg;
+
+	a->n = re_delivery_claim(a->kind, a->targets, a->limits, a->ntargets, a->max,
+							 a->jobs, a->batch);
+}
+
+/* A target whose claim failed alone waits, longer after each failure. */
+static void
+claim_failed(ReTarget *t, TimestampTz now)
+{
+	t->claim_failures++;
+	t->claim_after = TimestampTzPlusMilliseconds(now, RE_ERROR_BACKOFF_MS *
+												 (1L << Min(t->claim_failures - 1, 6)));
+	t->may_have_more = false;
+}
+
+/*
+ * Claim for targets of one kind in one statement (up to limits[i] each, max
+ * in all) and start the requests.  When the statement fails, each target is
+ * claimed alone, so that a bad one only holds itself back.
+ */
+static int
+claim_kind(WorkerLoop *w, ReJobKind kind, ReTarget **targets, int *limits,
+		   int ntargets, int max, TimestampTz now)
+{
+	MemoryContext bcxt;
+	ClaimArgs	a = {kind, targets, limits, ntargets, max, NULL, NULL, 0};
+	int			last = -1;
+	int			k;
+
+	if (ntargets == 0 || max <= 0)
+		return 0;
+	bcxt = AllocSetContextCreate(TopMemoryContext, "revenue_engine batch",
+								 ALLOCSET_DEFAULT_SIZES);
+	a.batch = MemoryContextAllocZero(bcxt, sizeof(ReBatch));
+	a.batch->cxt = bcxt;
+	a.jobs = palloc(sizeof(ReJob *) * max);
+	for (k = 0; k < ntargets; k++)
+		targets[k]->last_claimed = 0;
+	if (!run_unit(kind == RE_JOB_EVENT ? "claiming events" :
+				  kind == RE_JOB_SEND ? "claiming sends" : "claiming status polls",
+				  claim_unit, &a, NULL))
+	{
+		int			n = 0;
+
+		MemoryContextDelete(bcxt);
+		if (ntargets == 1)
+		{
+			claim_failed(targets[0], now);
+			return 0;
+		}
+		for (k = 0; k < ntargets && n < max; k++)
+			n += claim_kind(w, kind, &targets[k], &limits[k], 1, max - n, now);
+		return n;
+	}
+	if (a.n == 0)
+		MemoryContextDelete(bcxt);
+	for (k = 0; k < a.n; k++)
+		a.jobs[k]->target->last_claimed++;
+	for (k = 0; k < ntargets; k++)
+		if (targets[k]->last_claimed > 0)
+			last = k;
+	for (k = 0; k < ntargets; k++)
+	{
+		ReTarget   *t = targets[k];
+
+		/*
+		 * The targets are probed in their order until max rows: those before
+		 * the last one that brought rows were probed to the end; after it, a
+		 * claim cut short probed none.
+		 */
+		if (k < last || a.n < max)
+			t->may_have_more = (t->last_claimed == limits[k]);
+		else if (k == last)
+			t->may_have_more = true;
+		t->claim_failures = 0;
+		t->held += t->last_claimed;
+		if (target_rate_limited(t))
+			(t->bucket ? t->bucket : t)->tokens -= t->last_claimed;
+	}
+	for (k = 0; k < a.n; k++)
+		start_job(w, a.jobs[k]);
+	return a.n;
+}
+
+typedef struct RefreshArgs
+{
+	WorkerLoop *w;
+	bool		present;
+} RefreshArgs;
+
+static void
+refresh_unit(void *arg)
+{
+	RefreshArgs *a = arg;
+
+	a->present = re_delivery_refresh_targets(a->w->targets);
+}
+
+static void
+next_due_unit(void *arg)
+{
+	*(TimestampTz *) arg = re_delivery_next_due();
+}
+
+/*
+ * Claim for targets with room, at most room rows: one statement per kind.
+ * The targets are taken in turn from where the last claim stopped, so that
+ * a few busy ones do not starve the others.  all: every target (something
+ * may have become due anywhere); else those that may have more, only as many
+ * as can fill the room twice over.
+ */
+static int
+claim_targets(WorkerLoop *w, int room, bool all, TimestampTz now)
+{
+	ReTargetSet *set = w->targets;
+	ReTarget  **picked[3];
+	int		   *limits[3];
+	int			npicked[3] = {0, 0, 0};
+	int			claimed = 0;
+	int			offered = 0;
+	int			last = -1;
+	int			kind;
+	int			j;
+	int			k;
+
+	for (kind = 0; kind < 3; kind++)
+	{
+		picked[kind] = palloc(sizeof(ReTarget *) * Max(set->n, 1));
+		limits[kind] = palloc(sizeof(int) * Max(set->n, 1));
+	}
+	w->token_due = 0;
+	for (j = 0; j < set->n && (all || offered < 2 * room); j++)
+	{
+		ReTarget   *t = set->all[(w->claim_cursor + j) % set->n];
+		int			cap;
+
+		t->last_claimed = 0;
+		if (!t->seen || now < t->claim_after || (!all && !t->may_have_more))
+			continue;
+		cap = Min(target_capacity(t, now, &w->token_due), RE_CLAIM_BATCH);
+		if (cap <= 0)
+			continue;
+		offered += cap;
+		picked[t->kind][npicked[t->kind]] = t;
+		limits[t->kind][npicked[t->kind]++] = cap;
+	}
+	for (kind = 0; kind < 3; kind++)
+		claimed += claim_kind(w, (ReJobKind) kind, picked[kind], limits[kind],
+							  npicked[kind], room - claimed, now);
+	/* on after the last target that brought rows, else after those looked at */
+	for (k = 0; k < j; k++)
+		if (set->all[(w->claim_cursor + k) % set->n]->last_claimed > 0)
+			last = k;
+	if (set->n > 0)
+		w->claim_cursor = (w->claim_cursor + (last >= 0 ? last + 1 : j)) % set->n;
+	return claimed;
+}
+
+/* Claim what is due for every target with room, if anything may be due. */
+static void
+claim_step(WorkerLoop *w, TimestampTz now)
+{
+	bool		more = targets_want_more(w, now);
+	bool		due = (w->next_due != 0 && now >= w->next_due) ||
+		(w->token_due != 0 && now >= w->token_due);
+
+	/* every target at least every second: retries fall due anywhere */
+	bool		all = w->want_claim || due ||
+		now - w->last_claim_all >= RE_CLAIM_ALL_EVERY_MS * 1000L;
+	int			room;
+	int			claimed = 0;
+
+	/* room freed by a few completions waits a moment to be claimed as a batch */
+	if (more && w->nin_flight > 0 &&
+		now - w->last_claim < RE_CLAIM_EVERY_MS * 1000L)
+		more = false;
+	if (!(all || more || w->claim_more))
+		return;
+	w->want_claim = false;
+	w->claim_more = false;
+	w->last_claim = now;
+	/* endpoints change rarely: reload them at most once a second */
+	if (w->last_refresh == 0 || now - w->last_refresh >= 1000000)
+	{
+		RefreshArgs a = {w, true};
+
+		(void) run_unit("loading endpoints and channels", refresh_unit, &a, NULL);
+		w->last_refresh = now;
+		if (!a.present)
+			return;				/* the extension is gone: the loop ends */
+	}
+	room = re_worker_max_in_flight - w->nin_flight - w->ndone;
+	if (room <= 0)
+		return;
+	claimed = claim_targets(w, room, all, now);
+	if (all)
+		w->last_claim_all = now;
+	/* after a claim, the next record brings us back */
+	w->next_due = 0;
+	if (claimed > 0)
+		return;
+	if (!all)
+	{
+		/* none where more was expected: every target, a second after the last look */
+		w->next_due = TimestampTzPlusMilliseconds(w->last_claim_all, RE_CLAIM_ALL_EVERY_MS);
+		return;
+	}
+	if (!run_unit("looking for the next due row", next_due_unit, &w->next_due, NULL))
+		w->next_due = TimestampTzPlusMilliseconds(now, RE_ERROR_BACKOFF_MS);
+	else if (w->next_due != 0 && w->next_due <= now && w->nin_flight > 0)
+		w->next_due = 0;		/* due rows of targets at their limit: completions
+								 * bring the next claim */
+}
+
+/* Requests on the network */
+
+static void
+job_completed(WorkerLoop *w, ReJob *job)
+{
+	dlist_delete(&job->in_flight_node);
+	job->target->in_flight--;
+	w->nin_flight--;
+	w->done[w->ndone++] = job;
+}
+
+/* What libcurl's ready sockets and due timer have brought to an end. */
+static void
+drive_requests(WorkerLoop *w)
+{
+	int			n;
+	int			k;
+
+	n = re_http_poll(w->client, 0, w->completed, RE_MAX_DONE - w->ndone);
+	for (k = 0; k < n; k++)
+		job_completed(w, (ReJob *) w->completed[k]->owner);
+}
+
+/* At the stop deadline: requests still unanswered are failed attempts. */
+static void
+give_up_in_flight(WorkerLoop *w)
+{
+	dlist_mutable_iter iter;
+	int			n = w->nin_flight;
+
+	dlist_foreach_modify(iter, &w->in_flight)
+	{
+		ReJob	   *job = dlist_container(ReJob, in_flight_node, iter.cur);
+
+		re_http_cancel(w->client, &job->req,
+					   "the worker stopped before the answer came");
+		job_completed(w, job);
+	}
+	elog(LOG, "revenue_engine: stop deadline reached, %d request(s) recorded as unanswered", n);
+}
+
+/* Recording outcomes */
+
+typedef struct RecordArgs
+{
+	ReJob	  **jobs;
+	int			n;
+	int			nsent;
+	int			nretry;
+	int			ndead;
+} RecordArgs;
+
+static void
+record_unit(void *arg)
+{
+	RecordArgs *a = arg;
+
+	re_delivery_record(a->jobs, a->n, &a->nsent, &a->nretry, &a->ndead);
+}
+
+static void
+record_polls_unit(void *arg)
+{
+	RecordArgs *a = arg;
+
+	re_delivery_record_polls(a->jobs, a->n);
+}
+
+/*
+ * Record the outcomes of n jobs in one transaction; when that fails, each
+ * job in its own, so that only a row that cannot be recorded (a trigger
+ * raising for it ...) is left out, and it is recorded with that error.
+ */
+static void
+record_jobs(ReJob **jobs, int n, RecordArgs *total)
+{
+	RecordArgs	a = {jobs, n, 0, 0, 0};
+	char	   *error = NULL;
+	int			i;
+
+	if (run_unit(n == 1 ? "recording an outcome" : "recording a batch of outcomes",
+				 record_unit, &a, &error))
+	{
+		total->nsent += a.nsent;
+		total->nretry += a.nretry;
+		total->ndead += a.ndead;
+		return;
+	}
+	if (n > 1)
+	{
+		for (i = 0; i < n; i++)
+			record_jobs(&jobs[i], 1, total);
+		return;
+	}
+	if (jobs[0]->record_error != NULL)
+	{
+		/* not even the error could be written: the lease brings the row back */
+		elog(LOG, "revenue_engine: the outcome of %s %s could not be recorded; it is retried when its lease expires",
+			 jobs[0]->kind == RE_JOB_EVENT ? "event" : "send",
+			 jobs[0]->kind == RE_JOB_EVENT ? jobs[0]->event_id :
+			 psprintf(INT64_FORMAT, jobs[0]->send_id));
+		return;
+	}
+	jobs[0]->record_error = MemoryContextStrdup(jobs[0]->batch->cxt, error);
+	record_jobs(jobs, 1, total);
+}
+
+/* Polls' answers: a batch, else one by one (a failed poll is only logged). */
+static void
+record_polls(ReJob **jobs, int n)
+{
+	RecordArgs	a = {jobs, n, 0, 0, 0};
+	int			i;
+
+	if (run_unit("recording status polls", record_polls_unit, &a, NULL) || n == 1)
+		return;
+	for (i = 0; i < n; i++)
+		record_polls(&jobs[i], 1);
+}
+
+/* Record what completed: in batches, at once when stopping. */
+static void
+record_step(WorkerLoop *w, TimestampTz now)
+{
+	RecordArgs	total = {NULL, 0, 0, 0, 0};
+	int			npoll = 0;
+	int			k;
+
+	if (w->ndone == 0 ||
+		!(w->ndone >= RE_RECORD_BATCH || w->nin_flight == 0 || w->stop_at != 0 ||
+		  now - w->last_record >= RE_RECORD_EVERY_MS * 1000))
+		return;
+	/* polls first in done[], then the rest */
+	for (k = 0; k < w->ndone; k++)
+		if (w->done[k]->kind == RE_JOB_POLL)
+		{
+			ReJob	   *tmp = w->done[npoll];
+
+			w->done[npoll++] = w->done[k];
+			w->done[k] = tmp;
+		}
+	if (npoll > 0)
+		record_polls(w->done, npoll);
+	if (w->ndone > npoll)
+		record_jobs(w->done + npoll, w->ndone - npoll, &total);
+	for (k = 0; k < w->ndone; k++)
+	{
+		re_http_request_cleanup(&w->done[k]->req);
+		finish_batch(w->done[k]);
+	}
+	SpinLockAcquire(&shared->mutex);
+	my_slot->requests += w->ndone;
+	my_slot->sent += total.nsent;
+	my_slot->retried += total.nretry;
+	my_slot->dead += total.ndead;
+	my_slot->in_flight = w->nin_flight;
+	SpinLockRelease(&shared->mutex);
+	w->ndone = 0;
+	w->last_record = now;
+	w->claim_more = true;
+}
+
+/* Maintenance and the parked-status sweep */
+
+static void
+maintenance_unit(void *arg)
+{
+	re_delivery_reclaim_expired();
+	re_delivery_maintenance();
+}
+
+static void
+sweep_unit(void *arg)
+{
+	re_delivery_sweep_parked();
+}
+
+static void
+maintenance_step(WorkerLoop *w, TimestampTz now)
+{
+	if (now - w->last_maintenance >= RE_MAINTENANCE_EVERY_MS * 1000L && w->nin_flight == 0)
+	{
+		set_state("maintenance");
+		(void) run_unit("maintenance", maintenance_unit, NULL, NULL);
+		w->last_maintenance = now;
+	}
+
+	/* also while requests are in flight: a blast is when races happen */
+	if (re_status_sweep_wanted)
+		w->sweep_soon = true;
+	if ((w->sweep_soon || w->nin_flight > 0) && re_parked_sweep_interval_ms > 0 &&
+		now - w->last_sweep >= re_parked_sweep_interval_ms * 1000L)
+	{
+		(void) run_unit("applying parked statuses", sweep_unit, NULL, NULL);
+		w->last_sweep = now;
+		w->sweep_soon = false;
+	}
+}
+
+/* The latch, settings and SIGTERM: what the next iteration does. */
+static void
+handle_wakeup(WorkerLoop *w)
+{
+	if (MyLatch->is_set)
+	{
+		w->want_claim = true;
+		w->sweep_soon = true;	/* a callback may have parked a status in a race */
+	}
+	ResetLatch(MyLatch);
+	/* a cancel (pg_cancel_backend) ends a unit's statement; between units there is none */
+	QueryCancelPending = false;
+	CHECK_FOR_INTERRUPTS();
+	if (ConfigReloadPending)
+	{
+		ConfigReloadPending = false;
+		ProcessConfigFile(PGC_SIGHUP);
+		re_http_set_allow_private(w->client, re_http_allow_private);
+		re_http_set_max_connections(w->client, re_worker_max_in_flight);
+		w->want_claim = true;
+	}
+	if (stop_requested && w->stop_at == 0)
+	{
+		w->stop_at = TimestampTzPlusMilliseconds(GetCurrentTimestamp(), RE_STOP_GRACE_MS);
+		elog(LOG, "revenue_engine: delivery worker stopping: %d request(s) in flight, %d outcome(s) to record",
+			 w->nin_flight, w->ndone);
+		set_state("stopping");
+	}
+}
+
+static long
+ms_until(TimestampTz at, TimestampTz now)
+{
+	return at <= now ? 0 : (at - now) / 1000 + 1;
+}
+
+/* Nothing in flight, nothing to record: until a due row, a token or the sweep. */
+static long
+idle_timeout(WorkerLoop *w, TimestampTz now)
+{
+	long		timeout = RE_LAUNCHER_NAPTIME_MS;
+	TimestampTz wake = w->next_due;
+
+	if (targets_want_more(w, now))
+		return 0;
+
+	/*
+	 * A due row that was not claimed belongs to a target out of tokens
+	 * (nothing is in flight): wait for its next token.
+	 */
+	if (wake != 0 && wake <= now)
+		wake = w->token_due != 0 ? w->token_due : TimestampTzPlusMilliseconds(now, 100);
+	else if (w->token_due != 0 && (wake == 0 || w->token_due < wake))
+		wake = w->token_due;
+	if (wake != 0)
+		timeout = Max(1, Min(timeout, ms_until(wake, now)));
+	if (w->sweep_soon && re_parked_sweep_interval_ms > 0)
+		timeout = Max(1, Min(timeout, re_parked_sweep_interval_ms - (now - w->last_sweep) / 1000));
+	return timeout;
+}
+
+/*
+ * Wait for the latch, a socket of a request, libcurl's timer or the next
+ * thing due (a record, a claim, a row, the stop deadline): the worker
+ * sleeps in the kernel, it does not poll.
+ */
+static void
+wait_step(WorkerLoop *w, TimestampTz now)
+{
+	long		timeout;
+	long		curl_ms = re_http_timeout_ms(w->client);
+	WaitEvent	event;
+
+	if ((w->want_claim || w->claim_more) && w->stop_at == 0)
+		return;
+	if (w->nin_flight == 0 && w->ndone == 0)
+		timeout = w->stop_at == 0 ? idle_timeout(w, now) : 0;
+	else
+	{
+		timeout = RE_LAUNCHER_NAPTIME_MS;
+		if (w->ndone > 0)
+			timeout = Min(timeout, ms_until(TimestampTzPlusMilliseconds(w->last_record, RE_RECORD_EVERY_MS), now));
+		if (w->stop_at == 0 && targets_want_more(w, now))
+			timeout = Min(timeout, ms_until(TimestampTzPlusMilliseconds(w->last_claim, RE_CLAIM_EVERY_MS), now));
+		if (w->stop_at != 0)
+			timeout = Min(timeout, ms_until(w->stop_at, now));
+	}
+	if (curl_ms >= 0)
+		timeout = Min(timeout, curl_ms);
+	if (timeout <= 0)
+		return;
+	if (w->nin_flight == 0 && w->ndone == 0)
+	{
+		set_state("idle");
+		pgstat_report_activity(STATE_IDLE, NULL);
+	}
+	(void) WaitEventSetWait(w->events, timeout, &event, 1, PG_WAIT_EXTENSION);
+}
+
+/*
+ * The loop: claim, drive requests, record, maintain, wait.  After SIGTERM it
+ * claims nothing more, lets the requests in flight finish until stop_at,
+ * records every outcome and returns.
+ */
+static void
+delivery_loop(WorkerLoop *w)
+{
+	for (;;)
+	{
+		TimestampTz now;
+
+		MemoryContextSwitchTo(w->cxt);
+		handle_wakeup(w);
+		if (re_delivery_extension_gone)
+		{
+			elog(LOG, "revenue_engine: extension dropped, delivery worker stopping");
+			return;
+		}
+		now = GetCurrentTimestamp();
+		if (w->stop_at == 0)
+			claim_step(w, now);
+		if (re_delivery_extension_gone)
+			continue;
+		if (w->nin_flight > 0)
+		{
+			set_state(w->stop_at == 0 ? "delivering" : "stopping");
+			pgstat_report_activity(STATE_RUNNING, "revenue_engine: requests in flight");
+		}
+		drive_requests(w);
+		now = GetCurrentTimestamp();
+		if (w->stop_at != 0 && now >= w->stop_at && w->nin_flight > 0)
+			give_up_in_flight(w);
+		record_step(w, now);
+		if (w->stop_at != 0 && w->nin_flight == 0 && w->ndone == 0)
+			return;
+		if (w->stop_at == 0)
+			maintenance_step(w, now);
+		MemoryContextReset(w->cxt);
+		wait_step(w, GetCurrentTimestamp());
+	}
+}
+
+static void
+reclaim_all_unit(void *arg)
+{
+	re_delivery_reclaim_all();
+}
+
+static void
+run_delivery_worker(void)
+{
+	WorkerLoop	w;
+
+	/* from here on SIGTERM is a request to stop cleanly (see handle_sigterm) */
+	pqsignal(SIGTERM, handle_sigterm);
+	if (ProcDiePending)
+		proc_exit(0);			/* terminated during start-up: nothing held yet */
+
+	memset(&w, 0, sizeof(w));
+	w.client = re_http_client_create(re_worker_max_in_flight);
+	if (w.client == NULL)
+		elog(FATAL, "revenue_engine: could not initialize libcurl");
+	re_http_set_allow_private(w.client, re_http_allow_private);
+	w.events = CreateWaitEventSet(TopMemoryContext, 3);
+	AddWaitEventToSet(w.events, WL_LATCH_SET, PGINVALID_SOCKET, MyLatch, NULL);
+	AddWaitEventToSet(w.events, WL_EXIT_ON_PM_DEATH, PGINVALID_SOCKET, NULL, NULL);
+	AddWaitEventToSet(w.events, WL_SOCKET_READABLE, re_http_wait_fd(w.client), NULL, NULL);
+	w.cxt = AllocSetContextCreate(TopMemoryContext, "revenue_engine worker loop",
+								  ALLOCSET_DEFAULT_SIZES);
+	w.targets = re_delivery_target_set(AllocSetContextCreate(TopMemoryContext,
+															 "revenue_engine targets",
+															 ALLOCSET_DEFAULT_SIZES));
+	dlist_init(&w.in_flight);
+	w.done = MemoryContextAlloc(TopMemoryContext, sizeof(ReJob *) * RE_MAX_DONE);
+	w.completed = MemoryContextAlloc(TopMemoryContext, sizeof(ReHttpRequest *) * RE_MAX_DONE);
+	w.want_claim = true;
+	w.sweep_soon = true;
+
+	set_state("reclaiming");
+	(void) run_unit("reclaiming the leases of a previous worker", reclaim_all_unit, NULL, NULL);
+	w.last_record = GetCurrentTimestamp();
+	elog(LOG, "revenue_engine: delivery worker started");
+
+	delivery_loop(&w);
+
+	set_state("stopping");
+	re_http_client_destroy(w.client);
+	proc_exit(0);
 }
 
 void
 re_worker_main(Datum arg)
 {
-	ReHttpClient *client;
-	MemoryContext loop_cxt;
-	MemoryContext targets_cxt;
-	ReTarget  **targets = NULL;
-	int			ntargets = 0;
-	ReJob	  **done;
-	ReHttpRequest **completed;
-	int			ndone = 0;
-	int			in_flight = 0;
-	bool		want_claim = true;
-	TimestampTz next_due = 0;
-	TimestampTz token_due = 0;
-	int			claimed = 0;
-	TimestampTz last_record;
-	TimestampTz last_refresh = 0;
-	TimestampTz last_maintenance = 0;
-	TimestampTz last_sweep = 0;
-	bool		sweep_soon = true;
-
 	worker_startup(arg);
-
-	client = re_http_client_create(re_worker_max_in_flight);
-	if (client == NULL)
-		elog(FATAL, "revenue_engine: could not initialize libcurl");
-	re_http_set_allow_private(client, re_http_allow_private);
-	loop_cxt = AllocSetContextCreate(TopMemoryContext, "revenue_engine worker loop",
-									 ALLOCSET_DEFAULT_SIZES);
-	targets_cxt = AllocSetContextCreate(TopMemoryContext, "revenue_engine targets",
-										ALLOCSET_DEFAULT_SIZES);
-	done = MemoryContextAlloc(TopMemoryContext, sizeof(ReJob *) * 10000);
-	completed = MemoryContextAlloc(TopMemoryContext, sizeof(ReHttpRequest *) * 10000);
-
-	set_state("reclaiming");
-	re_delivery_reclaim_all();
-	last_record = GetCurrentTimestamp();
-	elog(LOG, "revenue_engine: delivery worker started");
-
-	for (;;)
-	{
-		TimestampTz now;
-		bool		more = false;
-		int			i;
-
-		MemoryContextSwitchTo(loop_cxt);
-		if (MyLatch->is_set)
-		{
-			want_claim = true;
-			sweep_soon = true;	/* a callback may have parked a status in a race */
-		}
-		ResetLatch(MyLatch);
-		if (ProcDiePending)
-			break;
-		if (re_delivery_extension_gone)
-		{
-			elog(LOG, "revenue_engine: extension dropped, delivery worker stopping");
-			break;
-		}
-		CHECK_FOR_INTERRUPTS();
-		if (ConfigReloadPending)
-		{
-			ConfigReloadPending = false;
-			ProcessConfigFile(PGC_SIGHUP);
-			re_http_set_allow_private(client, re_http_allow_private);
-			want_claim = true;
-		}
-		now = GetCurrentTimestamp();
-
-		/* targets that filled their last claim and can take more now */
-		token_due = 0;
-		for (i = 0; i < ntargets; i++)
-			if (targets[i]->seen && targets[i]->may_have_more &&
-				target_capacity(targets[i], now, &token_due) > 0)
-				more = true;
-
-		if (want_claim || more || (next_due != 0 && now >= next_due) ||
-			(token_due != 0 && now >= token_due))
-		{
-			int			room;
-
-			want_claim = false;
-			/* endpoints change rarely: reload them at most once a second */
-			if (last_refresh == 0 || now - last_refresh >= 1000000)
-			{
-				if (!re_delivery_refresh_targets(&targets, &ntargets, targets_cxt))
-				{
-					elog(LOG, "revenue_engine: extension dropped, delivery worker stopping");
-					break;
-				}
-				last_refresh = now;
-			}
-			room = re_worker_max_in_flight - in_flight;
-			token_due = 0;
-			claimed = 0;
-			for (i = 0; i < ntargets && room > 0; i++)
-			{
-				ReTarget   *t = targets[i];
-				int			cap;
-				ReBatch    *batch;
-				MemoryContext bcxt;
-				ReJob	   *jobs[RE_CLAIM_BATCH];
-				int			n;
-				int			k;
-
-				if (!t->seen)
-					continue;
-				cap = Min(target_capacity(t, now, &token_due), room);
-				cap = Min(cap, RE_CLAIM_BATCH);
-				if (cap <= 0)
-					continue;
-				bcxt = AllocSetContextCreate(TopMemoryContext, "revenue_engine batch",
-											 ALLOCSET_DEFAULT_SIZES);
-				batch = MemoryContextAllocZero(bcxt, sizeof(ReBatch));
-				batch->cxt = bcxt;
-				n = re_delivery_claim(t, cap, jobs, batch);
-				MemoryContextSwitchTo(loop_cxt);
-				if (n == 0)
-				{
-					MemoryContextDelete(bcxt);
-					continue;
-				}
-				claimed += n;
-				if (t->bucket ? t->bucket->rate_limit > 0 : t->rate_limit > 0)
-					(t->bucket ? t->bucket : t)->tokens -= n;
-				for (k = 0; k < n; k++)
-				{
-					ReJob	   *job = jobs[k];
-					long		ts = (long) time(NULL);
-					const char *err = NULL;
-
-					job->started_at = GetCurrentTimestamp();
-					if (job->kind == RE_JOB_EVENT)
-					{
-						int			h = job->req.nheaders;
-
-						snprintf(job->id_header, sizeof(job->id_header), "webhook-id: %s", job->event_id);
-						snprintf(job->ts_header, sizeof(job->ts_header), "webhook-timestamp: %ld", ts);
-						job->hdrs[h++] = job->id_header;
-						job->hdrs[h++] = job->ts_header;
-						if (t->nsecrets > 0)
-						{
-							if (re_http_sign(job->event_id, ts, job->body, job->req.body_len,
-											 (const char **) t->secrets, t->nsecrets,
-											 job->signature, sizeof(job->signature), &err))
-							{
-								snprintf(job->sig_header, sizeof(job->sig_header),
-										 "webhook-signature: %s", job->signature);
-								job->hdrs[h++] = job->sig_header;
-							}
-						}
-						job->req.nheaders = h;
-					}
-					if (err != NULL || !re_http_start(client, &job->req))
-					{
-						/* never on the network: a failed attempt, recorded as such */
-						if (err != NULL)
-							snprintf(job->req.error, sizeof(job->req.error), "signing failed: %s", err);
-						job->req.transport_error = true;
-						done[ndone++] = job;
-						continue;
-					}
-					t->in_flight++;
-					in_flight++;
-					room--;
-				}
-			}
-			/* after a claim, the next record brings us back; else find the next due row */
-			if (claimed == 0)
-				next_due = re_delivery_next_due();
-			else
-				next_due = 0;
-			MemoryContextSwitchTo(loop_cxt);
-		}
-
-		if (in_flight > 0)
-		{
-			int			k;
-			int			n;
-
-			set_state("delivering");
-			pgstat_report_activity(STATE_RUNNING, "revenue_engine: requests in flight");
-			n = re_http_poll(client, 2, completed, 10000 - ndone);
-			for (k = 0; k < n; k++)
-			{
-				ReJob	   *job = completed[k]->owner;
-
-				job->target->in_flight--;
-				in_flight--;
-				done[ndone++] = job;
-			}
-		}
-
-		now = GetCurrentTimestamp();
-		if (ndone > 0 && (ndone >= RE_RECORD_BATCH || in_flight == 0 ||
-						  now - last_record >= RE_RECORD_EVERY_MS * 1000))
-		{
-			int			k;
-			int			nsent = 0,
-						nretry = 0,
-						ndead = 0;
-			int			npoll = 0;
-			int			nother = 0;
-
-			/* polls first in done[], then the rest */
-			for (k = 0; k < ndone; k++)
-				if (done[k]->kind == RE_JOB_POLL)
-				{
-					ReJob	   *tmp = done[npoll];
-
-					done[npoll++] = done[k];
-					done[k] = tmp;
-				}
-			nother = ndone - npoll;
-			if (npoll > 0)
-				re_delivery_record_polls(done, npoll);
-			if (nother > 0)
-				re_delivery_record(done + npoll, nother, &nsent, &nretry, &ndead);
-			MemoryContextSwitchTo(loop_cxt);
-			for (k = 0; k < ndone; k++)
-			{
-				re_http_request_cleanup(&done[k]->req);
-				finish_batch(done[k]);
-			}
-			SpinLockAcquire(&shared->mutex);
-			my_slot->requests += ndone;
-			my_slot->sent += nsent;
-			my_slot->retried += nretry;
-			my_slot->dead += ndead;
-			my_slot->in_flight = in_flight;
-			SpinLockRelease(&shared->mutex);
-			ndone = 0;
-			last_record = now;
-			want_claim = true;
-		}
-
-		if (now - last_maintenance >= RE_MAINTENANCE_EVERY_MS * 1000L && in_flight == 0)
-		{
-			set_state("maintenance");
-			re_delivery_reclaim_expired();
-			re_delivery_maintenance();
-			MemoryContextSwitchTo(loop_cxt);
-			last_maintenance = now;
-		}
-
-		/* also while requests are in flight: a blast is when races happen */
-		if (re_status_sweep_wanted)
-			sweep_soon = true;
-		if ((sweep_soon || in_flight > 0) && re_parked_sweep_interval_ms > 0 &&
-			now - last_sweep >= re_parked_sweep_interval_ms * 1000L)
-		{
-			re_delivery_sweep_parked();
-			MemoryContextSwitchTo(loop_cxt);
-			last_sweep = now;
-			sweep_soon = false;
-		}
-
-		MemoryContextReset(loop_cxt);
-
-		if (in_flight == 0 && ndone == 0 && !want_claim)
-		{
-			long		timeout = RE_LAUNCHER_NAPTIME_MS;
-			TimestampTz wake = next_due;
-
-			more = false;
-			token_due = 0;
-			for (i = 0; i < ntargets; i++)
-				if (targets[i]->seen && targets[i]->may_have_more &&
-					target_capacity(targets[i], now, &token_due) > 0)
-					more = true;
-			if (more)
-				continue;
-
-			/*
-			 * A due row that was not claimed belongs to a target out of
-			 * tokens (nothing is in flight): wait for its next token.
-			 */
-			if (wake != 0 && wake <= now)
-				wake = token_due != 0 ? token_due : TimestampTzPlusMilliseconds(now, 100);
-			else if (token_due != 0 && (wake == 0 || token_due < wake))
-				wake = token_due;
-			if (wake != 0)
-				timeout = Max(1, Min(timeout, (wake - now) / 1000 + 1));
-			if (sweep_soon && re_parked_sweep_interval_ms > 0)
-				timeout = Max(1, Min(timeout, re_parked_sweep_interval_ms - (now - last_sweep) / 1000));
-			set_state("idle");
-			pgstat_report_activity(STATE_IDLE, NULL);
-			(void) WaitLatch(MyLatch, WL_LATCH_SET | WL_TIMEOUT | WL_EXIT_ON_PM_DEATH,
-							 timeout, PG_WAIT_EXTENSION);
-		}
-	}
-
-	set_state("stopping");
-	re_http_client_destroy(client);
-	proc_exit(0);
+	run_delivery_worker();
 }
 
 /* SQL: revenue_engine.wake_worker() */

@@ -5,7 +5,9 @@
 -- transactions (one per claim, one per recorded batch), and no HTTP.
 -- The worker prepares these statements with CURSOR_OPT_CUSTOM_PLAN (planned
 -- for each batch, re_prepare_saved_custom), hence force_custom_plan here.
--- Copied from src/outbox/delivery.c at commit 8a3b692; keep them in step.
+-- Copied from src/outbox/delivery.c at commit 8a3b692, the claim as one statement
+-- for many targets since issue 10 (the record statements there are only
+-- schema-qualified since: the same plans); keep them in step.
 -- Settings read: bench.endpoint (endpoint name), bench.claim_batch,
 -- bench.record_batch.  Prints "floor <start epoch> <claims> <records> <rows>
 -- <seconds in claim transactions> <seconds in record transactions>".
@@ -50,23 +52,32 @@ BEGIN
     COMMIT;
     LOOP
         t := clock_timestamp();
-        -- claim_event_plan ($1 tenant, $2 endpoint, $3 limit); the rows the worker
-        -- reads back (id, attempts, payload text) are aggregated here.
-        WITH c AS (
-          SELECT d.tenant_id, d.event_id, d.endpoint_id FROM revenue_engine.deliveries d
-           WHERE d.endpoint_id = v_ep AND d.tenant_id = v_tenant AND d.status = 'pending'
-             AND d.next_attempt_at <= now()
-           ORDER BY d.next_attempt_at LIMIT v_claim FOR UPDATE SKIP LOCKED
+        -- claim_event_plan ($1 tenants, $2 endpoints, $3 limits, $4 in all: here
+        -- one endpoint); the rows the worker reads back (target, id, attempts,
+        -- payload text) are aggregated here.
+        WITH t AS (
+          SELECT * FROM ROWS FROM (pg_catalog.unnest(ARRAY[v_tenant]::text[]),
+                                   pg_catalog.unnest(ARRAY[v_ep]::int8[]),
+                                   pg_catalog.unnest(ARRAY[v_claim]::int4[]))
+                 WITH ORDINALITY AS t(tenant_id, target_id, lim, i)
+        ), c AS MATERIALIZED (
+          SELECT t.i, d.tenant_id, d.event_id, d.endpoint_id FROM t,
+           LATERAL (SELECT d.tenant_id, d.event_id, d.endpoint_id
+                      FROM revenue_engine.deliveries d
+                     WHERE d.endpoint_id = t.target_id AND d.tenant_id = t.tenant_id
+                       AND d.status = 'pending' AND d.next_attempt_at <= pg_catalog.now()
+                     ORDER BY d.next_attempt_at LIMIT t.lim FOR UPDATE SKIP LOCKED) d
+          LIMIT v_claim
         ), u AS (
           UPDATE revenue_engine.deliveries d
              SET status = 'sending', attempts = d.attempts + 1,
-                 lease_until = now() + '10 minutes'::interval
+                 lease_until = pg_catalog.now() + '10 minutes'::interval
             FROM c WHERE d.tenant_id = c.tenant_id AND d.event_id = c.event_id
              AND d.endpoint_id = c.endpoint_id
-          RETURNING d.tenant_id, d.event_id, d.attempts
+          RETURNING c.i, d.tenant_id, d.event_id, d.attempts
         ), r AS (
-          SELECT u.event_id::text AS id, u.attempts,
-                 jsonb_build_object('id', e.id, 'event', e.event_type,
+          SELECT u.i, u.event_id::text AS id, u.attempts,
+                 pg_catalog.jsonb_build_object('id', e.id, 'event', e.event_type,
                                     'timestamp', e.created_at, 'user', e.user_data,
                                     'metadata', e.event_data)::text AS body
             FROM u JOIN revenue_engine.webhook_events e

@@ -8,13 +8,14 @@ import hashlib
 import re
 import sys
 
-# `python3 sqlcheck.py src/outbox/delivery.c --print` at commit 8a3b692
+# `python3 sqlcheck.py src/outbox/delivery.c --print` after issue 10 (schema-
+# qualified statements, one claim statement for many targets)
 EXPECTED = {
-    "claim_event_plan": "a694703588d8",
-    "record_delivery_plan": "164fe0f62028",
-    "record_event_status_plan": "a44dc7aaf0b8",
-    "record_attempt_plan": "621bbe281506",
-    "record_health_plan": "e978a6c69aa9",
+    "claim_event_plan": "22acabfdebc4",
+    "record_delivery_plan": "2fecdb38a6bc",
+    "record_event_status_plan": "5576af57e0a6",
+    "record_attempt_plan": "b37a8bb2c76e",
+    "record_health_plan": "3b366428f348",
 }
 
 src = open(sys.argv[1]).read()
