@@ -80,5 +80,6 @@ demo:
 bench:
 	bash test/bench/run.sh
 	bash test/bench/delivery.sh
+	bash test/bench/endpoints.sh
 	bash test/bench/blasts.sh
 	bash test/bench/idle.sh
