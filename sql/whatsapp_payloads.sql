@@ -233,6 +233,19 @@ SELECT * FROM wp_post($${
 SELECT count(*) AS number_change_events FROM revenue_engine.webhook_events e
  WHERE e.tenant_id = 'wa_payloads' AND e.event_type = 'phone_number_changed';
 
+-- A user who opens the chat (WhatsApp's "request_welcome" message type, as the
+-- Cloud API documents it): recorded, never a reply.
+SELECT * FROM wp_post($${
+  "messaging_product": "whatsapp",
+  "metadata": {"display_phone_number": "972123456789", "phone_number_id": "1122334455667"},
+  "contacts": [{"profile": {"name": "User B"}, "wa_id": "972987654324"}],
+  "messages": [{"from": "972987654324", "id": "wamid.IN-WELCOME-1", "timestamp": "1793527620",
+                "type": "request_welcome"}]
+}$$);
+SELECT blast, phone, status, replied FROM wp_states() WHERE phone = '+972987654324';
+SELECT e.kind, e.item_id, e.sender FROM revenue_engine.channel_events e
+ WHERE e.tenant_id = 'wa_payloads' AND e.kind = 'welcome_request';
+
 -- david-lev/pywa tests/data/updates/message.json "reply": a text whose
 -- context.id names the older blast's message.  That recipient replied, not
 -- the phone's latest (the promo).

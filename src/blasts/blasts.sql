@@ -300,10 +300,11 @@ CREATE TABLE revenue_engine.channel_events (
     data         jsonb       NOT NULL,
     PRIMARY KEY (tenant_id, id),
     CONSTRAINT channel_events_kind_check CHECK (kind IN ('reaction', 'reaction_removed', 'number_changed',
-                                                         'identity_changed', 'system', 'error'))
+                                                         'identity_changed', 'system', 'error',
+                                                         'welcome_request', 'message_revoked'))
 );
 COMMENT ON TABLE revenue_engine.channel_events IS
-    'reactions (on message_id, the blast recipient carrying it if any), system messages (number and identity changes) and errors a provider reports for the channel (WhatsApp value.errors, such as 130429 rate limit); none is a reply';
+    'reactions (on message_id, the blast recipient carrying it if any), system messages (number and identity changes), a user opening the chat (welcome_request) or deleting a message (message_revoked), and errors a provider reports for the channel (WhatsApp value.errors, such as 130429 rate limit); none is a reply';
 COMMENT ON COLUMN revenue_engine.channel_events.item_id IS
     'the provider''s id of the item itself (a reaction''s own message id); an item sent again is recorded once';
 COMMENT ON COLUMN revenue_engine.channel_events.detail IS

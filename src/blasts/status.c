@@ -1764,6 +1764,18 @@ ingest_message(Ingest *in, JsonbContainer *c, bool whatsapp)
 		ingest_system(in, c, id, sender, u.at);
 		return;
 	}
+	if (type != NULL && (strcmp(type, "request_welcome") == 0 || strcmp(type, "revoke") == 0))
+	{
+		/*
+		 * A user opening the chat, or deleting a message: recorded, never a
+		 * reply (the user answered nothing).
+		 */
+		add_event(in, emit(in, type, id, NULL, RE_RES_RECORDED, NULL),
+				  strcmp(type, "revoke") == 0 ? "message_revoked" : "welcome_request",
+				  id, get_string(get_container(c, "context", false), "id"), sender,
+				  NULL, NULL, u.at, c);
+		return;
+	}
 	u.status = RE_ST_REPLIED;
 	u.source = "webhook";
 
