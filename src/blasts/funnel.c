@@ -608,11 +608,11 @@ rows_added_or_removed(TriggerData *td, const char *transition, int sign)
 		elog(ERROR, "registering the transition table failed");
 	initStringInfo(&sql);
 	appendStringInfoString(&sql,
-						   "SELECT r.tenant_id::text, r.blast_id, count(*), count(r.sent_at),"
-						   " count(r.delivered_at), count(r.read_at), count(r.replied_at),"
-						   " count(r.closed_at)");
+						   "SELECT r.tenant_id::text, r.blast_id, pg_catalog.count(*), pg_catalog.count(r.sent_at),"
+						   " pg_catalog.count(r.delivered_at), pg_catalog.count(r.read_at), pg_catalog.count(r.replied_at),"
+						   " pg_catalog.count(r.closed_at)");
 	for (i = 0; i <= RE_ST_FAILED; i++)
-		appendStringInfo(&sql, ", count(*) FILTER (WHERE r.status = '%s')", re_status_names[i]);
+		appendStringInfo(&sql, ", pg_catalog.count(*) FILTER (WHERE r.status = '%s')", re_status_names[i]);
 	appendStringInfo(&sql, " FROM %s r GROUP BY 1, 2", quote_identifier(transition));
 	ret = SPI_execute(sql.data, true, 0);
 	if (ret != SPI_OK_SELECT)
@@ -678,11 +678,11 @@ reset_counters(Oid recipients, bool scan)
 		appendStringInfo(&sql,
 						 "INSERT INTO revenue_engine.blast_counters AS k"
 						 " SELECT r.tenant_id, r.blast_id, (r.id %% %d)::smallint,"
-						 " count(*), count(r.sent_at), count(r.delivered_at), count(r.read_at),"
-						 " count(r.replied_at), count(r.closed_at)",
+						 " pg_catalog.count(*), pg_catalog.count(r.sent_at), pg_catalog.count(r.delivered_at), pg_catalog.count(r.read_at),"
+						 " pg_catalog.count(r.replied_at), pg_catalog.count(r.closed_at)",
 						 RE_FUNNEL_SLOTS);
 		for (i = 0; i <= RE_ST_FAILED; i++)
-			appendStringInfo(&sql, ", count(*) FILTER (WHERE r.status = '%s')", re_status_names[i]);
+			appendStringInfo(&sql, ", pg_catalog.count(*) FILTER (WHERE r.status = '%s')", re_status_names[i]);
 		appendStringInfoString(&sql, " FROM revenue_engine.blast_recipients r GROUP BY 1, 2, 3"
 							   " ON CONFLICT (tenant_id, blast_id, slot) DO UPDATE SET ");
 		for (i = 0; i < NCOUNTERS; i++)

@@ -311,20 +311,20 @@ prepare_plans(void)
 								   MILESTONE_INSERT_CTE
 								   ", u AS ("
 								   "  UPDATE revenue_engine.lifetime_usage"
-								   "     SET latest_milestone = $4, latest_milestone_at = now()"
+								   "     SET latest_milestone = $4, latest_milestone_at = pg_catalog.now()"
 								   "   WHERE tenant_id = $1 AND user_id = $2 AND usage_type = $3"
 								   "     AND (latest_milestone IS NULL OR latest_milestone < $4)"
 								   "     AND EXISTS (SELECT 1 FROM m) RETURNING 1"
 								   ")"
-								   "SELECT count(*) FROM m",
+								   "SELECT pg_catalog.count(*) FROM m",
 								   6, ms_types);
 	/* the milestone, once, when the lifetime update took care of the latest */
-	milestone_only_plan = re_prepare_saved(MILESTONE_INSERT_CTE "SELECT count(*) FROM m",
+	milestone_only_plan = re_prepare_saved(MILESTONE_INSERT_CTE "SELECT pg_catalog.count(*) FROM m",
 										   6, ms_types);
 	/* the day's goal ($4, $5, its streak $6) */
 	achieve_plan = re_prepare_saved(
 								 "UPDATE revenue_engine.daily_usage"
-								 "   SET goal_achieved_at = now(), goal = $5, streak_days = $6"
+								 "   SET goal_achieved_at = pg_catalog.now(), goal = $5, streak_days = $6"
 								 " WHERE tenant_id = $1 AND user_id = $2 AND usage_type = $3"
 								 "   AND usage_date = $4",
 								 6, key4);
