@@ -158,41 +158,11 @@ print(f'{((b[0] - a[0]) - (b[2] - a[2])) / el:.2f}')")
 }
 
 # --- the sink ----------------------------------------------------------------
-mkdir -p "$NGX"
-cat >"$NGX/nginx.conf" <<EOF
-daemon off;
-master_process off;
-worker_processes 1;
-pid $NGX/nginx.pid;
-error_log $NGX/error.log warn;
-events { worker_connections 4096; }
-http {
-    client_body_temp_path $NGX/body;
-    proxy_temp_path $NGX/proxy;
-    fastcgi_temp_path $NGX/fastcgi;
-    uwsgi_temp_path $NGX/uwsgi;
-    scgi_temp_path $NGX/scgi;
-    access_log off;
-    keepalive_requests 100000;
-    keepalive_timeout 300s;
-    log_format lat '\$msec \$http_webhook_id';
-    # throughput: answer 204, log nothing
-    server { listen 127.0.0.1:$SINK_PORT; location / { return 204; } }
-    # latency: answer 204, log arrival time and webhook-id, unbuffered
-    server {
-        listen 127.0.0.1:$LAT_PORT;
-        access_log $NGX/lat.log lat;
-        location / { return 204; }
-    }
-}
-EOF
-/usr/sbin/nginx -p "$NGX" -c "$NGX/nginx.conf" -e "$NGX/error.log" &
-NGINX_PID=$!
-for _ in $(seq 100); do
-	curl -s -o /dev/null "http://127.0.0.1:$SINK_PORT/" && break
-	sleep 0.05
-done
-curl -s -o /dev/null "http://127.0.0.1:$SINK_PORT/" || { cat "$NGX/error.log"; exit 1; }
+# throughput: answer 204, log nothing; latency: answer 204, log arrival time
+# and webhook-id, unbuffered
+re_nginx_sink "$NGX" "$SINK_PORT" \
+	"log_format lat '\$msec \$http_webhook_id';" \
+	"server { listen 127.0.0.1:$LAT_PORT; access_log $NGX/lat.log lat; location / { return 204; } }" || exit 1
 log "nginx sink pid $NGINX_PID: throughput 127.0.0.1:$SINK_PORT, latency (logged) 127.0.0.1:$LAT_PORT"
 
 # --- the cluster --------------------------------------------------------------

@@ -44,33 +44,8 @@ trap 'exit 130' INT TERM
 log() { printf '[%4ds] %s\n' "$(($(date +%s) - START))" "$*" >&2; }
 pq() { as_postgres psql -X -q -At -v ON_ERROR_STOP=1 -h "$DIR" -p "$PORT" -d postgres "$@"; }
 
-# --- the sink (as in delivery.sh) ---------------------------------------------------
-mkdir -p "$NGX"
-cat >"$NGX/nginx.conf" <<EOF
-daemon off;
-master_process off;
-worker_processes 1;
-pid $NGX/nginx.pid;
-error_log $NGX/error.log warn;
-events { worker_connections 4096; }
-http {
-    client_body_temp_path $NGX/body;
-    proxy_temp_path $NGX/proxy;
-    fastcgi_temp_path $NGX/fastcgi;
-    uwsgi_temp_path $NGX/uwsgi;
-    scgi_temp_path $NGX/scgi;
-    access_log off;
-    keepalive_requests 100000;
-    keepalive_timeout 300s;
-    server { listen 127.0.0.1:$SINK_PORT; location / { return 204; } }
-}
-EOF
-/usr/sbin/nginx -p "$NGX" -c "$NGX/nginx.conf" -e "$NGX/error.log" &
-NGINX_PID=$!
-for _ in $(seq 100); do
-	curl -s -o /dev/null "http://127.0.0.1:$SINK_PORT/" && break
-	sleep 0.05
-done
+# --- the sink (the one delivery.sh uses) ---------------------------------------------
+re_nginx_sink "$NGX" "$SINK_PORT" || exit 1
 
 # --- the cluster, the endpoints, the events ---------------------------------------------
 re_cluster_start "$DIR" "$PORT" "${RE_BENCH_SETTINGS[@]}" "revenue_engine.http_allow_private = on"

@@ -63,3 +63,42 @@ RE_BENCH_SETTINGS=(
 	"autovacuum = off"
 	"log_checkpoints = off"
 )
+
+# re_nginx_sink DIR PORT [extra http-block lines...]: a local nginx answering
+# 204 to everything on 127.0.0.1:PORT (keep-alive, no access log), in the
+# foreground under DIR; sets NGINX_PID and returns once it answers.
+re_nginx_sink() {
+	local dir="$1" port="$2"
+	shift 2
+	mkdir -p "$dir"
+	{
+		cat <<-CONF
+		daemon off;
+		master_process off;
+		worker_processes 1;
+		pid $dir/nginx.pid;
+		error_log $dir/error.log warn;
+		events { worker_connections 4096; }
+		http {
+		    client_body_temp_path $dir/body;
+		    proxy_temp_path $dir/proxy;
+		    fastcgi_temp_path $dir/fastcgi;
+		    uwsgi_temp_path $dir/uwsgi;
+		    scgi_temp_path $dir/scgi;
+		    access_log off;
+		    keepalive_requests 100000;
+		    keepalive_timeout 300s;
+		    server { listen 127.0.0.1:$port; location / { return 204; } }
+		CONF
+		for line in "$@"; do echo "    $line"; done
+		echo "}"
+	} >"$dir/nginx.conf"
+	/usr/sbin/nginx -p "$dir" -c "$dir/nginx.conf" -e "$dir/error.log" &
+	NGINX_PID=$!
+	for _ in $(seq 100); do
+		curl -s -o /dev/null "http://127.0.0.1:$port/" && return 0
+		sleep 0.05
+	done
+	cat "$dir/error.log"
+	return 1
+}
