@@ -75,7 +75,7 @@ SELECT * FROM cb, revenue_engine.ingest_status_webhook('whatsapp',
 SELECT tag, total, sent, delivered, read, replied, closed, failed, delivered_pct, read_pct, closed_pct
   FROM revenue_engine.blast_funnel;
 SELECT stage, stuck, stuck_pct FROM revenue_engine.blast_stuck WHERE stuck > 0;
-\echo '\n-- Every change, with its source.'
-SELECT r.name, h.old_status, h.new_status, h.source
+\echo '\n-- Every status item, with its source and result (a duplicate that carried the provider''s data is kept too).'
+SELECT r.name, h.old_status, h.new_status, h.source, h.result
   FROM revenue_engine.status_history h JOIN revenue_engine.blast_recipients r ON r.id = h.recipient_id
  ORDER BY h.id;
