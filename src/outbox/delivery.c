@@ -167,11 +167,13 @@ re_delivery_reclaim_expired(void)
 }
 
 /* Retention of the attempt log and the circuit breaker. */
-void
+bool
 re_delivery_maintenance(void)
 {
+	bool		disabled;
+
 	if (!begin_tx("revenue_engine: maintenance"))
-		return;
+		return false;
 	SPI_execute("DELETE FROM revenue_engine.delivery_attempts WHERE id IN ("
 				" SELECT id FROM revenue_engine.delivery_attempts"
 				"  WHERE started_at < pg_catalog.now() - pg_catalog.current_setting('revenue_engine.attempt_retention')::interval"
@@ -180,7 +182,8 @@ re_delivery_maintenance(void)
 				"   SET enabled = false, disabled_at = pg_catalog.now(), updated_at = pg_catalog.now(),"
 				"       disabled_reason = 'circuit breaker: failing since ' || failing_since"
 				" WHERE enabled AND failing_since < pg_catalog.now() - circuit_break_after", false, 0);
-	if (SPI_processed > 0)
+	disabled = SPI_processed > 0;
+	if (disabled)
 		elog(LOG, "revenue_engine: disabled %lu endpoint(s) failing longer than their circuit_break_after",
 			 (unsigned long) SPI_processed);
 	/* polling stops at the channel's poll_max_age, or when the channel stops polling */
@@ -190,6 +193,7 @@ re_delivery_maintenance(void)
 				"                      AND c.status_url IS NOT NULL"
 				"                      AND q.sent_at >= pg_catalog.now() - c.poll_max_age)", false, 0);
 	end_tx();
+	return disabled;
 }
 
 /* The earliest next_attempt_at of any due-able row, or 0 when none. */

@@ -130,7 +130,8 @@ extern void re_delivery_record_polls(ReJob **jobs, int njobs);
 /* Records the extension's OID; later transactions stop when it changes. */
 extern bool re_delivery_extension_present(void);
 extern bool re_delivery_extension_gone;
-extern void re_delivery_maintenance(void);
+/* Purge, circuit breaker, poll queue; true when it disabled an endpoint. */
+extern bool re_delivery_maintenance(void);
 extern void re_delivery_sweep_parked(void);
 
 #endif							/* RE_DELIVERY_H */

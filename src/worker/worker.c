@@ -1908,7 +1908,7 @@ static void
 maintenance_unit(void *arg)
 {
 	re_delivery_reclaim_expired();
-	re_delivery_maintenance();
+	*(bool *) arg = re_delivery_maintenance();
 }
 
 static void
@@ -1922,9 +1922,14 @@ maintenance_step(WorkerLoop *w, TimestampTz now)
 {
 	if (now - w->last_maintenance >= RE_MAINTENANCE_EVERY_MS * 1000L && w->nin_flight == 0)
 	{
+		bool		disabled = false;
+
 		set_state("maintenance");
-		(void) run_unit("maintenance", maintenance_unit, NULL, NULL);
+		(void) run_unit("maintenance", maintenance_unit, &disabled, NULL);
 		w->last_maintenance = now;
+		/* an endpoint the circuit breaker disabled gets no claim from a stale list */
+		if (disabled)
+			w->last_refresh = 0;
 	}
 
 	/* also while requests are in flight: a blast is when races happen */
