@@ -12,6 +12,8 @@ SUITES=("$@")
 [ ${#SUITES[@]} -eq 0 ] && SUITES=(regress isolation tap)
 
 bash "$ROOT/scripts/install-deps.sh" || exit 1
+# the tests build with warnings as errors (users' builds only warn)
+export RE_WERROR="${RE_WERROR:-yes}"
 source "$ROOT/test/lib/cluster.sh"
 PGXS_DIR=$(dirname "$($PG_CONFIG --pgxs)")/..
 
