@@ -132,6 +132,16 @@ _PG_init(void)
 	MarkGUCPrefixReserved("revenue_engine");
 }
 
+/* A SQL function's argument that must not be NULL: 22004 naming it. */
+void
+re_require_arg(FunctionCallInfo fcinfo, int argno, const char *name)
+{
+	if (PG_ARGISNULL(argno))
+		ereport(ERROR,
+				(errcode(ERRCODE_NULL_VALUE_NOT_ALLOWED),
+				 errmsg("%s must not be null", name)));
+}
+
 /* A name of a usage type, event type or tenant: 1-63 of [A-Za-z0-9_.:-]. */
 void
 re_check_name(const char *what, const char *name)

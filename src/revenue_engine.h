@@ -12,6 +12,8 @@
 
 #include "postgres.h"
 
+#include "fmgr.h"
+
 #include "utils/date.h"
 #include "utils/jsonb.h"
 #include "utils/timestamp.h"
@@ -68,6 +70,9 @@ extern const char *re_current_tenant_name(void);
 
 /* Why a tenant name is not acceptable (a sentence), or NULL. */
 extern const char *re_tenant_problem(const char *tenant);
+
+/* Raise 22004 naming the argument when argument argno is NULL. */
+extern void re_require_arg(FunctionCallInfo fcinfo, int argno, const char *name);
 
 /* Validate a name of a usage type or event type; ereport on bad input. */
 extern void re_check_name(const char *what, const char *name);

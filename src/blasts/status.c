@@ -187,10 +187,7 @@ re_normalize_phone(PG_FUNCTION_ARGS)
 {
 	char		buf[17];
 
-	if (PG_ARGISNULL(0))
-		ereport(ERROR,
-				(errcode(ERRCODE_NULL_VALUE_NOT_ALLOWED),
-				 errmsg("phone number must not be null")));
+	re_require_arg(fcinfo, 0, "phone number");
 	normalize_or_error(text_to_cstring(PG_GETARG_TEXT_PP(0)), buf);
 	PG_RETURN_TEXT_P(cstring_to_text(buf));
 }
@@ -781,10 +778,7 @@ checked_time(FunctionCallInfo fcinfo, int argno)
 static char *
 required_text(FunctionCallInfo fcinfo, int argno, const char *name)
 {
-	if (PG_ARGISNULL(argno))
-		ereport(ERROR,
-				(errcode(ERRCODE_NULL_VALUE_NOT_ALLOWED),
-				 errmsg("%s must not be null", name)));
+	re_require_arg(fcinfo, argno, name);
 	return text_to_cstring(PG_GETARG_TEXT_PP(argno));
 }
 

@@ -228,10 +228,7 @@ re_enqueue_event(PG_FUNCTION_ARGS)
 	pg_uuid_t  *event_id = palloc(sizeof(pg_uuid_t));
 	ReOwnerScope scope = {0};
 
-	if (PG_ARGISNULL(1))
-		ereport(ERROR,
-				(errcode(ERRCODE_NULL_VALUE_NOT_ALLOWED),
-				 errmsg("event_type must not be null")));
+	re_require_arg(fcinfo, 1, "event_type");
 	if (PG_ARGISNULL(2))
 		ereport(ERROR,
 				(errcode(ERRCODE_NULL_VALUE_NOT_ALLOWED),
@@ -321,10 +318,7 @@ re_http_address_class(PG_FUNCTION_ARGS)
 	struct sockaddr_storage ss;
 	const char *cls;
 
-	if (PG_ARGISNULL(0))
-		ereport(ERROR,
-				(errcode(ERRCODE_NULL_VALUE_NOT_ALLOWED),
-				 errmsg("address must not be null")));
+	re_require_arg(fcinfo, 0, "address");
 	address = text_to_cstring(PG_GETARG_TEXT_PP(0));
 	if (!re_http_parse_address(address, &ss))
 		ereport(ERROR,
@@ -345,10 +339,7 @@ re_check_url(PG_FUNCTION_ARGS)
 	char	   *url;
 	const char *reason;
 
-	if (PG_ARGISNULL(0))
-		ereport(ERROR,
-				(errcode(ERRCODE_NULL_VALUE_NOT_ALLOWED),
-				 errmsg("url must not be null")));
+	re_require_arg(fcinfo, 0, "url");
 	url = text_to_cstring(PG_GETARG_TEXT_PP(0));
 	reason = re_http_check_url(url);
 	if (reason != NULL)
@@ -366,10 +357,7 @@ re_check_signing_secret(PG_FUNCTION_ARGS)
 {
 	const char *reason;
 
-	if (PG_ARGISNULL(0))
-		ereport(ERROR,
-				(errcode(ERRCODE_NULL_VALUE_NOT_ALLOWED),
-				 errmsg("signing secret must not be null")));
+	re_require_arg(fcinfo, 0, "signing secret");
 	reason = re_http_check_secret(text_to_cstring(PG_GETARG_TEXT_PP(0)));
 	if (reason != NULL)
 		ereport(ERROR,

@@ -262,10 +262,7 @@ re_check_tenant(PG_FUNCTION_ARGS)
 	char	   *tenant;
 	const char *problem;
 
-	if (PG_ARGISNULL(0))
-		ereport(ERROR,
-				(errcode(ERRCODE_NULL_VALUE_NOT_ALLOWED),
-				 errmsg("tenant must not be null")));
+	re_require_arg(fcinfo, 0, "tenant");
 	tenant = text_to_cstring(PG_GETARG_TEXT_PP(0));
 	problem = re_tenant_problem(tenant);
 	if (problem != NULL)

@@ -104,14 +104,8 @@ re_backfill_usage(PG_FUNCTION_ARGS)
 	ReOwnerScope scope = {0};
 	int			ret;
 
-	if (PG_ARGISNULL(0))
-		ereport(ERROR,
-				(errcode(ERRCODE_NULL_VALUE_NOT_ALLOWED),
-				 errmsg("query must not be null")));
-	if (PG_ARGISNULL(1))
-		ereport(ERROR,
-				(errcode(ERRCODE_NULL_VALUE_NOT_ALLOWED),
-				 errmsg("emit_events must not be null")));
+	re_require_arg(fcinfo, 0, "query");
+	re_require_arg(fcinfo, 1, "emit_events");
 	query = text_to_cstring(PG_GETARG_TEXT_PP(0));
 	emit_events = PG_GETARG_BOOL(1);
 

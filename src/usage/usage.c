@@ -936,14 +936,8 @@ re_track_daily_usage(PG_FUNCTION_ARGS)
 	int			i;
 	JsonbParseState *st;
 
-	if (PG_ARGISNULL(0))
-		ereport(ERROR,
-				(errcode(ERRCODE_NULL_VALUE_NOT_ALLOWED),
-				 errmsg("user_id must not be null")));
-	if (PG_ARGISNULL(1))
-		ereport(ERROR,
-				(errcode(ERRCODE_NULL_VALUE_NOT_ALLOWED),
-				 errmsg("usage_type must not be null")));
+	re_require_arg(fcinfo, 0, "user_id");
+	re_require_arg(fcinfo, 1, "usage_type");
 	if (PG_ARGISNULL(2))
 		ereport(ERROR,
 				(errcode(ERRCODE_NULL_VALUE_NOT_ALLOWED),
@@ -1232,10 +1226,7 @@ re_builtin_usage_type(PG_FUNCTION_ARGS)
 	char	   *name;
 	int			j;
 
-	if (PG_ARGISNULL(0))
-		ereport(ERROR,
-				(errcode(ERRCODE_NULL_VALUE_NOT_ALLOWED),
-				 errmsg("usage_type must not be null")));
+	re_require_arg(fcinfo, 0, "usage_type");
 	name = text_to_cstring(PG_GETARG_TEXT_PP(0));
 	if (get_call_result_type(fcinfo, NULL, &tupdesc) != TYPEFUNC_COMPOSITE)
 		elog(ERROR, "return type must be a row type");
@@ -1265,10 +1256,7 @@ re_canonical_timezone(PG_FUNCTION_ARGS)
 	char	   *name;
 	pg_tz	   *tz;
 
-	if (PG_ARGISNULL(0))
-		ereport(ERROR,
-				(errcode(ERRCODE_NULL_VALUE_NOT_ALLOWED),
-				 errmsg("timezone must not be null")));
+	re_require_arg(fcinfo, 0, "timezone");
 	name = text_to_cstring(PG_GETARG_TEXT_PP(0));
 	tz = (name[0] != '\0' && strlen(name) < TZ_STRLEN_MAX) ? pg_tzset(name) : NULL;
 	if (tz == NULL || !pg_tz_acceptable(tz) || strpbrk(name, "<>,") != NULL)
@@ -1284,10 +1272,7 @@ PG_FUNCTION_INFO_V1(re_check_usage_type);
 Datum
 re_check_usage_type(PG_FUNCTION_ARGS)
 {
-	if (PG_ARGISNULL(0))
-		ereport(ERROR,
-				(errcode(ERRCODE_NULL_VALUE_NOT_ALLOWED),
-				 errmsg("usage_type must not be null")));
+	re_require_arg(fcinfo, 0, "usage_type");
 	re_check_name("usage type", text_to_cstring(PG_GETARG_TEXT_PP(0)));
 	PG_RETURN_DATUM(PG_GETARG_DATUM(0));
 }
