@@ -30,6 +30,7 @@ MODULE_SQL   = src/revenue_engine.sql \
                src/usage/usage.sql \
                src/blasts/blasts.sql \
                src/tenancy/tenancy.sql \
+               src/citus/citus.sql \
                src/worker/worker.sql
 
 DATA_built   = $(EXTENSION)--$(EXTVERSION).sql
