@@ -89,6 +89,7 @@
 #include "utils/hsearch.h"
 #include "utils/memutils.h"
 #include "catalog/namespace.h"
+#include "catalog/pg_namespace.h"
 #include "catalog/pg_am.h"
 #include "executor/executor.h"
 #include "executor/tuptable.h"
@@ -232,6 +233,36 @@ register_keyed(ReKeyedRel *kr)
 }
 
 /*
+ * Whether relid is a Citus table (a row of pg_dist_partition, when Citus is
+ * installed).  Its relation on this node is then only the shell that Citus
+ * routes statements through: the rows are in its shards, so reading the
+ * shell's heap would find nothing and "not found" would be a wrong answer.
+ * Checked with the rest once per relcache rebuild (Citus invalidates the
+ * relation when it distributes it).  Not linked against Citus: its catalog
+ * is read by name, and a database without it has no such table.
+ */
+static bool
+is_citus_table(Oid relid)
+{
+	Oid			catid = get_relname_relid("pg_dist_partition", PG_CATALOG_NAMESPACE);
+	Relation	cat;
+	ScanKeyData key;
+	SysScanDesc scan;
+	bool		found;
+
+	if (!OidIsValid(catid))
+		return false;
+	cat = table_open(catid, AccessShareLock);
+	/* logicalrelid, its first column */
+	ScanKeyInit(&key, 1, BTEqualStrategyNumber, F_OIDEQ, ObjectIdGetDatum(relid));
+	scan = systable_beginscan(cat, InvalidOid, false, NULL, 1, &key);
+	found = HeapTupleIsValid(systable_getnext(scan));
+	systable_endscan(scan);
+	table_close(cat, AccessShareLock);
+	return found;
+}
+
+/*
  * Check rel (open) against what the caller expects: its columns' types, and
  * a btree primary key on exactly the key columns, in order, of the key types;
  * then look up the keys' equality functions.  NULL when usable, else why not.
@@ -255,6 +286,8 @@ check_table(ReKeyedRel *kr, Relation rel)
 	}
 	if (!OidIsValid(kr->indexid))
 		return "it has no primary key";
+	if (is_citus_table(kr->relid))
+		return "it is a Citus table (its rows are in its shards)";
 	idx = index_open(kr->indexid, AccessShareLock);
 	if (idx->rd_rel->relam != BTREE_AM_OID ||
 		IndexRelationGetNumberOfKeyAttributes(idx) != kr->nkeys)
