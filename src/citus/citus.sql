@@ -122,6 +122,30 @@ BEGIN
     END LOOP;
 
     /*
+     * A worker node inserts too (a distributed call, the delivery worker's
+     * attempt log): each node's identity sequences get a range of their own,
+     * as Citus gives the tables it creates there (the extension created
+     * these itself on every node).  A node added later needs distribute()
+     * again.
+     */
+    FOR r IN
+        SELECT DISTINCT a.attrelid::regclass AS rel
+          FROM pg_catalog.pg_attribute a
+          JOIN pg_catalog.pg_class c ON c.oid OPERATOR(pg_catalog.=) a.attrelid
+         WHERE c.relnamespace OPERATOR(pg_catalog.=) 'revenue_engine'::regnamespace
+           AND c.relkind OPERATOR(pg_catalog.=) 'r'
+           AND a.attidentity OPERATOR(pg_catalog.<>) '' AND NOT a.attisdropped
+    LOOP
+        PERFORM 1 FROM pg_catalog.run_command_on_workers(pg_catalog.format(
+                    'SELECT pg_catalog.worker_adjust_identity_column_seq_ranges(%L::regclass)', r.rel::text)) w
+          WHERE NOT w.success;
+        IF FOUND THEN
+            RAISE EXCEPTION 'could not give the identity sequence of % a range of its own on every worker node', r.rel
+                USING ERRCODE = '55000';
+        END IF;
+    END LOOP;
+
+    /*
      * The tenant-first forms of the app-facing functions (first argument
      * "tenant text"): a call runs on the node that holds its tenant.  The
      * forms without it are left on the coordinator, where the session's

@@ -950,6 +950,19 @@ classify(ReJob *job, TimestampTz *next_attempt_at, bool *disable_target)
 	return RE_OUTCOME_RETRY;
 }
 
+#define ATTEMPT_ROWS(id) \
+	"SELECT " id "o.tenant_id, o.kind, o.event_id::uuid," \
+	"       CASE WHEN o.kind = 'event' THEN o.target END, o.send_id," \
+	"       CASE WHEN o.kind = 'send' THEN o.target END," \
+	"       o.attempt, o.started_at, o.latency, o.code, o.outcome, o.err, o.body" \
+	"  FROM ROWS FROM (pg_catalog.unnest($1), pg_catalog.unnest($2)," \
+	"       pg_catalog.unnest($3), pg_catalog.unnest($4), pg_catalog.unnest($5)," \
+	"       pg_catalog.unnest($6), pg_catalog.unnest($7), pg_catalog.unnest($8)," \
+	"       pg_catalog.unnest($9), pg_catalog.unnest($10), pg_catalog.unnest($11)," \
+	"       pg_catalog.unnest($12), pg_catalog.unnest($13))" \
+	"       AS o(tenant_id, kind, event_id, target, send_id, unused, attempt," \
+	"            started_at, latency, code, outcome, err, body)"
+
 static void
 prepare_record_plans(void)
 {
@@ -1011,21 +1024,20 @@ prepare_record_plans(void)
 							"       AS o(tenant_id, id, status, next_at, code, err, body, path, is_json)"
 							" WHERE s.tenant_id = o.tenant_id AND s.id = o.id AND s.status = 'sending'"),
 							9, stypes);
-	record_attempt_plan = re_prepare_saved_custom(gsql(
+	/*
+	 * A shard has no identity column: its ids come from the table's identity
+	 * sequence on this node (whose range distribute() made this node's own).
+	 */
+	record_attempt_plan = re_prepare_saved_custom(gsql(ps->nmap == 0 ?
 							   "INSERT INTO revenue_engine.delivery_attempts"
 							   " (tenant_id, kind, event_id, endpoint_id, send_id, channel_id, attempt,"
 							   "  started_at, latency_ms, status_code, outcome, error, response_body)"
-							   "SELECT o.tenant_id, o.kind, o.event_id::uuid,"
-							   "       CASE WHEN o.kind = 'event' THEN o.target END, o.send_id,"
-							   "       CASE WHEN o.kind = 'send' THEN o.target END,"
-							   "       o.attempt, o.started_at, o.latency, o.code, o.outcome, o.err, o.body"
-							   "  FROM ROWS FROM (pg_catalog.unnest($1), pg_catalog.unnest($2),"
-							   "       pg_catalog.unnest($3), pg_catalog.unnest($4), pg_catalog.unnest($5),"
-							   "       pg_catalog.unnest($6), pg_catalog.unnest($7), pg_catalog.unnest($8),"
-							   "       pg_catalog.unnest($9), pg_catalog.unnest($10), pg_catalog.unnest($11),"
-							   "       pg_catalog.unnest($12), pg_catalog.unnest($13))"
-							   "       AS o(tenant_id, kind, event_id, target, send_id, unused, attempt,"
-							   "            started_at, latency, code, outcome, err, body)"),
+							   ATTEMPT_ROWS("") :
+							   "INSERT INTO revenue_engine.delivery_attempts"
+							   " (id, tenant_id, kind, event_id, endpoint_id, send_id, channel_id, attempt,"
+							   "  started_at, latency_ms, status_code, outcome, error, response_body)"
+							   ATTEMPT_ROWS("pg_catalog.nextval(pg_catalog.pg_get_serial_sequence("
+											"'\"revenue_engine\".delivery_attempts', 'id')::regclass), ")),
 							   13, atypes);
 	record_health_plan = re_prepare_saved_custom(gsql(
 							  "UPDATE revenue_engine.endpoints e"
@@ -1524,8 +1536,25 @@ re_delivery_record_polls(ReJob **jobs, int njobs)
 void
 re_delivery_sweep_parked(void)
 {
+	static bool told = false;
+
 	if (!begin_tx("revenue_engine: applying parked statuses"))
 		return;
+
+	/*
+	 * Its statements read every tenant's parked statuses at once, which a
+	 * Citus node cannot plan: on Citus a status parked for a message id is
+	 * applied when the id lands (the send's outcome), not by the sweep.
+	 */
+	if (ngroups != 1 || groups[0].nmap > 0)
+	{
+		if (!told)
+			elog(LOG, "revenue_engine: the sweep of parked statuses does not run on a Citus node");
+		told = true;
+		re_status_sweep_wanted = false;
+		end_tx();
+		return;
+	}
 	re_status_sweep();
 	end_tx();
 }
