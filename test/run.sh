@@ -9,7 +9,7 @@ set -uo pipefail
 
 ROOT=$(cd "$(dirname "$0")/.." && pwd)
 SUITES=("$@")
-[ ${#SUITES[@]} -eq 0 ] && SUITES=(regress isolation tap)
+[ ${#SUITES[@]} -eq 0 ] && SUITES=(regress isolation tap citus)
 
 bash "$ROOT/scripts/install-deps.sh" || exit 1
 # the tests build with warnings as errors (users' builds only warn)
@@ -84,6 +84,14 @@ for suite in "${SUITES[@]}"; do
 		tests=${tests:-0}
 		passed=$((passed + tests - bad)); failed=$((failed + bad + died))
 		grep -q '^Result: PASS' "$WORK/tap.log" || [ "$died" -gt 0 ] || [ "$bad" -gt 0 ] || failed=$((failed + 1))
+		;;
+	citus)
+		# once, on the PostgreSQL 15 copy it builds with Citus (test/citus/run.sh)
+		echo "== Citus"
+		bash "$ROOT/test/citus/run.sh" 2>&1 | tee "$WORK/citus.log"
+		ok=$(sed -n 's/^\([0-9]*\) passed, \([0-9]*\) failed$/\1/p' "$WORK/citus.log" | tail -1)
+		bad=$(sed -n 's/^\([0-9]*\) passed, \([0-9]*\) failed$/\2/p' "$WORK/citus.log" | tail -1)
+		passed=$((passed + ${ok:-0})); failed=$((failed + ${bad:-1}))
 		;;
 	*)
 		echo "unknown suite $suite" >&2; failed=$((failed + 1)) ;;

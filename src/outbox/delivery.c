@@ -31,7 +31,9 @@
 #include "mb/pg_wchar.h"
 #include "utils/builtins.h"
 #include "utils/hsearch.h"
+#include "utils/inval.h"
 #include "utils/lsyscache.h"
+#include "catalog/namespace.h"
 #include "utils/memutils.h"
 #include "utils/snapmgr.h"
 #include "utils/timestamp.h"
@@ -183,6 +185,19 @@ gsql(const char *sql)
 	return buf.data;
 }
 
+/*
+ * distribute() and Citus's shard changes invalidate the distributed tables'
+ * relcache entries: the groups are read again at the next transaction.
+ */
+static Oid	groups_watch_relid = InvalidOid;
+
+static void
+groups_relcache_callback(Datum arg, Oid relid)
+{
+	if (relid == InvalidOid || relid == groups_watch_relid)
+		groups_loaded = false;
+}
+
 static void
 free_group_plans(PlanSet *g)
 {
@@ -215,6 +230,14 @@ load_groups(void)
 	SPITupleTable *tt;
 	uint64		n;
 
+	static bool callback_registered = false;
+
+	if (!callback_registered)
+	{
+		CacheRegisterRelcacheCallback(groups_relcache_callback, (Datum) 0);
+		callback_registered = true;
+	}
+	groups_watch_relid = get_relname_relid("deliveries", get_namespace_oid("revenue_engine", false));
 	initStringInfo(&sig);
 	SPI_execute("SELECT pg_catalog.to_regclass('pg_catalog.pg_dist_partition') IS NOT NULL"
 				"   AND pg_catalog.to_regclass('pg_catalog.pg_dist_local_group') IS NOT NULL",
@@ -250,8 +273,11 @@ load_groups(void)
 		tt = NULL;
 		n = 0;
 	}
-	if (groups_loaded && groups_signature != NULL && strcmp(groups_signature, sig.data) == 0)
+	if (groups_signature != NULL && strcmp(groups_signature, sig.data) == 0)
+	{
+		groups_loaded = true;
 		return;
+	}
 
 	for (g = 0; g < RE_MAX_GROUPS; g++)
 		free_group_plans(&groups[g]);
