@@ -26,14 +26,14 @@ SELECT t.oid::regprocedure AS tenant_form,
          ON p.pronamespace = t.pronamespace AND p.proname = t.proname
         AND 'text' || coalesce(', ' || nullif(oidvectortypes(p.proargtypes), ''), '') = oidvectortypes(t.proargtypes)
  WHERE t.pronamespace = 'revenue_engine'::regnamespace AND t.prosrc = 're_tenant_form'
- ORDER BY 1::text;
+ ORDER BY t.oid::regprocedure::text;
 -- Functions the application may call without a tenant form: none reads or writes tenant rows.
 SELECT p.oid::regprocedure AS no_tenant_form FROM pg_proc p
  WHERE p.pronamespace = 'revenue_engine'::regnamespace AND p.prosrc <> 're_tenant_form'
    AND has_function_privilege('revenue_engine_user', p.oid, 'EXECUTE')
    AND NOT EXISTS (SELECT 1 FROM pg_proc t WHERE t.pronamespace = p.pronamespace AND t.proname = p.proname
                                               AND t.prosrc = 're_tenant_form')
- ORDER BY 1::text;
+ ORDER BY p.oid::regprocedure::text;
 
 -- The function a call resolves to (from the dependencies of a view of it),
 -- or its error.
