@@ -30,6 +30,7 @@ MODULE_SQL   = src/revenue_engine.sql \
                src/usage/usage.sql \
                src/blasts/blasts.sql \
                src/tenancy/tenancy.sql \
+               src/tenancy/tenant_forms.sql \
                src/citus/citus.sql \
                src/worker/worker.sql
 
@@ -52,7 +53,7 @@ endif
 
 REGRESS      = setup usage_response usage_ladder usage_goals_streaks \
                usage_timezones usage_bad_input usage_backfill usage_fastpath delivery_input security \
-               tenants blasts status_webhook whatsapp_payloads
+               tenants tenant_forms blasts status_webhook whatsapp_payloads
 REGRESS_OPTS = --temp-config=$(srcdir)/test/test.conf
 
 ISOLATION    = usage_concurrent_milestones usage_concurrent_goal_feature usage_keyed_update \

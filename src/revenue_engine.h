@@ -61,8 +61,9 @@ extern void re_disconnect_as_owner(ReOwnerScope *scope);
 
 /*
  * The tenant the current call acts for: the tenant its roles are bound to
- * (src/tenancy/tenancy.c), else the setting revenue_engine.tenant.  Raises
- * 42501 when a bound role's setting names another tenant.  The only place
+ * (src/tenancy/tenancy.c), else the tenant argument of the tenant form that
+ * is running, else the setting revenue_engine.tenant.  Raises 42501 when a
+ * bound role's setting or tenant argument names another tenant.  The only place
  * where the tenant is decided; the result is a copy in the current memory
  * context.
  */
