@@ -18,7 +18,8 @@ OBJS         = src/revenue_engine.o \
                src/usage/backfill.o \
                src/caller_query.o \
                src/tenancy/tenancy.o \
-               src/tenancy/masking.o
+               src/tenancy/masking.o \
+               src/citus/citus.o
 
 # Order matters: base objects, then the outbox, then the modules that write to it;
 # tenancy's row level security after every table and view it covers.

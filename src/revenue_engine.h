@@ -134,4 +134,7 @@ extern int	re_caller_query_width(const char *sql);
 extern int	re_caller_query_arrays(const char *sql, int min_cols, int max_cols,
 								   const Oid *types, Datum *arrays, int *nrows);
 
+/* src/citus/citus.c: statements sent by another Citus node run in this backend */
+extern bool re_citus_remote_backend(void);
+
 #endif							/* REVENUE_ENGINE_H */

@@ -122,6 +122,32 @@ BEGIN
     END LOOP;
 
     /*
+     * Views that filter on the session's tenant: as a subquery, which the
+     * coordinator evaluates once (a distributed subplan) and sends as a
+     * value; a bare call would be shipped with the query and evaluated on
+     * the workers, where the session's revenue_engine.tenant is not (an
+     * error there, src/tenancy/tenancy.c).  Their options are kept.
+     */
+    FOR r IN
+        SELECT c.oid::regclass AS rel, pg_catalog.pg_get_viewdef(c.oid) AS def, c.reloptions AS opts
+          FROM pg_catalog.pg_class c
+         WHERE c.relnamespace OPERATOR(pg_catalog.=) 'revenue_engine'::regnamespace
+           AND c.relkind OPERATOR(pg_catalog.=) 'v'
+           AND pg_catalog.strpos(pg_catalog.pg_get_viewdef(c.oid), 'revenue_engine.current_tenant()') OPERATOR(pg_catalog.>) 0
+           AND pg_catalog.strpos(pg_catalog.pg_get_viewdef(c.oid), 'SELECT revenue_engine.current_tenant()') OPERATOR(pg_catalog.=) 0
+         ORDER BY c.relname
+    LOOP
+        EXECUTE pg_catalog.format('CREATE OR REPLACE VIEW %s AS %s', r.rel,
+                    pg_catalog.replace(r.def, 'revenue_engine.current_tenant()',
+                                       '(SELECT revenue_engine.current_tenant() AS current_tenant)'));
+        IF r.opts IS NOT NULL THEN
+            EXECUTE pg_catalog.format('ALTER VIEW %s SET (%s)', r.rel, pg_catalog.array_to_string(r.opts, ', '));
+        END IF;
+        object := r.rel::text; distributed_as := 'view: tenant filter evaluated on the coordinator';
+        RETURN NEXT;
+    END LOOP;
+
+    /*
      * A worker node inserts too (a distributed call, the delivery worker's
      * attempt log): each node's identity sequences get a range of their own,
      * as Citus gives the tables it creates there (the extension created

@@ -209,6 +209,19 @@ decide_tenant(void)
 		setting = tenant_override;
 		explicitly = true;
 	}
+	else if (re_citus_remote_backend())
+	{
+		/*
+		 * Citus: a statement that another node sent here (a shard's part of
+		 * a query, a policy on a shard).  The client's setting stayed on
+		 * that node; this backend's would be a wrong answer, not its.
+		 */
+		ereport(ERROR,
+				(errcode(ERRCODE_FEATURE_NOT_SUPPORTED),
+				 errmsg("revenue_engine.current_tenant() cannot be evaluated on a Citus node for a statement sent by another node"),
+				 errdetail("The session's revenue_engine.tenant stays on the node where it was set."),
+				 errhint("Call the function's tenant-first form, or filter on tenant_id in the query.")));
+	}
 	else
 	{
 		setting = re_tenant_setting ? re_tenant_setting : "default";
