@@ -96,6 +96,8 @@ extern void re_jb_int_array(JsonbParseState **state, const char *key,
 /*
  * SPI_prepare + SPI_keepplan with a generic plan: every plan of the extension
  * takes key values as parameters, so planning once per backend is right.
+ * In a database with Citus the plan cache chooses instead (Citus cannot plan
+ * every statement with unbound parameters; see revenue_engine.c).
  */
 extern struct _SPI_plan *re_prepare_saved(const char *sql, int nargs, Oid *argtypes);
 
