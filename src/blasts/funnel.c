@@ -739,8 +739,8 @@ counters_of(Relation recipients)
 	Oid			nsp = RelationGetNamespace(recipients);
 	Oid			relid = RelationGetRelid(recipients);
 	Oid			result = InvalidOid;
-	Datum		arg;
-	Oid			argtype = OIDOID;
+	Datum		args[2];
+	Oid			argtypes[2] = {TEXTOID, TEXTOID};
 	int			i;
 	int			ret;
 
@@ -751,19 +751,18 @@ counters_of(Relation recipients)
 			return shard_map_to[i];
 	if (SPI_connect() != SPI_OK_CONNECT)
 		elog(ERROR, "SPI_connect failed");
-	arg = ObjectIdGetDatum(relid);
+	/* by name: Citus hides its shards from queries of pg_class */
+	args[0] = CStringGetTextDatum(RelationGetRelationName(recipients));
+	args[1] = CStringGetTextDatum(get_namespace_name(nsp));
 	ret = SPI_execute_with_args(
-		"SELECT pg_catalog.to_regclass(pg_catalog.quote_ident(n.nspname) || '.' ||"
+		"SELECT pg_catalog.to_regclass(pg_catalog.quote_ident($2) || '.' ||"
 		"       pg_catalog.quote_ident('blast_counters_' || c.shardid))::oid"
-		"  FROM pg_catalog.pg_class rc"
-		"  JOIN pg_catalog.pg_namespace n ON n.oid = rc.relnamespace"
-		"  JOIN pg_catalog.pg_dist_shard r"
-		"    ON r.logicalrelid = 'revenue_engine.blast_recipients'::regclass"
-		"   AND rc.relname = 'blast_recipients_' || r.shardid"
+		"  FROM pg_catalog.pg_dist_shard r"
 		"  JOIN pg_catalog.pg_dist_shard c"
 		"    ON c.logicalrelid = 'revenue_engine.blast_counters'::regclass"
 		"   AND c.shardminvalue = r.shardminvalue"
-		" WHERE rc.oid = $1", 1, &argtype, &arg, NULL, true, 1);
+		" WHERE r.logicalrelid = 'revenue_engine.blast_recipients'::regclass"
+		"   AND 'blast_recipients_' || r.shardid = $1", 2, argtypes, args, NULL, true, 1);
 	if (ret == SPI_OK_SELECT && SPI_processed == 1)
 	{
 		bool		isnull;
