@@ -262,6 +262,8 @@ prepare_plans(void)
 {
 	Oid			t2[2] = {TEXTOID, TEXTOID};
 	Oid			tid[2] = {TEXTOID, INT8OID};
+	/* the time a parameter: Citus takes no now() in CASE or COALESCE of an UPDATE */
+	Oid			tprogress[3] = {TEXTOID, INT8OID, TIMESTAMPTZOID};
 	Oid			treply[4] = {TEXTOID, TEXTOID, TIMESTAMPTZOID, TIMESTAMPTZOID};
 	Oid			tclose[3] = {TEXTOID, TEXTOID, INT8OID};
 	Oid			twrite[19] = {TEXTOID, INT8OID, TEXTOID,
@@ -382,14 +384,14 @@ prepare_plans(void)
 									 "                                   WHERE r.tenant_id = b.tenant_id AND r.blast_id = b.id"
 									 "                                     AND r.sent_at IS NOT NULL) THEN 'completed'"
 									 "                     ELSE 'failed' END,"
-									 "       started_at = coalesce(b.started_at, pg_catalog.now()),"
-									 "       completed_at = CASE WHEN o.open THEN NULL ELSE pg_catalog.now() END"
+									 "       started_at = coalesce(b.started_at, $3),"
+									 "       completed_at = CASE WHEN o.open THEN NULL ELSE $3 END"
 									 "  FROM (SELECT EXISTS (SELECT 1 FROM revenue_engine.sends s"
 									 "                        WHERE s.tenant_id = $1 AND s.blast_id = $2"
 									 "                          AND s.status IN ('queued', 'sending')) AS open) o"
 									 " WHERE b.tenant_id = $1 AND b.id = $2 AND b.status IN ('pending', 'sending')"
 									 "   AND (b.status = 'pending' OR NOT o.open)",
-									 2, tid);
+									 3, tprogress);
 	{
 		Oid			tq[5] = {TEXTOID, INT8OID, TEXTOID, TIMESTAMPTZOID, INT8OID};
 
@@ -2273,10 +2275,11 @@ re_send_outcome_trigger(PG_FUNCTION_ARGS)
 	}
 	if (blast_id != 0)
 	{
-		Datum		v[2];
+		Datum		v[3];
 
 		v[0] = CStringGetTextDatum(tenant);
 		v[1] = Int64GetDatum(blast_id);
+		v[2] = TimestampTzGetDatum(GetCurrentTransactionStartTimestamp());
 		if (SPI_execute_plan(progress_plan, v, NULL, false, 0) != SPI_OK_UPDATE)
 			elog(ERROR, "updating the blast's progress failed");
 	}

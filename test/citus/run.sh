@@ -199,7 +199,7 @@ Q_DAILY="SELECT tenant_id, user_id, usage_type, usage_date, count, goal, goal_ac
 Q_MILESTONES="SELECT tenant_id, user_id, usage_type, milestone, lifetime_total
                 FROM revenue_engine.milestones_reached ORDER BY 1, 2, 3, 4"
 Q_EVENTS="SELECT tenant_id, user_id, event_type, event_data - 'id' - 'first_used_at', user_data
-            FROM revenue_engine.webhook_events ORDER BY 1, 2, 3, 4::text"
+            FROM revenue_engine.webhook_events ORDER BY 1, 2, 3, (event_data - 'id' - 'first_used_at')::text"
 Q_PROFILES="SELECT tenant_id, user_id, timezone, daily_goals FROM revenue_engine.user_profiles ORDER BY 1, 2"
 for q in PROFILES LIFETIME DAILY MILESTONES EVENTS; do
 	v="Q_$q"
@@ -233,7 +233,7 @@ import json, sys
 ids = [json.loads(l)['webhook_id'] for l in open('$WORK/rx.jsonl')]
 print(len(ids), len(set(ids)))")" "$nevents $nevents"
 check "each POST went to its tenant's endpoint and is the event's id" \
-	is "$(cpsql 0 -Atc "SELECT string_agg(tenant_id || ' ' || id, E'\n' ORDER BY tenant_id || ' ' || id COLLATE "C") FROM revenue_engine.webhook_events" | md5sum)" \
+	is "$(cpsql 0 -Atc "SELECT string_agg(tenant_id || ' ' || id, E'\n' ORDER BY (tenant_id || ' ' || id) COLLATE \"C\") FROM revenue_engine.webhook_events" | md5sum)" \
 	"$(python3 -c "
 import json
 rows = sorted((json.loads(l)['path'].strip('/'), json.loads(l)['webhook_id']) for l in open('$WORK/rx.jsonl'))
