@@ -1246,10 +1246,10 @@ exit_no_extension(void)
 
 /*
  * The library serves the SQL objects of its own version only (its
- * statements name that version's tables and columns).  After a package upgrade and
- * a restart, a database still has the previous version's objects until
- * someone runs ALTER EXTENSION revenue_engine UPDATE in it: until then its
- * worker logs once, shows the state "awaiting update" in
+ * statements name that version's tables and columns).  After a package
+ * upgrade and a restart, a database still has the previous version's
+ * objects until someone runs ALTER EXTENSION revenue_engine UPDATE in it:
+ * until then its worker logs once, shows the state "awaiting update" in
  * revenue_engine.workers, claims nothing, changes nothing, and looks again
  * every second and when the ALTER EXTENSION commits (process_utility wakes
  * it).  Events enqueued meanwhile wait in the outbox and are delivered
