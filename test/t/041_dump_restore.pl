@@ -197,5 +197,46 @@ is(join(',', map { $after->{$_} } sort keys %$delivered), join(',', map { 1 } so
 is(join(',', grep { $after->{$_} != 1 } sort keys %$after), '', 'every event reached the receiver once, before the dump or after the restore');
 is(scalar(grep { $_->{path} eq '/spare' } @{ rx_requests() }), 2, 'the second endpoint got its order_paid events once each');
 
+# ---------------------------------------------------------------------------
+# A dump taken from 0.1.0, restored under 0.2.0: CREATE EXTENSION installs
+# 0.2.0 and the rows load, but 0.1.0 did not dump the identity sequences;
+# the README's statement sets them past the restored ids.
+
+$node->safe_psql('postgres', 'CREATE DATABASE old');
+q1('old', "CREATE EXTENSION revenue_engine VERSION '0.1.0'");
+q1('old', qq{
+	SELECT revenue_engine.create_endpoint('a', '$rx_base/a', enabled => false);
+	SELECT revenue_engine.create_endpoint('b', '$rx_base/b', enabled => false);
+});
+$node->command_ok([ 'pg_dump', '-Fc', '--no-sync', '-f', "$tmp/old.dump", '-d', $node->connstr('old') ],
+	'pg_dump -Fc of a 0.1.0 database');
+$node->safe_psql('postgres', 'CREATE DATABASE old_restored');
+$node->command_ok([ 'pg_restore', '--exit-on-error', '-d', $node->connstr('old_restored'), "$tmp/old.dump" ],
+	'pg_restore of the 0.1.0 dump under 0.2.0');
+is(q1('old_restored', q{SELECT extversion || ' ' || (SELECT count(*) FROM revenue_engine.endpoints)
+	FROM pg_extension WHERE extname = 'revenue_engine'}), '0.2.0 2', 'the 0.1.0 dump restores as 0.2.0 with its rows');
+is(q1('old_restored', 'SELECT last_value || \' \' || is_called FROM revenue_engine.endpoints_id_seq'), '1 false',
+	'0.1.0 did not dump the identity sequences');
+q1('old_restored', <<'EOSQL');
+DO $$
+DECLARE
+    r record;
+BEGIN
+    FOR r IN
+        SELECT c.oid::regclass AS tbl, a.attname AS col,
+               pg_get_serial_sequence(c.oid::regclass::text, a.attname) AS seq
+          FROM pg_class c
+          JOIN pg_attribute a ON a.attrelid = c.oid AND a.attidentity <> ''
+         WHERE c.relnamespace = 'revenue_engine'::regnamespace
+    LOOP
+        EXECUTE format('SELECT setval(%L, coalesce((SELECT max(%I) FROM %s), 0) + 1, false)',
+                       r.seq, r.col, r.tbl);
+    END LOOP;
+END
+$$;
+EOSQL
+is(q1('old_restored', "SELECT revenue_engine.create_endpoint('c', '$rx_base/c', enabled => false)"), '3',
+	'after the README\'s setval statement a new endpoint gets a fresh id');
+
 $node->stop;
 done_testing();
