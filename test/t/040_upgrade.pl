@@ -98,7 +98,8 @@ sub q1 { my ($db, $sql) = @_; return $node->safe_psql($db, $sql); }
 # 1. Every C symbol a script names is in the library
 
 {
-	my $sharedir = `pg_config --sharedir`;
+	my $pg_config = $ENV{PG_CONFIG} // 'pg_config';
+	my $sharedir  = `$pg_config --sharedir`;
 	chomp $sharedir;
 	my @scripts = (glob("$root/upgrade/revenue_engine--*.sql"),
 		glob("$sharedir/extension/revenue_engine--*.sql"));
@@ -218,7 +219,6 @@ my %cols = map { split /\|/, $_, 2 } split /\n/, q1('upg', q{
 	 GROUP BY 1});
 sub table_digests
 {
-	my ($in_txn_prefix) = @_;
 	my $sql = join("\nUNION ALL\n",
 		map {
 			"SELECT '$_', count(*), md5(coalesce(string_agg(x::text, E'\\n' ORDER BY x::text), '')) FROM (SELECT $cols{$_} FROM $_) x"
