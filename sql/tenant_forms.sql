@@ -190,8 +190,9 @@ SELECT * FROM revenue_engine.funnel_by_tag('forms_a', NULL, NULL, NULL);
 SELECT revenue_engine.set_user_profile('forms_a', u(1901), 'UTC', NULL);
 SELECT revenue_engine.enqueue_event('forms_a', u(1901), 'plan_changed', '{}');
 SELECT revenue_engine.create_blast('forms_a', 'fa_wa', 'x', '["+15559991009"]', NULL, 'x', NULL, '{}', NULL, 0, 'error');
--- ... even with the setting naming its own tenant, and the setting naming
--- another tenant is refused even when the argument is its own.
+-- ... even with the setting naming its own tenant.  A tenant form does not
+-- read the setting: one naming another tenant changes nothing when the
+-- argument is the role's own tenant.
 SET revenue_engine.tenant = 'forms_b';
 SELECT revenue_engine.mark_closed('forms_a', '+15559991003', 1, NULL, NULL, NULL);
 SET revenue_engine.tenant = 'forms_a';
