@@ -15,6 +15,7 @@
 #include "fmgr.h"
 
 #include "utils/date.h"
+#include "utils/relcache.h"
 #include "utils/jsonb.h"
 #include "utils/timestamp.h"
 #include "utils/uuid.h"
@@ -159,5 +160,7 @@ extern int	re_caller_query_arrays(const char *sql, int min_cols, int max_cols,
 
 /* src/citus/citus.c: statements sent by another Citus node run in this backend */
 extern bool re_citus_remote_backend(void);
+/* src/citus/citus.c: invalidate a table's caches, also when its trigger fires on a Citus shard */
+extern void re_invalidate_table(Relation rel, const char *relname);
 
 #endif							/* REVENUE_ENGINE_H */

@@ -466,6 +466,6 @@ re_role_tenants_changed(PG_FUNCTION_ARGS)
 		ereport(ERROR,
 				(errcode(ERRCODE_E_R_I_E_TRIGGER_PROTOCOL_VIOLATED),
 				 errmsg("role_tenants_changed() must be called as a trigger")));
-	CacheInvalidateRelcacheByRelid(RelationGetRelid(trigdata->tg_relation));
+	re_invalidate_table(trigdata->tg_relation, "role_tenants");
 	return PointerGetDatum(NULL);
 }

@@ -1298,6 +1298,6 @@ re_invalidate_cache(PG_FUNCTION_ARGS)
 		ereport(ERROR,
 				(errcode(ERRCODE_E_R_I_E_TRIGGER_PROTOCOL_VIOLATED),
 				 errmsg("revenue_engine.invalidate_cache() must be called as a trigger")));
-	CacheInvalidateRelcache(trigdata->tg_relation);
+	re_invalidate_table(trigdata->tg_relation, "usage_types");
 	return PointerGetDatum(NULL);
 }

@@ -223,6 +223,16 @@ check "the calls wrote events ($nevents), milestones and goals" \
 check "profiles' time zones were used (a local day other than UTC's)" \
 	is "$(cpsql 0 -Atc "SELECT count(DISTINCT usage_date) FILTER (WHERE usage_date <> '2026-03-15') > 0 FROM revenue_engine.daily_usage d WHERE usage_date >= '2026-03-15'")" "t"
 
+# A usage type changed on the coordinator (a reference table) reaches the
+# settings a worker node's backend cached: its trigger fires on the shards.
+check "a usage type changed on the coordinator applies at once to the distributed calls" \
+	is "$(cpsql 0 -At <<'SQL'
+SELECT coalesce(revenue_engine.track_daily_usage('acme', '00000000-0000-0000-0000-00000000000a', 'custom_type', 1, NULL)->>'milestone_reached', 'none');
+SELECT (revenue_engine.set_usage_type('custom_type', milestones => '{2}')).milestones;
+SELECT coalesce(revenue_engine.track_daily_usage('acme', '00000000-0000-0000-0000-00000000000a', 'custom_type', 1, NULL)->>'milestone_reached', 'none');
+SQL
+)" "$(printf 'none\n{2}\n2')"
+
 # ---------------------------------------------------------------------------
 echo "== 3. delivery: every event exactly once, each by its node's worker"
 for _ in $(seq 120); do
