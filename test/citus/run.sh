@@ -235,6 +235,7 @@ SQL
 
 # ---------------------------------------------------------------------------
 echo "== 3. delivery: every event exactly once, each by its node's worker"
+nevents=$(cpsql 0 -Atc "SELECT count(*) FROM revenue_engine.webhook_events")
 for _ in $(seq 120); do
 	left=$(cpsql 0 -Atc "SELECT count(*) FROM revenue_engine.deliveries WHERE status <> 'sent'")
 	[ "$left" = 0 ] && break
