@@ -220,7 +220,7 @@ decide_tenant(void)
 				(errcode(ERRCODE_FEATURE_NOT_SUPPORTED),
 				 errmsg("revenue_engine.current_tenant() cannot be evaluated on a Citus node for a statement sent by another node"),
 				 errdetail("The session's revenue_engine.tenant stays on the node where it was set."),
-				 errhint("Call the function's tenant-first form, or filter on tenant_id in the query.")));
+				 errhint("On Citus, read and write a tenant's rows through the tenant-first functions (the tenant as first argument), or as a role that row level security does not apply to.")));
 	}
 	else
 	{

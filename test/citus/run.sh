@@ -233,6 +233,17 @@ SELECT coalesce(revenue_engine.track_daily_usage('acme', '00000000-0000-0000-000
 SQL
 )" "$(printf 'none\n{2}\n2')"
 
+# The application role: its tenant-first calls work; its own reads of a
+# tenant table are refused on the shards (its session's tenant is not
+# there), never answered with another tenant's rows or none.
+cpsql 0 -c "CREATE ROLE citus_app LOGIN" -c "GRANT revenue_engine_user TO citus_app" >/dev/null
+check "the application role's tenant-first call runs on its tenant's node" \
+	is "$(cpsql 0 -At -c "SET ROLE citus_app" -c "SELECT revenue_engine.track_daily_usage('acme', '00000000-0000-0000-0000-00000000000b', 'reply', 2, NULL)->>'lifetime_total'")" "2"
+check "the application role's read of a tenant table on Citus is refused with 0A000" \
+	is "$(cpsql 0 -At -c "SET ROLE citus_app" -c "SET revenue_engine.tenant = 'acme'" \
+	        -c "DO \$\$ BEGIN PERFORM count(*) FROM revenue_engine.lifetime_usage; RAISE NOTICE 'answered';
+	            EXCEPTION WHEN feature_not_supported THEN RAISE NOTICE 'refused'; END \$\$" 2>&1 | grep -oE 'refused|answered')" "refused"
+
 # ---------------------------------------------------------------------------
 echo "== 3. delivery: every event exactly once, each by its node's worker"
 nevents=$(cpsql 0 -Atc "SELECT count(*) FROM revenue_engine.webhook_events")
