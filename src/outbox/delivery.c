@@ -444,22 +444,22 @@ re_delivery_maintenance(void)
 		return false;
 	for (g = 0; g < ngroups; g++)
 	{
-	ps = &groups[g];
-	SPI_execute(gsql("DELETE FROM revenue_engine.delivery_attempts WHERE id IN ("
-				" SELECT id FROM revenue_engine.delivery_attempts"
-				"  WHERE started_at < pg_catalog.now() - pg_catalog.current_setting('revenue_engine.attempt_retention')::interval"
-				"  LIMIT 10000)"), false, 0);
-	SPI_execute(gsql("UPDATE revenue_engine.endpoints"
-				"   SET enabled = false, disabled_at = pg_catalog.now(), updated_at = pg_catalog.now(),"
-				"       disabled_reason = 'circuit breaker: failing since ' || failing_since"
-				" WHERE enabled AND failing_since < pg_catalog.now() - circuit_break_after"), false, 0);
-	ndisabled += SPI_processed;
-	/* polling stops at the channel's poll_max_age, or when the channel stops polling */
-	SPI_execute(gsql("DELETE FROM revenue_engine.poll_queue q"
-				" WHERE NOT EXISTS (SELECT 1 FROM revenue_engine.channels c"
-				"                    WHERE c.tenant_id = q.tenant_id AND c.id = q.channel_id"
-				"                      AND c.status_url IS NOT NULL"
-				"                      AND q.sent_at >= pg_catalog.now() - c.poll_max_age)"), false, 0);
+		ps = &groups[g];
+		SPI_execute(gsql("DELETE FROM revenue_engine.delivery_attempts WHERE id IN ("
+					" SELECT id FROM revenue_engine.delivery_attempts"
+					"  WHERE started_at < pg_catalog.now() - pg_catalog.current_setting('revenue_engine.attempt_retention')::interval"
+					"  LIMIT 10000)"), false, 0);
+		SPI_execute(gsql("UPDATE revenue_engine.endpoints"
+					"   SET enabled = false, disabled_at = pg_catalog.now(), updated_at = pg_catalog.now(),"
+					"       disabled_reason = 'circuit breaker: failing since ' || failing_since"
+					" WHERE enabled AND failing_since < pg_catalog.now() - circuit_break_after"), false, 0);
+		ndisabled += SPI_processed;
+		/* polling stops at the channel's poll_max_age, or when the channel stops polling */
+		SPI_execute(gsql("DELETE FROM revenue_engine.poll_queue q"
+					" WHERE NOT EXISTS (SELECT 1 FROM revenue_engine.channels c"
+					"                    WHERE c.tenant_id = q.tenant_id AND c.id = q.channel_id"
+					"                      AND c.status_url IS NOT NULL"
+					"                      AND q.sent_at >= pg_catalog.now() - c.poll_max_age)"), false, 0);
 	}
 	disabled = ndisabled > 0;
 	if (disabled)
@@ -483,29 +483,29 @@ re_delivery_next_due(void)
 	/* one index probe per endpoint and channel */
 	for (g = 0; g < ngroups; g++)
 	{
-	ps = &groups[g];
-	SPI_execute(gsql("SELECT least("
-				" (SELECT pg_catalog.min(x.at) FROM revenue_engine.endpoints e,"
-				"   LATERAL (SELECT d.next_attempt_at AS at FROM revenue_engine.deliveries d"
-				"             WHERE d.endpoint_id = e.id AND d.tenant_id = e.tenant_id"
-				"               AND d.status = 'pending' ORDER BY d.next_attempt_at LIMIT 1) x"
-				"   WHERE e.enabled),"
-				" (SELECT pg_catalog.min(x.at) FROM revenue_engine.channels c,"
-				"   LATERAL (SELECT s.next_attempt_at AS at FROM revenue_engine.sends s"
-				"             WHERE s.channel_id = c.id AND s.tenant_id = c.tenant_id"
-				"               AND s.status = 'queued' ORDER BY s.next_attempt_at LIMIT 1) x"
-				"   WHERE c.enabled),"
-				" (SELECT pg_catalog.min(x.at) FROM revenue_engine.channels c,"
-				"   LATERAL (SELECT q.next_poll_at AS at FROM revenue_engine.poll_queue q"
-				"             WHERE q.channel_id = c.id AND q.tenant_id = c.tenant_id"
-				"             ORDER BY q.next_poll_at LIMIT 1) x"
-				"   WHERE c.enabled AND c.status_url IS NOT NULL))"), true, 1);
-	if (SPI_processed == 1)
-	{
-		d = SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 1, &isnull);
-		if (!isnull && (result == 0 || DatumGetTimestampTz(d) < result))
-			result = DatumGetTimestampTz(d);
-	}
+		ps = &groups[g];
+		SPI_execute(gsql("SELECT least("
+					" (SELECT pg_catalog.min(x.at) FROM revenue_engine.endpoints e,"
+					"   LATERAL (SELECT d.next_attempt_at AS at FROM revenue_engine.deliveries d"
+					"             WHERE d.endpoint_id = e.id AND d.tenant_id = e.tenant_id"
+					"               AND d.status = 'pending' ORDER BY d.next_attempt_at LIMIT 1) x"
+					"   WHERE e.enabled),"
+					" (SELECT pg_catalog.min(x.at) FROM revenue_engine.channels c,"
+					"   LATERAL (SELECT s.next_attempt_at AS at FROM revenue_engine.sends s"
+					"             WHERE s.channel_id = c.id AND s.tenant_id = c.tenant_id"
+					"               AND s.status = 'queued' ORDER BY s.next_attempt_at LIMIT 1) x"
+					"   WHERE c.enabled),"
+					" (SELECT pg_catalog.min(x.at) FROM revenue_engine.channels c,"
+					"   LATERAL (SELECT q.next_poll_at AS at FROM revenue_engine.poll_queue q"
+					"             WHERE q.channel_id = c.id AND q.tenant_id = c.tenant_id"
+					"             ORDER BY q.next_poll_at LIMIT 1) x"
+					"   WHERE c.enabled AND c.status_url IS NOT NULL))"), true, 1);
+		if (SPI_processed == 1)
+		{
+			d = SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 1, &isnull);
+			if (!isnull && (result == 0 || DatumGetTimestampTz(d) < result))
+				result = DatumGetTimestampTz(d);
+		}
 	}
 	end_tx();
 	return result;
@@ -648,75 +648,75 @@ re_delivery_refresh_targets(ReTargetSet *set)
 	load_groups();
 	for (g = 0; g < ngroups; g++)
 	{
-	ps = &groups[g];
-	SPI_execute(gsql("SELECT 0 AS kind, tenant_id, id, url, 'POST' AS method,"
-				"       ARRAY(SELECT h.key || ': ' || (h.value #>> '{}') FROM pg_catalog.jsonb_each(headers) h),"
-				"       signing_secrets, NULL::text, NULL::text, timeout_ms, connect_timeout_ms,"
-				"       max_in_flight, rate_limit, rate_period = 'minute',"
-				"       ARRAY(SELECT extract(epoch FROM x)::float8 FROM pg_catalog.unnest(retry_schedule) x)"
-				"  FROM revenue_engine.endpoints WHERE enabled"
-				" UNION ALL "
-				"SELECT 1, tenant_id, id, url, method,"
-				"       ARRAY(SELECT h.key || ': ' || (h.value #>> '{}') FROM pg_catalog.jsonb_each(headers) h),"
-				"       '{}'::text[], body_template::text, message_id_path::text, timeout_ms,"
-				"       connect_timeout_ms, max_in_flight, rate_limit, rate_period = 'minute',"
-				"       ARRAY(SELECT extract(epoch FROM x)::float8 FROM pg_catalog.unnest(retry_schedule) x)"
-				"  FROM revenue_engine.channels WHERE enabled"
-				" UNION ALL "
-				"SELECT 2, tenant_id, id, status_url, 'GET',"
-				"       ARRAY(SELECT h.key || ': ' || (h.value #>> '{}') FROM pg_catalog.jsonb_each(headers) h),"
-				"       '{}'::text[], NULL::text, NULL::text, timeout_ms,"
-				"       connect_timeout_ms, max_in_flight, rate_limit, rate_period = 'minute',"
-				"       '{}'::float8[]"
-				"  FROM revenue_engine.channels WHERE enabled AND status_url IS NOT NULL"),
-				true, 0);
+		ps = &groups[g];
+		SPI_execute(gsql("SELECT 0 AS kind, tenant_id, id, url, 'POST' AS method,"
+					"       ARRAY(SELECT h.key || ': ' || (h.value #>> '{}') FROM pg_catalog.jsonb_each(headers) h),"
+					"       signing_secrets, NULL::text, NULL::text, timeout_ms, connect_timeout_ms,"
+					"       max_in_flight, rate_limit, rate_period = 'minute',"
+					"       ARRAY(SELECT extract(epoch FROM x)::float8 FROM pg_catalog.unnest(retry_schedule) x)"
+					"  FROM revenue_engine.endpoints WHERE enabled"
+					" UNION ALL "
+					"SELECT 1, tenant_id, id, url, method,"
+					"       ARRAY(SELECT h.key || ': ' || (h.value #>> '{}') FROM pg_catalog.jsonb_each(headers) h),"
+					"       '{}'::text[], body_template::text, message_id_path::text, timeout_ms,"
+					"       connect_timeout_ms, max_in_flight, rate_limit, rate_period = 'minute',"
+					"       ARRAY(SELECT extract(epoch FROM x)::float8 FROM pg_catalog.unnest(retry_schedule) x)"
+					"  FROM revenue_engine.channels WHERE enabled"
+					" UNION ALL "
+					"SELECT 2, tenant_id, id, status_url, 'GET',"
+					"       ARRAY(SELECT h.key || ': ' || (h.value #>> '{}') FROM pg_catalog.jsonb_each(headers) h),"
+					"       '{}'::text[], NULL::text, NULL::text, timeout_ms,"
+					"       connect_timeout_ms, max_in_flight, rate_limit, rate_period = 'minute',"
+					"       '{}'::float8[]"
+					"  FROM revenue_engine.channels WHERE enabled AND status_url IS NOT NULL"),
+					true, 0);
 
-	for (i = 0; i < SPI_processed; i++)
-	{
-		HeapTuple	tup = SPI_tuptable->vals[i];
-		TupleDesc	desc = SPI_tuptable->tupdesc;
-		bool		isnull;
-		int			k0 = DatumGetInt32(SPI_getbinval(tup, desc, 1, &isnull));
-		ReJobKind	kind = k0 == 0 ? RE_JOB_EVENT : k0 == 1 ? RE_JOB_SEND : RE_JOB_POLL;
-		char	   *tenant = TextDatumGetCString(SPI_getbinval(tup, desc, 2, &isnull));
-		int64		id = DatumGetInt64(SPI_getbinval(tup, desc, 3, &isnull));
-		ReTarget   *t = find_target(set, kind, tenant, id);
-		Datum		d;
-		Datum	   *elems;
-		bool	   *nulls;
-		int			n;
-		int			k;
+		for (i = 0; i < SPI_processed; i++)
+		{
+			HeapTuple	tup = SPI_tuptable->vals[i];
+			TupleDesc	desc = SPI_tuptable->tupdesc;
+			bool		isnull;
+			int			k0 = DatumGetInt32(SPI_getbinval(tup, desc, 1, &isnull));
+			ReJobKind	kind = k0 == 0 ? RE_JOB_EVENT : k0 == 1 ? RE_JOB_SEND : RE_JOB_POLL;
+			char	   *tenant = TextDatumGetCString(SPI_getbinval(tup, desc, 2, &isnull));
+			int64		id = DatumGetInt64(SPI_getbinval(tup, desc, 3, &isnull));
+			ReTarget   *t = find_target(set, kind, tenant, id);
+			Datum		d;
+			Datum	   *elems;
+			bool	   *nulls;
+			int			n;
+			int			k;
 
-		if (t == NULL)
-			t = add_target(set, kind, tenant, id);
-		else
-			MemoryContextReset(t->cxt);
-		t->seen = true;
-		t->group = g;
-		t->url = MemoryContextStrdup(t->cxt, TextDatumGetCString(SPI_getbinval(tup, desc, 4, &isnull)));
-		t->method = MemoryContextStrdup(t->cxt, TextDatumGetCString(SPI_getbinval(tup, desc, 5, &isnull)));
-		d = SPI_getbinval(tup, desc, 6, &isnull);
-		t->headers = text_array(d, isnull, &t->nheaders, t->cxt);
-		d = SPI_getbinval(tup, desc, 7, &isnull);
-		t->secrets = text_array(d, isnull, &t->nsecrets, t->cxt);
-		d = SPI_getbinval(tup, desc, 8, &isnull);
-		t->body_template = isnull ? NULL : MemoryContextStrdup(t->cxt, TextDatumGetCString(d));
-		d = SPI_getbinval(tup, desc, 9, &isnull);
-		t->message_id_path = isnull ? NULL : MemoryContextStrdup(t->cxt, TextDatumGetCString(d));
-		t->timeout_ms = DatumGetInt32(SPI_getbinval(tup, desc, 10, &isnull));
-		t->connect_timeout_ms = DatumGetInt32(SPI_getbinval(tup, desc, 11, &isnull));
-		t->max_in_flight = DatumGetInt32(SPI_getbinval(tup, desc, 12, &isnull));
-		d = SPI_getbinval(tup, desc, 13, &isnull);
-		t->rate_limit = isnull ? 0 : DatumGetInt32(d);
-		t->rate_period_s = DatumGetBool(SPI_getbinval(tup, desc, 14, &isnull)) ? 60.0 : 1.0;
-		d = SPI_getbinval(tup, desc, 15, &isnull);
-		deconstruct_array(DatumGetArrayTypeP(d), FLOAT8OID, 8, FLOAT8PASSBYVAL,
-						  TYPALIGN_DOUBLE, &elems, &nulls, &n);
-		t->retry_s = MemoryContextAlloc(t->cxt, sizeof(double) * Max(n, 1));
-		for (k = 0; k < n; k++)
-			t->retry_s[k] = DatumGetFloat8(elems[k]);
-		t->nretry = n;
-	}
+			if (t == NULL)
+				t = add_target(set, kind, tenant, id);
+			else
+				MemoryContextReset(t->cxt);
+			t->seen = true;
+			t->group = g;
+			t->url = MemoryContextStrdup(t->cxt, TextDatumGetCString(SPI_getbinval(tup, desc, 4, &isnull)));
+			t->method = MemoryContextStrdup(t->cxt, TextDatumGetCString(SPI_getbinval(tup, desc, 5, &isnull)));
+			d = SPI_getbinval(tup, desc, 6, &isnull);
+			t->headers = text_array(d, isnull, &t->nheaders, t->cxt);
+			d = SPI_getbinval(tup, desc, 7, &isnull);
+			t->secrets = text_array(d, isnull, &t->nsecrets, t->cxt);
+			d = SPI_getbinval(tup, desc, 8, &isnull);
+			t->body_template = isnull ? NULL : MemoryContextStrdup(t->cxt, TextDatumGetCString(d));
+			d = SPI_getbinval(tup, desc, 9, &isnull);
+			t->message_id_path = isnull ? NULL : MemoryContextStrdup(t->cxt, TextDatumGetCString(d));
+			t->timeout_ms = DatumGetInt32(SPI_getbinval(tup, desc, 10, &isnull));
+			t->connect_timeout_ms = DatumGetInt32(SPI_getbinval(tup, desc, 11, &isnull));
+			t->max_in_flight = DatumGetInt32(SPI_getbinval(tup, desc, 12, &isnull));
+			d = SPI_getbinval(tup, desc, 13, &isnull);
+			t->rate_limit = isnull ? 0 : DatumGetInt32(d);
+			t->rate_period_s = DatumGetBool(SPI_getbinval(tup, desc, 14, &isnull)) ? 60.0 : 1.0;
+			d = SPI_getbinval(tup, desc, 15, &isnull);
+			deconstruct_array(DatumGetArrayTypeP(d), FLOAT8OID, 8, FLOAT8PASSBYVAL,
+							  TYPALIGN_DOUBLE, &elems, &nulls, &n);
+			t->retry_s = MemoryContextAlloc(t->cxt, sizeof(double) * Max(n, 1));
+			for (k = 0; k < n; k++)
+				t->retry_s[k] = DatumGetFloat8(elems[k]);
+			t->nretry = n;
+		}
 	}
 	end_tx();
 	free_unseen_targets(set);
