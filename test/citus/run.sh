@@ -353,6 +353,38 @@ check "blast_funnel equals the scan of blast_recipients" is "$funnel" "$scan"
 check "the callbacks moved recipients (delivered and read counted, some failed)" \
 	is "$(echo "$scan" | awk -F'|' '{print ($1 == 300 && $3 == 270 && $4 == 180 && $7 == 30)}')" "1"
 
+# The funnel's per-row trigger fires in whatever session writes a shard: a
+# Citus connection brings its role's and database's search_path, which a
+# database owner sets.  It must evaluate no operator of theirs (it runs as
+# whoever writes, the extension's owner in create_blast).  A fresh session
+# (the trigger looks the counters shard up once per backend) on the node that
+# holds the blast's recipients deletes one in a transaction rolled back.
+shard_node=; shard=
+for i in 1 2; do
+	shard=$(cpsql "$i" -Atc "SET citus.override_table_visibility = off" -c "
+	  SELECT c.relname FROM pg_class c WHERE c.relname ~ '^blast_recipients_[0-9]+$' AND c.relkind = 'r'
+	     AND c.relnamespace = 'revenue_engine'::regnamespace" | while read -r s; do
+		[ "$(cpsql "$i" -Atc "SELECT count(*) > 0 FROM revenue_engine.$s")" = t ] && echo "$s" && break
+	done)
+	[ -n "$shard" ] && { shard_node=$i; break; }
+done
+cpsql "${shard_node:-1}" >/dev/null 2>&1 <<'SQL'
+SET citus.enable_ddl_propagation = off;
+CREATE SCHEMA owners_ops;
+CREATE FUNCTION owners_ops.texteq(text, text) RETURNS boolean LANGUAGE plpgsql
+    AS $$ BEGIN RAISE EXCEPTION 'the database owner''s operator was evaluated as %', current_user; END $$;
+CREATE OPERATOR owners_ops.= (LEFTARG = text, RIGHTARG = text, FUNCTION = owners_ops.texteq);
+SQL
+check "the funnel trigger on a shard evaluates no operator of the writing session's search_path" \
+	is "$(cpsql "${shard_node:-1}" -At 2>&1 <<SQL
+BEGIN;
+SET LOCAL search_path = owners_ops, pg_catalog;
+DELETE FROM revenue_engine.${shard:-none} WHERE ctid = (SELECT ctid FROM revenue_engine.${shard:-none} LIMIT 1);
+ROLLBACK;
+SELECT 'deleted';
+SQL
+)" "deleted"
+
 # ---------------------------------------------------------------------------
 echo "== 5. the servers' logs"
 check "no worker exited and no server process crashed on any node" \
