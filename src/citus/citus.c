@@ -8,10 +8,18 @@
  */
 #include "postgres.h"
 
+#include "catalog/pg_language.h"
+#include "catalog/pg_proc.h"
+#include "executor/executor.h"
+#include "miscadmin.h"
+#include "nodes/nodeFuncs.h"
+#include "optimizer/planner.h"
+#include "utils/builtins.h"
 #include "utils/guc.h"
 #include "utils/inval.h"
 #include "utils/lsyscache.h"
 #include "utils/rel.h"
+#include "utils/syscache.h"
 
 #include "revenue_engine.h"
 
@@ -48,4 +56,106 @@ re_invalidate_table(Relation rel, const char *relname)
 		if (OidIsValid(table))
 			CacheInvalidateRelcacheByRelid(table);
 	}
+}
+
+/*
+ * Citus runs a call of a distributed function (the tenant forms, after
+ * distribute()) on the node holding its tenant, over a connection made as
+ * the current user: there, the call's session user is that role.  A bound
+ * login that SET ROLE to an unbound role, or calls through a SECURITY
+ * DEFINER function of one, would be bound nowhere on that node.  So before
+ * Citus plans (and delegates) a statement whose user is not its session or
+ * SET ROLE user, each tenant form called at its top level, the only calls
+ * Citus delegates, with a constant or parameter tenant, the only ones it
+ * delegates, has its tenant checked here, against every role of the session
+ * (42501 as the call itself would raise).  A statement run as its session
+ * user is left alone: the node the call runs on sees the same role.
+ */
+static planner_hook_type prev_planner_hook = NULL;
+
+static bool
+is_tenant_form(Oid funcid)
+{
+	HeapTuple	tup = SearchSysCache1(PROCOID, ObjectIdGetDatum(funcid));
+	bool		result = false;
+
+	if (HeapTupleIsValid(tup))
+	{
+		Form_pg_proc proc = (Form_pg_proc) GETSTRUCT(tup);
+
+		if (proc->prolang == ClanguageId && proc->pronargs > 0)
+		{
+			bool		isnull;
+			Datum		src = SysCacheGetAttr(PROCOID, tup, Anum_pg_proc_prosrc, &isnull);
+
+			result = !isnull && strcmp(TextDatumGetCString(src), "re_tenant_form") == 0;
+		}
+		ReleaseSysCache(tup);
+	}
+	return result;
+}
+
+static void
+check_tenant_form_call(Node *node, ParamListInfo params)
+{
+	FuncExpr   *call;
+	Node	   *arg;
+	Node	   *bare;
+	EState	   *estate;
+	ExprState  *state;
+	Datum		tenant;
+	bool		isnull;
+
+	if (node == NULL || !IsA(node, FuncExpr))
+		return;
+	call = (FuncExpr *) node;
+	if (call->args == NIL || !is_tenant_form(call->funcid))
+		return;
+	arg = linitial(call->args);
+	bare = strip_implicit_coercions(arg);
+	if (!IsA(bare, Const) &&
+		!(IsA(bare, Param) && ((Param *) bare)->paramkind == PARAM_EXTERN))
+		return;					/* Citus does not delegate it: the call checks */
+	estate = CreateExecutorState();
+	estate->es_param_list_info = params;
+	state = ExecPrepareExpr((Expr *) arg, estate);
+	tenant = ExecEvalExprSwitchContext(state, GetPerTupleExprContext(estate), &isnull);
+	if (!isnull)
+		re_check_tenant_form_tenant(TextDatumGetCString(tenant));
+	FreeExecutorState(estate);
+}
+
+static PlannedStmt *
+tenant_form_planner(Query *parse, const char *query_string, int cursor_options,
+					ParamListInfo params)
+{
+	if (parse->commandType == CMD_SELECT &&
+		(GetSessionUserId() != GetUserId() || GetOuterUserId() != GetUserId()))
+	{
+		ListCell   *lc;
+
+		foreach(lc, parse->targetList)
+			check_tenant_form_call((Node *) ((TargetEntry *) lfirst(lc))->expr, params);
+		foreach(lc, parse->rtable)
+		{
+			RangeTblEntry *rte = lfirst(lc);
+			ListCell   *f;
+
+			if (rte->rtekind != RTE_FUNCTION)
+				continue;
+			foreach(f, rte->functions)
+				check_tenant_form_call(((RangeTblFunction *) lfirst(f))->funcexpr, params);
+		}
+	}
+	if (prev_planner_hook)
+		return prev_planner_hook(parse, query_string, cursor_options, params);
+	return standard_planner(parse, query_string, cursor_options, params);
+}
+
+/* Called by _PG_init, after Citus's (shared_preload_libraries = 'citus,revenue_engine') */
+void
+re_citus_init(void)
+{
+	prev_planner_hook = planner_hook;
+	planner_hook = tenant_form_planner;
 }

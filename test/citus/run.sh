@@ -244,6 +244,30 @@ check "the application role's read of a tenant table on Citus is refused with 0A
 	        -c "DO \$\$ BEGIN PERFORM count(*) FROM revenue_engine.lifetime_usage; RAISE NOTICE 'answered';
 	            EXCEPTION WHEN feature_not_supported THEN RAISE NOTICE 'refused'; END \$\$" 2>&1 | grep -oE 'refused|answered')" "refused"
 
+# A bound login that SET ROLE to an unbound login role stays bound: Citus
+# runs a tenant form's call on its tenant's node as the current user, where
+# the bound login is not seen, so the coordinator checks the tenant first
+# (a call's own check there would see only the unbound role).
+cpsql 0 -c "CREATE ROLE citus_shared LOGIN" -c "GRANT revenue_engine_user TO citus_shared" \
+	-c "CREATE ROLE citus_bound LOGIN" -c "GRANT citus_shared TO citus_bound" \
+	-c "SELECT revenue_engine.bind_role('citus_bound', 'acme')" >/dev/null
+bound_psql() { as_postgres psql -X -q -At -h "${CITUS_DIRS[0]}" -p "${CITUS_PORTS[0]}" -U citus_bound -d "$CITUS_DB" "$@"; }
+for call in "SELECT revenue_engine.track_daily_usage('globex', '00000000-0000-0000-0000-00000000000c', 'reply', 1, NULL)" \
+	"SELECT tag FROM revenue_engine.funnel_by_tag('globex', NULL, NULL, NULL)"; do
+	check "a bound login after SET ROLE to an unbound role is refused another tenant on Citus: ${call:7:40}" \
+		is "$(bound_psql -c "SET ROLE citus_shared" \
+		        -c "$call" 2>&1 | grep -oE 'ERROR: +role "citus_bound" is bound to tenant "acme"|^[^E].*' | head -1)" \
+		'ERROR:  role "citus_bound" is bound to tenant "acme"'
+done
+check "... also as a prepared statement's parameter" \
+	is "$(bound_psql -c "SET ROLE citus_shared" \
+	        -c "PREPARE f(text) AS SELECT tag FROM revenue_engine.funnel_by_tag(\$1, NULL, NULL, NULL)" \
+	        -c "EXECUTE f('globex')" 2>&1 | grep -oE 'ERROR: +role "citus_bound" is bound to tenant "acme"|^[^E].*' | head -1)" \
+	'ERROR:  role "citus_bound" is bound to tenant "acme"'
+check "... and the unbound role itself acts for the tenant it names" \
+	is "$(as_postgres psql -X -q -At -h "${CITUS_DIRS[0]}" -p "${CITUS_PORTS[0]}" -U citus_shared -d "$CITUS_DB" \
+	        -c "SELECT count(*) FROM revenue_engine.funnel_by_tag('globex', NULL, NULL, NULL)" 2>&1)" "0"
+
 # ---------------------------------------------------------------------------
 echo "== 3. delivery: every event exactly once, each by its node's worker"
 nevents=$(cpsql 0 -Atc "SELECT count(*) FROM revenue_engine.webhook_events")
