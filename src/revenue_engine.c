@@ -30,6 +30,7 @@
 #include "utils/syscache.h"
 
 #include "revenue_engine.h"
+#include "compat.h"
 #include "blasts/blasts.h"
 #include "worker/worker.h"
 
@@ -46,7 +47,14 @@ int			re_attempt_retention = 7 * 24 * 60;	/* minutes */
 
 /* Owner of schema revenue_engine; InvalidOid until looked up again. */
 static Oid	owner_oid = InvalidOid;
-static OverrideSearchPath *pinned_path = NULL;
+
+/*
+ * The owner scope's search_path: pg_catalog, then the temporary schema only
+ * after it (so it shadows nothing the extension names), as PostgreSQL pins it
+ * for maintenance commands (RestrictSearchPath) and as SECURITY DEFINER
+ * functions are told to.
+ */
+#define RE_OWNER_SEARCH_PATH "pg_catalog, pg_temp"
 
 /*
  * The user that entered the outermost owner scope still open, valid while
@@ -302,22 +310,21 @@ is_owner_scope(Oid userid, int sec_context)
  * are executed only in the scope; that is how every saved plan of the C code
  * is used.  The user that entered the outermost scope is kept: the tenant it
  * is bound to is the one the scope acts for (re_calling_user).
+ *
+ * search_path is pinned as fmgr_security_definer pins a function's SET
+ * search_path: a GUC nest level, the value saved in it, and AtEOXact_GUC at
+ * the end restoring the caller's (transaction or subtransaction abort does
+ * it on an error).  The same code on every PostgreSQL version (17 removed the
+ * override search path stack that earlier versions pinned it with).  A scope
+ * entered where search_path already is the pinned value (a nested scope, the
+ * worker) keeps it without a new level: the caller's search_path is never
+ * the one in effect inside, whatever it was.
  */
 void
 re_enter_owner(ReOwnerScope *scope)
 {
 	Oid			owner = extension_owner();
 
-	if (pinned_path == NULL)
-	{
-		MemoryContext old = MemoryContextSwitchTo(TopMemoryContext);
-
-		pinned_path = palloc0(sizeof(OverrideSearchPath));
-		pinned_path->schemas = NIL;
-		pinned_path->addCatalog = true;
-		pinned_path->addTemp = false;
-		MemoryContextSwitchTo(old);
-	}
 	GetUserIdAndSecContext(&scope->saved_userid, &scope->saved_sec_context);
 	scope->saved_caller = scope_caller;
 	if (!is_owner_scope(scope->saved_userid, scope->saved_sec_context))
@@ -325,7 +332,15 @@ re_enter_owner(ReOwnerScope *scope)
 	SetUserIdAndSecContext(owner,
 						   scope->saved_sec_context | SECURITY_LOCAL_USERID_CHANGE |
 						   SECURITY_NOFORCE_RLS);
-	PushOverrideSearchPath(pinned_path);
+	scope->guc_nestlevel = 0;
+	if (namespace_search_path == NULL ||
+		strcmp(namespace_search_path, RE_OWNER_SEARCH_PATH) != 0)
+	{
+		scope->guc_nestlevel = NewGUCNestLevel();
+		(void) set_config_option("search_path", RE_OWNER_SEARCH_PATH,
+								 PGC_USERSET, PGC_S_SESSION, GUC_ACTION_SAVE,
+								 true, 0, false);
+	}
 	scope->active = true;
 }
 
@@ -334,7 +349,8 @@ re_leave_owner(ReOwnerScope *scope)
 {
 	if (!scope->active)
 		return;
-	PopOverrideSearchPath();
+	if (scope->guc_nestlevel > 0)
+		AtEOXact_GUC(true, scope->guc_nestlevel);
 	SetUserIdAndSecContext(scope->saved_userid, scope->saved_sec_context);
 	scope_caller = scope->saved_caller;
 	scope->active = false;
@@ -549,7 +565,7 @@ re_is_json(const char *text, size_t len)
 	if (pg_encoding_verifymbstr(GetDatabaseEncoding(), text, (int) len) != (int) len)
 		return false;
 	/* with escapes decoded, \u0000 and unconvertible escapes fail as in jsonb_in */
-	lex = makeJsonLexContextCstringLen((char *) text, (int) len, GetDatabaseEncoding(), true);
+	lex = re_json_lex_context(text, len, GetDatabaseEncoding(), true);
 	return pg_parse_json(lex, &nullSemAction) == JSON_SUCCESS;
 }
 
