@@ -24,6 +24,7 @@
 #include "nodes/parsenodes.h"
 #include "parser/parse_relation.h"
 #include "storage/proc.h"
+#include "utils/guc.h"
 
 #if PG_VERSION_NUM < 150000
 #error "revenue_engine needs PostgreSQL 15 or later"
@@ -183,6 +184,17 @@ re_init_range_table(EState *estate, RangeTblEntry *rte)
 #else
 #define re_create_wait_event_set(nevents) \
 	CreateWaitEventSet(TopMemoryContext, (nevents))
+#endif
+
+/*
+ * 16: a GUC check hook's *extra (and a new string value) is freed with
+ * guc_free, so it must come from guc_malloc; before, from malloc.  NULL when
+ * out of memory (a LOG message on 16+).
+ */
+#if PG_VERSION_NUM >= 160000
+#define re_guc_malloc(size)		guc_malloc(LOG, (size))
+#else
+#define re_guc_malloc(size)		malloc(size)
 #endif
 
 /* 18: base64 encodes from and decodes into uint8 bytes instead of char. */

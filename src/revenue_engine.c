@@ -214,7 +214,7 @@ check_tenant(char **newval, void **extra, GucSource source)
 		GUC_check_errdetail("%s", problem);
 		return false;
 	}
-	set_explicitly = malloc(sizeof(bool));
+	set_explicitly = re_guc_malloc(sizeof(bool));
 	if (set_explicitly == NULL)
 		return false;
 	*set_explicitly = (source > PGC_S_DEFAULT);

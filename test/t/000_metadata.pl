@@ -5,7 +5,7 @@ use JSON::PP;
 use PostgreSQL::Test::Utils;
 use Test::More;
 
-my $root = "$ENV{TESTDIR}";
+my $root = $ENV{TESTDIR} // '.';
 my $control = slurp_file("$root/revenue_engine.control");
 my ($version) = $control =~ /^default_version\s*=\s*'([^']+)'/m;
 ok(defined $version, 'control file has a default_version');
