@@ -33,7 +33,7 @@ bash "$ROOT/scripts/install-deps.sh" || exit 1
 export RE_WERROR="${RE_WERROR:-yes}"
 source "$ROOT/test/lib/cluster.sh"
 
-WORK=$(mktemp -d /tmp/revenue_engine_test.XXXXXX)
+WORK=$(mktemp -d "${TMPDIR:-/tmp}/revenue_engine_test.XXXXXX")
 if [ -n "${RE_KEEP_WORK:-}" ]; then
 	echo "(keeping $WORK: each major's tree with results/, output_iso/, tmp_check/ and logs)"
 else
