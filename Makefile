@@ -41,6 +41,8 @@ EXTRA_CLEAN  = results test/output_iso tmp_check regression.diffs regression.out
 CURL_CONFIG ?= curl-config
 PG_CPPFLAGS  = -I$(srcdir)/src $(shell $(CURL_CONFIG) --cflags)
 SHLIB_LINK   = $(shell $(CURL_CONFIG) --libs) -lcrypto
+# The version of the SQL objects the library is built for (see re_require_installed_version).
+PG_CPPFLAGS += -DRE_EXTVERSION=\"$(EXTVERSION)\"
 # Warnings are errors in the project's tests and CI (test/run.sh sets
 # RE_WERROR=yes); a user building with a newer compiler gets warnings only.
 PG_CFLAGS    = -std=gnu99 -Wall -Wextra -Wno-unused-parameter \
@@ -74,7 +76,7 @@ PGXS        := $(shell $(PG_CONFIG) --pgxs)
 include $(PGXS)
 
 # PGXS tracks no header dependencies here: a changed header rebuilds every object.
-$(OBJS): $(wildcard src/*.h src/*/*.h)
+$(OBJS): $(wildcard src/*.h src/*/*.h) $(EXTENSION).control
 
 $(EXTENSION)--$(EXTVERSION).sql: $(MODULE_SQL) $(EXTENSION).control
 	cat $(MODULE_SQL) > $@

@@ -11,14 +11,19 @@
 #include "common/jsonapi.h"
 #include "mb/pg_wchar.h"
 
+#include "access/genam.h"
 #include "access/htup_details.h"
+#include "access/table.h"
 #include "catalog/namespace.h"
+#include "catalog/pg_extension.h"
 #include "catalog/pg_namespace.h"
+#include "commands/dbcommands.h"
 #include "executor/spi.h"
 #include "fmgr.h"
 #include "miscadmin.h"
 #include "utils/builtins.h"
 #include "utils/datetime.h"
+#include "utils/fmgroids.h"
 #include "utils/guc.h"
 #include "utils/inval.h"
 #include "utils/json.h"
@@ -27,6 +32,7 @@
 #include "utils/lsyscache.h"
 #include "utils/memutils.h"
 #include "utils/numeric.h"
+#include "utils/rel.h"
 #include "utils/syscache.h"
 
 #include "revenue_engine.h"
@@ -257,6 +263,54 @@ Datum
 re_clock_now_sql(PG_FUNCTION_ARGS)
 {
 	PG_RETURN_TIMESTAMPTZ(re_clock_now());
+}
+
+char *
+re_installed_version(void)
+{
+	Relation	rel;
+	ScanKeyData key;
+	SysScanDesc scan;
+	HeapTuple	tup;
+	char	   *version = NULL;
+
+	rel = table_open(ExtensionRelationId, AccessShareLock);
+	ScanKeyInit(&key, Anum_pg_extension_extname, BTEqualStrategyNumber, F_NAMEEQ,
+				CStringGetDatum("revenue_engine"));
+	scan = systable_beginscan(rel, ExtensionNameIndexId, true, NULL, 1, &key);
+	tup = systable_getnext(scan);
+	if (HeapTupleIsValid(tup))
+	{
+		bool		isnull;
+		Datum		d = heap_getattr(tup, Anum_pg_extension_extversion,
+									 RelationGetDescr(rel), &isnull);
+
+		if (!isnull)
+			version = text_to_cstring(DatumGetTextPP(d));
+	}
+	systable_endscan(scan);
+	table_close(rel, AccessShareLock);
+	return version;
+}
+
+void
+re_require_installed_version(void)
+{
+	static bool holds = false;
+	char	   *installed;
+
+	if (holds)
+		return;
+	installed = re_installed_version();
+	if (installed == NULL || strcmp(installed, RE_EXTVERSION) != 0)
+		ereport(ERROR,
+				(errcode(ERRCODE_OBJECT_NOT_IN_PREREQUISITE_STATE),
+				 errmsg("revenue_engine %s is installed in database \"%s\" but the library is version %s",
+						installed ? installed : "(none)", get_database_name(MyDatabaseId),
+						RE_EXTVERSION),
+				 errhint("Run ALTER EXTENSION revenue_engine UPDATE.")));
+	pfree(installed);
+	holds = true;
 }
 
 static void

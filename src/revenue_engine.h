@@ -27,6 +27,27 @@ extern int	re_max_count_per_call;
 extern char *re_clock_override;
 extern int	re_attempt_retention;	/* minutes */
 
+/*
+ * The version of the SQL objects this library is built for (the control
+ * file's default_version, from the Makefile).  An older version's objects
+ * stay installed after a package upgrade until ALTER EXTENSION
+ * revenue_engine UPDATE: see re_require_installed_version.
+ */
+#ifndef RE_EXTVERSION
+#error "RE_EXTVERSION is defined by the Makefile"
+#endif
+
+/* pg_extension.extversion of revenue_engine in this database (palloc'd), NULL when absent. */
+extern char *re_installed_version(void);
+
+/*
+ * Error 55000 unless the installed version is the library's: for the C
+ * functions whose statements need the current version's tables, reached
+ * through an older version's SQL functions.  Once it holds, it is not
+ * checked again in this backend.
+ */
+extern void re_require_installed_version(void);
+
 /* The instant the extension takes as now: revenue_engine.clock_override or now(). */
 extern TimestampTz re_clock_now(void);
 

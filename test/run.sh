@@ -10,7 +10,8 @@
 #
 # RE_PG_MAJORS   the majors to test (default "15 17 18"): 15 is Debian's
 #                package, the others are built once per machine by
-#                scripts/build-pg.sh into its cache (RE_PG_CACHE).
+#                scripts/build-pg.sh into its cache (RE_PG_CACHE); an entry
+#                may also be the path of a pg_config.
 # PG_CONFIG      set: test that PostgreSQL only (RE_PG_MAJORS is ignored).
 # RE_PG_JOBS     majors tested at the same time (default 1; each major
 #                builds and installs from its own copy of the tree).
@@ -44,6 +45,7 @@ chmod 755 "$WORK"
 # The pg_config of a major: Debian's for 15, else the cached source build.
 pg_config_of() {
 	case "$1" in
+	*/*) echo "$1" ;;
 	15) echo /usr/lib/postgresql/15/bin/pg_config ;;
 	*) bash "$ROOT/scripts/build-pg.sh" "$1" | tail -1 ;;
 	esac
@@ -167,13 +169,14 @@ if [ -n "$GIVEN_PG_CONFIG" ]; then
 	m=$(major_of "$GIVEN_PG_CONFIG")
 	LABELS=("$m"); CONFIGS[$m]="$GIVEN_PG_CONFIG"
 else
-	for m in ${RE_PG_MAJORS:-15 17 18}; do
-		echo "== PostgreSQL $m"
-		if ! pc=$(pg_config_of "$m") || [ ! -x "$pc" ]; then
-			echo "no PostgreSQL $m: scripts/build-pg.sh $m failed"
+	for want in ${RE_PG_MAJORS:-15 17 18}; do
+		echo "== PostgreSQL $want"
+		if ! pc=$(pg_config_of "$want") || [ ! -x "$pc" ]; then
+			echo "no PostgreSQL $want: scripts/build-pg.sh $want failed"
 			echo "0 passed, 1 failed"
 			exit 1
 		fi
+		m=$(major_of "$pc")
 		LABELS+=("$m"); CONFIGS[$m]="$pc"
 	done
 fi

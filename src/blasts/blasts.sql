@@ -65,6 +65,7 @@ COMMENT ON TABLE revenue_engine.blasts IS
     'one message or template sent to many recipients through a channel; totals are fixed at creation';
 CREATE INDEX blasts_tag_idx ON revenue_engine.blasts (tenant_id, tag, scheduled_for);
 SELECT pg_catalog.pg_extension_config_dump('revenue_engine.blasts', '');
+SELECT pg_catalog.pg_extension_config_dump('revenue_engine.blasts_id_seq', '');
 
 CREATE TABLE revenue_engine.blast_recipients (
     tenant_id           text        NOT NULL DEFAULT revenue_engine.current_tenant(),
@@ -105,6 +106,7 @@ CREATE INDEX blast_recipients_reply_idx
     ON revenue_engine.blast_recipients (tenant_id, phone, sent_at)
     WHERE sent_at IS NOT NULL;
 SELECT pg_catalog.pg_extension_config_dump('revenue_engine.blast_recipients', '');
+SELECT pg_catalog.pg_extension_config_dump('revenue_engine.blast_recipients_id_seq', '');
 
 -- Numbers create_blast(on_invalid => 'skip') did not take, with the reason.
 CREATE TABLE revenue_engine.blast_rejections (
@@ -153,6 +155,9 @@ CREATE TABLE revenue_engine.blast_counters (
 ) WITH (fillfactor = 30);
 COMMENT ON TABLE revenue_engine.blast_counters IS
     'funnel counters kept by triggers on blast_recipients; read them through blast_funnel and blast_stuck';
+-- Not dumped (pg_extension_config_dump): pg_restore's COPY into blast_recipients
+-- counts the restored rows again through the insert trigger; a restore with
+-- triggers disabled runs funnel_recount() afterwards.
 
 -- How many counter rows a new blast gets (fixed per blast at creation).
 CREATE FUNCTION revenue_engine.funnel_slots()
@@ -216,6 +221,8 @@ CREATE TABLE revenue_engine.poll_queue (
 COMMENT ON TABLE revenue_engine.poll_queue IS
     'recipients the worker polls the channel''s status_url for: until read, failed, replied or closed, or poll_max_age after sending';
 CREATE INDEX poll_queue_due_idx ON revenue_engine.poll_queue (channel_id, next_poll_at);
+-- dumped: restoring sends does not fill it again (it is filled when a send's status changes)
+SELECT pg_catalog.pg_extension_config_dump('revenue_engine.poll_queue', '');
 
 -- Status updates for a message id no recipient has yet: applied when the id lands.
 CREATE TABLE revenue_engine.status_parked (
@@ -243,6 +250,7 @@ COMMENT ON FUNCTION revenue_engine.apply_parked_statuses() IS
 CREATE INDEX status_parked_message_idx ON revenue_engine.status_parked (tenant_id, message_id);
 CREATE INDEX status_parked_received_idx ON revenue_engine.status_parked (received_at);
 SELECT pg_catalog.pg_extension_config_dump('revenue_engine.status_parked', '');
+SELECT pg_catalog.pg_extension_config_dump('revenue_engine.status_parked_id_seq', '');
 
 CREATE TABLE revenue_engine.status_history (
     tenant_id    text        NOT NULL DEFAULT revenue_engine.current_tenant(),
@@ -267,6 +275,7 @@ COMMENT ON COLUMN revenue_engine.status_history.result IS
     'applied: the status changed; duplicate or stale: a callback''s item that changed no status, kept for the provider''s data in metadata (conversation, pricing, biz_opaque_callback_data)';
 CREATE INDEX status_history_recipient_idx ON revenue_engine.status_history (tenant_id, recipient_id);
 SELECT pg_catalog.pg_extension_config_dump('revenue_engine.status_history', '');
+SELECT pg_catalog.pg_extension_config_dump('revenue_engine.status_history_id_seq', '');
 
 CREATE FUNCTION revenue_engine.status_history_append_only()
 RETURNS trigger
@@ -314,6 +323,7 @@ CREATE UNIQUE INDEX channel_events_item_idx
 CREATE INDEX channel_events_message_idx ON revenue_engine.channel_events (tenant_id, message_id);
 CREATE INDEX channel_events_channel_idx ON revenue_engine.channel_events (tenant_id, channel_id, kind, received_at);
 SELECT pg_catalog.pg_extension_config_dump('revenue_engine.channel_events', '');
+SELECT pg_catalog.pg_extension_config_dump('revenue_engine.channel_events_id_seq', '');
 
 -- E.164 checks (C): the reason a number is not E.164, or NULL; and the number normalized.
 CREATE FUNCTION revenue_engine.phone_problem(phone text)

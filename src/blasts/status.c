@@ -277,6 +277,8 @@ prepare_plans(void)
 
 	if (find_by_message_plan != NULL)
 		return;
+	/* 0.2.0's status_history and channel_events, not an older version's */
+	re_require_installed_version();
 	find_by_message_plan = re_prepare_saved(
 											RECIPIENT_COLS
 											"WHERE r.tenant_id = $1 AND r.provider_message_id = $2"

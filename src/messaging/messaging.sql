@@ -32,6 +32,7 @@ CREATE TABLE revenue_engine.channels (
 COMMENT ON TABLE revenue_engine.channels IS
     'providers'' HTTP APIs that sends go to; holds credentials, so the application role reads channels_public';
 SELECT pg_catalog.pg_extension_config_dump('revenue_engine.channels', '');
+SELECT pg_catalog.pg_extension_config_dump('revenue_engine.channels_id_seq', '');
 
 -- The current tenant's channels without credentials (src/tenancy/masking.c); blasts.sql adds columns.
 CREATE VIEW revenue_engine.channels_public AS
@@ -74,6 +75,7 @@ CREATE INDEX sends_sending_idx ON revenue_engine.sends (lease_until) WHERE statu
 CREATE INDEX sends_provider_message_idx ON revenue_engine.sends (tenant_id, provider_message_id)
     WHERE provider_message_id IS NOT NULL;
 SELECT pg_catalog.pg_extension_config_dump('revenue_engine.sends', '');
+SELECT pg_catalog.pg_extension_config_dump('revenue_engine.sends_id_seq', '');
 
 CREATE FUNCTION revenue_engine.create_channel(
     name               text,

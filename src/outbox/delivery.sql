@@ -80,6 +80,7 @@ CREATE TABLE revenue_engine.endpoints (
 COMMENT ON TABLE revenue_engine.endpoints IS
     'HTTP endpoints that receive events; holds secrets, so the application role reads endpoints_public';
 SELECT pg_catalog.pg_extension_config_dump('revenue_engine.endpoints', '');
+SELECT pg_catalog.pg_extension_config_dump('revenue_engine.endpoints_id_seq', '');
 
 -- The current tenant's endpoints without secrets (mask_url: src/tenancy/masking.c).
 CREATE VIEW revenue_engine.endpoints_public AS
@@ -143,6 +144,8 @@ CREATE TABLE revenue_engine.delivery_attempts (
 COMMENT ON TABLE revenue_engine.delivery_attempts IS
     'the log of HTTP attempts: status, latency, error and the response body capped at 20 kB';
 CREATE INDEX delivery_attempts_started_idx ON revenue_engine.delivery_attempts (started_at);
+SELECT pg_catalog.pg_extension_config_dump('revenue_engine.delivery_attempts', '');
+SELECT pg_catalog.pg_extension_config_dump('revenue_engine.delivery_attempts_id_seq', '');
 
 CREATE FUNCTION revenue_engine.check_url(url text)
 RETURNS text

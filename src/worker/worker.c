@@ -566,6 +566,10 @@ process_utility(PlannedStmt *pstmt, const char *queryString, bool readOnlyTree,
 			((TransactionStmt *) stmt)->kind == TRANS_STMT_COMMIT_PREPARED)
 			wake_database_worker(MyDatabaseId,
 								 OidIsValid(get_extension_oid("revenue_engine", true)));
+		/* a worker waiting for the update (wait_for_update) resumes at commit */
+		if (IsA(stmt, AlterExtensionStmt) &&
+			strcmp(((AlterExtensionStmt *) stmt)->extname, "revenue_engine") == 0)
+			re_worker_wake_at_commit();
 		return;
 	}
 
@@ -1241,6 +1245,68 @@ exit_no_extension(void)
 }
 
 /*
+ * The library serves the SQL objects of its own version only (its
+ * statements name that version's tables and columns).  After a package
+ * upgrade and a restart, a database still has the previous version's
+ * objects until someone runs ALTER EXTENSION revenue_engine UPDATE in it:
+ * until then its worker logs once, shows the state "awaiting update" in
+ * revenue_engine.workers, claims nothing, changes nothing, and looks again
+ * every second and when the ALTER EXTENSION commits (process_utility wakes
+ * it).  Events enqueued meanwhile wait in the outbox and are delivered
+ * once, after the update.  The same holds for a library older than the
+ * installed objects (a package downgrade).  Returns whether it waited.
+ */
+#define RE_UPDATE_RECHECK_MS 1000
+
+static bool
+wait_for_update(void)
+{
+	bool		waited = false;
+
+	for (;;)
+	{
+		char	   *installed;
+
+		SetCurrentStatementStartTimestamp();
+		StartTransactionCommand();
+		installed = re_installed_version();
+		if (installed == NULL)
+		{
+			CommitTransactionCommand();
+			exit_no_extension();
+		}
+		if (strcmp(installed, RE_EXTVERSION) == 0)
+		{
+			CommitTransactionCommand();
+			break;
+		}
+		if (!waited)
+		{
+			ereport(LOG,
+					(errmsg("revenue_engine: database \"%s\" has version %s of the extension, the library is version %s: the delivery worker waits for ALTER EXTENSION revenue_engine UPDATE",
+							get_database_name(MyDatabaseId), installed, RE_EXTVERSION),
+					 errhint("Run ALTER EXTENSION revenue_engine UPDATE in this database; events enqueued meanwhile are delivered after it.")));
+			set_state("awaiting update");
+			pgstat_report_activity(STATE_IDLE, NULL);
+			waited = true;
+		}
+		CommitTransactionCommand();
+		(void) WaitLatch(MyLatch, WL_LATCH_SET | WL_TIMEOUT | WL_EXIT_ON_PM_DEATH,
+						 RE_UPDATE_RECHECK_MS, PG_WAIT_EXTENSION);
+		ResetLatch(MyLatch);
+		CHECK_FOR_INTERRUPTS();
+		if (ConfigReloadPending)
+		{
+			ConfigReloadPending = false;
+			ProcessConfigFile(PGC_SIGHUP);
+		}
+	}
+	if (waited)
+		elog(LOG, "revenue_engine: extension updated to %s, the delivery worker resumes", RE_EXTVERSION);
+	return waited;
+}
+
+/*
  * Everything before the loop.  The worker connects to its database as the
  * extension's owner when the launcher knows it, else as the bootstrap
  * superuser; it pins search_path (and the transaction defaults its claims
@@ -1302,6 +1368,10 @@ worker_startup(Datum arg)
 	SpinLockAcquire(&shared->mutex);
 	my_slot->probing = false;
 	SpinLockRelease(&shared->mutex);
+
+	/* the extension may be dropped and created again while it waits */
+	if (wait_for_update() && !re_delivery_extension_present())
+		exit_no_extension();
 }
 
 /*
