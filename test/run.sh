@@ -13,8 +13,11 @@
 #                scripts/build-pg.sh into its cache (RE_PG_CACHE); an entry
 #                may also be the path of a pg_config.
 # PG_CONFIG      set: test that PostgreSQL only (RE_PG_MAJORS is ignored).
-# RE_PG_JOBS     majors tested at the same time (default 1; each major
-#                builds and installs from its own copy of the tree).
+# RE_PG_JOBS     majors tested at the same time (default: all of them; each
+#                builds and installs from its own copy of the tree, and its
+#                output is printed when it is done).  The tests mostly wait
+#                (workers, receivers, timeouts): on 2 cores three majors at
+#                once take about half the time of one after the other.
 # RE_TAP_TESTS   TAP files to run (default test/t/*.pl).
 # RE_SKIP_BUILD  set: test the build already installed.
 # RE_KEEP_WORK   set: keep the work directory (trees, results, logs).
@@ -181,7 +184,8 @@ else
 	done
 fi
 
-jobs=${RE_PG_JOBS:-1}
+jobs=${RE_PG_JOBS:-${#LABELS[@]}}
+[ "$jobs" -gt 1 ] && echo "(testing ${#LABELS[@]} majors, $jobs at a time: each one's output follows when it is done)"
 running=0
 for m in "${LABELS[@]}"; do
 	if [ "$jobs" -le 1 ]; then
