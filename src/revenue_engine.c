@@ -54,13 +54,6 @@ int			re_attempt_retention = 7 * 24 * 60;	/* minutes */
 /* Owner of schema revenue_engine; InvalidOid until looked up again. */
 static Oid	owner_oid = InvalidOid;
 
-/*
- * The owner scope's search_path: pg_catalog, then the temporary schema only
- * after it (so it shadows nothing the extension names), as PostgreSQL pins it
- * for maintenance commands (RestrictSearchPath) and as SECURITY DEFINER
- * functions are told to.
- */
-#define RE_OWNER_SEARCH_PATH "pg_catalog, pg_temp"
 
 /*
  * The user that entered the outermost owner scope still open, valid while
@@ -365,14 +358,10 @@ is_owner_scope(Oid userid, int sec_context)
  * is used.  The user that entered the outermost scope is kept: the tenant it
  * is bound to is the one the scope acts for (re_calling_user).
  *
- * search_path is pinned as fmgr_security_definer pins a function's SET
- * search_path: a GUC nest level, the value saved in it, and AtEOXact_GUC at
- * the end restoring the caller's (transaction or subtransaction abort does
- * it on an error).  The same code on every PostgreSQL version (17 removed the
- * override search path stack that earlier versions pinned it with).  A scope
- * entered where search_path already is the pinned value (a nested scope, the
- * worker) keeps it without a new level: the caller's search_path is never
- * the one in effect inside, whatever it was.
+ * search_path is pinned to pg_catalog (re_pin_search_path, src/compat.h): the
+ * caller's search_path and temporary objects are never looked up by name in
+ * the scope.  An error restores the caller's through transaction or
+ * subtransaction abort.
  */
 void
 re_enter_owner(ReOwnerScope *scope)
@@ -386,15 +375,7 @@ re_enter_owner(ReOwnerScope *scope)
 	SetUserIdAndSecContext(owner,
 						   scope->saved_sec_context | SECURITY_LOCAL_USERID_CHANGE |
 						   SECURITY_NOFORCE_RLS);
-	scope->guc_nestlevel = 0;
-	if (namespace_search_path == NULL ||
-		strcmp(namespace_search_path, RE_OWNER_SEARCH_PATH) != 0)
-	{
-		scope->guc_nestlevel = NewGUCNestLevel();
-		(void) set_config_option("search_path", RE_OWNER_SEARCH_PATH,
-								 PGC_USERSET, PGC_S_SESSION, GUC_ACTION_SAVE,
-								 true, 0, false);
-	}
+	scope->path_pin = re_pin_search_path();
 	scope->active = true;
 }
 
@@ -403,8 +384,7 @@ re_leave_owner(ReOwnerScope *scope)
 {
 	if (!scope->active)
 		return;
-	if (scope->guc_nestlevel > 0)
-		AtEOXact_GUC(true, scope->guc_nestlevel);
+	re_unpin_search_path(scope->path_pin);
 	SetUserIdAndSecContext(scope->saved_userid, scope->saved_sec_context);
 	scope_caller = scope->saved_caller;
 	scope->active = false;
