@@ -18,7 +18,8 @@ OBJS         = src/revenue_engine.o \
                src/usage/backfill.o \
                src/caller_query.o \
                src/tenancy/tenancy.o \
-               src/tenancy/masking.o
+               src/tenancy/masking.o \
+               src/citus/citus.o
 
 # Order matters: base objects, then the outbox, then the modules that write to it;
 # tenancy's row level security after every table and view it covers.
@@ -30,6 +31,8 @@ MODULE_SQL   = src/revenue_engine.sql \
                src/usage/usage.sql \
                src/blasts/blasts.sql \
                src/tenancy/tenancy.sql \
+               src/tenancy/tenant_forms.sql \
+               src/citus/citus.sql \
                src/worker/worker.sql
 
 DATA_built   = $(EXTENSION)--$(EXTVERSION).sql
@@ -57,7 +60,7 @@ endif
 # the TAP tests start clusters of their own (PGXS's prove_installcheck).
 REGRESS      = setup usage_response usage_ladder usage_goals_streaks \
                usage_timezones usage_bad_input usage_backfill usage_fastpath delivery_input security \
-               tenants blasts status_webhook whatsapp_payloads
+               tenants tenant_forms blasts status_webhook whatsapp_payloads
 
 ISOLATION    = usage_concurrent_milestones usage_concurrent_goal_feature usage_keyed_update \
                blasts_concurrent_status blasts_concurrent_funnel blasts_parking_race \

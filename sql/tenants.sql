@@ -35,10 +35,11 @@ SELECT c.relname, c.reloptions,
  WHERE c.relnamespace = 'revenue_engine'::regnamespace AND c.relkind = 'v'
  ORDER BY 1;
 
--- No function the application may call takes a tenant as an argument (one
--- that did would have to refuse a tenant other than current_tenant()).
+-- No function the application may call takes a tenant as an argument, but
+-- the tenant forms (tenant_forms.sql), which refuse a tenant other than the
+-- bound one (tenant_forms.sql shows them).
 SELECT p.oid::regprocedure FROM pg_proc p
- WHERE p.pronamespace = 'revenue_engine'::regnamespace
+ WHERE p.pronamespace = 'revenue_engine'::regnamespace AND p.prosrc <> 're_tenant_form'
    AND has_function_privilege('revenue_engine_user', p.oid, 'EXECUTE')
    AND EXISTS (SELECT 1 FROM unnest(p.proargnames) n WHERE n ILIKE '%tenant%');
 

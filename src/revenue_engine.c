@@ -18,6 +18,7 @@
 #include "catalog/pg_extension.h"
 #include "catalog/pg_namespace.h"
 #include "commands/dbcommands.h"
+#include "commands/extension.h"
 #include "executor/spi.h"
 #include "fmgr.h"
 #include "miscadmin.h"
@@ -430,10 +431,22 @@ prepare_and_keep(const char *sql, int nargs, Oid *argtypes, int cursor_options)
 	return plan;
 }
 
+/*
+ * A generic plan, except in a database with Citus: Citus cannot plan many
+ * statements with parameters left unbound (a CTE, a LIMIT $n, an INSERT ...
+ * SELECT: "could not create distributed plan ... parameters in SQL
+ * functions"), and a forced generic plan makes that an error.  Left to the
+ * plan cache, such a statement gets custom plans (Citus makes the generic
+ * one look too expensive), and a statement Citus routes with its
+ * parameters (tenant_id = $1) gets its generic plan after five executions.
+ * Checked when the plan is prepared, once per backend.
+ */
 struct _SPI_plan *
 re_prepare_saved(const char *sql, int nargs, Oid *argtypes)
 {
-	return prepare_and_keep(sql, nargs, argtypes, CURSOR_OPT_GENERIC_PLAN);
+	bool		citus = OidIsValid(get_extension_oid("citus", true));
+
+	return prepare_and_keep(sql, nargs, argtypes, citus ? 0 : CURSOR_OPT_GENERIC_PLAN);
 }
 
 struct _SPI_plan *

@@ -15,6 +15,7 @@
 #include "fmgr.h"
 
 #include "utils/date.h"
+#include "utils/relcache.h"
 #include "utils/jsonb.h"
 #include "utils/timestamp.h"
 #include "utils/uuid.h"
@@ -83,8 +84,9 @@ extern void re_disconnect_as_owner(ReOwnerScope *scope);
 
 /*
  * The tenant the current call acts for: the tenant its roles are bound to
- * (src/tenancy/tenancy.c), else the setting revenue_engine.tenant.  Raises
- * 42501 when a bound role's setting names another tenant.  The only place
+ * (src/tenancy/tenancy.c), else the tenant argument of the tenant form that
+ * is running, else the setting revenue_engine.tenant.  Raises 42501 when a
+ * bound role's setting or tenant argument names another tenant.  The only place
  * where the tenant is decided; the result is a copy in the current memory
  * context.
  */
@@ -117,6 +119,8 @@ extern void re_jb_int_array(JsonbParseState **state, const char *key,
 /*
  * SPI_prepare + SPI_keepplan with a generic plan: every plan of the extension
  * takes key values as parameters, so planning once per backend is right.
+ * In a database with Citus the plan cache chooses instead (Citus cannot plan
+ * every statement with unbound parameters; see revenue_engine.c).
  */
 extern struct _SPI_plan *re_prepare_saved(const char *sql, int nargs, Oid *argtypes);
 
@@ -154,5 +158,10 @@ extern char *re_date_text(DateADT value);
 extern int	re_caller_query_width(const char *sql);
 extern int	re_caller_query_arrays(const char *sql, int min_cols, int max_cols,
 								   const Oid *types, Datum *arrays, int *nrows);
+
+/* src/citus/citus.c: statements sent by another Citus node run in this backend */
+extern bool re_citus_remote_backend(void);
+/* src/citus/citus.c: invalidate a table's caches, also when its trigger fires on a Citus shard */
+extern void re_invalidate_table(Relation rel, const char *relname);
 
 #endif							/* REVENUE_ENGINE_H */

@@ -6,7 +6,10 @@
 # postgres OS user.  Ends with "N passed, N failed" over all majors; exits
 # non-zero on any failure.
 #
-#   bash test/run.sh [regress|isolation|tap ...]
+#   bash test/run.sh [regress|isolation|tap|citus ...]
+#
+# citus (test/citus/run.sh) runs once, with the PostgreSQL 15 it builds with
+# Citus, when 15 is among the majors tested.
 #
 # RE_PG_MAJORS   the majors to test (default "15 17 18"): 15 is Debian's
 #                package, the others are built once per machine by
@@ -26,11 +29,11 @@ set -uo pipefail
 ROOT=$(cd "$(dirname "$0")/.." && pwd)
 GIVEN_PG_CONFIG="${PG_CONFIG:-}"
 SUITES=("$@")
-[ ${#SUITES[@]} -eq 0 ] && SUITES=(regress isolation tap)
+[ ${#SUITES[@]} -eq 0 ] && SUITES=(regress isolation tap citus)
 
 # A suite listed here runs on that major only (when it is tested), the
-# others on every major: e.g. ONLY_ON[citus]=15.
-declare -A ONLY_ON=()
+# others on every major.
+declare -A ONLY_ON=([citus]=15)
 
 bash "$ROOT/scripts/install-deps.sh" || exit 1
 # the tests build with warnings as errors (users' builds only warn)
@@ -106,6 +109,17 @@ suite_tap() {
 	tree_make installcheck REGRESS= ISOLATION= PROVE_TESTS="${RE_TAP_TESTS:-test/t/*.pl}" \
 		2>&1 | tee "$DIR/tap.log"
 	count_tap "$DIR/tap.log"
+}
+
+suite_citus() {
+	# once, on the PostgreSQL 15 copy it builds with Citus (test/citus/run.sh;
+	# from the checkout: it finds ../shared/vendor beside it)
+	echo "== Citus"
+	bash "$ROOT/test/citus/run.sh" 2>&1 | tee "$DIR/citus.log"
+	local ok bad
+	ok=$(sed -n 's/^\([0-9]*\) passed, \([0-9]*\) failed$/\1/p' "$DIR/citus.log" | tail -1)
+	bad=$(sed -n 's/^\([0-9]*\) passed, \([0-9]*\) failed$/\2/p' "$DIR/citus.log" | tail -1)
+	passed=$((passed + ${ok:-0})); failed=$((failed + ${bad:-1}))
 }
 
 # The server regress and isolation run against: test/test.conf's settings.

@@ -182,8 +182,16 @@ SET search_path = pg_catalog, pg_temp
 AS $fn$
 DECLARE
     tenant   text := revenue_engine.current_tenant();
+    -- the times, once per call: parameters of the statements, as Citus needs
+    -- (no STABLE function on columns in UPDATE, CASE or ON CONFLICT)
+    ts       timestamptz := now();
+    clock    timestamptz := revenue_engine.clock_now();
     bad      record;
-    pairs    revenue_engine.backfill_pair[];
+    -- jsonb rows of revenue_engine.backfill_pair, read back with
+    -- jsonb_populate_recordset: Citus sends a statement's parameters of the
+    -- extension's own types untyped to the node that runs it, where one the
+    -- statement does not use cannot be typed (an array of the type was)
+    pairs    jsonb;
     n_ms     bigint;
     g_users  uuid[];
     g_types  text[];
@@ -212,15 +220,15 @@ BEGIN
        FROM (SELECT DISTINCT u.usage_type FROM unnest(usage_types) AS u(usage_type)) t;
 
     -- One row per (user, type): settings, time zone and the user's today.
-    pairs := ARRAY(
-        SELECT ROW(x.*)::revenue_engine.backfill_pair FROM (
+    pairs := (
+        SELECT coalesce(jsonb_agg(x), '[]') FROM (
             SELECT s.user_id, s.usage_type,
                    coalesce(p.timezone, 'UTC') AS tz,
                    coalesce((p.daily_goals ->> s.usage_type)::integer,
                             CASE WHEN t.usage_type IS NOT NULL THEN t.daily_goal ELSE b.daily_goal END) AS goal,
                    CASE WHEN t.usage_type IS NOT NULL THEN t.milestones ELSE b.milestones END AS milestones,
                    CASE WHEN t.usage_type IS NOT NULL THEN t.is_feature ELSE b.is_feature END AS is_feature,
-                   timezone(coalesce(p.timezone, 'UTC'), revenue_engine.clock_now())::date AS today,
+                   timezone(coalesce(p.timezone, 'UTC'), clock)::date AS today,
                    min(s.usage_date) AS first_date, max(s.usage_date) AS last_date,
                    NOT EXISTS (SELECT 1 FROM revenue_engine.lifetime_usage l
                                 WHERE l.tenant_id = tenant AND l.user_id = s.user_id
@@ -234,7 +242,7 @@ BEGIN
 
     SELECT s.*, pr.tz, pr.today INTO bad
       FROM unnest(user_ids, usage_types, usage_dates) AS s(user_id, usage_type, usage_date)
-      JOIN unnest(pairs) pr ON pr.user_id = s.user_id AND pr.usage_type = s.usage_type
+      JOIN jsonb_populate_recordset(NULL::revenue_engine.backfill_pair, pairs) pr ON pr.user_id = s.user_id AND pr.usage_type = s.usage_type
      WHERE s.usage_date > pr.today LIMIT 1;
     IF FOUND THEN
         RAISE EXCEPTION 'backfill day % for user % is in the future', bad.usage_date, bad.user_id
@@ -271,7 +279,7 @@ BEGIN
            pr.first_date::timestamp AT TIME ZONE pr.tz,
            pr.last_date::timestamp AT TIME ZONE pr.tz
       FROM per_pair pp
-      JOIN unnest(pairs) pr ON pr.user_id = pp.user_id AND pr.usage_type = pp.usage_type
+      JOIN jsonb_populate_recordset(NULL::revenue_engine.backfill_pair, pairs) pr ON pr.user_id = pp.user_id AND pr.usage_type = pp.usage_type
      WHERE (SELECT count(*) FROM upd) >= 0
     ON CONFLICT (tenant_id, user_id, usage_type) DO UPDATE
        SET total = l.total + excluded.total,
@@ -285,7 +293,7 @@ BEGIN
                (tenant_id, user_id, usage_type, milestone, lifetime_total, backfilled, event_id)
         SELECT tenant, pr.user_id, pr.usage_type, ms.milestone, l.total, NOT emit_events,
                CASE WHEN emit_events THEN gen_random_uuid() END
-          FROM unnest(pairs) pr
+          FROM jsonb_populate_recordset(NULL::revenue_engine.backfill_pair, pairs) pr
           JOIN revenue_engine.lifetime_usage l
             ON l.tenant_id = tenant AND l.user_id = pr.user_id AND l.usage_type = pr.usage_type
          CROSS JOIN LATERAL unnest(pr.milestones) AS ms(milestone)
@@ -294,7 +302,7 @@ BEGIN
         RETURNING m.user_id, m.usage_type, m.milestone, m.lifetime_total, m.event_id
     ), latest AS (
         UPDATE revenue_engine.lifetime_usage l
-           SET latest_milestone = x.milestone, latest_milestone_at = now()
+           SET latest_milestone = x.milestone, latest_milestone_at = ts
           FROM (SELECT i.user_id, i.usage_type, max(i.milestone) AS milestone
                   FROM ins i GROUP BY 1, 2) x
          WHERE l.tenant_id = tenant AND l.user_id = x.user_id AND l.usage_type = x.usage_type
@@ -309,7 +317,7 @@ BEGIN
                                   'is_first', pr.milestones[1] = i.milestone, 'backfilled', true),
                u.user_data
           FROM ins i
-          JOIN unnest(pairs) pr ON pr.user_id = i.user_id AND pr.usage_type = i.usage_type
+          JOIN jsonb_populate_recordset(NULL::revenue_engine.backfill_pair, pairs) pr ON pr.user_id = i.user_id AND pr.usage_type = i.usage_type
           LEFT JOIN unnest(payload_users, payloads) AS u(user_id, user_data) ON u.user_id = i.user_id
          WHERE emit_events
         RETURNING 1
@@ -320,9 +328,12 @@ BEGIN
     WITH g AS (
         UPDATE revenue_engine.daily_usage d
            SET goal = pr.goal,
-               goal_achieved_at = least(now(), ((d.usage_date + 1)::timestamp AT TIME ZONE pr.tz)
-                                               - interval '1 microsecond')
-          FROM unnest(pairs) pr
+               -- the end of the user's day: its next midnight less 1 us, taken
+               -- in UTC (timestamptz - interval is STABLE, which Citus takes in
+               -- no UPDATE with columns; the same instant)
+               goal_achieved_at = least(ts, timezone('UTC', timezone('UTC', (d.usage_date + 1)::timestamp AT TIME ZONE pr.tz)
+                                                            - interval '1 microsecond'))
+          FROM jsonb_populate_recordset(NULL::revenue_engine.backfill_pair, pairs) pr
          WHERE d.tenant_id = tenant AND d.user_id = pr.user_id AND d.usage_type = pr.usage_type
            AND d.goal_achieved_at IS NULL AND pr.goal IS NOT NULL AND d.count >= pr.goal
         RETURNING d.user_id, d.usage_type, d.usage_date
@@ -337,7 +348,7 @@ BEGIN
         SELECT d.user_id, d.usage_type, d.usage_date,
                d.usage_date - (row_number() OVER w)::integer AS grp
           FROM revenue_engine.daily_usage d
-          JOIN unnest(pairs) pr
+          JOIN jsonb_populate_recordset(NULL::revenue_engine.backfill_pair, pairs) pr
             ON d.tenant_id = tenant AND d.user_id = pr.user_id AND d.usage_type = pr.usage_type
          WHERE d.goal_achieved_at IS NOT NULL
         WINDOW w AS (PARTITION BY d.user_id, d.usage_type ORDER BY d.usage_date)
@@ -360,13 +371,13 @@ BEGIN
                    d.usage_date AS streak_end_date,
                    max(d.streak_days) OVER (PARTITION BY d.user_id, d.usage_type) AS best_streak
               FROM revenue_engine.daily_usage d
-              JOIN unnest(pairs) pr
+              JOIN jsonb_populate_recordset(NULL::revenue_engine.backfill_pair, pairs) pr
                 ON d.tenant_id = tenant AND d.user_id = pr.user_id AND d.usage_type = pr.usage_type
              WHERE d.goal_achieved_at IS NOT NULL
              ORDER BY d.user_id, d.usage_type, d.usage_date DESC) x
      WHERE l.tenant_id = tenant AND l.user_id = x.user_id AND l.usage_type = x.usage_type;
 
-    SELECT count(*) INTO n_new FROM unnest(pairs) pr WHERE pr.is_new AND pr.is_feature;
+    SELECT count(*) INTO n_new FROM jsonb_populate_recordset(NULL::revenue_engine.backfill_pair, pairs) pr WHERE pr.is_new AND pr.is_feature;
     IF emit_events THEN
         INSERT INTO revenue_engine.webhook_events (tenant_id, user_id, event_type, event_data, user_data)
         SELECT tenant, g.user_id, 'daily_goal_achieved',
@@ -390,14 +401,14 @@ BEGIN
                                   'first_used_at', pr.first_date::timestamp AT TIME ZONE pr.tz,
                                   'backfilled', true),
                u.user_data
-          FROM unnest(pairs) pr
+          FROM jsonb_populate_recordset(NULL::revenue_engine.backfill_pair, pairs) pr
           LEFT JOIN unnest(payload_users, payloads) AS u(user_id, user_data) ON u.user_id = pr.user_id
          WHERE pr.is_new AND pr.is_feature;
     END IF;
 
     RETURN jsonb_build_object(
                'rows', cardinality(user_ids),
-               'users', (SELECT count(DISTINCT pr.user_id) FROM unnest(pairs) pr),
+               'users', (SELECT count(DISTINCT pr.user_id) FROM jsonb_populate_recordset(NULL::revenue_engine.backfill_pair, pairs) pr),
                'usage_days', (SELECT count(*) FROM (SELECT DISTINCT s.user_id, s.usage_type, s.usage_date
                                                       FROM unnest(user_ids, usage_types, usage_dates)
                                                            AS s(user_id, usage_type, usage_date)) d),
@@ -516,13 +527,21 @@ SET search_path = pg_catalog, pg_temp
 AS $fn$
 #variable_conflict use_variable
 DECLARE
+    -- the tenant and the time, once: parameters of the statements (Citus
+    -- routes by tenant_id = $n, and takes no STABLE function in COALESCE)
     tenant   text := revenue_engine.current_tenant();
+    ts       timestamptz := now();
     ch       bigint;
     nraw     integer;
     bad      text;
     problems text[];
     ok_pos    integer[];
     ok_phones text[];
+    r_ids     bigint[];
+    r_phones  text[];
+    r_names   text[];
+    recipient_seq regclass := pg_get_serial_sequence('revenue_engine.blast_recipients', 'id');
+    send_seq      regclass := pg_get_serial_sequence('revenue_engine.sends', 'id');
     slots    integer := revenue_engine.funnel_slots();
 BEGIN
     IF channel IS NULL OR tag IS NULL OR payload IS NULL OR follow_up_stage IS NULL
@@ -625,7 +644,7 @@ BEGIN
            (tenant_id, tag, follow_up_stage, channel_id, message, template, payload,
             scheduled_for, total_recipients, duplicates, rejected)
     VALUES (tenant, tag, follow_up_stage, ch, message, template, payload,
-            coalesce(scheduled_for, now()), recipient_count, duplicates, rejected)
+            coalesce(scheduled_for, ts), recipient_count, duplicates, rejected)
     RETURNING b.id INTO blast_id;
     INSERT INTO revenue_engine.blast_counters (tenant_id, blast_id, slot)
     SELECT tenant, blast_id, s FROM generate_series(0, slots - 1) s;
@@ -634,26 +653,38 @@ BEGIN
       FROM unnest(inputs, problems) WITH ORDINALITY AS c(input, problem, position)
      WHERE c.problem IS NOT NULL;
 
-    WITH r AS (
-        INSERT INTO revenue_engine.blast_recipients (tenant_id, blast_id, phone, name, contact_id)
-        SELECT tenant, blast_id, o.phone, n.name, n.contact_id
-          FROM unnest(ok_pos, ok_phones) AS o(position, phone)
-          JOIN unnest(inputs, names, contact_ids) WITH ORDINALITY AS n(input, name, contact_id, position)
-            ON n.position = o.position
-         ORDER BY o.position
-        RETURNING id, phone, name)
+    -- The recipients (ids in the order given), then one send per recipient.
+    -- Three statements, each on one table and routed by tenant_id = $n, not
+    -- a modifying CTE feeding an INSERT ... SELECT, which Citus cannot plan.
+    -- The ids are drawn from the identity sequences here, as an INSERT ...
+    -- VALUES draws them: Citus inserts the rows of an INSERT ... SELECT into
+    -- the shards, whose identity columns have sequences of their own.
+    INSERT INTO revenue_engine.blast_recipients (id, tenant_id, blast_id, phone, name, contact_id)
+    OVERRIDING SYSTEM VALUE
+    SELECT nextval(recipient_seq), tenant, blast_id, o.phone, o.name, o.contact_id
+      FROM (SELECT o.phone, n.name, n.contact_id
+              FROM unnest(ok_pos, ok_phones) AS o(position, phone)
+              JOIN unnest(inputs, names, contact_ids) WITH ORDINALITY AS n(input, name, contact_id, position)
+                ON n.position = o.position
+             ORDER BY o.position) o;
+    SELECT array_agg(r.id ORDER BY r.id), array_agg(r.phone ORDER BY r.id), array_agg(r.name ORDER BY r.id)
+      INTO r_ids, r_phones, r_names
+      FROM revenue_engine.blast_recipients r
+     WHERE r.tenant_id = tenant AND r.blast_id = blast_apply.blast_id;
     INSERT INTO revenue_engine.sends
-           (tenant_id, channel_id, payload, scheduled_for, next_attempt_at, blast_id, recipient_id,
+           (id, tenant_id, channel_id, payload, scheduled_for, next_attempt_at, blast_id, recipient_id,
             metadata)
-    SELECT tenant, ch,
-           payload || jsonb_build_object('to', r.phone)
-             || CASE WHEN message IS NOT NULL
-                     THEN jsonb_build_object('type', 'text', 'text', jsonb_build_object('body',
-                              replace(replace(message, '{{name}}', coalesce(r.name, '')), '{{phone}}', r.phone)))
-                     ELSE jsonb_build_object('type', 'template', 'template', template) END,
-           coalesce(scheduled_for, now()), coalesce(scheduled_for, now()), blast_id, r.id,
-           jsonb_build_object('blast_id', blast_id)
-      FROM r ORDER BY r.id;
+    OVERRIDING SYSTEM VALUE
+    SELECT nextval(send_seq), tenant, ch, r.payload, coalesce(scheduled_for, ts), coalesce(scheduled_for, ts),
+           blast_id, r.id, jsonb_build_object('blast_id', blast_id)
+      FROM (SELECT r.id,
+                   payload || jsonb_build_object('to', r.phone)
+                     || CASE WHEN message IS NOT NULL
+                             THEN jsonb_build_object('type', 'text', 'text', jsonb_build_object('body',
+                                      replace(replace(message, '{{name}}', coalesce(r.name, '')), '{{phone}}', r.phone)))
+                             ELSE jsonb_build_object('type', 'template', 'template', template) END AS payload
+              FROM unnest(r_ids, r_phones, r_names) AS r(id, phone, name)
+             ORDER BY r.id) r;
 
     PERFORM revenue_engine.wake_worker();
 END
@@ -829,3 +860,709 @@ REVOKE ALL ON FUNCTION revenue_engine.unbind_role(regrole) FROM PUBLIC;
 REVOKE ALL ON FUNCTION revenue_engine.is_delivery_worker() FROM PUBLIC;
 -- Planning a query of a tenant table evaluates it, as the one who queries.
 GRANT EXECUTE ON FUNCTION revenue_engine.is_delivery_worker() TO revenue_engine_user;
+
+
+-- Statements Citus can plan (README, Tenants): the tenant and the time are
+-- parameters of every statement, computed once per call; funnel_by_tag,
+-- blast_stage_times and reset_usage_type are PL/pgSQL.  The functions keep
+-- their identity, so their grants and comments stay.
+
+CREATE OR REPLACE FUNCTION revenue_engine.set_user_profile(
+    user_id     uuid,
+    timezone    text  DEFAULT NULL,
+    daily_goals jsonb DEFAULT NULL)
+RETURNS revenue_engine.user_profiles
+LANGUAGE plpgsql VOLATILE SECURITY DEFINER
+SET search_path = pg_catalog, pg_temp
+AS $fn$
+DECLARE
+    tz    text;
+    k     text;
+    v     jsonb;
+    goals jsonb;
+    row   revenue_engine.user_profiles;
+    -- the tenant and the time, once per call, are parameters of the
+    -- statements (Citus routes by tenant_id = $n and evaluates no STABLE
+    -- function on columns in ON CONFLICT ... DO UPDATE)
+    tenant text := revenue_engine.current_tenant();
+    ts    timestamptz := now();
+BEGIN
+    IF set_user_profile.user_id IS NULL THEN
+        RAISE EXCEPTION 'user_id must not be null' USING ERRCODE = '22004';
+    END IF;
+    IF set_user_profile.timezone IS NOT NULL THEN
+        tz := revenue_engine.canonical_timezone(set_user_profile.timezone);
+    END IF;
+    IF set_user_profile.daily_goals IS NOT NULL THEN
+        IF jsonb_typeof(set_user_profile.daily_goals) <> 'object' THEN
+            RAISE EXCEPTION 'daily_goals must be a JSON object, not %', set_user_profile.daily_goals
+                USING ERRCODE = '22023',
+                      HINT = 'Map usage types to goals, such as ''{"reply": 20}''; null removes a goal.';
+        END IF;
+        FOR k, v IN SELECT * FROM jsonb_each(set_user_profile.daily_goals) LOOP
+            PERFORM revenue_engine.check_usage_type(k);
+            IF jsonb_typeof(v) <> 'null' AND (jsonb_typeof(v) <> 'number'
+                    OR v::numeric <> trunc(v::numeric) OR v::numeric <= 0 OR v::numeric > 2147483647) THEN
+                RAISE EXCEPTION 'daily goal % for usage type "%" is not a positive integer', v, k
+                    USING ERRCODE = '22023',
+                          HINT = 'Map usage types to goals, such as ''{"reply": 20}''; null removes a goal.';
+            END IF;
+        END LOOP;
+    END IF;
+
+    SELECT p.daily_goals INTO goals FROM revenue_engine.user_profiles p
+     WHERE p.tenant_id = tenant
+       AND p.user_id = set_user_profile.user_id;
+    goals := jsonb_strip_nulls(coalesce(goals, '{}') || coalesce(set_user_profile.daily_goals, '{}'));
+
+    INSERT INTO revenue_engine.user_profiles AS p
+           (tenant_id, user_id, timezone, daily_goals, created_at, updated_at)
+    VALUES (tenant, set_user_profile.user_id, coalesce(tz, 'UTC'), goals, ts, ts)
+    ON CONFLICT ON CONSTRAINT user_profiles_pkey DO UPDATE
+       SET timezone = coalesce(tz, p.timezone),
+           daily_goals = excluded.daily_goals,
+           updated_at = excluded.updated_at
+    RETURNING * INTO row;
+    RETURN row;
+END
+$fn$;
+
+CREATE OR REPLACE FUNCTION revenue_engine.reset_usage_type(usage_type text)
+RETURNS boolean
+LANGUAGE plpgsql VOLATILE
+SET search_path = pg_catalog, pg_temp
+AS $fn$
+BEGIN
+    PERFORM revenue_engine.check_usage_type(reset_usage_type.usage_type);
+    DELETE FROM revenue_engine.usage_types t WHERE t.usage_type = reset_usage_type.usage_type;
+    RETURN FOUND;
+END
+$fn$;
+
+CREATE OR REPLACE FUNCTION revenue_engine.create_channel(
+    name               text,
+    url                text,
+    method             text       DEFAULT 'POST',
+    headers            jsonb      DEFAULT '{}',
+    body_template      jsonb      DEFAULT '{}',
+    message_id_path    text[]     DEFAULT NULL,
+    timeout_ms         integer    DEFAULT 10000,
+    connect_timeout_ms integer    DEFAULT 5000,
+    max_in_flight      integer    DEFAULT 16,
+    rate_limit         integer    DEFAULT NULL,
+    rate_period        text       DEFAULT 'second',
+    retry_schedule     interval[] DEFAULT '{5 seconds,1 minute,5 minutes,30 minutes}',
+    enabled            boolean    DEFAULT true)
+RETURNS bigint
+LANGUAGE plpgsql VOLATILE
+SET search_path = pg_catalog, pg_temp
+AS $fn$
+DECLARE
+    new_id bigint;
+    -- the tenant once, a parameter of the statements (Citus routes by it)
+    tenant text := revenue_engine.current_tenant();
+BEGIN
+    IF name IS NULL OR url IS NULL OR method IS NULL OR enabled IS NULL THEN
+        RAISE EXCEPTION 'name, url, method and enabled must not be null' USING ERRCODE = '22004';
+    END IF;
+    PERFORM revenue_engine.check_name('channel name', name);
+    IF EXISTS (SELECT 1 FROM revenue_engine.channels c
+                WHERE c.tenant_id = tenant AND c.name = create_channel.name) THEN
+        RAISE EXCEPTION 'channel "%" already exists', name USING ERRCODE = '42710';
+    END IF;
+    PERFORM revenue_engine.check_http_target(url, headers, timeout_ms, connect_timeout_ms,
+                                             max_in_flight, rate_limit, rate_period, retry_schedule);
+    IF upper(method) NOT IN ('POST', 'PUT', 'PATCH') THEN
+        RAISE EXCEPTION 'method "%" is not POST, PUT or PATCH', method USING ERRCODE = '22023';
+    END IF;
+    IF body_template IS NULL OR jsonb_typeof(body_template) <> 'object' THEN
+        RAISE EXCEPTION 'body_template must be a JSON object' USING ERRCODE = '22023';
+    END IF;
+    IF message_id_path IS NOT NULL AND (cardinality(message_id_path) = 0
+                                        OR array_position(message_id_path, NULL) IS NOT NULL) THEN
+        RAISE EXCEPTION 'message_id_path must be a non-empty path without nulls, such as ''{messages,0,id}'''
+            USING ERRCODE = '22023';
+    END IF;
+    INSERT INTO revenue_engine.channels AS c
+           (tenant_id, name, url, method, headers, body_template, message_id_path, timeout_ms,
+            connect_timeout_ms, max_in_flight, rate_limit, rate_period, retry_schedule,
+            enabled, disabled_reason)
+    VALUES (tenant, name, url, upper(method), headers, body_template, message_id_path, timeout_ms,
+            connect_timeout_ms, max_in_flight, rate_limit, rate_period, retry_schedule,
+            enabled, CASE WHEN NOT enabled THEN 'created disabled' END)
+    RETURNING c.id INTO new_id;
+    RETURN new_id;
+END
+$fn$;
+
+CREATE OR REPLACE FUNCTION revenue_engine.enqueue_send(
+    channel         text,
+    payload         jsonb,
+    idempotency_key text        DEFAULT NULL,
+    scheduled_for   timestamptz DEFAULT NULL,
+    user_id         uuid        DEFAULT NULL,
+    metadata        jsonb       DEFAULT '{}')
+RETURNS bigint
+LANGUAGE plpgsql VOLATILE SECURITY DEFINER
+SET search_path = pg_catalog, pg_temp
+AS $fn$
+#variable_conflict use_column
+DECLARE
+    ch     bigint;
+    sid    bigint;
+    -- the tenant and the time, once: parameters of the statements (Citus
+    -- routes by tenant_id = $n, and takes no STABLE function in COALESCE)
+    tenant text := revenue_engine.current_tenant();
+    ts     timestamptz := now();
+BEGIN
+    IF channel IS NULL OR payload IS NULL THEN
+        RAISE EXCEPTION 'channel and payload must not be null' USING ERRCODE = '22004';
+    END IF;
+    IF jsonb_typeof(payload) <> 'object' THEN
+        RAISE EXCEPTION 'payload must be a JSON object, not %', left(payload::text, 100)
+            USING ERRCODE = '22023';
+    END IF;
+    IF metadata IS NULL OR jsonb_typeof(metadata) <> 'object' THEN
+        RAISE EXCEPTION 'metadata must be a JSON object' USING ERRCODE = '22023';
+    END IF;
+    IF idempotency_key IS NOT NULL AND (length(idempotency_key) = 0 OR length(idempotency_key) > 200) THEN
+        RAISE EXCEPTION 'idempotency key must have 1 to 200 characters' USING ERRCODE = '22023';
+    END IF;
+    IF scheduled_for IS NOT NULL AND NOT isfinite(scheduled_for) THEN
+        RAISE EXCEPTION 'scheduled_for must be a finite time' USING ERRCODE = '22008';
+    END IF;
+    SELECT c.id INTO ch FROM revenue_engine.channels c
+     WHERE c.tenant_id = tenant AND c.name = enqueue_send.channel;
+    IF NOT FOUND THEN
+        RAISE EXCEPTION 'channel "%" does not exist', channel USING ERRCODE = '42704';
+    END IF;
+    INSERT INTO revenue_engine.sends AS s
+           (tenant_id, channel_id, idempotency_key, user_id, payload, metadata,
+            scheduled_for, next_attempt_at)
+    VALUES (tenant, ch, idempotency_key, user_id, payload, metadata,
+            coalesce(scheduled_for, ts), coalesce(scheduled_for, ts))
+    ON CONFLICT (tenant_id, channel_id, idempotency_key) DO NOTHING
+    RETURNING s.id INTO sid;
+    IF sid IS NULL THEN
+        SELECT s.id INTO sid FROM revenue_engine.sends s
+         WHERE s.tenant_id = tenant AND s.channel_id = ch
+           AND s.idempotency_key = enqueue_send.idempotency_key;
+    ELSE
+        PERFORM revenue_engine.wake_worker();
+    END IF;
+    RETURN sid;
+END
+$fn$;
+
+CREATE OR REPLACE FUNCTION revenue_engine.set_channel_enabled(name text, enabled boolean, reason text DEFAULT NULL)
+RETURNS boolean
+LANGUAGE plpgsql VOLATILE
+SET search_path = pg_catalog, pg_temp
+AS $fn$
+DECLARE
+    -- computed once: parameters of the UPDATE (see enqueue_send)
+    tenant text := revenue_engine.current_tenant();
+    ts     timestamptz := now();
+    why    text := CASE WHEN set_channel_enabled.enabled THEN NULL
+                        ELSE coalesce(reason, 'disabled by ' || current_user) END;
+BEGIN
+    IF name IS NULL OR enabled IS NULL THEN
+        RAISE EXCEPTION 'name and enabled must not be null' USING ERRCODE = '22004';
+    END IF;
+    UPDATE revenue_engine.channels c
+       SET enabled = set_channel_enabled.enabled,
+           disabled_reason = why,
+           updated_at = ts
+     WHERE c.tenant_id = tenant AND c.name = set_channel_enabled.name;
+    IF NOT FOUND THEN
+        RAISE EXCEPTION 'channel "%" does not exist', name USING ERRCODE = '42704';
+    END IF;
+    IF enabled THEN
+        PERFORM revenue_engine.wake_worker();
+    END IF;
+    RETURN enabled;
+END
+$fn$;
+
+CREATE OR REPLACE FUNCTION revenue_engine.redrive_sends(
+    channel text DEFAULT NULL,
+    since   timestamptz DEFAULT '-infinity',
+    until   timestamptz DEFAULT 'infinity')
+RETURNS bigint
+LANGUAGE plpgsql VOLATILE
+SET search_path = pg_catalog, pg_temp
+AS $fn$
+DECLARE
+    n bigint;
+    -- computed once: parameters of the UPDATE (see enqueue_send)
+    tenant text := revenue_engine.current_tenant();
+    ts     timestamptz := now();
+BEGIN
+    UPDATE revenue_engine.sends s
+       SET status = 'queued', attempts = 0, next_attempt_at = ts, last_error = NULL
+      FROM revenue_engine.channels c
+     WHERE s.tenant_id = tenant AND s.status = 'failed'
+       AND c.tenant_id = s.tenant_id AND c.id = s.channel_id
+       AND (redrive_sends.channel IS NULL OR c.name = redrive_sends.channel)
+       AND s.created_at >= since AND s.created_at < until;
+    GET DIAGNOSTICS n = ROW_COUNT;
+    PERFORM revenue_engine.wake_worker();
+    RETURN n;
+END
+$fn$;
+
+CREATE OR REPLACE FUNCTION revenue_engine.set_channel_status_source(
+    channel       text,
+    webhook_kind  text     DEFAULT NULL,
+    webhook_secret text    DEFAULT NULL,
+    status_url    text     DEFAULT NULL,
+    status_path   text[]   DEFAULT NULL,
+    status_map    jsonb    DEFAULT '{}',
+    poll_interval interval DEFAULT '5 minutes',
+    poll_max_age  interval DEFAULT '3 days')
+RETURNS void
+LANGUAGE plpgsql VOLATILE
+SET search_path = pg_catalog, pg_temp
+AS $fn$
+DECLARE
+    k text;
+    v jsonb;
+    tenant text := revenue_engine.current_tenant();
+    ts     timestamptz := now();
+BEGIN
+    IF channel IS NULL OR status_map IS NULL OR poll_interval IS NULL OR poll_max_age IS NULL THEN
+        RAISE EXCEPTION 'channel, status_map, poll_interval and poll_max_age must not be null'
+            USING ERRCODE = '22004';
+    END IF;
+    IF webhook_kind IS NOT NULL AND webhook_kind NOT IN ('whatsapp', 'standard_webhooks') THEN
+        RAISE EXCEPTION 'webhook kind "%" is not whatsapp or standard_webhooks', webhook_kind
+            USING ERRCODE = '22023';
+    END IF;
+    IF (webhook_kind IS NULL) <> (webhook_secret IS NULL) THEN
+        RAISE EXCEPTION 'webhook_kind and webhook_secret go together' USING ERRCODE = '22023';
+    END IF;
+    IF webhook_kind = 'whatsapp' AND length(webhook_secret) < 16 THEN
+        RAISE EXCEPTION 'a WhatsApp app secret has at least 16 characters' USING ERRCODE = '22023';
+    END IF;
+    IF webhook_kind = 'standard_webhooks' THEN
+        PERFORM revenue_engine.check_signing_secret(webhook_secret);
+    END IF;
+    IF (status_url IS NULL) <> (status_path IS NULL) THEN
+        RAISE EXCEPTION 'status_url and status_path go together' USING ERRCODE = '22023';
+    END IF;
+    IF status_url IS NOT NULL THEN
+        IF strpos(status_url, '{message_id}') = 0 THEN
+            RAISE EXCEPTION 'status URL "%" has no {message_id} placeholder', status_url
+                USING ERRCODE = '22023';
+        END IF;
+        PERFORM revenue_engine.check_url(replace(status_url, '{message_id}', 'x'));
+        IF cardinality(status_path) = 0 OR array_position(status_path, NULL) IS NOT NULL THEN
+            RAISE EXCEPTION 'status_path must be a non-empty path without nulls, such as ''{status}'''
+                USING ERRCODE = '22023';
+        END IF;
+    END IF;
+    IF jsonb_typeof(status_map) <> 'object' THEN
+        RAISE EXCEPTION 'status_map must be a JSON object of provider status -> status'
+            USING ERRCODE = '22023';
+    END IF;
+    FOR k, v IN SELECT * FROM jsonb_each(status_map) LOOP
+        IF jsonb_typeof(v) <> 'string'
+           OR v #>> '{}' NOT IN ('sent', 'delivered', 'read', 'failed', 'pending') THEN
+            RAISE EXCEPTION 'status_map maps "%" to %, not one of sent, delivered, read, failed, pending', k, v
+                USING ERRCODE = '22023';
+        END IF;
+    END LOOP;
+    IF poll_interval < interval '1 second' OR poll_max_age <= interval '0' THEN
+        RAISE EXCEPTION 'poll_interval must be at least 1 second and poll_max_age positive'
+            USING ERRCODE = '22023';
+    END IF;
+    UPDATE revenue_engine.channels c
+       SET webhook_kind = set_channel_status_source.webhook_kind,
+           webhook_secret = set_channel_status_source.webhook_secret,
+           status_url = set_channel_status_source.status_url,
+           status_path = set_channel_status_source.status_path,
+           status_map = set_channel_status_source.status_map,
+           poll_interval = set_channel_status_source.poll_interval,
+           poll_max_age = set_channel_status_source.poll_max_age,
+           updated_at = ts
+     WHERE c.tenant_id = tenant AND c.name = channel;
+    IF NOT FOUND THEN
+        RAISE EXCEPTION 'channel "%" does not exist', channel USING ERRCODE = '42704';
+    END IF;
+    PERFORM revenue_engine.wake_worker();
+END
+$fn$;
+
+CREATE OR REPLACE FUNCTION revenue_engine.funnel_by_tag(
+    only_tag  text DEFAULT NULL,
+    from_date date DEFAULT NULL,
+    to_date   date DEFAULT NULL,
+    OUT tag text, OUT follow_up_stage integer, OUT blasts bigint, OUT total bigint,
+    OUT sent bigint, OUT delivered bigint, OUT read bigint, OUT replied bigint,
+    OUT closed bigint, OUT failed bigint,
+    OUT delivered_pct numeric, OUT read_pct numeric, OUT replied_pct numeric, OUT closed_pct numeric)
+RETURNS SETOF record
+LANGUAGE plpgsql STABLE SECURITY DEFINER
+SET search_path = pg_catalog, pg_temp
+AS $fn$
+#variable_conflict use_column
+DECLARE
+    tenant text := revenue_engine.current_tenant();
+BEGIN
+    -- as the owner (the application reads blast_counters through blast_funnel
+    -- only), for the caller's tenant, which the policies enforce as well
+    RETURN QUERY
+    SELECT f.tag, f.follow_up_stage, count(*), sum(f.total)::bigint, sum(f.sent)::bigint,
+           sum(f.delivered)::bigint, sum(f.read)::bigint, sum(f.replied)::bigint,
+           sum(f.closed)::bigint, sum(f.failed)::bigint,
+           round(100.0 * sum(f.delivered) / NULLIF(sum(f.total), 0), 1),
+           round(100.0 * sum(f.read) / NULLIF(sum(f.total), 0), 1),
+           round(100.0 * sum(f.replied) / NULLIF(sum(f.total), 0), 1),
+           round(100.0 * sum(f.closed) / NULLIF(sum(f.total), 0), 1)
+      FROM (SELECT b.tag, b.follow_up_stage,
+                   coalesce(sum(k.total), 0) AS total, coalesce(sum(k.sent), 0) AS sent,
+                   coalesce(sum(k.delivered), 0) AS delivered, coalesce(sum(k.read), 0) AS read,
+                   coalesce(sum(k.replied), 0) AS replied, coalesce(sum(k.closed), 0) AS closed,
+                   coalesce(sum(k.at_failed), 0) AS failed
+              FROM revenue_engine.blasts b
+              LEFT JOIN revenue_engine.blast_counters k
+                     ON k.tenant_id = b.tenant_id AND k.blast_id = b.id
+             WHERE b.tenant_id = tenant
+               AND (only_tag IS NULL OR b.tag = only_tag)
+               AND (from_date IS NULL OR (b.scheduled_for)::date >= from_date)
+               AND (to_date IS NULL OR (b.scheduled_for)::date <= to_date)
+             GROUP BY b.tenant_id, b.id) f
+     GROUP BY f.tag, f.follow_up_stage
+     ORDER BY f.tag, f.follow_up_stage;
+END
+$fn$;
+
+CREATE OR REPLACE FUNCTION revenue_engine.blast_stage_times(
+    blast_id bigint,
+    OUT from_stage text, OUT to_stage text, OUT recipients bigint,
+    OUT median interval, OUT p90 interval)
+RETURNS SETOF record
+LANGUAGE plpgsql STABLE
+SET search_path = pg_catalog, pg_temp
+AS $fn$
+#variable_conflict use_column
+DECLARE
+    tenant text := revenue_engine.current_tenant();
+BEGIN
+    RETURN QUERY
+    SELECT s.from_stage, s.to_stage, count(s.d),
+           percentile_cont(0.5) WITHIN GROUP (ORDER BY s.d),
+           percentile_cont(0.9) WITHIN GROUP (ORDER BY s.d)
+      FROM revenue_engine.blast_recipients r
+      CROSS JOIN LATERAL (VALUES
+           (1, 'queued', 'sent', r.sent_at - r.created_at),
+           (2, 'sent', 'delivered', r.delivered_at - r.sent_at),
+           (3, 'delivered', 'read', r.read_at - r.delivered_at),
+           (4, 'read', 'replied', r.replied_at - r.read_at),
+           (5, 'replied', 'closed', r.closed_at - r.replied_at)) AS s(ord, from_stage, to_stage, d)
+     WHERE r.tenant_id = tenant AND r.blast_id = blast_stage_times.blast_id
+     GROUP BY s.ord, s.from_stage, s.to_stage
+     ORDER BY s.ord;
+END
+$fn$;
+
+/*
+ * Tenant forms: for every function the application calls on tenant rows, an
+ * overload of the same name whose first argument is "tenant text", followed
+ * by the plain form's arguments, such as
+ *
+ *     revenue_engine.track_daily_usage(tenant text, user_id uuid,
+ *         usage_type text, count integer, usage_date date)
+ *
+ * The tenant argument alone decides the tenant of everything the call reads
+ * and writes, so a Citus cluster can distribute the function by it
+ * (create_distributed_function(..., distribution_arg_name => 'tenant')) and
+ * run the call on the node that holds the tenant.  Rules (re_tenant_form in
+ * tenancy.c, one C function for all of them):
+ *
+ * - the tenant is checked like the setting revenue_engine.tenant (22023);
+ * - a session whose roles are bound to a tenant may name only its own
+ *   tenant; another is an error (42501) naming both, never replaced;
+ * - an unbound session acts for the named tenant for this call only; the
+ *   setting is neither read nor changed, and nothing remains after the call,
+ *   however it ends;
+ * - the plain form runs unchanged (its SECURITY DEFINER, search_path and
+ *   checks), and EXECUTE on it is required too.
+ *
+ * A tenant form has no defaults: every argument is required.  With defaults
+ * it would capture calls of the plain form: a call with untyped literals
+ * such as track_daily_usage('<uuid>', 'reply', '2') would match both with
+ * three arguments, and PostgreSQL prefers the string category (text) for an
+ * untyped literal, so 'tenant text' would win and the uuid become the tenant.
+ * Without defaults, a tenant form takes exactly one argument more than the
+ * plain form's full list, so a call resolves as before whatever its notation.
+ *
+ * The forms are generated from the list below, with the plain form's argument
+ * names and types (OUT arguments included), result, volatility and parallel
+ * safety, and granted to revenue_engine_user when the plain form is.  Runs
+ * after every module (and tenancy.sql's grants).
+ */
+DO $do$
+DECLARE
+    plain  regprocedure;
+    p      pg_catalog.pg_proc;
+    lib    text;
+    args   text;
+    result text;
+    tenant_form text;
+BEGIN
+    SELECT c.probin INTO STRICT lib FROM pg_catalog.pg_proc c
+     WHERE c.oid OPERATOR(pg_catalog.=) 'revenue_engine.check_tenant(text)'::pg_catalog.regprocedure;
+    FOREACH plain IN ARRAY ARRAY[
+        -- usage
+        'revenue_engine.track_daily_usage(uuid, text, integer, date)',
+        'revenue_engine.set_user_profile(uuid, text, jsonb)',
+        'revenue_engine.backfill_usage(text, boolean)',
+        -- events and their delivery
+        'revenue_engine.enqueue_event(uuid, text, jsonb)',
+        'revenue_engine.redrive(text, timestamptz, timestamptz)',
+        -- messaging and blasts
+        'revenue_engine.enqueue_send(text, jsonb, text, timestamptz, uuid, jsonb)',
+        'revenue_engine.redrive_sends(text, timestamptz, timestamptz)',
+        'revenue_engine.create_blast(text, text, jsonb, text, text, jsonb, jsonb, timestamptz, integer, text)',
+        'revenue_engine.record_message_status(text, text, timestamptz, text, jsonb)',
+        'revenue_engine.record_inbound_message(text, timestamptz, text, jsonb)',
+        'revenue_engine.mark_closed(text, numeric, timestamptz, bigint, jsonb)',
+        'revenue_engine.ingest_status_webhook(text, jsonb, text)',
+        'revenue_engine.funnel_by_tag(text, date, date)',
+        'revenue_engine.blast_stage_times(bigint)'
+    ]::pg_catalog.regprocedure[] LOOP
+        SELECT * INTO STRICT p FROM pg_catalog.pg_proc c WHERE c.oid OPERATOR(pg_catalog.=) plain;
+        -- every argument but TABLE columns, which the result names, without defaults
+        SELECT pg_catalog.string_agg(
+                   CASE a.mode WHEN 'o' THEN 'OUT ' WHEN 'b' THEN 'INOUT ' WHEN 'v' THEN 'VARIADIC ' ELSE '' END
+                   OPERATOR(pg_catalog.||) pg_catalog.quote_ident(a.name) OPERATOR(pg_catalog.||) ' '
+                   OPERATOR(pg_catalog.||) pg_catalog.format_type(a.typ, NULL), ', ' ORDER BY a.n)
+          INTO args
+          FROM ROWS FROM (pg_catalog.unnest(coalesce(p.proallargtypes, p.proargtypes::pg_catalog.oid[])),
+                          pg_catalog.unnest(coalesce(p.proargmodes,
+                                                     pg_catalog.array_fill('i'::"char", ARRAY[p.pronargs]))),
+                          pg_catalog.unnest(p.proargnames)) WITH ORDINALITY AS a(typ, mode, name, n)
+         WHERE a.mode OPERATOR(pg_catalog.<>) 't';
+        result := CASE WHEN 't' OPERATOR(pg_catalog.=) ANY (p.proargmodes) THEN pg_catalog.pg_get_function_result(plain)
+                       ELSE CASE WHEN p.proretset THEN 'SETOF ' ELSE '' END
+                            OPERATOR(pg_catalog.||) pg_catalog.format_type(p.prorettype, NULL) END;
+        EXECUTE pg_catalog.format(
+            'CREATE FUNCTION revenue_engine.%I(tenant text, %s) RETURNS %s LANGUAGE C %s PARALLEL %s AS %L, %L',
+            p.proname, args, result,
+            CASE p.provolatile WHEN 'i' THEN 'IMMUTABLE' WHEN 's' THEN 'STABLE' ELSE 'VOLATILE' END,
+            CASE p.proparallel WHEN 's' THEN 'SAFE' WHEN 'r' THEN 'RESTRICTED' ELSE 'UNSAFE' END,
+            lib, 're_tenant_form');
+        tenant_form := pg_catalog.format('revenue_engine.%I(text, %s)', p.proname,
+                                         pg_catalog.oidvectortypes(p.proargtypes));
+        EXECUTE pg_catalog.format('COMMENT ON FUNCTION %s IS %L', tenant_form,
+                                  'tenant form of ' OPERATOR(pg_catalog.||) plain::text
+                                  OPERATOR(pg_catalog.||) ': the same call for the tenant named first (see README, Tenants)');
+        EXECUTE pg_catalog.format('REVOKE ALL ON FUNCTION %s FROM PUBLIC', tenant_form);
+        IF pg_catalog.has_function_privilege('revenue_engine_user', plain, 'EXECUTE') THEN
+            EXECUTE pg_catalog.format('GRANT EXECUTE ON FUNCTION %s TO revenue_engine_user', tenant_form);
+        END IF;
+    END LOOP;
+END
+$do$;
+
+------------------------------------------------------------------------------
+-- citus (src/citus/citus.sql): revenue_engine.distribute(), new in 0.2.0.
+------------------------------------------------------------------------------
+CREATE FUNCTION revenue_engine.distribute()
+RETURNS TABLE (object text, distributed_as text)
+LANGUAGE plpgsql VOLATILE
+SET search_path = pg_catalog, pg_temp
+AS $fn$
+DECLARE
+    r record;
+    todo regclass[];
+    left_over regclass[];
+    is_coordinator boolean;
+    anchor CONSTANT text := 'revenue_engine.user_profiles';
+BEGIN
+    IF NOT EXISTS (SELECT 1 FROM pg_catalog.pg_extension WHERE extname OPERATOR(pg_catalog.=) 'citus') THEN
+        RAISE EXCEPTION 'revenue_engine.distribute() needs the citus extension in database "%"', pg_catalog.current_database()
+            USING ERRCODE = '0A000',
+                  HINT = 'CREATE EXTENSION citus on the coordinator, add the worker nodes, then call it again.';
+    END IF;
+    EXECUTE 'SELECT pg_catalog.citus_is_coordinator()' INTO is_coordinator;
+    IF NOT is_coordinator THEN
+        RAISE EXCEPTION 'revenue_engine.distribute() runs on the Citus coordinator, not on worker node %',
+            pg_catalog.inet_server_addr()
+            USING ERRCODE = '0A000';
+    END IF;
+    -- the tenant tables carry triggers (the funnel's, the outcome of sends)
+    PERFORM pg_catalog.set_config('citus.enable_unsafe_triggers', 'on', true);
+    PERFORM pg_catalog.set_config('citus.multi_shard_modify_mode', 'sequential', true);
+
+    /*
+     * The funnel's bulk triggers read transition tables, which do not exist
+     * on a shard: per-row triggers (the same C function) count inserts and
+     * deletes instead, each into the blast_counters shard colocated with the
+     * row's shard (src/blasts/funnel.c).
+     */
+    IF EXISTS (SELECT 1 FROM pg_catalog.pg_trigger
+                WHERE tgrelid OPERATOR(pg_catalog.=) 'revenue_engine.blast_recipients'::regclass
+                  AND tgname OPERATOR(pg_catalog.=) 'blast_recipients_funnel_insert') THEN
+        DROP TRIGGER blast_recipients_funnel_insert ON revenue_engine.blast_recipients;
+        DROP TRIGGER blast_recipients_funnel_delete ON revenue_engine.blast_recipients;
+        CREATE TRIGGER blast_recipients_funnel_insert_row
+            AFTER INSERT ON revenue_engine.blast_recipients
+            FOR EACH ROW EXECUTE FUNCTION revenue_engine.funnel_recipients_changed();
+        CREATE TRIGGER blast_recipients_funnel_delete_row
+            AFTER DELETE ON revenue_engine.blast_recipients
+            FOR EACH ROW EXECUTE FUNCTION revenue_engine.funnel_recipients_changed();
+        object := 'revenue_engine.blast_recipients'; distributed_as := 'funnel triggers per row';
+        RETURN NEXT;
+    END IF;
+
+    -- configuration: a copy on every node
+    FOR r IN
+        SELECT c.oid::regclass AS rel
+          FROM pg_catalog.pg_class c
+         WHERE c.relnamespace OPERATOR(pg_catalog.=) 'revenue_engine'::regnamespace
+           AND c.relkind OPERATOR(pg_catalog.=) 'r'
+           AND NOT EXISTS (SELECT 1 FROM pg_catalog.pg_attribute a
+                            WHERE a.attrelid OPERATOR(pg_catalog.=) c.oid
+                              AND a.attname OPERATOR(pg_catalog.=) 'tenant_id' AND NOT a.attisdropped)
+           AND NOT EXISTS (SELECT 1 FROM pg_catalog.pg_dist_partition p
+                            WHERE p.logicalrelid OPERATOR(pg_catalog.=) c.oid)
+         ORDER BY c.relname
+    LOOP
+        PERFORM pg_catalog.create_reference_table(r.rel);
+        object := r.rel::text; distributed_as := 'reference table';
+        RETURN NEXT;
+    END LOOP;
+
+    /*
+     * Tenant tables: by tenant_id, colocated with user_profiles; a table
+     * after the tables its foreign keys reference.  Row level security's
+     * policy evaluates the tenant per row on a shard (Citus takes no subquery
+     * in a policy of a distributed table).
+     */
+    SELECT pg_catalog.array_agg(c.oid::regclass ORDER BY c.relname OPERATOR(pg_catalog.<>) 'user_profiles', c.relname)
+      INTO todo
+      FROM pg_catalog.pg_class c
+     WHERE c.relnamespace OPERATOR(pg_catalog.=) 'revenue_engine'::regnamespace
+       AND c.relkind OPERATOR(pg_catalog.=) 'r'
+       AND EXISTS (SELECT 1 FROM pg_catalog.pg_attribute a
+                    WHERE a.attrelid OPERATOR(pg_catalog.=) c.oid
+                      AND a.attname OPERATOR(pg_catalog.=) 'tenant_id' AND NOT a.attisdropped)
+       AND NOT EXISTS (SELECT 1 FROM pg_catalog.pg_dist_partition p
+                        WHERE p.logicalrelid OPERATOR(pg_catalog.=) c.oid);
+    WHILE pg_catalog.cardinality(todo) OPERATOR(pg_catalog.>) 0 LOOP
+        left_over := '{}';
+        FOR r IN SELECT t.rel, t.i FROM pg_catalog.unnest(todo) WITH ORDINALITY AS t(rel, i) ORDER BY t.i LOOP
+            IF EXISTS (SELECT 1 FROM pg_catalog.pg_constraint k
+                        WHERE k.conrelid OPERATOR(pg_catalog.=) r.rel AND k.contype OPERATOR(pg_catalog.=) 'f'
+                          AND k.confrelid OPERATOR(pg_catalog.<>) r.rel
+                          AND NOT EXISTS (SELECT 1 FROM pg_catalog.pg_dist_partition p
+                                           WHERE p.logicalrelid OPERATOR(pg_catalog.=) k.confrelid)) THEN
+                left_over := left_over OPERATOR(pg_catalog.||) r.rel;
+                CONTINUE;
+            END IF;
+            IF EXISTS (SELECT 1 FROM pg_catalog.pg_policy
+                        WHERE polrelid OPERATOR(pg_catalog.=) r.rel
+                          AND polname OPERATOR(pg_catalog.=) 'tenant_isolation') THEN
+                EXECUTE pg_catalog.format('DROP POLICY tenant_isolation ON %s', r.rel);
+                EXECUTE pg_catalog.format(
+                    'CREATE POLICY tenant_isolation ON %s'
+                    ' USING (tenant_id OPERATOR(pg_catalog.=) revenue_engine.current_tenant()'
+                    '        OR revenue_engine.is_delivery_worker())', r.rel);
+            END IF;
+            IF r.rel OPERATOR(pg_catalog.=) anchor::regclass THEN
+                PERFORM pg_catalog.create_distributed_table(r.rel, 'tenant_id');
+            ELSE
+                PERFORM pg_catalog.create_distributed_table(r.rel, 'tenant_id', colocate_with => anchor);
+            END IF;
+            object := r.rel::text; distributed_as := 'distributed by tenant_id';
+            RETURN NEXT;
+        END LOOP;
+        IF pg_catalog.cardinality(left_over) OPERATOR(pg_catalog.=) pg_catalog.cardinality(todo) THEN
+            RAISE EXCEPTION 'tables % reference tables that are not distributed', left_over
+                USING ERRCODE = '55000';
+        END IF;
+        todo := left_over;
+    END LOOP;
+
+    /*
+     * Views that filter on the session's tenant: as a subquery, which the
+     * coordinator evaluates once (a distributed subplan) and sends as a
+     * value; a bare call would be shipped with the query and evaluated on
+     * the workers, where the session's revenue_engine.tenant is not (an
+     * error there, src/tenancy/tenancy.c).  Their options are kept.
+     */
+    FOR r IN
+        SELECT c.oid::regclass AS rel, pg_catalog.pg_get_viewdef(c.oid) AS def, c.reloptions AS opts
+          FROM pg_catalog.pg_class c
+         WHERE c.relnamespace OPERATOR(pg_catalog.=) 'revenue_engine'::regnamespace
+           AND c.relkind OPERATOR(pg_catalog.=) 'v'
+           AND pg_catalog.strpos(pg_catalog.pg_get_viewdef(c.oid), 'revenue_engine.current_tenant()') OPERATOR(pg_catalog.>) 0
+           AND pg_catalog.strpos(pg_catalog.pg_get_viewdef(c.oid), 'SELECT revenue_engine.current_tenant()') OPERATOR(pg_catalog.=) 0
+         ORDER BY c.relname
+    LOOP
+        EXECUTE pg_catalog.format('CREATE OR REPLACE VIEW %s AS %s', r.rel,
+                    pg_catalog.replace(r.def, 'revenue_engine.current_tenant()',
+                                       '(SELECT revenue_engine.current_tenant() AS current_tenant)'));
+        IF r.opts IS NOT NULL THEN
+            EXECUTE pg_catalog.format('ALTER VIEW %s SET (%s)', r.rel, pg_catalog.array_to_string(r.opts, ', '));
+        END IF;
+        object := r.rel::text; distributed_as := 'view: tenant filter evaluated on the coordinator';
+        RETURN NEXT;
+    END LOOP;
+
+    /*
+     * A worker node inserts too (a distributed call, the delivery worker's
+     * attempt log): each node's identity sequences get a range of their own,
+     * as Citus gives the tables it creates there (the extension created
+     * these itself on every node).  A node added later needs distribute()
+     * again.
+     */
+    FOR r IN
+        SELECT DISTINCT a.attrelid::regclass AS rel
+          FROM pg_catalog.pg_attribute a
+          JOIN pg_catalog.pg_class c ON c.oid OPERATOR(pg_catalog.=) a.attrelid
+         WHERE c.relnamespace OPERATOR(pg_catalog.=) 'revenue_engine'::regnamespace
+           AND c.relkind OPERATOR(pg_catalog.=) 'r'
+           AND a.attidentity OPERATOR(pg_catalog.<>) '' AND NOT a.attisdropped
+    LOOP
+        PERFORM 1 FROM pg_catalog.run_command_on_workers(pg_catalog.format(
+                    'SELECT pg_catalog.worker_adjust_identity_column_seq_ranges(%L::regclass)', r.rel::text)) w
+          WHERE NOT w.success;
+        IF FOUND THEN
+            RAISE EXCEPTION 'could not give the identity sequence of % a range of its own on every worker node', r.rel
+                USING ERRCODE = '55000';
+        END IF;
+    END LOOP;
+
+    /*
+     * The tenant-first forms of the app-facing functions (first argument
+     * "tenant text"): a call runs on the node that holds its tenant.  The
+     * forms without it are left on the coordinator, where the session's
+     * revenue_engine.tenant is: their statements are routed by tenant_id.
+     */
+    FOR r IN
+        SELECT p.oid::regprocedure AS fn
+          FROM pg_catalog.pg_proc p
+         WHERE p.pronamespace OPERATOR(pg_catalog.=) 'revenue_engine'::regnamespace
+           AND p.pronargs OPERATOR(pg_catalog.>) 0
+           AND p.proargtypes[0] OPERATOR(pg_catalog.=) 'pg_catalog.text'::regtype
+           AND p.proargnames[1] OPERATOR(pg_catalog.=) 'tenant'
+           AND p.prokind OPERATOR(pg_catalog.=) 'f'
+           AND pg_catalog.has_function_privilege('revenue_engine_user', p.oid, 'EXECUTE')
+           AND NOT EXISTS (SELECT 1 FROM pg_catalog.pg_dist_object o
+                            WHERE o.classid OPERATOR(pg_catalog.=) 'pg_catalog.pg_proc'::regclass
+                              AND o.objid OPERATOR(pg_catalog.=) p.oid
+                              AND o.distribution_argument_index IS NOT NULL)
+         ORDER BY 1::text
+    LOOP
+        PERFORM pg_catalog.create_distributed_function(r.fn, 'tenant', colocate_with => anchor);
+        object := r.fn::text; distributed_as := 'function distributed by tenant';
+        RETURN NEXT;
+    END LOOP;
+END
+$fn$;
+COMMENT ON FUNCTION revenue_engine.distribute() IS
+    'on a Citus coordinator: configuration tables as reference tables, tenant tables distributed by tenant_id and colocated, tenant-first functions distributed by their tenant';
+REVOKE ALL ON FUNCTION revenue_engine.distribute() FROM PUBLIC;

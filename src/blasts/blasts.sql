@@ -414,6 +414,8 @@ AS $fn$
 DECLARE
     k text;
     v jsonb;
+    tenant text := revenue_engine.current_tenant();
+    ts     timestamptz := now();
 BEGIN
     IF channel IS NULL OR status_map IS NULL OR poll_interval IS NULL OR poll_max_age IS NULL THEN
         RAISE EXCEPTION 'channel, status_map, poll_interval and poll_max_age must not be null'
@@ -469,8 +471,8 @@ BEGIN
            status_map = set_channel_status_source.status_map,
            poll_interval = set_channel_status_source.poll_interval,
            poll_max_age = set_channel_status_source.poll_max_age,
-           updated_at = now()
-     WHERE c.tenant_id = revenue_engine.current_tenant() AND c.name = channel;
+           updated_at = ts
+     WHERE c.tenant_id = tenant AND c.name = channel;
     IF NOT FOUND THEN
         RAISE EXCEPTION 'channel "%" does not exist', channel USING ERRCODE = '42704';
     END IF;
@@ -528,13 +530,21 @@ SET search_path = pg_catalog, pg_temp
 AS $fn$
 #variable_conflict use_variable
 DECLARE
+    -- the tenant and the time, once: parameters of the statements (Citus
+    -- routes by tenant_id = $n, and takes no STABLE function in COALESCE)
     tenant   text := revenue_engine.current_tenant();
+    ts       timestamptz := now();
     ch       bigint;
     nraw     integer;
     bad      text;
     problems text[];
     ok_pos    integer[];
     ok_phones text[];
+    r_ids     bigint[];
+    r_phones  text[];
+    r_names   text[];
+    recipient_seq regclass := pg_get_serial_sequence('revenue_engine.blast_recipients', 'id');
+    send_seq      regclass := pg_get_serial_sequence('revenue_engine.sends', 'id');
     slots    integer := revenue_engine.funnel_slots();
 BEGIN
     IF channel IS NULL OR tag IS NULL OR payload IS NULL OR follow_up_stage IS NULL
@@ -637,7 +647,7 @@ BEGIN
            (tenant_id, tag, follow_up_stage, channel_id, message, template, payload,
             scheduled_for, total_recipients, duplicates, rejected)
     VALUES (tenant, tag, follow_up_stage, ch, message, template, payload,
-            coalesce(scheduled_for, now()), recipient_count, duplicates, rejected)
+            coalesce(scheduled_for, ts), recipient_count, duplicates, rejected)
     RETURNING b.id INTO blast_id;
     INSERT INTO revenue_engine.blast_counters (tenant_id, blast_id, slot)
     SELECT tenant, blast_id, s FROM generate_series(0, slots - 1) s;
@@ -646,26 +656,38 @@ BEGIN
       FROM unnest(inputs, problems) WITH ORDINALITY AS c(input, problem, position)
      WHERE c.problem IS NOT NULL;
 
-    WITH r AS (
-        INSERT INTO revenue_engine.blast_recipients (tenant_id, blast_id, phone, name, contact_id)
-        SELECT tenant, blast_id, o.phone, n.name, n.contact_id
-          FROM unnest(ok_pos, ok_phones) AS o(position, phone)
-          JOIN unnest(inputs, names, contact_ids) WITH ORDINALITY AS n(input, name, contact_id, position)
-            ON n.position = o.position
-         ORDER BY o.position
-        RETURNING id, phone, name)
+    -- The recipients (ids in the order given), then one send per recipient.
+    -- Three statements, each on one table and routed by tenant_id = $n, not
+    -- a modifying CTE feeding an INSERT ... SELECT, which Citus cannot plan.
+    -- The ids are drawn from the identity sequences here, as an INSERT ...
+    -- VALUES draws them: Citus inserts the rows of an INSERT ... SELECT into
+    -- the shards, whose identity columns have sequences of their own.
+    INSERT INTO revenue_engine.blast_recipients (id, tenant_id, blast_id, phone, name, contact_id)
+    OVERRIDING SYSTEM VALUE
+    SELECT nextval(recipient_seq), tenant, blast_id, o.phone, o.name, o.contact_id
+      FROM (SELECT o.phone, n.name, n.contact_id
+              FROM unnest(ok_pos, ok_phones) AS o(position, phone)
+              JOIN unnest(inputs, names, contact_ids) WITH ORDINALITY AS n(input, name, contact_id, position)
+                ON n.position = o.position
+             ORDER BY o.position) o;
+    SELECT array_agg(r.id ORDER BY r.id), array_agg(r.phone ORDER BY r.id), array_agg(r.name ORDER BY r.id)
+      INTO r_ids, r_phones, r_names
+      FROM revenue_engine.blast_recipients r
+     WHERE r.tenant_id = tenant AND r.blast_id = blast_apply.blast_id;
     INSERT INTO revenue_engine.sends
-           (tenant_id, channel_id, payload, scheduled_for, next_attempt_at, blast_id, recipient_id,
+           (id, tenant_id, channel_id, payload, scheduled_for, next_attempt_at, blast_id, recipient_id,
             metadata)
-    SELECT tenant, ch,
-           payload || jsonb_build_object('to', r.phone)
-             || CASE WHEN message IS NOT NULL
-                     THEN jsonb_build_object('type', 'text', 'text', jsonb_build_object('body',
-                              replace(replace(message, '{{name}}', coalesce(r.name, '')), '{{phone}}', r.phone)))
-                     ELSE jsonb_build_object('type', 'template', 'template', template) END,
-           coalesce(scheduled_for, now()), coalesce(scheduled_for, now()), blast_id, r.id,
-           jsonb_build_object('blast_id', blast_id)
-      FROM r ORDER BY r.id;
+    OVERRIDING SYSTEM VALUE
+    SELECT nextval(send_seq), tenant, ch, r.payload, coalesce(scheduled_for, ts), coalesce(scheduled_for, ts),
+           blast_id, r.id, jsonb_build_object('blast_id', blast_id)
+      FROM (SELECT r.id,
+                   payload || jsonb_build_object('to', r.phone)
+                     || CASE WHEN message IS NOT NULL
+                             THEN jsonb_build_object('type', 'text', 'text', jsonb_build_object('body',
+                                      replace(replace(message, '{{name}}', coalesce(r.name, '')), '{{phone}}', r.phone)))
+                             ELSE jsonb_build_object('type', 'template', 'template', template) END AS payload
+              FROM unnest(r_ids, r_phones, r_names) AS r(id, phone, name)
+             ORDER BY r.id) r;
 
     PERFORM revenue_engine.wake_worker();
 END
@@ -714,6 +736,10 @@ COMMENT ON VIEW revenue_engine.blast_stuck IS
     'per blast and stage: recipients whose status is that stage now (stopped there), and their share of total';
 
 -- Funnel of every blast with a tag (all tags if NULL) scheduled within [from_date, to_date].
+-- PL/pgSQL, not SQL, and the tables rather than the view blast_funnel: every
+-- statement names the tenant as a parameter, so Citus routes it to the
+-- tenant's colocated shards (it plans no statement with parameters in a SQL
+-- function, and a view's current_tenant() would be evaluated on the shards).
 CREATE FUNCTION revenue_engine.funnel_by_tag(
     only_tag  text DEFAULT NULL,
     from_date date DEFAULT NULL,
@@ -723,9 +749,16 @@ CREATE FUNCTION revenue_engine.funnel_by_tag(
     OUT closed bigint, OUT failed bigint,
     OUT delivered_pct numeric, OUT read_pct numeric, OUT replied_pct numeric, OUT closed_pct numeric)
 RETURNS SETOF record
-LANGUAGE sql STABLE
+LANGUAGE plpgsql STABLE SECURITY DEFINER
 SET search_path = pg_catalog, pg_temp
 AS $fn$
+#variable_conflict use_column
+DECLARE
+    tenant text := revenue_engine.current_tenant();
+BEGIN
+    -- as the owner (the application reads blast_counters through blast_funnel
+    -- only), for the caller's tenant, which the policies enforce as well
+    RETURN QUERY
     SELECT f.tag, f.follow_up_stage, count(*), sum(f.total)::bigint, sum(f.sent)::bigint,
            sum(f.delivered)::bigint, sum(f.read)::bigint, sum(f.replied)::bigint,
            sum(f.closed)::bigint, sum(f.failed)::bigint,
@@ -733,11 +766,22 @@ AS $fn$
            round(100.0 * sum(f.read) / NULLIF(sum(f.total), 0), 1),
            round(100.0 * sum(f.replied) / NULLIF(sum(f.total), 0), 1),
            round(100.0 * sum(f.closed) / NULLIF(sum(f.total), 0), 1)
-      FROM revenue_engine.blast_funnel f
-     WHERE ($1 IS NULL OR f.tag = $1)
-       AND ($2 IS NULL OR f.blast_date >= $2) AND ($3 IS NULL OR f.blast_date <= $3)
+      FROM (SELECT b.tag, b.follow_up_stage,
+                   coalesce(sum(k.total), 0) AS total, coalesce(sum(k.sent), 0) AS sent,
+                   coalesce(sum(k.delivered), 0) AS delivered, coalesce(sum(k.read), 0) AS read,
+                   coalesce(sum(k.replied), 0) AS replied, coalesce(sum(k.closed), 0) AS closed,
+                   coalesce(sum(k.at_failed), 0) AS failed
+              FROM revenue_engine.blasts b
+              LEFT JOIN revenue_engine.blast_counters k
+                     ON k.tenant_id = b.tenant_id AND k.blast_id = b.id
+             WHERE b.tenant_id = tenant
+               AND (only_tag IS NULL OR b.tag = only_tag)
+               AND (from_date IS NULL OR (b.scheduled_for)::date >= from_date)
+               AND (to_date IS NULL OR (b.scheduled_for)::date <= to_date)
+             GROUP BY b.tenant_id, b.id) f
      GROUP BY f.tag, f.follow_up_stage
-     ORDER BY f.tag, f.follow_up_stage
+     ORDER BY f.tag, f.follow_up_stage;
+END
 $fn$;
 COMMENT ON FUNCTION revenue_engine.funnel_by_tag(text, date, date) IS
     'funnel summed over the blasts of a tag (or every tag) in a date range, per follow-up stage';
@@ -748,9 +792,14 @@ CREATE FUNCTION revenue_engine.blast_stage_times(
     OUT from_stage text, OUT to_stage text, OUT recipients bigint,
     OUT median interval, OUT p90 interval)
 RETURNS SETOF record
-LANGUAGE sql STABLE
+LANGUAGE plpgsql STABLE
 SET search_path = pg_catalog, pg_temp
 AS $fn$
+#variable_conflict use_column
+DECLARE
+    tenant text := revenue_engine.current_tenant();
+BEGIN
+    RETURN QUERY
     SELECT s.from_stage, s.to_stage, count(s.d),
            percentile_cont(0.5) WITHIN GROUP (ORDER BY s.d),
            percentile_cont(0.9) WITHIN GROUP (ORDER BY s.d)
@@ -761,9 +810,10 @@ AS $fn$
            (3, 'delivered', 'read', r.read_at - r.delivered_at),
            (4, 'read', 'replied', r.replied_at - r.read_at),
            (5, 'replied', 'closed', r.closed_at - r.replied_at)) AS s(ord, from_stage, to_stage, d)
-     WHERE r.tenant_id = revenue_engine.current_tenant() AND r.blast_id = $1
+     WHERE r.tenant_id = tenant AND r.blast_id = blast_stage_times.blast_id
      GROUP BY s.ord, s.from_stage, s.to_stage
-     ORDER BY s.ord
+     ORDER BY s.ord;
+END
 $fn$;
 COMMENT ON FUNCTION revenue_engine.blast_stage_times(bigint) IS
     'median and 90th percentile time between consecutive stages of a blast''s recipients (scans them)';

@@ -133,6 +133,9 @@ re_status_from_name(const char *name)
  */
 typedef struct PendingDelta
 {
+	Oid			counters;		/* the blast_counters relation to write: the
+								 * table, or on Citus the shard colocated
+								 * with the changed row's */
 	char	   *tenant;
 	int64		blast;
 	SubTransactionId subid;
@@ -256,6 +259,9 @@ new_pending(void)
 }
 
 /* Add delta[] to this transaction's pending change of (tenant, blast). */
+/* the blast_counters relation of the trigger being run (counters_of) */
+static Oid	current_counters = InvalidOid;
+
 static void
 add_pending(const char *tenant, int64 blast, const int64 *delta)
 {
@@ -271,6 +277,7 @@ add_pending(const char *tenant, int64 blast, const int64 *delta)
 	/* only entries made since the last reset: a reset may be rolled back */
 	for (i = npending - 1; i >= 0 && !pending[i].reset; i--)
 		if (pending[i].blast == blast && pending[i].subid == subid &&
+			pending[i].counters == current_counters &&
 			strcmp(pending[i].tenant, tenant) == 0)
 		{
 			p = &pending[i];
@@ -281,6 +288,7 @@ add_pending(const char *tenant, int64 blast, const int64 *delta)
 		p = new_pending();
 		p->tenant = MemoryContextStrdup(TopTransactionContext, tenant);
 		p->blast = blast;
+		p->counters = current_counters;
 	}
 	for (i = 0; i < NCOUNTERS; i++)
 		p->delta[i] += delta[i];
@@ -291,7 +299,11 @@ pending_cmp(const void *a, const void *b)
 {
 	const PendingDelta *x = a;
 	const PendingDelta *y = b;
-	int			c = strcmp(x->tenant, y->tenant);
+	int			c;
+
+	if (x->counters != y->counters)
+		return x->counters < y->counters ? -1 : 1;
+	c = strcmp(x->tenant, y->tenant);
 
 	if (c != 0)
 		return c;
@@ -312,14 +324,13 @@ typedef struct CounterWriter
 } CounterWriter;
 
 static void
-writer_open(CounterWriter *w)
+writer_open(CounterWriter *w, Oid counters)
 {
 	RangeTblEntry *rte;
 	int			i;
 
 	memset(w, 0, sizeof(CounterWriter));
-	w->rel = table_open(get_relname_relid("blast_counters", get_namespace_oid("revenue_engine", false)),
-						RowExclusiveLock);
+	w->rel = table_open(counters, RowExclusiveLock);
 	if (counters_relid != RelationGetRelid(w->rel))
 	{
 		counters_pkey = re_relation_primary_key(w->rel);
@@ -449,6 +460,13 @@ write_delta(CounterWriter *w, const char *tenant, int64 blast, int16 slot, const
 	 * by hand.  A statement inserts it (or adds to it, if a concurrent writer
 	 * just did), seeing what has committed so far.
 	 */
+	if (strcmp(RelationGetRelationName(w->rel), "blast_counters") != 0)
+		ereport(ERROR,
+				(errcode(ERRCODE_FEATURE_NOT_SUPPORTED),
+				 errmsg("blast " INT64_FORMAT " of tenant \"%s\" has no funnel counter rows in shard %s",
+						blast, tenant, RelationGetRelationName(w->rel)),
+				 errdetail("On Citus the funnel adds to the counter rows create_blast makes; it does not create them."),
+				 errhint("Create blasts with revenue_engine.create_blast().")));
 	if (!w->spi)
 	{
 		if (SPI_connect() != SPI_OK_CONNECT)
@@ -488,12 +506,18 @@ flush_pending(void)
 	}
 	qsort(pending + first, npending - first, sizeof(PendingDelta), pending_cmp);
 	re_enter_owner(&scope);
-	writer_open(&w);
+	writer_open(&w, pending[first].counters);
 	for (i = first; i < npending; i++)
 	{
 		int64		sum[NCOUNTERS];
 		int			j;
 		int			k;
+
+		if (pending[i].counters != RelationGetRelid(w.rel))
+		{
+			writer_close(&w);
+			writer_open(&w, pending[i].counters);
+		}
 
 		/* subtransactions of one blast together */
 		memcpy(sum, pending[i].delta, sizeof(sum));
@@ -696,6 +720,71 @@ reset_counters(Oid recipients, bool scan)
 	new_pending()->reset = true;
 }
 
+/*
+ * The blast_counters relation that a change of a row of recipients counts
+ * into: revenue_engine.blast_counters, or, when recipients is a Citus shard
+ * of blast_recipients (the triggers fire on shards), the shard of
+ * blast_counters colocated with it, on this node.  Writing the shell table
+ * there would be silently wrong.  Looked up in Citus's catalog once per
+ * shard and backend.
+ */
+#define MAX_SHARD_MAP 64
+static Oid	shard_map_from[MAX_SHARD_MAP];
+static Oid	shard_map_to[MAX_SHARD_MAP];
+static int	nshard_map = 0;
+
+static Oid
+counters_of(Relation recipients)
+{
+	Oid			nsp = RelationGetNamespace(recipients);
+	Oid			relid = RelationGetRelid(recipients);
+	Oid			result = InvalidOid;
+	Datum		args[2];
+	Oid			argtypes[2] = {TEXTOID, TEXTOID};
+	int			i;
+	int			ret;
+
+	if (strcmp(RelationGetRelationName(recipients), "blast_recipients") == 0)
+		return get_relname_relid("blast_counters", nsp);
+	for (i = 0; i < nshard_map; i++)
+		if (shard_map_from[i] == relid)
+			return shard_map_to[i];
+	if (SPI_connect() != SPI_OK_CONNECT)
+		elog(ERROR, "SPI_connect failed");
+	/* by name: Citus hides its shards from queries of pg_class */
+	args[0] = CStringGetTextDatum(RelationGetRelationName(recipients));
+	args[1] = CStringGetTextDatum(get_namespace_name(nsp));
+	ret = SPI_execute_with_args(
+		"SELECT pg_catalog.to_regclass(pg_catalog.quote_ident($2) || '.' ||"
+		"       pg_catalog.quote_ident('blast_counters_' || c.shardid))::oid"
+		"  FROM pg_catalog.pg_dist_shard r"
+		"  JOIN pg_catalog.pg_dist_shard c"
+		"    ON c.logicalrelid = 'revenue_engine.blast_counters'::regclass"
+		"   AND c.shardminvalue = r.shardminvalue"
+		" WHERE r.logicalrelid = 'revenue_engine.blast_recipients'::regclass"
+		"   AND 'blast_recipients_' || r.shardid = $1", 2, argtypes, args, NULL, true, 1);
+	if (ret == SPI_OK_SELECT && SPI_processed == 1)
+	{
+		bool		isnull;
+		Datum		d = SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 1, &isnull);
+
+		if (!isnull)
+			result = DatumGetObjectId(d);
+	}
+	SPI_finish();
+	if (!OidIsValid(result))
+		ereport(ERROR,
+				(errcode(ERRCODE_FEATURE_NOT_SUPPORTED),
+				 errmsg("the funnel trigger fired on %s, which is neither revenue_engine.blast_recipients nor one of its Citus shards with a colocated blast_counters shard on this node",
+						RelationGetRelationName(recipients))));
+	if (nshard_map < MAX_SHARD_MAP)
+	{
+		shard_map_from[nshard_map] = relid;
+		shard_map_to[nshard_map++] = result;
+	}
+	return result;
+}
+
 Datum
 re_funnel_trigger(PG_FUNCTION_ARGS)
 {
@@ -706,15 +795,36 @@ re_funnel_trigger(PG_FUNCTION_ARGS)
 		elog(ERROR, "re_funnel_trigger: not called as an AFTER trigger");
 	register_callbacks();
 
+	current_counters = counters_of(td->tg_relation);
+
 	/* the common case: one row, counted in memory until commit */
 	if (TRIGGER_FIRED_FOR_ROW(td->tg_event))
 	{
-		if (!TRIGGER_FIRED_BY_UPDATE(td->tg_event))
-			elog(ERROR, "re_funnel_trigger: row triggers count updates only");
 		lookup_attributes(td->tg_relation);
-		row_updated(td);
+		if (TRIGGER_FIRED_BY_UPDATE(td->tg_event))
+			row_updated(td);
+		else
+		{
+			/* the per-row variant on Citus (revenue_engine.distribute()) */
+			int64		delta[NCOUNTERS] = {0};
+			bool		isnull;
+			TupleDesc	desc = RelationGetDescr(td->tg_relation);
+			int			sign = TRIGGER_FIRED_BY_INSERT(td->tg_event) ? 1 : -1;
+
+			count_row(td->tg_trigtuple, desc, sign, delta);
+			add_pending(TextDatumGetCString(heap_getattr(td->tg_trigtuple, att_tenant, desc, &isnull)),
+						DatumGetInt64(heap_getattr(td->tg_trigtuple, att_blast, desc, &isnull)),
+						delta);
+		}
 		return PointerGetDatum(NULL);
 	}
+	if (strcmp(RelationGetRelationName(td->tg_relation), "blast_recipients") != 0)
+		ereport(ERROR,
+				(errcode(ERRCODE_FEATURE_NOT_SUPPORTED),
+				 errmsg("the funnel's statement triggers do not run on shard %s",
+						RelationGetRelationName(td->tg_relation)),
+				 errdetail("On Citus the funnel counts rows with per-row triggers; TRUNCATE of blast_recipients is not counted."),
+				 errhint("Delete the rows instead of truncating them.")));
 
 	re_connect_as_owner(&scope);
 	if (TRIGGER_FIRED_BY_TRUNCATE(td->tg_event))

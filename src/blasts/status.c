@@ -46,6 +46,7 @@
 #include <math.h>
 
 #include "access/htup_details.h"
+#include "access/xact.h"
 #include "catalog/pg_type.h"
 #include "commands/trigger.h"
 #include "common/hashfn.h"
@@ -264,10 +265,11 @@ prepare_plans(void)
 	Oid			tid[2] = {TEXTOID, INT8OID};
 	Oid			treply[4] = {TEXTOID, TEXTOID, TIMESTAMPTZOID, TIMESTAMPTZOID};
 	Oid			tclose[3] = {TEXTOID, TEXTOID, INT8OID};
-	Oid			twrite[19] = {TEXTOID, INT8OID, TEXTOID,
+	Oid			twrite[20] = {TEXTOID, INT8OID, TEXTOID,
 		TIMESTAMPTZOID, TIMESTAMPTZOID, TIMESTAMPTZOID, TIMESTAMPTZOID, TIMESTAMPTZOID,
 		TIMESTAMPTZOID, JSONBOID, NUMERICOID, TEXTOID, TIMESTAMPTZOID, TEXTOID, JSONBOID,
-	TEXTOID, JSONBOID, BOOLOID, TEXTOID};
+	TEXTOID, JSONBOID, BOOLOID, TEXTOID, TIMESTAMPTZOID};
+	Oid			tprogress[3] = {TEXTOID, INT8OID, TIMESTAMPTZOID};
 	Oid			treport[6] = {TEXTOID, INT8OID, TIMESTAMPTZOID, TEXTOID, JSONBOID, TEXTOID};
 	Oid			tevent[9] = {TEXTOID, INT8OID, TEXTOID, TEXTOID, TEXTOID, TEXTOID, TEXTOID,
 	TIMESTAMPTZOID, JSONBOID};
@@ -311,7 +313,7 @@ prepare_plans(void)
 								  "        error = coalesce($10, r.error), amount = coalesce($11, r.amount),"
 								  "        provider_message_id = coalesce($16, r.provider_message_id),"
 								  "        send_response = coalesce($17, r.send_response),"
-								  "        updated_at = pg_catalog.now()"
+								  "        updated_at = $20"
 								  "  WHERE r.tenant_id = $1 AND r.id = $2"
 								  "  RETURNING r.blast_id, r.provider_message_id)"
 								  "INSERT INTO revenue_engine.status_history"
@@ -319,7 +321,7 @@ prepare_plans(void)
 								  "  occurred_at, source, metadata, result)"
 								  "SELECT $1, $2, u.blast_id, u.provider_message_id, $12, $3, $13, $14,"
 								  "       coalesce($15, '{}'), $19 FROM u WHERE $3 <> $12 OR $18",
-								  19, twrite);
+								  20, twrite);
 	/* a callback's item that changes nothing: its history row alone, once (retries) */
 	report_plan = re_prepare_saved(
 								   "INSERT INTO revenue_engine.status_history"
@@ -376,7 +378,12 @@ prepare_plans(void)
 								   "  RETURNING p.id, p.status, p.occurred_at, p.source, p.raw, p.error)"
 								   "SELECT d.status, d.occurred_at, d.source, d.raw, d.error FROM d ORDER BY d.id",
 								   2, t2);
-	/* sending at the first outcome; completed (or failed: none sent) when no send is open */
+	/*
+	 * Sending at the first outcome; completed (or failed: none sent) when no
+	 * send is open.  The time is a parameter ($3, now() of the transaction),
+	 * as in write_plan ($20): Citus takes no STABLE function in CASE or
+	 * COALESCE, nor on columns in an UPDATE.
+	 */
 	progress_plan = re_prepare_saved(
 									 "UPDATE revenue_engine.blasts b"
 									 "   SET status = CASE WHEN o.open THEN 'sending'"
@@ -384,14 +391,14 @@ prepare_plans(void)
 									 "                                   WHERE r.tenant_id = b.tenant_id AND r.blast_id = b.id"
 									 "                                     AND r.sent_at IS NOT NULL) THEN 'completed'"
 									 "                     ELSE 'failed' END,"
-									 "       started_at = coalesce(b.started_at, pg_catalog.now()),"
-									 "       completed_at = CASE WHEN o.open THEN NULL ELSE pg_catalog.now() END"
+									 "       started_at = coalesce(b.started_at, $3),"
+									 "       completed_at = CASE WHEN o.open THEN NULL ELSE $3 END"
 									 "  FROM (SELECT EXISTS (SELECT 1 FROM revenue_engine.sends s"
 									 "                        WHERE s.tenant_id = $1 AND s.blast_id = $2"
 									 "                          AND s.status IN ('queued', 'sending')) AS open) o"
 									 " WHERE b.tenant_id = $1 AND b.id = $2 AND b.status IN ('pending', 'sending')"
 									 "   AND (b.status = 'pending' OR NOT o.open)",
-									 2, tid);
+									 3, tprogress);
 	{
 		Oid			tq[5] = {TEXTOID, INT8OID, TEXTOID, TIMESTAMPTZOID, INT8OID};
 
@@ -528,8 +535,8 @@ apply_update(const char *tenant, const Recipient *r, const StatusUpdate *given)
 	bool		changed;
 	bool		keep = strcmp(given->source, "webhook") == 0 && given->metadata != NULL;
 	ReResult	res;
-	Datum		v[19];
-	char		nl[19];
+	Datum		v[20];
+	char		nl[20];
 	int			k;
 
 	if (r->has[RE_ST_SENT - 1] && fu.at < r->at[RE_ST_SENT - 1])
@@ -580,6 +587,7 @@ apply_update(const char *tenant, const Recipient *r, const StatusUpdate *given)
 	nl[16] = u->send_response ? ' ' : 'n';
 	v[17] = BoolGetDatum(keep);
 	v[18] = CStringGetTextDatum(result_names[res]);
+	v[19] = TimestampTzGetDatum(GetCurrentTransactionStartTimestamp());
 	if (SPI_execute_plan(write_plan, v, nl, false, 0) < 0)
 		elog(ERROR, "updating a blast recipient failed");
 	return res;
@@ -2275,10 +2283,11 @@ re_send_outcome_trigger(PG_FUNCTION_ARGS)
 	}
 	if (blast_id != 0)
 	{
-		Datum		v[2];
+		Datum		v[3];
 
 		v[0] = CStringGetTextDatum(tenant);
 		v[1] = Int64GetDatum(blast_id);
+		v[2] = TimestampTzGetDatum(GetCurrentTransactionStartTimestamp());
 		if (SPI_execute_plan(progress_plan, v, NULL, false, 0) != SPI_OK_UPDATE)
 			elog(ERROR, "updating the blast's progress failed");
 	}

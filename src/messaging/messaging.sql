@@ -97,13 +97,15 @@ SET search_path = pg_catalog, pg_temp
 AS $fn$
 DECLARE
     new_id bigint;
+    -- the tenant once, a parameter of the statements (Citus routes by it)
+    tenant text := revenue_engine.current_tenant();
 BEGIN
     IF name IS NULL OR url IS NULL OR method IS NULL OR enabled IS NULL THEN
         RAISE EXCEPTION 'name, url, method and enabled must not be null' USING ERRCODE = '22004';
     END IF;
     PERFORM revenue_engine.check_name('channel name', name);
     IF EXISTS (SELECT 1 FROM revenue_engine.channels c
-                WHERE c.tenant_id = revenue_engine.current_tenant() AND c.name = create_channel.name) THEN
+                WHERE c.tenant_id = tenant AND c.name = create_channel.name) THEN
         RAISE EXCEPTION 'channel "%" already exists', name USING ERRCODE = '42710';
     END IF;
     PERFORM revenue_engine.check_http_target(url, headers, timeout_ms, connect_timeout_ms,
@@ -120,10 +122,10 @@ BEGIN
             USING ERRCODE = '22023';
     END IF;
     INSERT INTO revenue_engine.channels AS c
-           (name, url, method, headers, body_template, message_id_path, timeout_ms,
+           (tenant_id, name, url, method, headers, body_template, message_id_path, timeout_ms,
             connect_timeout_ms, max_in_flight, rate_limit, rate_period, retry_schedule,
             enabled, disabled_reason)
-    VALUES (name, url, upper(method), headers, body_template, message_id_path, timeout_ms,
+    VALUES (tenant, name, url, upper(method), headers, body_template, message_id_path, timeout_ms,
             connect_timeout_ms, max_in_flight, rate_limit, rate_period, retry_schedule,
             enabled, CASE WHEN NOT enabled THEN 'created disabled' END)
     RETURNING c.id INTO new_id;
@@ -152,7 +154,10 @@ AS $fn$
 DECLARE
     ch     bigint;
     sid    bigint;
+    -- the tenant and the time, once: parameters of the statements (Citus
+    -- routes by tenant_id = $n, and takes no STABLE function in COALESCE)
     tenant text := revenue_engine.current_tenant();
+    ts     timestamptz := now();
 BEGIN
     IF channel IS NULL OR payload IS NULL THEN
         RAISE EXCEPTION 'channel and payload must not be null' USING ERRCODE = '22004';
@@ -179,7 +184,7 @@ BEGIN
            (tenant_id, channel_id, idempotency_key, user_id, payload, metadata,
             scheduled_for, next_attempt_at)
     VALUES (tenant, ch, idempotency_key, user_id, payload, metadata,
-            coalesce(scheduled_for, now()), coalesce(scheduled_for, now()))
+            coalesce(scheduled_for, ts), coalesce(scheduled_for, ts))
     ON CONFLICT (tenant_id, channel_id, idempotency_key) DO NOTHING
     RETURNING s.id INTO sid;
     IF sid IS NULL THEN
@@ -200,16 +205,21 @@ RETURNS boolean
 LANGUAGE plpgsql VOLATILE
 SET search_path = pg_catalog, pg_temp
 AS $fn$
+DECLARE
+    -- computed once: parameters of the UPDATE (see enqueue_send)
+    tenant text := revenue_engine.current_tenant();
+    ts     timestamptz := now();
+    why    text := CASE WHEN set_channel_enabled.enabled THEN NULL
+                        ELSE coalesce(reason, 'disabled by ' || current_user) END;
 BEGIN
     IF name IS NULL OR enabled IS NULL THEN
         RAISE EXCEPTION 'name and enabled must not be null' USING ERRCODE = '22004';
     END IF;
     UPDATE revenue_engine.channels c
        SET enabled = set_channel_enabled.enabled,
-           disabled_reason = CASE WHEN set_channel_enabled.enabled THEN NULL
-                                  ELSE coalesce(reason, 'disabled by ' || current_user) END,
-           updated_at = now()
-     WHERE c.tenant_id = revenue_engine.current_tenant() AND c.name = set_channel_enabled.name;
+           disabled_reason = why,
+           updated_at = ts
+     WHERE c.tenant_id = tenant AND c.name = set_channel_enabled.name;
     IF NOT FOUND THEN
         RAISE EXCEPTION 'channel "%" does not exist', name USING ERRCODE = '42704';
     END IF;
@@ -230,11 +240,14 @@ SET search_path = pg_catalog, pg_temp
 AS $fn$
 DECLARE
     n bigint;
+    -- computed once: parameters of the UPDATE (see enqueue_send)
+    tenant text := revenue_engine.current_tenant();
+    ts     timestamptz := now();
 BEGIN
     UPDATE revenue_engine.sends s
-       SET status = 'queued', attempts = 0, next_attempt_at = now(), last_error = NULL
+       SET status = 'queued', attempts = 0, next_attempt_at = ts, last_error = NULL
       FROM revenue_engine.channels c
-     WHERE s.tenant_id = revenue_engine.current_tenant() AND s.status = 'failed'
+     WHERE s.tenant_id = tenant AND s.status = 'failed'
        AND c.tenant_id = s.tenant_id AND c.id = s.channel_id
        AND (redrive_sends.channel IS NULL OR c.name = redrive_sends.channel)
        AND s.created_at >= since AND s.created_at < until;

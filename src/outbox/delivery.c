@@ -31,7 +31,9 @@
 #include "mb/pg_wchar.h"
 #include "utils/builtins.h"
 #include "utils/hsearch.h"
+#include "utils/inval.h"
 #include "utils/lsyscache.h"
+#include "catalog/namespace.h"
 #include "utils/memutils.h"
 #include "utils/snapmgr.h"
 #include "utils/timestamp.h"
@@ -43,16 +45,59 @@
 /* Leases outlive any request's timeout; a restarted worker reclaims at once. */
 #define RE_LEASE "10 minutes"
 
-static SPIPlanPtr claim_event_plan = NULL;
-static SPIPlanPtr claim_send_plan = NULL;
-static SPIPlanPtr claim_poll_plan = NULL;
-static SPIPlanPtr poll_status_plan = NULL;
-static SPIPlanPtr poll_done_plan = NULL;
-static SPIPlanPtr record_delivery_plan = NULL;
-static SPIPlanPtr record_event_status_plan = NULL;
-static SPIPlanPtr record_send_plan = NULL;
-static SPIPlanPtr record_attempt_plan = NULL;
-static SPIPlanPtr record_health_plan = NULL;
+/*
+ * Shard groups.  On a Citus node whose tables are distributed
+ * (revenue_engine.distribute()), the tables in this database are shells that
+ * Citus routes statements through, and a statement over many tenants would
+ * fan out to every node.  The worker of each node drains only the shards it
+ * holds instead: its statements are run once per local shard group (the
+ * colocated shards of one hash range), with every table of the schema
+ * replaced by that group's shard (a reference table by its local shard).
+ * A shard is a plain table to PostgreSQL's planner, so the statements are
+ * the ones a single node runs, with the same plans; triggers on a shard run
+ * as Citus set them up.  A node that holds no shard of the group (the
+ * coordinator, usually) has no group and delivers nothing.  Without Citus,
+ * or before distribute(), there is one group that names the tables
+ * themselves.  The groups are read at start and again at each refresh of
+ * the targets; a change frees every plan.
+ */
+#define RE_MAX_GROUPS 64
+
+typedef struct PlanSet
+{
+	SPIPlanPtr	claim_event,
+				claim_send,
+				claim_poll,
+				poll_status,
+				poll_done,
+				record_delivery,
+				record_event_status,
+				record_send,
+				record_attempt,
+				record_health;
+	int			nmap;			/* 0: the tables themselves */
+	char	  **from;			/* table names */
+	char	  **to;				/* their shards' names */
+} PlanSet;
+
+static PlanSet groups[RE_MAX_GROUPS];
+static int	ngroups = 1;
+static PlanSet *ps = &groups[0];
+static bool groups_loaded = false;
+static int	want_group = 0;		/* the group begin_tx makes current */
+static char *groups_signature = NULL;
+static MemoryContext groups_cxt = NULL;
+
+#define claim_event_plan (ps->claim_event)
+#define claim_send_plan (ps->claim_send)
+#define claim_poll_plan (ps->claim_poll)
+#define poll_status_plan (ps->poll_status)
+#define poll_done_plan (ps->poll_done)
+#define record_delivery_plan (ps->record_delivery)
+#define record_event_status_plan (ps->record_event_status)
+#define record_send_plan (ps->record_send)
+#define record_attempt_plan (ps->record_attempt)
+#define record_health_plan (ps->record_health)
 
 static MemoryContext caller_cxt = NULL;
 
@@ -61,6 +106,7 @@ static Oid	extension_oid = InvalidOid;
 bool		re_delivery_extension_gone = false;
 
 static void end_tx(void);
+static void load_groups(void);
 static Datum make_array(Datum *elems, bool *nulls, int n, Oid type);
 
 /*
@@ -84,6 +130,9 @@ begin_tx(const char *activity)
 		end_tx();
 		return false;
 	}
+	if (!groups_loaded)
+		load_groups();
+	ps = &groups[want_group < ngroups ? want_group : 0];
 	return true;
 }
 
@@ -97,6 +146,212 @@ end_tx(void)
 	/* a worker never returns to a client loop: flush its table statistics for autovacuum */
 	pgstat_report_stat(false);
 	pgstat_report_activity(STATE_IDLE, NULL);
+}
+
+/* sql with the current group's shards for the tables (sql itself without Citus) */
+static const char *
+gsql(const char *sql)
+{
+	StringInfoData buf;
+	const char *p = sql;
+	const char *prefix = "revenue_engine.";
+	size_t		plen = strlen(prefix);
+
+	if (ps->nmap == 0)
+		return sql;
+	initStringInfo(&buf);
+	for (;;)
+	{
+		const char *hit = strstr(p, prefix);
+		const char *end;
+		int			i;
+
+		if (hit == NULL)
+			break;
+		appendBinaryStringInfo(&buf, p, hit - p + plen);
+		p = hit + plen;
+		for (end = p; isalnum((unsigned char) *end) || *end == '_'; end++)
+			;
+		for (i = 0; i < ps->nmap; i++)
+			if (strlen(ps->from[i]) == (size_t) (end - p) && strncmp(ps->from[i], p, end - p) == 0)
+				break;
+		if (i < ps->nmap && *end != '(')
+			appendStringInfoString(&buf, ps->to[i]);
+		else
+			appendBinaryStringInfo(&buf, p, end - p);
+		p = end;
+	}
+	appendStringInfoString(&buf, p);
+	return buf.data;
+}
+
+/*
+ * distribute() and Citus's shard changes invalidate the distributed tables'
+ * relcache entries: the groups are read again at the next transaction.
+ */
+static Oid	groups_watch_relid = InvalidOid;
+
+static void
+groups_relcache_callback(Datum arg, Oid relid)
+{
+	if (relid == InvalidOid || relid == groups_watch_relid)
+		groups_loaded = false;
+}
+
+static void
+free_group_plans(PlanSet *g)
+{
+	SPIPlanPtr *plans[] = {&g->claim_event, &g->claim_send, &g->claim_poll, &g->poll_status,
+		&g->poll_done, &g->record_delivery, &g->record_event_status, &g->record_send,
+	&g->record_attempt, &g->record_health};
+	int			i;
+
+	for (i = 0; i < lengthof(plans); i++)
+	{
+		if (*plans[i] != NULL)
+			SPI_freeplan(*plans[i]);
+		*plans[i] = NULL;
+	}
+}
+
+/*
+ * Read this node's shard groups (in a transaction, connected to SPI).  The
+ * plans of every group are freed when the groups changed.
+ */
+static void
+load_groups(void)
+{
+	StringInfoData sig;
+	uint64		i;
+	int			g;
+	int			nref = 0;
+	int			ndist = 0;
+	bool		isnull;
+	SPITupleTable *tt;
+	uint64		n;
+
+	static bool callback_registered = false;
+
+	if (!callback_registered)
+	{
+		CacheRegisterRelcacheCallback(groups_relcache_callback, (Datum) 0);
+		callback_registered = true;
+	}
+	groups_watch_relid = get_relname_relid("deliveries", get_namespace_oid("revenue_engine", false));
+	initStringInfo(&sig);
+	SPI_execute("SELECT pg_catalog.to_regclass('pg_catalog.pg_dist_partition') IS NOT NULL"
+				"   AND pg_catalog.to_regclass('pg_catalog.pg_dist_local_group') IS NOT NULL",
+				true, 1);
+	if (SPI_processed == 1 &&
+		DatumGetBool(SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 1, &isnull)))
+	{
+		SPI_execute("SELECT s.shardminvalue IS NULL, s.shardminvalue, c.relname::text,"
+					"       c.relname || '_' || s.shardid"
+					"  FROM pg_catalog.pg_dist_partition d"
+					"  JOIN pg_catalog.pg_class c ON c.oid = d.logicalrelid"
+					"  JOIN pg_catalog.pg_dist_shard s ON s.logicalrelid = d.logicalrelid"
+					"  JOIN pg_catalog.pg_dist_placement pl ON pl.shardid = s.shardid"
+					" WHERE c.relnamespace = 'revenue_engine'::regnamespace"
+					"   AND pl.groupid = (SELECT groupid FROM pg_catalog.pg_dist_local_group)"
+					" ORDER BY 1 DESC, s.shardminvalue::int8, c.relname", true, 0);
+		tt = SPI_tuptable;
+		n = SPI_processed;
+		for (i = 0; i < n; i++)
+			appendStringInfo(&sig, "%s=%s;", SPI_getvalue(tt->vals[i], tt->tupdesc, 3),
+							 SPI_getvalue(tt->vals[i], tt->tupdesc, 4));
+		/* Citus, but revenue_engine's tables are not distributed: one group, the tables */
+		if (n == 0)
+			SPI_execute("SELECT 1 FROM pg_catalog.pg_dist_partition"
+						" WHERE logicalrelid = 'revenue_engine.deliveries'::regclass", true, 1);
+		if (n == 0 && SPI_processed == 0)
+			resetStringInfo(&sig);
+		else if (n == 0)
+			appendStringInfoString(&sig, "no shards here");
+	}
+	else
+	{
+		tt = NULL;
+		n = 0;
+	}
+	if (groups_signature != NULL && strcmp(groups_signature, sig.data) == 0)
+	{
+		groups_loaded = true;
+		return;
+	}
+
+	for (g = 0; g < RE_MAX_GROUPS; g++)
+		free_group_plans(&groups[g]);
+	if (groups_cxt == NULL)
+		groups_cxt = AllocSetContextCreate(TopMemoryContext, "revenue_engine shard groups",
+										   ALLOCSET_SMALL_SIZES);
+	MemoryContextReset(groups_cxt);
+	memset(groups, 0, sizeof(groups));
+	groups_signature = MemoryContextStrdup(groups_cxt, sig.data);
+	groups_loaded = true;
+	ps = &groups[0];
+	if (sig.len == 0)
+	{
+		ngroups = 1;			/* no Citus table: the tables themselves */
+		return;
+	}
+
+	/* reference tables' shards first (every group has them), then one group per hash range */
+	ngroups = 0;
+	for (i = 0; i < n; i++)
+	{
+		bool		is_ref = DatumGetBool(SPI_getbinval(tt->vals[i], tt->tupdesc, 1, &isnull));
+		char	   *minv = SPI_getvalue(tt->vals[i], tt->tupdesc, 2);
+
+		if (is_ref)
+		{
+			nref++;
+			continue;
+		}
+		if (ngroups == 0 || strcmp(minv, SPI_getvalue(tt->vals[i - 1], tt->tupdesc, 2)) != 0 ||
+			SPI_getvalue(tt->vals[i - 1], tt->tupdesc, 2) == NULL)
+		{
+			if (ngroups == RE_MAX_GROUPS)
+				ereport(ERROR,
+						(errcode(ERRCODE_PROGRAM_LIMIT_EXCEEDED),
+						 errmsg("this node holds more than %d shard groups of revenue_engine's tables",
+								RE_MAX_GROUPS)));
+			ngroups++;
+		}
+		ndist++;
+	}
+	for (g = 0; g < ngroups; g++)
+	{
+		groups[g].from = MemoryContextAlloc(groups_cxt, sizeof(char *) * (n + 1));
+		groups[g].to = MemoryContextAlloc(groups_cxt, sizeof(char *) * (n + 1));
+	}
+	g = -1;
+	for (i = 0; i < n; i++)
+	{
+		bool		is_ref = DatumGetBool(SPI_getbinval(tt->vals[i], tt->tupdesc, 1, &isnull));
+		char	   *rel = MemoryContextStrdup(groups_cxt, SPI_getvalue(tt->vals[i], tt->tupdesc, 3));
+		char	   *shard = MemoryContextStrdup(groups_cxt, SPI_getvalue(tt->vals[i], tt->tupdesc, 4));
+		int			k;
+
+		if (is_ref)
+		{
+			for (k = 0; k < ngroups; k++)
+			{
+				groups[k].from[groups[k].nmap] = rel;
+				groups[k].to[groups[k].nmap++] = shard;
+			}
+			continue;
+		}
+		if (g < 0 || strcmp(SPI_getvalue(tt->vals[i], tt->tupdesc, 2),
+							SPI_getvalue(tt->vals[i - 1], tt->tupdesc, 2)) != 0)
+			g++;
+		groups[g].from[groups[g].nmap] = rel;
+		groups[g].to[groups[g].nmap++] = shard;
+	}
+	if (ngroups == 0)
+		elog(LOG, "revenue_engine: this Citus node holds no shard of revenue_engine's distributed tables: its worker delivers nothing");
+	else
+		elog(LOG, "revenue_engine: delivering from %d local shard group(s) of revenue_engine's tables (%d shards, %d of reference tables)",
+			 ngroups, ndist, nref);
 }
 
 
@@ -143,10 +398,16 @@ re_delivery_extension_present(void)
 void
 re_delivery_reclaim_all(void)
 {
+	int			g;
+
 	if (!begin_tx("revenue_engine: reclaiming leases of a previous worker"))
 		return;
-	SPI_execute(RECLAIM_DELIVERIES("true"), false, 0);
-	SPI_execute(RECLAIM_SENDS("true"), false, 0);
+	for (g = 0; g < ngroups; g++)
+	{
+		ps = &groups[g];
+		SPI_execute(gsql(RECLAIM_DELIVERIES("true")), false, 0);
+		SPI_execute(gsql(RECLAIM_SENDS("true")), false, 0);
+	}
 	end_tx();
 }
 
@@ -154,14 +415,19 @@ re_delivery_reclaim_all(void)
 int
 re_delivery_reclaim_expired(void)
 {
-	int			n;
+	int			n = 0;
+	int			g;
 
 	if (!begin_tx("revenue_engine: reclaiming expired leases"))
 		return 0;
-	SPI_execute(RECLAIM_DELIVERIES("d.lease_until < pg_catalog.now()"), false, 0);
-	n = SPI_processed;
-	SPI_execute(RECLAIM_SENDS("s.lease_until < pg_catalog.now()"), false, 0);
-	n += SPI_processed;
+	for (g = 0; g < ngroups; g++)
+	{
+		ps = &groups[g];
+		SPI_execute(gsql(RECLAIM_DELIVERIES("d.lease_until < pg_catalog.now()")), false, 0);
+		n += SPI_processed;
+		SPI_execute(gsql(RECLAIM_SENDS("s.lease_until < pg_catalog.now()")), false, 0);
+		n += SPI_processed;
+	}
 	end_tx();
 	return n;
 }
@@ -171,27 +437,34 @@ bool
 re_delivery_maintenance(void)
 {
 	bool		disabled;
+	uint64		ndisabled = 0;
+	int			g;
 
 	if (!begin_tx("revenue_engine: maintenance"))
 		return false;
-	SPI_execute("DELETE FROM revenue_engine.delivery_attempts WHERE id IN ("
-				" SELECT id FROM revenue_engine.delivery_attempts"
-				"  WHERE started_at < pg_catalog.now() - pg_catalog.current_setting('revenue_engine.attempt_retention')::interval"
-				"  LIMIT 10000)", false, 0);
-	SPI_execute("UPDATE revenue_engine.endpoints"
-				"   SET enabled = false, disabled_at = pg_catalog.now(), updated_at = pg_catalog.now(),"
-				"       disabled_reason = 'circuit breaker: failing since ' || failing_since"
-				" WHERE enabled AND failing_since < pg_catalog.now() - circuit_break_after", false, 0);
-	disabled = SPI_processed > 0;
+	for (g = 0; g < ngroups; g++)
+	{
+		ps = &groups[g];
+		SPI_execute(gsql("DELETE FROM revenue_engine.delivery_attempts WHERE id IN ("
+					" SELECT id FROM revenue_engine.delivery_attempts"
+					"  WHERE started_at < pg_catalog.now() - pg_catalog.current_setting('revenue_engine.attempt_retention')::interval"
+					"  LIMIT 10000)"), false, 0);
+		SPI_execute(gsql("UPDATE revenue_engine.endpoints"
+					"   SET enabled = false, disabled_at = pg_catalog.now(), updated_at = pg_catalog.now(),"
+					"       disabled_reason = 'circuit breaker: failing since ' || failing_since"
+					" WHERE enabled AND failing_since < pg_catalog.now() - circuit_break_after"), false, 0);
+		ndisabled += SPI_processed;
+		/* polling stops at the channel's poll_max_age, or when the channel stops polling */
+		SPI_execute(gsql("DELETE FROM revenue_engine.poll_queue q"
+					" WHERE NOT EXISTS (SELECT 1 FROM revenue_engine.channels c"
+					"                    WHERE c.tenant_id = q.tenant_id AND c.id = q.channel_id"
+					"                      AND c.status_url IS NOT NULL"
+					"                      AND q.sent_at >= pg_catalog.now() - c.poll_max_age)"), false, 0);
+	}
+	disabled = ndisabled > 0;
 	if (disabled)
 		elog(LOG, "revenue_engine: disabled %lu endpoint(s) failing longer than their circuit_break_after",
-			 (unsigned long) SPI_processed);
-	/* polling stops at the channel's poll_max_age, or when the channel stops polling */
-	SPI_execute("DELETE FROM revenue_engine.poll_queue q"
-				" WHERE NOT EXISTS (SELECT 1 FROM revenue_engine.channels c"
-				"                    WHERE c.tenant_id = q.tenant_id AND c.id = q.channel_id"
-				"                      AND c.status_url IS NOT NULL"
-				"                      AND q.sent_at >= pg_catalog.now() - c.poll_max_age)", false, 0);
+			 (unsigned long) ndisabled);
 	end_tx();
 	return disabled;
 }
@@ -203,31 +476,36 @@ re_delivery_next_due(void)
 	TimestampTz result = 0;
 	bool		isnull;
 	Datum		d;
+	int			g;
 
 	if (!begin_tx("revenue_engine: looking for the next due row"))
 		return 0;
 	/* one index probe per endpoint and channel */
-	SPI_execute("SELECT least("
-				" (SELECT pg_catalog.min(x.at) FROM revenue_engine.endpoints e,"
-				"   LATERAL (SELECT d.next_attempt_at AS at FROM revenue_engine.deliveries d"
-				"             WHERE d.endpoint_id = e.id AND d.tenant_id = e.tenant_id"
-				"               AND d.status = 'pending' ORDER BY d.next_attempt_at LIMIT 1) x"
-				"   WHERE e.enabled),"
-				" (SELECT pg_catalog.min(x.at) FROM revenue_engine.channels c,"
-				"   LATERAL (SELECT s.next_attempt_at AS at FROM revenue_engine.sends s"
-				"             WHERE s.channel_id = c.id AND s.tenant_id = c.tenant_id"
-				"               AND s.status = 'queued' ORDER BY s.next_attempt_at LIMIT 1) x"
-				"   WHERE c.enabled),"
-				" (SELECT pg_catalog.min(x.at) FROM revenue_engine.channels c,"
-				"   LATERAL (SELECT q.next_poll_at AS at FROM revenue_engine.poll_queue q"
-				"             WHERE q.channel_id = c.id AND q.tenant_id = c.tenant_id"
-				"             ORDER BY q.next_poll_at LIMIT 1) x"
-				"   WHERE c.enabled AND c.status_url IS NOT NULL))", true, 1);
-	if (SPI_processed == 1)
+	for (g = 0; g < ngroups; g++)
 	{
-		d = SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 1, &isnull);
-		if (!isnull)
-			result = DatumGetTimestampTz(d);
+		ps = &groups[g];
+		SPI_execute(gsql("SELECT least("
+					" (SELECT pg_catalog.min(x.at) FROM revenue_engine.endpoints e,"
+					"   LATERAL (SELECT d.next_attempt_at AS at FROM revenue_engine.deliveries d"
+					"             WHERE d.endpoint_id = e.id AND d.tenant_id = e.tenant_id"
+					"               AND d.status = 'pending' ORDER BY d.next_attempt_at LIMIT 1) x"
+					"   WHERE e.enabled),"
+					" (SELECT pg_catalog.min(x.at) FROM revenue_engine.channels c,"
+					"   LATERAL (SELECT s.next_attempt_at AS at FROM revenue_engine.sends s"
+					"             WHERE s.channel_id = c.id AND s.tenant_id = c.tenant_id"
+					"               AND s.status = 'queued' ORDER BY s.next_attempt_at LIMIT 1) x"
+					"   WHERE c.enabled),"
+					" (SELECT pg_catalog.min(x.at) FROM revenue_engine.channels c,"
+					"   LATERAL (SELECT q.next_poll_at AS at FROM revenue_engine.poll_queue q"
+					"             WHERE q.channel_id = c.id AND q.tenant_id = c.tenant_id"
+					"             ORDER BY q.next_poll_at LIMIT 1) x"
+					"   WHERE c.enabled AND c.status_url IS NOT NULL))"), true, 1);
+		if (SPI_processed == 1)
+		{
+			d = SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 1, &isnull);
+			if (!isnull && (result == 0 || DatumGetTimestampTz(d) < result))
+				result = DatumGetTimestampTz(d);
+		}
 	}
 	end_tx();
 	return result;
@@ -360,78 +638,85 @@ re_delivery_refresh_targets(ReTargetSet *set)
 {
 	uint64		i;
 	int			j;
+	int			g;
 
 	for (j = 0; j < set->n; j++)
 		set->all[j]->seen = false;
 
 	if (!begin_tx("revenue_engine: loading endpoints and channels"))
 		return false;
-	SPI_execute("SELECT 0 AS kind, tenant_id, id, url, 'POST' AS method,"
-				"       ARRAY(SELECT h.key || ': ' || (h.value #>> '{}') FROM pg_catalog.jsonb_each(headers) h),"
-				"       signing_secrets, NULL::text, NULL::text, timeout_ms, connect_timeout_ms,"
-				"       max_in_flight, rate_limit, rate_period = 'minute',"
-				"       ARRAY(SELECT extract(epoch FROM x)::float8 FROM pg_catalog.unnest(retry_schedule) x)"
-				"  FROM revenue_engine.endpoints WHERE enabled"
-				" UNION ALL "
-				"SELECT 1, tenant_id, id, url, method,"
-				"       ARRAY(SELECT h.key || ': ' || (h.value #>> '{}') FROM pg_catalog.jsonb_each(headers) h),"
-				"       '{}'::text[], body_template::text, message_id_path::text, timeout_ms,"
-				"       connect_timeout_ms, max_in_flight, rate_limit, rate_period = 'minute',"
-				"       ARRAY(SELECT extract(epoch FROM x)::float8 FROM pg_catalog.unnest(retry_schedule) x)"
-				"  FROM revenue_engine.channels WHERE enabled"
-				" UNION ALL "
-				"SELECT 2, tenant_id, id, status_url, 'GET',"
-				"       ARRAY(SELECT h.key || ': ' || (h.value #>> '{}') FROM pg_catalog.jsonb_each(headers) h),"
-				"       '{}'::text[], NULL::text, NULL::text, timeout_ms,"
-				"       connect_timeout_ms, max_in_flight, rate_limit, rate_period = 'minute',"
-				"       '{}'::float8[]"
-				"  FROM revenue_engine.channels WHERE enabled AND status_url IS NOT NULL",
-				true, 0);
-
-	for (i = 0; i < SPI_processed; i++)
+	load_groups();
+	for (g = 0; g < ngroups; g++)
 	{
-		HeapTuple	tup = SPI_tuptable->vals[i];
-		TupleDesc	desc = SPI_tuptable->tupdesc;
-		bool		isnull;
-		int			k0 = DatumGetInt32(SPI_getbinval(tup, desc, 1, &isnull));
-		ReJobKind	kind = k0 == 0 ? RE_JOB_EVENT : k0 == 1 ? RE_JOB_SEND : RE_JOB_POLL;
-		char	   *tenant = TextDatumGetCString(SPI_getbinval(tup, desc, 2, &isnull));
-		int64		id = DatumGetInt64(SPI_getbinval(tup, desc, 3, &isnull));
-		ReTarget   *t = find_target(set, kind, tenant, id);
-		Datum		d;
-		Datum	   *elems;
-		bool	   *nulls;
-		int			n;
-		int			k;
+		ps = &groups[g];
+		SPI_execute(gsql("SELECT 0 AS kind, tenant_id, id, url, 'POST' AS method,"
+					"       ARRAY(SELECT h.key || ': ' || (h.value #>> '{}') FROM pg_catalog.jsonb_each(headers) h),"
+					"       signing_secrets, NULL::text, NULL::text, timeout_ms, connect_timeout_ms,"
+					"       max_in_flight, rate_limit, rate_period = 'minute',"
+					"       ARRAY(SELECT extract(epoch FROM x)::float8 FROM pg_catalog.unnest(retry_schedule) x)"
+					"  FROM revenue_engine.endpoints WHERE enabled"
+					" UNION ALL "
+					"SELECT 1, tenant_id, id, url, method,"
+					"       ARRAY(SELECT h.key || ': ' || (h.value #>> '{}') FROM pg_catalog.jsonb_each(headers) h),"
+					"       '{}'::text[], body_template::text, message_id_path::text, timeout_ms,"
+					"       connect_timeout_ms, max_in_flight, rate_limit, rate_period = 'minute',"
+					"       ARRAY(SELECT extract(epoch FROM x)::float8 FROM pg_catalog.unnest(retry_schedule) x)"
+					"  FROM revenue_engine.channels WHERE enabled"
+					" UNION ALL "
+					"SELECT 2, tenant_id, id, status_url, 'GET',"
+					"       ARRAY(SELECT h.key || ': ' || (h.value #>> '{}') FROM pg_catalog.jsonb_each(headers) h),"
+					"       '{}'::text[], NULL::text, NULL::text, timeout_ms,"
+					"       connect_timeout_ms, max_in_flight, rate_limit, rate_period = 'minute',"
+					"       '{}'::float8[]"
+					"  FROM revenue_engine.channels WHERE enabled AND status_url IS NOT NULL"),
+					true, 0);
 
-		if (t == NULL)
-			t = add_target(set, kind, tenant, id);
-		else
-			MemoryContextReset(t->cxt);
-		t->seen = true;
-		t->url = MemoryContextStrdup(t->cxt, TextDatumGetCString(SPI_getbinval(tup, desc, 4, &isnull)));
-		t->method = MemoryContextStrdup(t->cxt, TextDatumGetCString(SPI_getbinval(tup, desc, 5, &isnull)));
-		d = SPI_getbinval(tup, desc, 6, &isnull);
-		t->headers = text_array(d, isnull, &t->nheaders, t->cxt);
-		d = SPI_getbinval(tup, desc, 7, &isnull);
-		t->secrets = text_array(d, isnull, &t->nsecrets, t->cxt);
-		d = SPI_getbinval(tup, desc, 8, &isnull);
-		t->body_template = isnull ? NULL : MemoryContextStrdup(t->cxt, TextDatumGetCString(d));
-		d = SPI_getbinval(tup, desc, 9, &isnull);
-		t->message_id_path = isnull ? NULL : MemoryContextStrdup(t->cxt, TextDatumGetCString(d));
-		t->timeout_ms = DatumGetInt32(SPI_getbinval(tup, desc, 10, &isnull));
-		t->connect_timeout_ms = DatumGetInt32(SPI_getbinval(tup, desc, 11, &isnull));
-		t->max_in_flight = DatumGetInt32(SPI_getbinval(tup, desc, 12, &isnull));
-		d = SPI_getbinval(tup, desc, 13, &isnull);
-		t->rate_limit = isnull ? 0 : DatumGetInt32(d);
-		t->rate_period_s = DatumGetBool(SPI_getbinval(tup, desc, 14, &isnull)) ? 60.0 : 1.0;
-		d = SPI_getbinval(tup, desc, 15, &isnull);
-		deconstruct_array(DatumGetArrayTypeP(d), FLOAT8OID, 8, FLOAT8PASSBYVAL,
-						  TYPALIGN_DOUBLE, &elems, &nulls, &n);
-		t->retry_s = MemoryContextAlloc(t->cxt, sizeof(double) * Max(n, 1));
-		for (k = 0; k < n; k++)
-			t->retry_s[k] = DatumGetFloat8(elems[k]);
-		t->nretry = n;
+		for (i = 0; i < SPI_processed; i++)
+		{
+			HeapTuple	tup = SPI_tuptable->vals[i];
+			TupleDesc	desc = SPI_tuptable->tupdesc;
+			bool		isnull;
+			int			k0 = DatumGetInt32(SPI_getbinval(tup, desc, 1, &isnull));
+			ReJobKind	kind = k0 == 0 ? RE_JOB_EVENT : k0 == 1 ? RE_JOB_SEND : RE_JOB_POLL;
+			char	   *tenant = TextDatumGetCString(SPI_getbinval(tup, desc, 2, &isnull));
+			int64		id = DatumGetInt64(SPI_getbinval(tup, desc, 3, &isnull));
+			ReTarget   *t = find_target(set, kind, tenant, id);
+			Datum		d;
+			Datum	   *elems;
+			bool	   *nulls;
+			int			n;
+			int			k;
+
+			if (t == NULL)
+				t = add_target(set, kind, tenant, id);
+			else
+				MemoryContextReset(t->cxt);
+			t->seen = true;
+			t->group = g;
+			t->url = MemoryContextStrdup(t->cxt, TextDatumGetCString(SPI_getbinval(tup, desc, 4, &isnull)));
+			t->method = MemoryContextStrdup(t->cxt, TextDatumGetCString(SPI_getbinval(tup, desc, 5, &isnull)));
+			d = SPI_getbinval(tup, desc, 6, &isnull);
+			t->headers = text_array(d, isnull, &t->nheaders, t->cxt);
+			d = SPI_getbinval(tup, desc, 7, &isnull);
+			t->secrets = text_array(d, isnull, &t->nsecrets, t->cxt);
+			d = SPI_getbinval(tup, desc, 8, &isnull);
+			t->body_template = isnull ? NULL : MemoryContextStrdup(t->cxt, TextDatumGetCString(d));
+			d = SPI_getbinval(tup, desc, 9, &isnull);
+			t->message_id_path = isnull ? NULL : MemoryContextStrdup(t->cxt, TextDatumGetCString(d));
+			t->timeout_ms = DatumGetInt32(SPI_getbinval(tup, desc, 10, &isnull));
+			t->connect_timeout_ms = DatumGetInt32(SPI_getbinval(tup, desc, 11, &isnull));
+			t->max_in_flight = DatumGetInt32(SPI_getbinval(tup, desc, 12, &isnull));
+			d = SPI_getbinval(tup, desc, 13, &isnull);
+			t->rate_limit = isnull ? 0 : DatumGetInt32(d);
+			t->rate_period_s = DatumGetBool(SPI_getbinval(tup, desc, 14, &isnull)) ? 60.0 : 1.0;
+			d = SPI_getbinval(tup, desc, 15, &isnull);
+			deconstruct_array(DatumGetArrayTypeP(d), FLOAT8OID, 8, FLOAT8PASSBYVAL,
+							  TYPALIGN_DOUBLE, &elems, &nulls, &n);
+			t->retry_s = MemoryContextAlloc(t->cxt, sizeof(double) * Max(n, 1));
+			for (k = 0; k < n; k++)
+				t->retry_s[k] = DatumGetFloat8(elems[k]);
+			t->nretry = n;
+		}
 	}
 	end_tx();
 	free_unseen_targets(set);
@@ -468,7 +753,7 @@ prepare_claim_plans(void)
 	 * Batch statements are planned for each batch: a generic plan knows neither
 	 * the LIMIT nor how many rows the arrays hold, and can scan whole indexes.
 	 */
-	claim_event_plan = re_prepare_saved_custom(
+	claim_event_plan = re_prepare_saved_custom(gsql(
 							CLAIM_TARGETS
 							"  SELECT t.i, d.tenant_id, d.event_id, d.endpoint_id FROM t,"
 							"   LATERAL (SELECT d.tenant_id, d.event_id, d.endpoint_id"
@@ -490,9 +775,9 @@ prepare_claim_plans(void)
 							"                          'timestamp', e.created_at, 'user', e.user_data,"
 							"                          'metadata', e.event_data)::text"
 							"  FROM u JOIN revenue_engine.webhook_events e"
-							"    ON e.tenant_id = u.tenant_id AND e.id = u.event_id",
+							"    ON e.tenant_id = u.tenant_id AND e.id = u.event_id"),
 							4, types);
-	claim_send_plan = re_prepare_saved_custom(
+	claim_send_plan = re_prepare_saved_custom(gsql(
 						   CLAIM_TARGETS
 						   "  SELECT t.i, s.tenant_id, s.id FROM t,"
 						   "   LATERAL (SELECT s.tenant_id, s.id FROM revenue_engine.sends s"
@@ -509,10 +794,10 @@ prepare_claim_plans(void)
 						   ")"
 						   "SELECT u.i, u.id::text, u.attempts, (ch.body_template || u.payload)::text"
 						   "  FROM u JOIN revenue_engine.channels ch"
-						   "    ON ch.tenant_id = u.tenant_id AND ch.id = u.channel_id",
+						   "    ON ch.tenant_id = u.tenant_id AND ch.id = u.channel_id"),
 						   4, types);
 	/* a polled recipient's next poll is set at claim: a failed poll waits its turn */
-	claim_poll_plan = re_prepare_saved_custom(
+	claim_poll_plan = re_prepare_saved_custom(gsql(
 						   CLAIM_TARGETS
 						   "  SELECT t.i, q.tenant_id, q.recipient_id FROM t,"
 						   "   LATERAL (SELECT q.tenant_id, q.recipient_id FROM revenue_engine.poll_queue q"
@@ -528,7 +813,7 @@ prepare_claim_plans(void)
 						   "     AND ch.tenant_id = q.tenant_id AND ch.id = q.channel_id"
 						   "  RETURNING c.i, q.recipient_id, q.polls, q.message_id"
 						   ")"
-						   "SELECT u.i, u.recipient_id::text, u.polls, u.message_id FROM u",
+						   "SELECT u.i, u.recipient_id::text, u.polls, u.message_id FROM u"),
 						   4, types);
 }
 
@@ -605,9 +890,9 @@ job_from_row(ReTarget *target, HeapTuple tup, TupleDesc desc, ReBatch *batch)
 	return job;
 }
 
-int
-re_delivery_claim(ReJobKind kind, ReTarget **targets, const int *limits, int ntargets,
-				  int max, ReJob **jobs, ReBatch *batch)
+static int
+claim_group(ReJobKind kind, ReTarget **targets, const int *limits, int ntargets,
+			int max, ReJob **jobs, ReBatch *batch)
 {
 	Datum	   *tenants = palloc(sizeof(Datum) * ntargets);
 	Datum	   *ids = palloc(sizeof(Datum) * ntargets);
@@ -691,6 +976,19 @@ classify(ReJob *job, TimestampTz *next_attempt_at, bool *disable_target)
 	return RE_OUTCOME_RETRY;
 }
 
+#define ATTEMPT_ROWS(id) \
+	"SELECT " id "o.tenant_id, o.kind, o.event_id::uuid," \
+	"       CASE WHEN o.kind = 'event' THEN o.target END, o.send_id," \
+	"       CASE WHEN o.kind = 'send' THEN o.target END," \
+	"       o.attempt, o.started_at, o.latency, o.code, o.outcome, o.err, o.body" \
+	"  FROM ROWS FROM (pg_catalog.unnest($1), pg_catalog.unnest($2)," \
+	"       pg_catalog.unnest($3), pg_catalog.unnest($4), pg_catalog.unnest($5)," \
+	"       pg_catalog.unnest($6), pg_catalog.unnest($7), pg_catalog.unnest($8)," \
+	"       pg_catalog.unnest($9), pg_catalog.unnest($10), pg_catalog.unnest($11)," \
+	"       pg_catalog.unnest($12), pg_catalog.unnest($13))" \
+	"       AS o(tenant_id, kind, event_id, target, send_id, unused, attempt," \
+	"            started_at, latency, code, outcome, err, body)"
+
 static void
 prepare_record_plans(void)
 {
@@ -707,7 +1005,7 @@ prepare_record_plans(void)
 	/* the last one prepared: an ERROR half-way prepares them all again */
 	if (record_health_plan != NULL)
 		return;
-	record_delivery_plan = re_prepare_saved_custom(
+	record_delivery_plan = re_prepare_saved_custom(gsql(
 								"UPDATE revenue_engine.deliveries d"
 								"   SET status = o.status, lease_until = NULL, last_status = o.code,"
 								"       last_error = o.err,"
@@ -718,9 +1016,9 @@ prepare_record_plans(void)
 								"       pg_catalog.unnest($6), pg_catalog.unnest($7))"
 								"       AS o(tenant_id, event_id, endpoint_id, status, next_at, code, err)"
 								" WHERE d.tenant_id = o.tenant_id AND d.event_id = o.event_id"
-								"   AND d.endpoint_id = o.endpoint_id AND d.status = 'sending'",
+								"   AND d.endpoint_id = o.endpoint_id AND d.status = 'sending'"),
 								7, dtypes);
-	record_event_status_plan = re_prepare_saved_custom(
+	record_event_status_plan = re_prepare_saved_custom(gsql(
 									"UPDATE revenue_engine.webhook_events e"
 									"   SET status = x.status, attempts = x.attempts, sent_at = x.sent_at,"
 									"       error_message = x.err"
@@ -735,9 +1033,9 @@ prepare_record_plans(void)
 									"       pg_catalog.unnest($2::uuid[])) AS k(tenant_id, event_id)) k"
 									"            ON d.tenant_id = k.tenant_id AND d.event_id = k.event_id"
 									"         GROUP BY 1, 2) x"
-									" WHERE e.tenant_id = x.tenant_id AND e.id = x.event_id",
+									" WHERE e.tenant_id = x.tenant_id AND e.id = x.event_id"),
 									2, etypes);
-	record_send_plan = re_prepare_saved_custom(
+	record_send_plan = re_prepare_saved_custom(gsql(
 							"UPDATE revenue_engine.sends s"
 							"   SET status = o.status, lease_until = NULL, response_status = o.code,"
 							"       last_error = o.err, response_body = o.body,"
@@ -750,25 +1048,24 @@ prepare_record_plans(void)
 							"       pg_catalog.unnest($6), pg_catalog.unnest($7), pg_catalog.unnest($8),"
 							"       pg_catalog.unnest($9))"
 							"       AS o(tenant_id, id, status, next_at, code, err, body, path, is_json)"
-							" WHERE s.tenant_id = o.tenant_id AND s.id = o.id AND s.status = 'sending'",
+							" WHERE s.tenant_id = o.tenant_id AND s.id = o.id AND s.status = 'sending'"),
 							9, stypes);
-	record_attempt_plan = re_prepare_saved_custom(
+	/*
+	 * A shard has no identity column: its ids come from the table's identity
+	 * sequence on this node (whose range distribute() made this node's own).
+	 */
+	record_attempt_plan = re_prepare_saved_custom(gsql(ps->nmap == 0 ?
 							   "INSERT INTO revenue_engine.delivery_attempts"
 							   " (tenant_id, kind, event_id, endpoint_id, send_id, channel_id, attempt,"
 							   "  started_at, latency_ms, status_code, outcome, error, response_body)"
-							   "SELECT o.tenant_id, o.kind, o.event_id::uuid,"
-							   "       CASE WHEN o.kind = 'event' THEN o.target END, o.send_id,"
-							   "       CASE WHEN o.kind = 'send' THEN o.target END,"
-							   "       o.attempt, o.started_at, o.latency, o.code, o.outcome, o.err, o.body"
-							   "  FROM ROWS FROM (pg_catalog.unnest($1), pg_catalog.unnest($2),"
-							   "       pg_catalog.unnest($3), pg_catalog.unnest($4), pg_catalog.unnest($5),"
-							   "       pg_catalog.unnest($6), pg_catalog.unnest($7), pg_catalog.unnest($8),"
-							   "       pg_catalog.unnest($9), pg_catalog.unnest($10), pg_catalog.unnest($11),"
-							   "       pg_catalog.unnest($12), pg_catalog.unnest($13))"
-							   "       AS o(tenant_id, kind, event_id, target, send_id, unused, attempt,"
-							   "            started_at, latency, code, outcome, err, body)",
+							   ATTEMPT_ROWS("") :
+							   "INSERT INTO revenue_engine.delivery_attempts"
+							   " (id, tenant_id, kind, event_id, endpoint_id, send_id, channel_id, attempt,"
+							   "  started_at, latency_ms, status_code, outcome, error, response_body)"
+							   ATTEMPT_ROWS("pg_catalog.nextval(pg_catalog.pg_get_serial_sequence("
+											"'\"revenue_engine\".delivery_attempts', 'id')::regclass), ")),
 							   13, atypes);
-	record_health_plan = re_prepare_saved_custom(
+	record_health_plan = re_prepare_saved_custom(gsql(
 							  "UPDATE revenue_engine.endpoints e"
 							  "   SET failing_since = CASE WHEN o.any_ok THEN NULL"
 							  "                            ELSE coalesce(e.failing_since, pg_catalog.now()) END,"
@@ -782,7 +1079,7 @@ prepare_record_plans(void)
 							  " WHERE e.tenant_id = o.tenant_id AND e.id = o.id"
 							  "   AND (e.failing_since IS DISTINCT FROM"
 							  "        CASE WHEN o.any_ok THEN NULL ELSE coalesce(e.failing_since, pg_catalog.now()) END"
-							  "        OR o.gone)",
+							  "        OR o.gone)"),
 							  4, htypes);
 }
 
@@ -819,8 +1116,8 @@ clean_text(const char *s, size_t len)
  * Record the outcomes of completed jobs in one transaction.  An ERROR leaves
  * the rows leased as they were: the caller records them again, one by one.
  */
-void
-re_delivery_record(ReJob **jobs, int njobs, int *nsent, int *nretry, int *ndead)
+static void
+record_group(ReJob **jobs, int njobs, int *nsent, int *nretry, int *ndead)
 {
 	Datum	   *d_tenant = palloc(sizeof(Datum) * njobs);
 	Datum	   *d_event = palloc(sizeof(Datum) * njobs);
@@ -1063,8 +1360,8 @@ re_delivery_record(ReJob **jobs, int njobs, int *nsent, int *nretry, int *ndead)
  * source polling; a recipient that reached a final status is polled no more.
  * Failed polls change nothing: the next poll was set at claim.
  */
-void
-re_delivery_record_polls(ReJob **jobs, int njobs)
+static void
+record_polls_group(ReJob **jobs, int njobs)
 {
 	Datum	   *p_tenant = palloc(sizeof(Datum) * njobs);
 	Datum	   *p_channel = palloc(sizeof(Datum) * njobs);
@@ -1098,7 +1395,7 @@ re_delivery_record_polls(ReJob **jobs, int njobs)
 	if (poll_done_plan == NULL)
 	{
 		/* OFFSET 0 keeps the subquery: each body is parsed once, not at each use */
-		poll_status_plan = re_prepare_saved_custom(
+		poll_status_plan = re_prepare_saved_custom(gsql(
 								  "SELECT o.tenant_id, o.message_id,"
 								  "       coalesce(c.status_map ->> (j.body #>> c.status_path),"
 								  "                j.body #>> c.status_path), j.body"
@@ -1106,15 +1403,15 @@ re_delivery_record_polls(ReJob **jobs, int njobs)
 								  "       pg_catalog.unnest($3),"
 								  "       pg_catalog.unnest($4)) AS o(tenant_id, channel_id, message_id, body)"
 								  "  JOIN revenue_engine.channels c ON c.tenant_id = o.tenant_id AND c.id = o.channel_id"
-								  " CROSS JOIN LATERAL (SELECT o.body::jsonb AS body OFFSET 0) j",
+								  " CROSS JOIN LATERAL (SELECT o.body::jsonb AS body OFFSET 0) j"),
 								  4, stypes);
-		poll_done_plan = re_prepare_saved_custom(
+		poll_done_plan = re_prepare_saved_custom(gsql(
 								"DELETE FROM revenue_engine.poll_queue q"
 								" USING ROWS FROM (pg_catalog.unnest($1), pg_catalog.unnest($2)) AS o(tenant_id, recipient_id)"
 								" WHERE q.tenant_id = o.tenant_id AND q.recipient_id = o.recipient_id"
 								"   AND NOT EXISTS (SELECT 1 FROM revenue_engine.blast_recipients r"
 								"                    WHERE r.tenant_id = q.tenant_id AND r.id = q.recipient_id"
-								"                      AND r.status IN ('pending', 'sent', 'delivered'))",
+								"                      AND r.status IN ('pending', 'sent', 'delivered'))"),
 								2, dtypes);
 	}
 	{
@@ -1152,12 +1449,138 @@ re_delivery_record_polls(ReJob **jobs, int njobs)
 	end_tx();
 }
 
+/*
+ * The jobs of many targets, per shard group of their targets (one group,
+ * the common case, is the call itself): each group's statements name its
+ * own shards, in a transaction of its own.
+ */
+int
+re_delivery_claim(ReJobKind kind, ReTarget **targets, const int *limits, int ntargets,
+				  int max, ReJob **jobs, ReBatch *batch)
+{
+	ReTarget  **sub;
+	int		   *sublim;
+	int			n = 0;
+	int			g;
+
+	if (ngroups <= 1)
+	{
+		want_group = 0;
+		return ngroups == 0 ? 0 : claim_group(kind, targets, limits, ntargets, max, jobs, batch);
+	}
+	sub = palloc(sizeof(ReTarget *) * ntargets);
+	sublim = palloc(sizeof(int) * ntargets);
+	for (g = 0; g < ngroups && n < max; g++)
+	{
+		int			k,
+					m = 0;
+
+		for (k = 0; k < ntargets; k++)
+			if (targets[k]->group == g)
+			{
+				sub[m] = targets[k];
+				sublim[m++] = limits[k];
+			}
+		if (m == 0)
+			continue;
+		want_group = g;
+		n += claim_group(kind, sub, sublim, m, max - n, jobs + n, batch);
+	}
+	want_group = 0;
+	pfree(sub);
+	pfree(sublim);
+	return n;
+}
+
+/* Split jobs by their targets' shard group; calls fn once per group. */
+static void
+per_group(ReJob **jobs, int njobs, void (*fn) (ReJob **, int, void *), void *arg)
+{
+	ReJob	  **sub;
+	int			g;
+
+	if (ngroups <= 1)
+	{
+		want_group = 0;
+		fn(jobs, njobs, arg);
+		return;
+	}
+	sub = palloc(sizeof(ReJob *) * njobs);
+	for (g = 0; g < ngroups; g++)
+	{
+		int			k,
+					m = 0;
+
+		for (k = 0; k < njobs; k++)
+			if (jobs[k]->target->group == g)
+				sub[m++] = jobs[k];
+		if (m == 0)
+			continue;
+		want_group = g;
+		fn(sub, m, arg);
+	}
+	want_group = 0;
+	pfree(sub);
+}
+
+typedef struct RecordCounts
+{
+	int		   *nsent,
+			   *nretry,
+			   *ndead;
+} RecordCounts;
+
+static void
+record_fn(ReJob **jobs, int njobs, void *arg)
+{
+	RecordCounts *c = arg;
+
+	record_group(jobs, njobs, c->nsent, c->nretry, c->ndead);
+}
+
+void
+re_delivery_record(ReJob **jobs, int njobs, int *nsent, int *nretry, int *ndead)
+{
+	RecordCounts c = {nsent, nretry, ndead};
+
+	per_group(jobs, njobs, record_fn, &c);
+}
+
+static void
+record_polls_fn(ReJob **jobs, int njobs, void *arg)
+{
+	record_polls_group(jobs, njobs);
+}
+
+void
+re_delivery_record_polls(ReJob **jobs, int njobs)
+{
+	per_group(jobs, njobs, record_polls_fn, NULL);
+}
+
 /* Parked statuses whose id has landed while a callback was parking them. */
 void
 re_delivery_sweep_parked(void)
 {
+	static bool told = false;
+
 	if (!begin_tx("revenue_engine: applying parked statuses"))
 		return;
+
+	/*
+	 * Its statements read every tenant's parked statuses at once, which a
+	 * Citus node cannot plan: on Citus a status parked for a message id is
+	 * applied when the id lands (the send's outcome), not by the sweep.
+	 */
+	if (ngroups != 1 || groups[0].nmap > 0)
+	{
+		if (!told)
+			elog(LOG, "revenue_engine: the sweep of parked statuses does not run on a Citus node");
+		told = true;
+		re_status_sweep_wanted = false;
+		end_tx();
+		return;
+	}
 	re_status_sweep();
 	end_tx();
 }

@@ -31,6 +31,7 @@ typedef struct ReTarget
 	char		tenant[64];
 	int64		id;
 	bool		seen;			/* present at the last refresh */
+	int			group;			/* its shard group on a Citus node (delivery.c) */
 	int			max_in_flight;
 	int			in_flight;
 	int			held;			/* jobs claimed and not yet recorded: it is

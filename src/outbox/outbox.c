@@ -39,6 +39,7 @@ static const char *const builtin_event_types[] = {
 };
 
 static SPIPlanPtr insert_event_plan = NULL;
+static SPIPlanPtr insert_deliveries_plan = NULL;
 
 /* The resolved user payload function, for the setting's value it came from. */
 static char *payload_fn_name = NULL;
@@ -141,20 +142,29 @@ re_outbox_enqueue(const char *tenant, const pg_uuid_t *user_id,
 	char		nulls[6] = {' ', ' ', ' ', ' ', ' ', ' '};
 	int			ret;
 
+	/*
+	 * The event, then one delivery per subscribed endpoint: two statements,
+	 * each on one table and routed by tenant_id = $1, which Citus runs on
+	 * the tenant's shards (webhook_events, endpoints and deliveries are
+	 * colocated; one statement with a modifying CTE feeding an INSERT ...
+	 * SELECT is not plannable there).
+	 */
 	if (insert_event_plan == NULL)
 	{
 		Oid			types[6] = {TEXTOID, UUIDOID, UUIDOID, TEXTOID, JSONBOID, JSONBOID};
-		/* the event and one delivery per subscribed endpoint, in one statement */
-		insert_event_plan = re_prepare_saved("WITH e AS ("
-						   "  INSERT INTO revenue_engine.webhook_events"
-						   "   (tenant_id, id, user_id, event_type, event_data, user_data)"
-						   "  VALUES ($1, $2, $3, $4, $5, $6)"
-						   "  RETURNING tenant_id, id, event_type)"
-						   "INSERT INTO revenue_engine.deliveries (tenant_id, event_id, endpoint_id)"
-						   "SELECT e.tenant_id, e.id, ep.id"
-						   "  FROM e JOIN revenue_engine.endpoints ep ON ep.tenant_id = e.tenant_id"
-						   " WHERE ep.event_types IS NULL OR e.event_type = ANY (ep.event_types)",
-						   6, types);
+		Oid			delivery_types[3] = {TEXTOID, UUIDOID, TEXTOID};
+
+		insert_event_plan = re_prepare_saved("INSERT INTO revenue_engine.webhook_events"
+											 "   (tenant_id, id, user_id, event_type, event_data, user_data)"
+											 " VALUES ($1, $2, $3, $4, $5, $6)",
+											 6, types);
+		insert_deliveries_plan = re_prepare_saved("INSERT INTO revenue_engine.deliveries"
+												  "   (tenant_id, event_id, endpoint_id)"
+												  " SELECT ep.tenant_id, $2, ep.id"
+												  "   FROM revenue_engine.endpoints ep"
+												  "  WHERE ep.tenant_id = $1"
+												  "    AND (ep.event_types IS NULL OR $3 = ANY (ep.event_types))",
+												  3, delivery_types);
 	}
 
 	values[0] = CStringGetTextDatum(tenant);
@@ -171,8 +181,13 @@ re_outbox_enqueue(const char *tenant, const pg_uuid_t *user_id,
 		nulls[5] = 'n';
 
 	ret = SPI_execute_plan(insert_event_plan, values, nulls, false, 0);
-	if (ret != SPI_OK_INSERT)
+	if (ret != SPI_OK_INSERT || SPI_processed != 1)
 		elog(ERROR, "inserting an event failed: %s", SPI_result_code_string(ret));
+	/* $1 tenant, $2 event id, $3 event type */
+	values[2] = values[3];
+	ret = SPI_execute_plan(insert_deliveries_plan, values, NULL, false, 0);
+	if (ret != SPI_OK_INSERT)
+		elog(ERROR, "inserting an event's deliveries failed: %s", SPI_result_code_string(ret));
 	if (SPI_processed > 0)
 		re_worker_wake_at_commit();
 }

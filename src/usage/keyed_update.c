@@ -90,7 +90,11 @@
 #include "utils/hsearch.h"
 #include "utils/memutils.h"
 #include "catalog/namespace.h"
+#include "catalog/pg_namespace.h"
 #include "catalog/pg_am.h"
+#include "catalog/pg_collation.h"
+#include "catalog/pg_type.h"
+#include "executor/spi.h"
 #include "executor/executor.h"
 #include "executor/tuptable.h"
 #include "nodes/execnodes.h"
@@ -234,6 +238,106 @@ register_keyed(ReKeyedRel *kr)
 }
 
 /*
+ * Whether relid is a Citus table (a row of pg_dist_partition, when Citus is
+ * installed).  Its relation on this node is then only the shell that Citus
+ * routes statements through: the rows are in its shards, so reading the
+ * shell's heap would find nothing and "not found" would be a wrong answer.
+ * Checked with the rest once per relcache rebuild (Citus invalidates the
+ * relation when it distributes it).  Not linked against Citus: its catalog
+ * is read by name, and a database without it has no such table.
+ */
+static bool
+is_citus_table(Oid relid)
+{
+	Oid			catid = get_relname_relid("pg_dist_partition", PG_CATALOG_NAMESPACE);
+	Relation	cat;
+	ScanKeyData key;
+	SysScanDesc scan;
+	bool		found;
+
+	if (!OidIsValid(catid))
+		return false;
+	cat = table_open(catid, AccessShareLock);
+	/* logicalrelid, its first column */
+	ScanKeyInit(&key, 1, BTEqualStrategyNumber, F_OIDEQ, ObjectIdGetDatum(relid));
+	scan = systable_beginscan(cat, InvalidOid, false, NULL, 1, &key);
+	found = HeapTupleIsValid(systable_getnext(scan));
+	systable_endscan(scan);
+	table_close(cat, AccessShareLock);
+	return found;
+}
+
+/*
+ * A Citus table's shards: hash ranges and the relations of those placed on
+ * this node.  Read once per relcache rebuild of the table (Citus invalidates
+ * it when shards change), in their own SPI connection.
+ */
+static void
+load_shards(ReKeyedRel *kr)
+{
+	Oid			argtypes[1] = {OIDOID};
+	Datum		args[1] = {ObjectIdGetDatum(kr->relid)};
+	MemoryContext old;
+	uint64		i;
+
+	kr->nshards = 0;
+	if (SPI_connect() != SPI_OK_CONNECT)
+		elog(ERROR, "SPI_connect failed");
+	if (SPI_execute_with_args(
+			"SELECT s.shardminvalue::int4, s.shardmaxvalue::int4,"
+			"       CASE WHEN EXISTS (SELECT 1 FROM pg_catalog.pg_dist_placement p"
+			"                          WHERE p.shardid = s.shardid"
+			"                            AND p.groupid = (SELECT groupid FROM pg_catalog.pg_dist_local_group))"
+			"            THEN pg_catalog.to_regclass(pg_catalog.quote_ident(n.nspname) || '.' ||"
+			"                                        pg_catalog.quote_ident(c.relname || '_' || s.shardid))::oid END"
+			"  FROM pg_catalog.pg_dist_shard s"
+			"  JOIN pg_catalog.pg_dist_partition d ON d.logicalrelid = s.logicalrelid AND d.partmethod = 'h'"
+			"  JOIN pg_catalog.pg_class c ON c.oid = s.logicalrelid"
+			"  JOIN pg_catalog.pg_namespace n ON n.oid = c.relnamespace"
+			" WHERE s.logicalrelid = $1", 1, argtypes, args, NULL, true, 0) != SPI_OK_SELECT)
+		elog(ERROR, "reading the shards of %s failed", kr->relname);
+	old = MemoryContextSwitchTo(CacheMemoryContext);
+	if (kr->shard_min == NULL || SPI_processed > (uint64) kr->nshards)
+	{
+		kr->shard_min = palloc(sizeof(int32) * Max(SPI_processed, 1));
+		kr->shard_max = palloc(sizeof(int32) * Max(SPI_processed, 1));
+		kr->shard_relid = palloc(sizeof(Oid) * Max(SPI_processed, 1));
+	}
+	MemoryContextSwitchTo(old);
+	for (i = 0; i < SPI_processed; i++)
+	{
+		HeapTuple	tup = SPI_tuptable->vals[i];
+		TupleDesc	desc = SPI_tuptable->tupdesc;
+		bool		isnull;
+		Datum		d;
+
+		kr->shard_min[i] = DatumGetInt32(SPI_getbinval(tup, desc, 1, &isnull));
+		kr->shard_max[i] = DatumGetInt32(SPI_getbinval(tup, desc, 2, &isnull));
+		d = SPI_getbinval(tup, desc, 3, &isnull);
+		kr->shard_relid[i] = isnull ? InvalidOid : DatumGetObjectId(d);
+	}
+	kr->nshards = (int) SPI_processed;
+	SPI_finish();
+}
+
+/* The relation of the shard holding distribution value key on this node, or InvalidOid. */
+static Oid
+local_shard(ReKeyedRel *kr, Datum key)
+{
+	int32		h;
+	int			i;
+
+	if (kr->keytypes[0] != TEXTOID)
+		return InvalidOid;
+	/* Citus hashes a text distribution column with its type's hash function */
+	h = DatumGetInt32(OidFunctionCall1Coll(F_HASHTEXT, DEFAULT_COLLATION_OID, key));
+	for (i = 0; i < kr->nshards; i++)
+		if (kr->shard_min[i] <= h && h <= kr->shard_max[i])
+			return kr->shard_relid[i];
+	return InvalidOid;
+}
+
+/*
  * Check rel (open) against what the caller expects: its columns' types, and
  * a btree primary key on exactly the key columns, in order, of the key types;
  * then look up the keys' equality functions.  NULL when usable, else why not.
@@ -257,6 +361,7 @@ check_table(ReKeyedRel *kr, Relation rel)
 	}
 	if (!OidIsValid(kr->indexid))
 		return "it has no primary key";
+	kr->natts = desc->natts;
 	idx = index_open(kr->indexid, AccessShareLock);
 	if (idx->rd_rel->relam != BTREE_AM_OID ||
 		IndexRelationGetNumberOfKeyAttributes(idx) != kr->nkeys)
@@ -294,7 +399,7 @@ check_table(ReKeyedRel *kr, Relation rel)
  * triggers, rules, CHECK constraints, generated columns, a partition.
  */
 static Relation
-open_keyed(ReKeyedRel *kr, LOCKMODE lockmode, bool for_update)
+open_keyed(ReKeyedRel *kr, LOCKMODE lockmode, bool for_update, const Datum *keys)
 {
 	Relation	rel;
 	TupleConstr *constr;
@@ -323,11 +428,45 @@ open_keyed(ReKeyedRel *kr, LOCKMODE lockmode, bool for_update)
 		forget_rows(kr);
 		why = check_table(kr, rel);
 		kr->usable = (why == NULL);
+		kr->citus = kr->usable && is_citus_table(kr->relid);
+		if (kr->citus)
+			load_shards(kr);
 		if (why != NULL)
 			ereport(DEBUG1,
 					(errmsg("revenue_engine.%s is not accessed by its primary key: %s",
 							kr->relname, why),
 					 errdetail("Its rows are read and written by statements.")));
+	}
+	kr->cur_indexid = kr->indexid;
+
+	/*
+	 * A Citus table: here it is only the shell Citus routes statements
+	 * through (its rows are in its shards; reading it would find nothing and
+	 * take that for the answer).  The shard holding the key, when it is on
+	 * this node (a distributed call runs on the node of its tenant), is a
+	 * plain table with the same columns: that one is used.  Otherwise the
+	 * caller's statement runs, and Citus routes it.
+	 */
+	if (kr->usable && kr->citus)
+	{
+		Oid			shard = local_shard(kr, keys[0]);
+		Relation	srel;
+
+		table_close(rel, NoLock);
+		if (!OidIsValid(shard))
+			return NULL;
+		srel = try_table_open(shard, lockmode);
+		if (srel == NULL)
+			return NULL;
+		if (!srel->rd_indexvalid)
+			list_free(RelationGetIndexList(srel));
+		if (RelationGetDescr(srel)->natts != kr->natts || !OidIsValid(srel->rd_pkindex))
+		{
+			table_close(srel, NoLock);
+			return NULL;
+		}
+		rel = srel;
+		kr->cur_indexid = rel->rd_pkindex;
 	}
 	constr = rel->rd_att->constr;
 	if (kr->usable &&
@@ -413,7 +552,7 @@ static bool
 index_lookup(ReKeyedRel *kr, Relation rel, Snapshot snap, const Datum *keys,
 			 LOCKMODE lockmode, TupleTableSlot *slot)
 {
-	Relation	idx = index_open(kr->indexid, lockmode);
+	Relation	idx = index_open(kr->cur_indexid, lockmode);
 	ScanKeyData skey[INDEX_MAX_KEYS];
 	IndexScanDesc scan;
 	bool		found;
@@ -501,7 +640,7 @@ re_keyed_update(ReKeyedRel *kr, const Datum *keys, ReRowModify modify, void *arg
 
 	if (XactIsoLevel != XACT_READ_COMMITTED || XactReadOnly || IsInParallelMode())
 		return false;
-	rel = open_keyed(kr, RowExclusiveLock, true);
+	rel = open_keyed(kr, RowExclusiveLock, true, keys);
 	if (rel == NULL)
 		return false;
 	/* UPDATE's check of a published table without a replica identity */
@@ -596,7 +735,7 @@ re_keyed_fetch(ReKeyedRel *kr, const Datum *keys, bool *found,
 	bool		have_key;
 	bool		hit;
 
-	rel = open_keyed(kr, AccessShareLock, false);
+	rel = open_keyed(kr, AccessShareLock, false, keys);
 	if (rel == NULL)
 		return false;
 	desc = RelationGetDescr(rel);

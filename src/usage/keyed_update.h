@@ -44,6 +44,19 @@ typedef struct ReKeyedRel
 	int16		keylen[RE_KEYED_MAX_KEYS];
 	bool		keybyval[RE_KEYED_MAX_KEYS];
 
+	/*
+	 * A Citus table (keyed_update.c): its shards' hash ranges and, for the
+	 * shards placed on this node, their relations; the first key column is
+	 * the distribution column.
+	 */
+	bool		citus;
+	int			nshards;
+	int32	   *shard_min;
+	int32	   *shard_max;
+	Oid		   *shard_relid;	/* InvalidOid: not on this node */
+	int			natts;			/* the table's, which a shard must have */
+	Oid			cur_indexid;	/* the primary key of the relation opened */
+
 	/* where this transaction last wrote each row (keyed_update.c) */
 	struct HTAB *rows;
 	LocalTransactionId rows_lxid;

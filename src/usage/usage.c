@@ -18,6 +18,7 @@
 #include "postgres.h"
 
 #include "access/htup_details.h"
+#include "access/xact.h"
 #include "catalog/pg_type.h"
 #include "common/int.h"
 #include "executor/spi.h"
@@ -285,7 +286,8 @@ prepare_plans(void)
 	Oid			lifetime_types[5] = {TEXTOID, UUIDOID, TEXTOID, INT8OID, TIMESTAMPTZOID};
 	Oid			profile_types[2] = {TEXTOID, UUIDOID};
 	Oid			type_types[1] = {TEXTOID};
-	Oid			ms_types[6] = {TEXTOID, UUIDOID, TEXTOID, INT8OID, INT8OID, UUIDOID};
+	Oid			ms_types[7] = {TEXTOID, UUIDOID, TEXTOID, INT8OID, INT8OID, UUIDOID, TIMESTAMPTZOID};
+	Oid			achieve_types[7] = {TEXTOID, UUIDOID, TEXTOID, DATEOID, INT4OID, INT4OID, TIMESTAMPTZOID};
 
 	if (track_plan != NULL)
 		return;
@@ -307,28 +309,34 @@ prepare_plans(void)
 							   " WHERE tenant_id = $1 AND user_id = $2 AND usage_type = $3"
 							   "   AND usage_date = $4 AND goal_achieved_at IS NOT NULL",
 							   5, key4);
-	/* the milestone, once, and the lifetime row's latest milestone with it */
+	/*
+	 * The milestone, once, and the lifetime row's latest milestone with it.
+	 * The time is a parameter ($7, the transaction's start as now() gives
+	 * it), computed once per call: Citus evaluates no STABLE function on
+	 * columns in an UPDATE, and every statement here names the tenant as a
+	 * parameter so that Citus routes it to one shard.
+	 */
 	milestone_plan = re_prepare_saved(
 								   MILESTONE_INSERT_CTE
 								   ", u AS ("
 								   "  UPDATE revenue_engine.lifetime_usage"
-								   "     SET latest_milestone = $4, latest_milestone_at = pg_catalog.now()"
+								   "     SET latest_milestone = $4, latest_milestone_at = $7"
 								   "   WHERE tenant_id = $1 AND user_id = $2 AND usage_type = $3"
 								   "     AND (latest_milestone IS NULL OR latest_milestone < $4)"
 								   "     AND EXISTS (SELECT 1 FROM m) RETURNING 1"
 								   ")"
 								   "SELECT pg_catalog.count(*) FROM m",
-								   6, ms_types);
+								   7, ms_types);
 	/* the milestone, once, when the lifetime update took care of the latest */
 	milestone_only_plan = re_prepare_saved(MILESTONE_INSERT_CTE "SELECT pg_catalog.count(*) FROM m",
 										   6, ms_types);
-	/* the day's goal ($4, $5, its streak $6) */
+	/* the day's goal ($4, $5, its streak $6; $7 now()) */
 	achieve_plan = re_prepare_saved(
 								 "UPDATE revenue_engine.daily_usage"
-								 "   SET goal_achieved_at = pg_catalog.now(), goal = $5, streak_days = $6"
+								 "   SET goal_achieved_at = $7, goal = $5, streak_days = $6"
 								 " WHERE tenant_id = $1 AND user_id = $2 AND usage_type = $3"
 								 "   AND usage_date = $4",
-								 6, key4);
+								 7, achieve_types);
 	/* the lifetime row's latest run of goal days (ending $4 with streak $5) when it is the latest */
 	run_plan = re_prepare_saved(
 							 "UPDATE revenue_engine.lifetime_usage"
@@ -482,7 +490,7 @@ achieve_goal(const char *tenant, pg_uuid_t *user_id, text *usage_type,
 			 DateADT day, int32 goal, int32 cached_streak, DateADT cached_end,
 			 bool cached_end_null)
 {
-	Datum		values[6];
+	Datum		values[7];
 	int32		streak;
 	DateADT		run_end = day;
 	int32		run_streak;
@@ -518,6 +526,7 @@ achieve_goal(const char *tenant, pg_uuid_t *user_id, text *usage_type,
 	values[3] = DateADTGetDatum(day);
 	values[4] = Int32GetDatum(goal);
 	values[5] = Int32GetDatum(streak);
+	values[6] = TimestampTzGetDatum(GetCurrentTransactionStartTimestamp());
 	ret = SPI_execute_plan(achieve_plan, values, NULL, false, 0);
 	if (ret != SPI_OK_UPDATE || SPI_processed != 1)
 		elog(ERROR, "marking the daily goal achieved failed: %s",
@@ -534,7 +543,7 @@ static bool
 record_milestone(const char *tenant, pg_uuid_t *user_id, text *usage_type,
 				 int64 milestone, int64 total, pg_uuid_t *event_id, bool latest_done)
 {
-	Datum		values[6];
+	Datum		values[7];
 	int			ret;
 
 	values[0] = CStringGetTextDatum(tenant);
@@ -543,6 +552,7 @@ record_milestone(const char *tenant, pg_uuid_t *user_id, text *usage_type,
 	values[3] = Int64GetDatum(milestone);
 	values[4] = Int64GetDatum(total);
 	values[5] = UUIDPGetDatum(event_id);
+	values[6] = TimestampTzGetDatum(GetCurrentTransactionStartTimestamp());
 	ret = SPI_execute_plan(latest_done ? milestone_only_plan : milestone_plan,
 						   values, NULL, false, 0);
 	if (ret != SPI_OK_SELECT || SPI_processed != 1)
@@ -1289,6 +1299,6 @@ re_invalidate_cache(PG_FUNCTION_ARGS)
 		ereport(ERROR,
 				(errcode(ERRCODE_E_R_I_E_TRIGGER_PROTOCOL_VIOLATED),
 				 errmsg("revenue_engine.invalidate_cache() must be called as a trigger")));
-	CacheInvalidateRelcache(trigdata->tg_relation);
+	re_invalidate_table(trigdata->tg_relation, "usage_types");
 	return PointerGetDatum(NULL);
 }

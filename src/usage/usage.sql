@@ -242,16 +242,18 @@ COMMENT ON FUNCTION revenue_engine.set_usage_type(text, bigint[], integer[], int
     'configure a usage type: milestone ladder, streak ladder, default daily goal, feature flag (NULL keeps the current value)';
 
 -- Back to the built-in settings.
+-- PL/pgSQL, not SQL: Citus plans no statement with parameters in a SQL function.
 CREATE FUNCTION revenue_engine.reset_usage_type(usage_type text)
 RETURNS boolean
-LANGUAGE sql VOLATILE
+LANGUAGE plpgsql VOLATILE
 SET search_path = pg_catalog, pg_temp
-BEGIN ATOMIC
-    SELECT revenue_engine.check_usage_type(reset_usage_type.usage_type);
-    WITH d AS (DELETE FROM revenue_engine.usage_types t
-                WHERE t.usage_type = reset_usage_type.usage_type RETURNING 1)
-    SELECT count(*) > 0 FROM d;
-END;
+AS $fn$
+BEGIN
+    PERFORM revenue_engine.check_usage_type(reset_usage_type.usage_type);
+    DELETE FROM revenue_engine.usage_types t WHERE t.usage_type = reset_usage_type.usage_type;
+    RETURN FOUND;
+END
+$fn$;
 
 CREATE FUNCTION revenue_engine.set_user_profile(
     user_id     uuid,
@@ -267,6 +269,11 @@ DECLARE
     v     jsonb;
     goals jsonb;
     row   revenue_engine.user_profiles;
+    -- the tenant and the time, once per call, are parameters of the
+    -- statements (Citus routes by tenant_id = $n and evaluates no STABLE
+    -- function on columns in ON CONFLICT ... DO UPDATE)
+    tenant text := revenue_engine.current_tenant();
+    ts    timestamptz := now();
 BEGIN
     IF set_user_profile.user_id IS NULL THEN
         RAISE EXCEPTION 'user_id must not be null' USING ERRCODE = '22004';
@@ -292,16 +299,17 @@ BEGIN
     END IF;
 
     SELECT p.daily_goals INTO goals FROM revenue_engine.user_profiles p
-     WHERE p.tenant_id = revenue_engine.current_tenant()
+     WHERE p.tenant_id = tenant
        AND p.user_id = set_user_profile.user_id;
     goals := jsonb_strip_nulls(coalesce(goals, '{}') || coalesce(set_user_profile.daily_goals, '{}'));
 
-    INSERT INTO revenue_engine.user_profiles AS p (tenant_id, user_id, timezone, daily_goals)
-    VALUES (revenue_engine.current_tenant(), set_user_profile.user_id, coalesce(tz, 'UTC'), goals)
+    INSERT INTO revenue_engine.user_profiles AS p
+           (tenant_id, user_id, timezone, daily_goals, created_at, updated_at)
+    VALUES (tenant, set_user_profile.user_id, coalesce(tz, 'UTC'), goals, ts, ts)
     ON CONFLICT ON CONSTRAINT user_profiles_pkey DO UPDATE
        SET timezone = coalesce(tz, p.timezone),
            daily_goals = excluded.daily_goals,
-           updated_at = now()
+           updated_at = excluded.updated_at
     RETURNING * INTO row;
     RETURN row;
 END
@@ -379,8 +387,16 @@ SET search_path = pg_catalog, pg_temp
 AS $fn$
 DECLARE
     tenant   text := revenue_engine.current_tenant();
+    -- the times, once per call: parameters of the statements, as Citus needs
+    -- (no STABLE function on columns in UPDATE, CASE or ON CONFLICT)
+    ts       timestamptz := now();
+    clock    timestamptz := revenue_engine.clock_now();
     bad      record;
-    pairs    revenue_engine.backfill_pair[];
+    -- jsonb rows of revenue_engine.backfill_pair, read back with
+    -- jsonb_populate_recordset: Citus sends a statement's parameters of the
+    -- extension's own types untyped to the node that runs it, where one the
+    -- statement does not use cannot be typed (an array of the type was)
+    pairs    jsonb;
     n_ms     bigint;
     g_users  uuid[];
     g_types  text[];
@@ -409,15 +425,15 @@ BEGIN
        FROM (SELECT DISTINCT u.usage_type FROM unnest(usage_types) AS u(usage_type)) t;
 
     -- One row per (user, type): settings, time zone and the user's today.
-    pairs := ARRAY(
-        SELECT ROW(x.*)::revenue_engine.backfill_pair FROM (
+    pairs := (
+        SELECT coalesce(jsonb_agg(x), '[]') FROM (
             SELECT s.user_id, s.usage_type,
                    coalesce(p.timezone, 'UTC') AS tz,
                    coalesce((p.daily_goals ->> s.usage_type)::integer,
                             CASE WHEN t.usage_type IS NOT NULL THEN t.daily_goal ELSE b.daily_goal END) AS goal,
                    CASE WHEN t.usage_type IS NOT NULL THEN t.milestones ELSE b.milestones END AS milestones,
                    CASE WHEN t.usage_type IS NOT NULL THEN t.is_feature ELSE b.is_feature END AS is_feature,
-                   timezone(coalesce(p.timezone, 'UTC'), revenue_engine.clock_now())::date AS today,
+                   timezone(coalesce(p.timezone, 'UTC'), clock)::date AS today,
                    min(s.usage_date) AS first_date, max(s.usage_date) AS last_date,
                    NOT EXISTS (SELECT 1 FROM revenue_engine.lifetime_usage l
                                 WHERE l.tenant_id = tenant AND l.user_id = s.user_id
@@ -431,7 +447,7 @@ BEGIN
 
     SELECT s.*, pr.tz, pr.today INTO bad
       FROM unnest(user_ids, usage_types, usage_dates) AS s(user_id, usage_type, usage_date)
-      JOIN unnest(pairs) pr ON pr.user_id = s.user_id AND pr.usage_type = s.usage_type
+      JOIN jsonb_populate_recordset(NULL::revenue_engine.backfill_pair, pairs) pr ON pr.user_id = s.user_id AND pr.usage_type = s.usage_type
      WHERE s.usage_date > pr.today LIMIT 1;
     IF FOUND THEN
         RAISE EXCEPTION 'backfill day % for user % is in the future', bad.usage_date, bad.user_id
@@ -468,7 +484,7 @@ BEGIN
            pr.first_date::timestamp AT TIME ZONE pr.tz,
            pr.last_date::timestamp AT TIME ZONE pr.tz
       FROM per_pair pp
-      JOIN unnest(pairs) pr ON pr.user_id = pp.user_id AND pr.usage_type = pp.usage_type
+      JOIN jsonb_populate_recordset(NULL::revenue_engine.backfill_pair, pairs) pr ON pr.user_id = pp.user_id AND pr.usage_type = pp.usage_type
      WHERE (SELECT count(*) FROM upd) >= 0
     ON CONFLICT (tenant_id, user_id, usage_type) DO UPDATE
        SET total = l.total + excluded.total,
@@ -482,7 +498,7 @@ BEGIN
                (tenant_id, user_id, usage_type, milestone, lifetime_total, backfilled, event_id)
         SELECT tenant, pr.user_id, pr.usage_type, ms.milestone, l.total, NOT emit_events,
                CASE WHEN emit_events THEN gen_random_uuid() END
-          FROM unnest(pairs) pr
+          FROM jsonb_populate_recordset(NULL::revenue_engine.backfill_pair, pairs) pr
           JOIN revenue_engine.lifetime_usage l
             ON l.tenant_id = tenant AND l.user_id = pr.user_id AND l.usage_type = pr.usage_type
          CROSS JOIN LATERAL unnest(pr.milestones) AS ms(milestone)
@@ -491,7 +507,7 @@ BEGIN
         RETURNING m.user_id, m.usage_type, m.milestone, m.lifetime_total, m.event_id
     ), latest AS (
         UPDATE revenue_engine.lifetime_usage l
-           SET latest_milestone = x.milestone, latest_milestone_at = now()
+           SET latest_milestone = x.milestone, latest_milestone_at = ts
           FROM (SELECT i.user_id, i.usage_type, max(i.milestone) AS milestone
                   FROM ins i GROUP BY 1, 2) x
          WHERE l.tenant_id = tenant AND l.user_id = x.user_id AND l.usage_type = x.usage_type
@@ -506,7 +522,7 @@ BEGIN
                                   'is_first', pr.milestones[1] = i.milestone, 'backfilled', true),
                u.user_data
           FROM ins i
-          JOIN unnest(pairs) pr ON pr.user_id = i.user_id AND pr.usage_type = i.usage_type
+          JOIN jsonb_populate_recordset(NULL::revenue_engine.backfill_pair, pairs) pr ON pr.user_id = i.user_id AND pr.usage_type = i.usage_type
           LEFT JOIN unnest(payload_users, payloads) AS u(user_id, user_data) ON u.user_id = i.user_id
          WHERE emit_events
         RETURNING 1
@@ -517,9 +533,12 @@ BEGIN
     WITH g AS (
         UPDATE revenue_engine.daily_usage d
            SET goal = pr.goal,
-               goal_achieved_at = least(now(), ((d.usage_date + 1)::timestamp AT TIME ZONE pr.tz)
-                                               - interval '1 microsecond')
-          FROM unnest(pairs) pr
+               -- the end of the user's day: its next midnight less 1 us, taken
+               -- in UTC (timestamptz - interval is STABLE, which Citus takes in
+               -- no UPDATE with columns; the same instant)
+               goal_achieved_at = least(ts, timezone('UTC', timezone('UTC', (d.usage_date + 1)::timestamp AT TIME ZONE pr.tz)
+                                                            - interval '1 microsecond'))
+          FROM jsonb_populate_recordset(NULL::revenue_engine.backfill_pair, pairs) pr
          WHERE d.tenant_id = tenant AND d.user_id = pr.user_id AND d.usage_type = pr.usage_type
            AND d.goal_achieved_at IS NULL AND pr.goal IS NOT NULL AND d.count >= pr.goal
         RETURNING d.user_id, d.usage_type, d.usage_date
@@ -534,7 +553,7 @@ BEGIN
         SELECT d.user_id, d.usage_type, d.usage_date,
                d.usage_date - (row_number() OVER w)::integer AS grp
           FROM revenue_engine.daily_usage d
-          JOIN unnest(pairs) pr
+          JOIN jsonb_populate_recordset(NULL::revenue_engine.backfill_pair, pairs) pr
             ON d.tenant_id = tenant AND d.user_id = pr.user_id AND d.usage_type = pr.usage_type
          WHERE d.goal_achieved_at IS NOT NULL
         WINDOW w AS (PARTITION BY d.user_id, d.usage_type ORDER BY d.usage_date)
@@ -557,13 +576,13 @@ BEGIN
                    d.usage_date AS streak_end_date,
                    max(d.streak_days) OVER (PARTITION BY d.user_id, d.usage_type) AS best_streak
               FROM revenue_engine.daily_usage d
-              JOIN unnest(pairs) pr
+              JOIN jsonb_populate_recordset(NULL::revenue_engine.backfill_pair, pairs) pr
                 ON d.tenant_id = tenant AND d.user_id = pr.user_id AND d.usage_type = pr.usage_type
              WHERE d.goal_achieved_at IS NOT NULL
              ORDER BY d.user_id, d.usage_type, d.usage_date DESC) x
      WHERE l.tenant_id = tenant AND l.user_id = x.user_id AND l.usage_type = x.usage_type;
 
-    SELECT count(*) INTO n_new FROM unnest(pairs) pr WHERE pr.is_new AND pr.is_feature;
+    SELECT count(*) INTO n_new FROM jsonb_populate_recordset(NULL::revenue_engine.backfill_pair, pairs) pr WHERE pr.is_new AND pr.is_feature;
     IF emit_events THEN
         INSERT INTO revenue_engine.webhook_events (tenant_id, user_id, event_type, event_data, user_data)
         SELECT tenant, g.user_id, 'daily_goal_achieved',
@@ -587,14 +606,14 @@ BEGIN
                                   'first_used_at', pr.first_date::timestamp AT TIME ZONE pr.tz,
                                   'backfilled', true),
                u.user_data
-          FROM unnest(pairs) pr
+          FROM jsonb_populate_recordset(NULL::revenue_engine.backfill_pair, pairs) pr
           LEFT JOIN unnest(payload_users, payloads) AS u(user_id, user_data) ON u.user_id = pr.user_id
          WHERE pr.is_new AND pr.is_feature;
     END IF;
 
     RETURN jsonb_build_object(
                'rows', cardinality(user_ids),
-               'users', (SELECT count(DISTINCT pr.user_id) FROM unnest(pairs) pr),
+               'users', (SELECT count(DISTINCT pr.user_id) FROM jsonb_populate_recordset(NULL::revenue_engine.backfill_pair, pairs) pr),
                'usage_days', (SELECT count(*) FROM (SELECT DISTINCT s.user_id, s.usage_type, s.usage_date
                                                       FROM unnest(user_ids, usage_types, usage_dates)
                                                            AS s(user_id, usage_type, usage_date)) d),

@@ -41,15 +41,21 @@ MEM_CALLS=${BENCH_MEM_CALLS:-1000000}	# (c); override only to try the script qui
 MEM_BATCH=10000		# (c) calls per statement (each its own transaction)
 MEM_SNAP=100000		# (c) memory read every MEM_SNAP calls
 
-VARIANTS=(c plpgsql floor)
+# tenant: the C function's tenant form, track_daily_usage('default', user_id,
+# 'reply', 1, NULL) (src/tenancy/tenant_forms.sql), which must cost about
+# what the plain form costs.
+VARIANTS=(c tenant plpgsql floor)
 declare -A FN=(
 	[c]=revenue_engine.track_daily_usage
+	[tenant]=revenue_engine.track_daily_usage
 	[plpgsql]=bench.track_daily_usage_plpgsql
 	[floor]=bench.track_daily_usage_floor
 )
-declare -A DAILY=([c]=revenue_engine.daily_usage [plpgsql]=bench.daily_usage [floor]=bench.daily_usage)
-declare -A LIFETIME=([c]=revenue_engine.lifetime_usage [plpgsql]=bench.lifetime_usage [floor]=bench.lifetime_usage)
-declare -A EVENTS=([c]=revenue_engine.webhook_events [plpgsql]=bench.webhook_events [floor]=bench.webhook_events)
+declare -A PRE=([tenant]="'default', ")		# the tenant form's arguments before
+declare -A POST=([tenant]=", NULL")			# and after the plain form's
+declare -A DAILY=([c]=revenue_engine.daily_usage [tenant]=revenue_engine.daily_usage [plpgsql]=bench.daily_usage [floor]=bench.daily_usage)
+declare -A LIFETIME=([c]=revenue_engine.lifetime_usage [tenant]=revenue_engine.lifetime_usage [plpgsql]=bench.lifetime_usage [floor]=bench.lifetime_usage)
+declare -A EVENTS=([c]=revenue_engine.webhook_events [tenant]=revenue_engine.webhook_events [plpgsql]=bench.webhook_events [floor]=bench.webhook_events)
 
 # What is benchmarked: the installed build (the tree may be ahead of it).
 SO="$($PG_CONFIG --pkglibdir)/revenue_engine.so"
@@ -114,7 +120,7 @@ for round in $(seq 1 "$BENCH_ROUNDS"); do
 		out=$(pq -F ' ' <<-SQL
 		BEGIN;
 		SELECT $CPU_SQL;
-		SELECT count(${FN[$v]}(s.user_id, 'reply', 1)) FROM bench.call_seq s;
+		SELECT count(${FN[$v]}(${PRE[$v]:-}s.user_id, 'reply', 1${POST[$v]:-})) FROM bench.call_seq s;
 		SELECT extract(epoch FROM clock_timestamp() - now()), $CPU_SQL;
 		COMMIT;
 		SQL
@@ -215,7 +221,7 @@ for line in open(raw):
         g = line.rstrip("\n").split(" ", 3)
         ctx[int(g[1])][g[3]] = int(g[2])
 
-NAMES = {"c": "C", "plpgsql": "PL/pgSQL", "floor": "floor"}
+NAMES = {"c": "C", "tenant": "C tenant", "plpgsql": "PL/pgSQL", "floor": "floor"}
 TARGET_SPEEDUP, FLOOR_SLACK = 1.3, 1.05
 out = []
 p = out.append
@@ -230,7 +236,7 @@ p("")
 med = {v: statistics.median(a[v]) for v in a}
 cpu = {v: statistics.median(a_cpu[v]) for v in a_cpu}
 p(f"(a) 200,000 calls in one transaction, median of {rounds} alternated rounds (wall clock; CPU = the backend's CPU time)")
-for v in ("c", "plpgsql", "floor"):
+for v in ("c", "tenant", "plpgsql", "floor"):
     runs = ", ".join(f"{x:.2f}" for x in a[v])
     chk = a_check[v][-1]
     p(f"    {NAMES[v]:9s} {med[v]:7.2f} s  {med[v] / 200000 * 1e6:6.1f} us/call   CPU {cpu[v] / 200000 * 1e6:6.1f} us/call   "
@@ -242,6 +248,7 @@ p(f"    C time / PL/pgSQL time = {r_ref:.2f}  ->  C speed-up over PL/pgSQL {1 / 
 p(f"    C time / floor time    = {r_floor:.2f}  ->  C is {abs(r_floor - 1) * 100:.0f}% "
   f"{'slower' if r_floor > 1 else 'faster'} than the floor "
   f"[target time ratio <= {FLOOR_SLACK:.2f}: {'MET' if r_floor <= FLOOR_SLACK else 'NOT MET'}]")
+p(f"    C tenant form time / C time = {med['tenant'] / med['c']:.2f}, by CPU time {cpu['tenant'] / cpu['c']:.2f}")
 p(f"    by CPU time: C / PL/pgSQL = {cpu['c'] / cpu['plpgsql']:.2f} (speed-up {cpu['plpgsql'] / cpu['c']:.2f}x), "
   f"C / floor = {cpu['c'] / cpu['floor']:.2f}")
 p("")
@@ -249,7 +256,7 @@ p("")
 p(f"(b) pgbench -n -M prepared -c 4 -j 2 -T {seconds}, variants alternated, "
   + ("one run each" if brounds == 1 else f"median of {brounds} runs"))
 tps = {}; bcpu = {}
-for v in ("c", "plpgsql", "floor"):
+for v in ("c", "tenant", "plpgsql", "floor"):
     runs = b[v]
     tps[v] = statistics.median(float(r[0]) for r in runs)
     bcpu[v] = statistics.median(float(r[7]) / int(r[2]) * 1e6 for r in runs)
@@ -264,6 +271,7 @@ rb = tps["floor"] / tps["c"]
 p(f"    C TPS / floor TPS    = {tps['c'] / tps['floor']:.2f}x speed-up   "
   f"(C time / floor time = {rb:.2f}) "
   f"[target time ratio <= {FLOOR_SLACK:.2f}: {'MET' if rb <= FLOOR_SLACK else 'NOT MET'}]")
+p(f"    C tenant form TPS / C TPS = {tps['tenant'] / tps['c']:.2f}, server CPU per call {bcpu['tenant'] / bcpu['c']:.2f}")
 p(f"    by server CPU per call: C / PL/pgSQL = {bcpu['c'] / bcpu['plpgsql']:.2f}, C / floor = {bcpu['c'] / bcpu['floor']:.2f}")
 p("")
 
@@ -296,10 +304,11 @@ p("summary")
 p(f"    (a) 200k calls/txn  C {med['c']:.2f} s {med['c'] / 200000 * 1e6:.1f} us/call | "
   f"PL/pgSQL {med['plpgsql']:.2f} s {med['plpgsql'] / 200000 * 1e6:.1f} us/call | "
   f"floor {med['floor']:.2f} s {med['floor'] / 200000 * 1e6:.1f} us/call | "
-  f"speed-up over PL/pgSQL {1 / r_ref:.2f}x | C time / floor time {r_floor:.2f}")
+  f"speed-up over PL/pgSQL {1 / r_ref:.2f}x | C time / floor time {r_floor:.2f} | "
+  f"tenant form {med['tenant'] / 200000 * 1e6:.1f} us/call ({med['tenant'] / med['c']:.2f} of C)")
 p(f"    (b) pgbench 4 clients  C {tps['c']:.0f} tps | PL/pgSQL {tps['plpgsql']:.0f} tps | "
   f"floor {tps['floor']:.0f} tps | speed-up over PL/pgSQL {tps['c'] / tps['plpgsql']:.2f}x | "
-  f"C time / floor time {rb:.2f}")
+  f"C time / floor time {rb:.2f} | tenant form {tps['tenant']:.0f} tps ({tps['tenant'] / tps['c']:.2f} of C)")
 p(f"    (c) memory  {first[1] / 1024:.0f} kB after {first[0]:,d} calls -> {last[1] / 1024:.0f} kB after "
   f"{last[0]:,d} calls ({grow:+.1f} kB)")
 p(f"    run took {elapsed} s")
