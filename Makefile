@@ -100,3 +100,4 @@ bench:
 	bash test/bench/endpoints.sh
 	bash test/bench/blasts.sh
 	bash test/bench/idle.sh
+	bash test/bench/citus.sh
