@@ -8,6 +8,7 @@
  */
 #include "postgres.h"
 
+#include "catalog/namespace.h"
 #include "catalog/pg_language.h"
 #include "catalog/pg_proc.h"
 #include "executor/executor.h"
@@ -69,7 +70,10 @@ re_invalidate_table(Relation rel, const char *relname)
  * Citus delegates, with a constant or parameter tenant, the only ones it
  * delegates, has its tenant checked here, against every role of the session
  * (42501 as the call itself would raise).  A statement run as its session
- * user is left alone: the node the call runs on sees the same role.
+ * user is left alone: the node the call runs on sees the same role.  The plan
+ * of such a statement depends on the role (a plan made before SET ROLE is
+ * made again after it, and checked then) and on role_tenants (a binding made
+ * after the plan is checked too).
  */
 static planner_hook_type prev_planner_hook = NULL;
 
@@ -95,8 +99,9 @@ is_tenant_form(Oid funcid)
 	return result;
 }
 
-static void
-check_tenant_form_call(Node *node, ParamListInfo params)
+/* Whether node is a call that Citus may delegate; its tenant checked if check. */
+static bool
+tenant_form_call(Node *node, ParamListInfo params, bool check)
 {
 	FuncExpr   *call;
 	Node	   *arg;
@@ -107,15 +112,17 @@ check_tenant_form_call(Node *node, ParamListInfo params)
 	bool		isnull;
 
 	if (node == NULL || !IsA(node, FuncExpr))
-		return;
+		return false;
 	call = (FuncExpr *) node;
 	if (call->args == NIL || !is_tenant_form(call->funcid))
-		return;
+		return false;
 	arg = linitial(call->args);
 	bare = strip_implicit_coercions(arg);
 	if (!IsA(bare, Const) &&
 		!(IsA(bare, Param) && ((Param *) bare)->paramkind == PARAM_EXTERN))
-		return;					/* Citus does not delegate it: the call checks */
+		return false;			/* Citus does not delegate it: the call checks */
+	if (!check)
+		return true;
 	estate = CreateExecutorState();
 	estate->es_param_list_info = params;
 	state = ExecPrepareExpr((Expr *) arg, estate);
@@ -123,19 +130,24 @@ check_tenant_form_call(Node *node, ParamListInfo params)
 	if (!isnull)
 		re_check_tenant_form_tenant(TextDatumGetCString(tenant));
 	FreeExecutorState(estate);
+	return true;
 }
 
 static PlannedStmt *
 tenant_form_planner(Query *parse, const char *query_string, int cursor_options,
 					ParamListInfo params)
 {
-	if (parse->commandType == CMD_SELECT &&
-		(GetSessionUserId() != GetUserId() || GetOuterUserId() != GetUserId()))
+	PlannedStmt *result;
+	bool		found = false;
+
+	if (parse->commandType == CMD_SELECT)
 	{
+		bool		check = (GetSessionUserId() != GetUserId() ||
+							 GetOuterUserId() != GetUserId());
 		ListCell   *lc;
 
 		foreach(lc, parse->targetList)
-			check_tenant_form_call((Node *) ((TargetEntry *) lfirst(lc))->expr, params);
+			found |= tenant_form_call((Node *) ((TargetEntry *) lfirst(lc))->expr, params, check);
 		foreach(lc, parse->rtable)
 		{
 			RangeTblEntry *rte = lfirst(lc);
@@ -144,12 +156,23 @@ tenant_form_planner(Query *parse, const char *query_string, int cursor_options,
 			if (rte->rtekind != RTE_FUNCTION)
 				continue;
 			foreach(f, rte->functions)
-				check_tenant_form_call(((RangeTblFunction *) lfirst(f))->funcexpr, params);
+				found |= tenant_form_call(((RangeTblFunction *) lfirst(f))->funcexpr, params, check);
 		}
 	}
 	if (prev_planner_hook)
-		return prev_planner_hook(parse, query_string, cursor_options, params);
-	return standard_planner(parse, query_string, cursor_options, params);
+		result = prev_planner_hook(parse, query_string, cursor_options, params);
+	else
+		result = standard_planner(parse, query_string, cursor_options, params);
+	if (found)
+	{
+		Oid			nsp = get_namespace_oid("revenue_engine", true);
+		Oid			bindings = OidIsValid(nsp) ? get_relname_relid("role_tenants", nsp) : InvalidOid;
+
+		result->dependsOnRole = true;
+		if (OidIsValid(bindings))
+			result->relationOids = lappend_oid(result->relationOids, bindings);
+	}
+	return result;
 }
 
 /* Called by _PG_init, after Citus's (shared_preload_libraries = 'citus,revenue_engine') */

@@ -264,6 +264,9 @@ check "... also as a prepared statement's parameter" \
 	        -c "PREPARE f(text) AS SELECT tag FROM revenue_engine.funnel_by_tag(\$1, NULL, NULL, NULL)" \
 	        -c "EXECUTE f('globex')" 2>&1 | grep -oE 'ERROR: +role "citus_bound" is bound to tenant "acme"|^[^E].*' | head -1)" \
 	'ERROR:  role "citus_bound" is bound to tenant "acme"'
+check "... also when the statement was planned before SET ROLE (its plan is made again, and checked)" \
+	is "$(bound_psql -c "PREPARE f AS SELECT tag FROM revenue_engine.funnel_by_tag('globex', NULL, NULL, NULL)" \
+	        -c "EXECUTE f" -c "SET ROLE citus_shared" -c "EXECUTE f" 2>&1 | grep -cE 'ERROR: +role "citus_bound" is bound to tenant "acme"')" "2"
 check "... and the unbound role itself acts for the tenant it names" \
 	is "$(as_postgres psql -X -q -At -h "${CITUS_DIRS[0]}" -p "${CITUS_PORTS[0]}" -U citus_shared -d "$CITUS_DB" \
 	        -c "SELECT count(*) FROM revenue_engine.funnel_by_tag('globex', NULL, NULL, NULL)" 2>&1)" "0"
