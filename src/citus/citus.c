@@ -123,6 +123,10 @@ tenant_form_call(Node *node, ParamListInfo params, bool check)
 		return false;			/* Citus does not delegate it: the call checks */
 	if (!check)
 		return true;
+	/* a generic plan's parameter: Citus delegates no such plan (it plans again with the value) */
+	if (IsA(bare, Param) &&
+		(params == NULL || ((Param *) bare)->paramid > params->numParams))
+		return true;
 	estate = CreateExecutorState();
 	estate->es_param_list_info = params;
 	state = ExecPrepareExpr((Expr *) arg, estate);

@@ -267,6 +267,15 @@ check "... also as a prepared statement's parameter" \
 check "... also when the statement was planned before SET ROLE (its plan is made again, and checked)" \
 	is "$(bound_psql -c "PREPARE f AS SELECT tag FROM revenue_engine.funnel_by_tag('globex', NULL, NULL, NULL)" \
 	        -c "EXECUTE f" -c "SET ROLE citus_shared" -c "EXECUTE f" 2>&1 | grep -cE 'ERROR: +role "citus_bound" is bound to tenant "acme"')" "2"
+cpsql 0 -c "CREATE SCHEMA citus_shared_fns AUTHORIZATION citus_shared" >/dev/null
+as_postgres psql -X -q -h "${CITUS_DIRS[0]}" -p "${CITUS_PORTS[0]}" -U citus_shared -d "$CITUS_DB" -c "
+  CREATE FUNCTION citus_shared_fns.tags(t text) RETURNS SETOF text LANGUAGE plpgsql SECURITY DEFINER
+      AS \$\$ BEGIN RETURN QUERY SELECT tag FROM revenue_engine.funnel_by_tag(t, NULL, NULL, NULL); END \$\$;
+  GRANT USAGE ON SCHEMA citus_shared_fns TO PUBLIC" >/dev/null 2>&1
+check "... also through a SECURITY DEFINER function of the unbound role, whose plan becomes generic" \
+	is "$(bound_psql -c "SELECT count(*) FROM generate_series(1, 8) g, LATERAL citus_shared_fns.tags('acme' || repeat('', g))" \
+	        -c "SELECT count(*) FROM generate_series(1, 8) g, LATERAL citus_shared_fns.tags('globex' || repeat('', g))" 2>&1 | grep -oE '^[0-9]+$|ERROR: +role "citus_bound" is bound to tenant "acme"' | paste -sd,)" \
+	'0,ERROR:  role "citus_bound" is bound to tenant "acme"'
 check "... and the unbound role itself acts for the tenant it names" \
 	is "$(as_postgres psql -X -q -At -h "${CITUS_DIRS[0]}" -p "${CITUS_PORTS[0]}" -U citus_shared -d "$CITUS_DB" \
 	        -c "SELECT count(*) FROM revenue_engine.funnel_by_tag('globex', NULL, NULL, NULL)" 2>&1)" "0"
