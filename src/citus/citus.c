@@ -110,13 +110,20 @@ tenant_form_call(Node *node, ParamListInfo params, bool check)
 	ExprState  *state;
 	Datum		tenant;
 	bool		isnull;
+	ListCell   *lc;
 
 	if (node == NULL || !IsA(node, FuncExpr))
 		return false;
 	call = (FuncExpr *) node;
 	if (call->args == NIL || !is_tenant_form(call->funcid))
 		return false;
+	/* the tenant: the first argument, or the one named tenant (named notation) */
 	arg = linitial(call->args);
+	foreach(lc, call->args)
+	{
+		if (IsA(lfirst(lc), NamedArgExpr) && ((NamedArgExpr *) lfirst(lc))->argnumber == 0)
+			arg = (Node *) ((NamedArgExpr *) lfirst(lc))->arg;
+	}
 	bare = strip_implicit_coercions(arg);
 	if (!IsA(bare, Const) &&
 		!(IsA(bare, Param) && ((Param *) bare)->paramkind == PARAM_EXTERN))

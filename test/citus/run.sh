@@ -253,8 +253,9 @@ cpsql 0 -c "CREATE ROLE citus_shared LOGIN" -c "GRANT revenue_engine_user TO cit
 	-c "SELECT revenue_engine.bind_role('citus_bound', 'acme')" >/dev/null
 bound_psql() { as_postgres psql -X -q -At -h "${CITUS_DIRS[0]}" -p "${CITUS_PORTS[0]}" -U citus_bound -d "$CITUS_DB" "$@"; }
 for call in "SELECT revenue_engine.track_daily_usage('globex', '00000000-0000-0000-0000-00000000000c', 'reply', 1, NULL)" \
-	"SELECT tag FROM revenue_engine.funnel_by_tag('globex', NULL, NULL, NULL)"; do
-	check "a bound login after SET ROLE to an unbound role is refused another tenant on Citus: ${call:7:40}" \
+	"SELECT tag FROM revenue_engine.funnel_by_tag('globex', NULL, NULL, NULL)" \
+	"SELECT tag FROM revenue_engine.funnel_by_tag(only_tag => NULL, tenant => 'globex', from_date => NULL, to_date => NULL)"; do
+	check "a bound login after SET ROLE to an unbound role is refused another tenant on Citus: ${call:7:60}" \
 		is "$(bound_psql -c "SET ROLE citus_shared" \
 		        -c "$call" 2>&1 | grep -oE 'ERROR: +role "citus_bound" is bound to tenant "acme"|^[^E].*' | head -1)" \
 		'ERROR:  role "citus_bound" is bound to tenant "acme"'
