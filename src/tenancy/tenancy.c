@@ -463,6 +463,9 @@ re_check_tenant_form_tenant(const char *tenant)
 {
 	const char *saved = tenant_override;
 
+	/* an invalid tenant: the call's own 22023, wherever it runs */
+	if (re_tenant_problem(tenant) != NULL)
+		return;
 	tenant_override = tenant;
 	PG_TRY();
 	{
