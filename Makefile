@@ -40,7 +40,7 @@ MODULE_SQL   = src/revenue_engine.sql \
 DATA_built   = $(EXTENSION)--$(EXTVERSION).sql
 # Released install scripts, frozen as released, and the upgrade scripts between versions.
 DATA         = $(wildcard upgrade/$(EXTENSION)--*.sql)
-EXTRA_CLEAN  = results output_iso tmp_check regression.diffs regression.out log
+EXTRA_CLEAN  = results test/output_iso tmp_check regression.diffs regression.out log
 
 # libcurl's flags from curl-config (its own, not a guess of ours)
 CURL_CONFIG ?= curl-config
@@ -56,18 +56,23 @@ ifeq ($(RE_WERROR),yes)
 PG_CFLAGS   += -Werror
 endif
 
+# `make installcheck` runs pg_regress, the isolation tester and the TAP tests.
+# pg_regress and the isolation tests run against the server PGHOST/PGPORT
+# name, which must run with the settings of test/test.conf (README, Testing);
+# the TAP tests start clusters of their own (PGXS's prove_installcheck).
 REGRESS      = setup usage_response usage_ladder usage_goals_streaks \
                usage_timezones usage_bad_input usage_backfill usage_fastpath delivery_input security \
                tenants tenant_forms blasts status_webhook whatsapp_payloads \
                campaign_schedule campaign_schedule_property
-REGRESS_OPTS = --temp-config=$(srcdir)/test/test.conf
 
 ISOLATION    = usage_concurrent_milestones usage_concurrent_goal_feature usage_keyed_update \
                blasts_concurrent_status blasts_concurrent_funnel blasts_parking_race \
                blasts_funnel_serializable blasts_funnel_truncate blasts_funnel_columns \
                tenants_binding_cache
-ISOLATION_OPTS = --inputdir=test --outputdir=test/output_iso \
-               --temp-config=$(srcdir)/test/test.conf
+ISOLATION_OPTS = --inputdir=test --outputdir=test/output_iso
+
+TAP_TESTS    = 1
+PROVE_TESTS ?= test/t/*.pl
 
 # No JIT bitcode: nothing here gains from inlining, and it would need clang.
 override with_llvm = no
@@ -98,3 +103,4 @@ bench:
 	bash test/bench/endpoints.sh
 	bash test/bench/blasts.sh
 	bash test/bench/idle.sh
+	bash test/bench/citus.sh

@@ -524,8 +524,10 @@ SELECT revenue_engine.record_inbound_message('+15550000010', '2099-01-01 00:00+0
 \echo :LAST_ERROR_SQLSTATE
 SELECT revenue_engine.record_inbound_message('+15550000010', '2026-11-01 11:30+00', 'sms');
 \echo :LAST_ERROR_SQLSTATE
-SET revenue_engine.reply_window = 0;
-\echo :LAST_ERROR_SQLSTATE
+-- (the wording of the valid range differs between PostgreSQL versions: cut)
+DO $$ BEGIN SET revenue_engine.reply_window = 0;
+EXCEPTION WHEN OTHERS THEN RAISE NOTICE '% %', SQLSTATE, regexp_replace(SQLERRM, ' \(.*\)$', '');
+END $$;
 RESET revenue_engine.reply_window;
 
 -- mark_closed: the latest recipient sent to the phone (of the blast, if given) closed with the amount.

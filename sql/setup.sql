@@ -20,4 +20,9 @@ AS $$
 $$;
 
 -- The instant taken as now is pinned so that "today" is known.
-ALTER DATABASE regression SET revenue_engine.clock_override = '2026-11-20 12:00:00+00';
+-- (in the database the tests run in: regression, or contrib_regression under
+-- make installcheck)
+DO $$ BEGIN
+    EXECUTE format('ALTER DATABASE %I SET revenue_engine.clock_override = %L',
+                   current_database(), '2026-11-20 12:00:00+00');
+END $$;

@@ -51,6 +51,31 @@ RESET enable_seqscan;
 RESET enable_bitmapscan;
 DROP INDEX revenue_engine.lifetime_by_total;
 
+-- A summarizing (BRIN) index an application adds on a changed column: from
+-- PostgreSQL 16 on the update stays HOT, and the BRIN index alone must get
+-- the new version (before 16 the update is not HOT and every index gets it).
+-- The index is made when the total is 777776; the call adds 2 (crossing no
+-- milestone: the keyed update alone writes the row), and a bitmap scan of the
+-- BRIN index finds 777778 only when its range's summary was widened to it.
+SELECT revenue_engine.track_daily_usage(u(540), 'reply', 777776, '2026-11-18')->'lifetime_total';
+CREATE INDEX lifetime_total_brin ON revenue_engine.lifetime_usage USING brin (total);
+BEGIN;
+SELECT pg_stat_get_xact_tuples_hot_updated('revenue_engine.lifetime_usage'::regclass) AS hot0,
+       pg_stat_get_xact_tuples_updated('revenue_engine.lifetime_usage'::regclass) AS upd0 \gset
+SELECT revenue_engine.track_daily_usage(u(540), 'reply', 2, '2026-11-18')->'milestones';
+SELECT pg_stat_get_xact_tuples_updated('revenue_engine.lifetime_usage'::regclass) - :upd0 AS updates,
+       pg_stat_get_xact_tuples_hot_updated('revenue_engine.lifetime_usage'::regclass) - :hot0
+       = CASE WHEN current_setting('server_version_num')::int >= 160000 THEN 1 ELSE 0 END
+       AS hot_where_brin_allows_it;
+COMMIT;
+SET enable_seqscan = off;
+SET enable_indexscan = off;
+EXPLAIN (COSTS OFF) SELECT user_id FROM revenue_engine.lifetime_usage WHERE total = 777778;
+SELECT user_id = u(540) AS found FROM revenue_engine.lifetime_usage WHERE total = 777778;
+RESET enable_seqscan;
+RESET enable_indexscan;
+DROP INDEX revenue_engine.lifetime_total_brin;
+
 -- A trigger an application adds is fired: its table takes the statement path.
 -- (Triggers on the extension's tables run with its pinned search_path.)
 CREATE TABLE daily_audit (user_id uuid, old_count bigint, new_count bigint);

@@ -37,6 +37,7 @@
 #include "utils/syscache.h"
 
 #include "revenue_engine.h"
+#include "compat.h"
 #include "blasts/blasts.h"
 #include "worker/worker.h"
 
@@ -53,7 +54,7 @@ int			re_attempt_retention = 7 * 24 * 60;	/* minutes */
 
 /* Owner of schema revenue_engine; InvalidOid until looked up again. */
 static Oid	owner_oid = InvalidOid;
-static OverrideSearchPath *pinned_path = NULL;
+
 
 /*
  * The user that entered the outermost owner scope still open, valid while
@@ -228,7 +229,7 @@ check_tenant(char **newval, void **extra, GucSource source)
 		GUC_check_errdetail("%s", problem);
 		return false;
 	}
-	set_explicitly = malloc(sizeof(bool));
+	set_explicitly = re_guc_malloc(sizeof(bool));
 	if (set_explicitly == NULL)
 		return false;
 	*set_explicitly = (source > PGC_S_DEFAULT);
@@ -372,22 +373,17 @@ is_owner_scope(Oid userid, int sec_context)
  * are executed only in the scope; that is how every saved plan of the C code
  * is used.  The user that entered the outermost scope is kept: the tenant it
  * is bound to is the one the scope acts for (re_calling_user).
+ *
+ * search_path is pinned to pg_catalog (re_pin_search_path, src/compat.h): the
+ * caller's search_path and temporary objects are never looked up by name in
+ * the scope.  An error restores the caller's through transaction or
+ * subtransaction abort.
  */
 void
 re_enter_owner(ReOwnerScope *scope)
 {
 	Oid			owner = extension_owner();
 
-	if (pinned_path == NULL)
-	{
-		MemoryContext old = MemoryContextSwitchTo(TopMemoryContext);
-
-		pinned_path = palloc0(sizeof(OverrideSearchPath));
-		pinned_path->schemas = NIL;
-		pinned_path->addCatalog = true;
-		pinned_path->addTemp = false;
-		MemoryContextSwitchTo(old);
-	}
 	GetUserIdAndSecContext(&scope->saved_userid, &scope->saved_sec_context);
 	scope->saved_caller = scope_caller;
 	if (!is_owner_scope(scope->saved_userid, scope->saved_sec_context))
@@ -395,7 +391,7 @@ re_enter_owner(ReOwnerScope *scope)
 	SetUserIdAndSecContext(owner,
 						   scope->saved_sec_context | SECURITY_LOCAL_USERID_CHANGE |
 						   SECURITY_NOFORCE_RLS);
-	PushOverrideSearchPath(pinned_path);
+	scope->path_pin = re_pin_search_path();
 	scope->active = true;
 }
 
@@ -404,7 +400,7 @@ re_leave_owner(ReOwnerScope *scope)
 {
 	if (!scope->active)
 		return;
-	PopOverrideSearchPath();
+	re_unpin_search_path(scope->path_pin);
 	SetUserIdAndSecContext(scope->saved_userid, scope->saved_sec_context);
 	scope_caller = scope->saved_caller;
 	scope->active = false;
@@ -631,7 +627,7 @@ re_is_json(const char *text, size_t len)
 	if (pg_encoding_verifymbstr(GetDatabaseEncoding(), text, (int) len) != (int) len)
 		return false;
 	/* with escapes decoded, \u0000 and unconvertible escapes fail as in jsonb_in */
-	lex = makeJsonLexContextCstringLen((char *) text, (int) len, GetDatabaseEncoding(), true);
+	lex = re_json_lex_context(text, len, GetDatabaseEncoding(), true);
 	return pg_parse_json(lex, &nullSemAction) == JSON_SUCCESS;
 }
 

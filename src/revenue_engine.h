@@ -59,7 +59,7 @@ extern TimestampTz re_clock_now(void);
 /*
  * Statements of the extension run as the owner of schema revenue_engine with
  * search_path pinned to pg_catalog, like a SECURITY DEFINER function with
- * SET search_path, but without the per-call cost of a GUC change.  Errors
+ * SET search_path (src/compat.h says how on each PostgreSQL version).  Errors
  * restore the caller's identity and path through transaction abort.  The
  * tenant tables' row level security does not apply in the scope (it runs
  * with SECURITY_NOFORCE_RLS): its statements name the tenant themselves.
@@ -69,6 +69,7 @@ typedef struct ReOwnerScope
 	Oid			saved_userid;
 	int			saved_sec_context;
 	Oid			saved_caller;
+	int			path_pin;		/* re_pin_search_path's, for re_unpin_search_path */
 	bool		active;
 } ReOwnerScope;
 

@@ -11,7 +11,7 @@
  * one statement).  A subtransaction's sums go with it when it aborts.  At
  * commit (or PREPARE) the sums are written, one row per blast the
  * transaction touched, in (tenant, blast) order, to the counter row of this
- * backend's slot (MyBackendId % slots).  Inside the transaction that changed
+ * backend's slot (its process number % slots).  Inside the transaction that changed
  * recipients, the counters show its changes only after its commit.
  *
  * Why the write at commit cannot fail for concurrency.  A counter row is
@@ -80,7 +80,6 @@
 #include "lib/stringinfo.h"
 #include "miscadmin.h"
 #include "nodes/parsenodes.h"
-#include "storage/backendid.h"
 #include "storage/lmgr.h"
 #include "tcop/deparse_utility.h"
 #include "utils/builtins.h"
@@ -92,6 +91,7 @@
 #include "utils/snapmgr.h"
 
 #include "revenue_engine.h"
+#include "compat.h"
 #include "blasts/blasts.h"
 
 PG_FUNCTION_INFO_V1(re_funnel_trigger);
@@ -333,7 +333,7 @@ writer_open(CounterWriter *w, Oid counters)
 	w->rel = table_open(counters, RowExclusiveLock);
 	if (counters_relid != RelationGetRelid(w->rel))
 	{
-		counters_pkey = RelationGetPrimaryKeyIndex(w->rel);
+		counters_pkey = re_relation_primary_key(w->rel);
 		if (!OidIsValid(counters_pkey))
 			elog(ERROR, "revenue_engine.blast_counters has no primary key");
 		katt_tenant = counted_column(w->rel, "tenant_id", TEXTOID, VARCHAROID);
@@ -351,7 +351,7 @@ writer_open(CounterWriter *w, Oid counters)
 	rte->relid = RelationGetRelid(w->rel);
 	rte->relkind = w->rel->rd_rel->relkind;
 	rte->rellockmode = RowExclusiveLock;
-	ExecInitRangeTable(w->estate, list_make1(rte));
+	re_init_range_table(w->estate, rte);
 	w->rri = makeNode(ResultRelInfo);
 	InitResultRelInfo(w->rri, w->rel, 1, NULL, 0);
 	w->estate->es_opened_result_relations = list_make1(w->rri);
@@ -359,7 +359,7 @@ writer_open(CounterWriter *w, Oid counters)
 	PushActiveSnapshot(GetLatestSnapshot());
 	w->estate->es_snapshot = GetActiveSnapshot();
 	ExecOpenIndices(w->rri, false);
-	EvalPlanQualInit(&w->epq, w->estate, NULL, NIL, -1);
+	re_epq_init(&w->epq, w->estate);
 	w->search = ExecInitExtraTupleSlot(w->estate, RelationGetDescr(w->rel), &TTSOpsVirtual);
 	w->found = table_slot_create(w->rel, &w->estate->es_tupleTable);
 	w->next = ExecInitExtraTupleSlot(w->estate, RelationGetDescr(w->rel), &TTSOpsVirtual);
@@ -491,7 +491,7 @@ flush_pending(void)
 {
 	ReOwnerScope scope;
 	CounterWriter w;
-	int16		slot = (int16) (MyBackendId % RE_FUNNEL_SLOTS);
+	int16		slot = (int16) (RE_MY_PROC_INDEX % RE_FUNNEL_SLOTS);
 	int			first = 0;
 	int			i;
 
@@ -876,22 +876,17 @@ changes_counted_column(CollectedCommand *cmd)
 
 			if (!IsA(at, AlterTableCmd))
 				continue;
-			switch (at->subtype)
+			if (RE_AT_IS_ADD_COLUMN(at->subtype))
 			{
-				case AT_AddColumn:
-				case AT_AddColumnRecurse:
-					if (at->def != NULL && IsA(at->def, ColumnDef) &&
-						is_counted_column(((ColumnDef *) at->def)->colname))
-						return true;
-					break;
-				case AT_DropColumn:
-				case AT_DropColumnRecurse:
-				case AT_AlterColumnType:
-					if (is_counted_column(at->name))
-						return true;
-					break;
-				default:
-					break;
+				if (at->def != NULL && IsA(at->def, ColumnDef) &&
+					is_counted_column(((ColumnDef *) at->def)->colname))
+					return true;
+			}
+			else if (RE_AT_IS_DROP_COLUMN(at->subtype) ||
+					 at->subtype == AT_AlterColumnType)
+			{
+				if (is_counted_column(at->name))
+					return true;
 			}
 		}
 	}

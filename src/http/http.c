@@ -34,6 +34,7 @@
 
 #include "common/base64.h"
 #include "lib/stringinfo.h"
+#include "compat.h"
 #include "http/http.h"
 
 /* Responses longer than this are cut off: the transfer is aborted. */
@@ -628,7 +629,7 @@ re_http_check_secret(const char *secret)
 	len = strlen(b64);
 	if (len < 24 || len > 256 || len % 4 != 0)
 		return "the part after \"whsec_\" must be base64 of 18 to 192 bytes";
-	klen = pg_b64_decode(b64, (int) len, key, sizeof(key));
+	klen = re_b64_decode(b64, (int) len, key, sizeof(key));
 	if (klen < 16)
 		return "the part after \"whsec_\" is not valid base64 of at least 16 bytes";
 	return NULL;
@@ -663,7 +664,7 @@ standard_signature(const char *secret, const char *msg_id, const char *timestamp
 
 	if ((error = re_http_check_secret(secret)) != NULL)
 		return error;
-	klen = pg_b64_decode(secret + 6, (int) strlen(secret + 6), key, sizeof(key));
+	klen = re_b64_decode(secret + 6, (int) strlen(secret + 6), key, sizeof(key));
 	plen = snprintf(prefix, sizeof(prefix), "%s.%s.", msg_id, timestamp);
 	if (plen < 0 || plen >= (int) sizeof(prefix))
 		return "the message id is too long";
@@ -677,7 +678,7 @@ standard_signature(const char *secret, const char *msg_id, const char *timestamp
 	free(msg);
 	if (error)
 		return error;
-	blen = pg_b64_encode((char *) mac, (int) sizeof(mac), b64, 63);
+	blen = re_b64_encode(mac, (int) sizeof(mac), b64, 63);
 	if (blen < 0)
 		return "base64 encoding failed";
 	b64[blen] = '\0';

@@ -24,6 +24,7 @@
 #include "utils/syscache.h"
 
 #include "revenue_engine.h"
+#include "compat.h"
 #include "funcapi.h"
 #include "http/http.h"
 #include "outbox/outbox.h"
@@ -64,7 +65,7 @@ user_payload_function_oid(void)
 		SearchSysCacheExists1(PROCOID, ObjectIdGetDatum(payload_fn_oid)))
 		return payload_fn_oid;
 
-	fn = LookupFuncName(stringToQualifiedNameList(name), 1, argtypes, true);
+	fn = LookupFuncName(re_qualified_name_list(name), 1, argtypes, true);
 	if (!OidIsValid(fn))
 		ereport(ERROR,
 				(errcode(ERRCODE_UNDEFINED_FUNCTION),
@@ -107,7 +108,7 @@ re_build_user_payload(const pg_uuid_t *user_id)
 	if (!OidIsValid(fn) || user_id == NULL)
 		return NULL;
 
-	if (pg_proc_aclcheck(fn, GetUserId(), ACL_EXECUTE) != ACLCHECK_OK)
+	if (re_proc_aclcheck(fn, GetUserId(), ACL_EXECUTE) != ACLCHECK_OK)
 		ereport(ERROR,
 				(errcode(ERRCODE_INSUFFICIENT_PRIVILEGE),
 				 errmsg("permission denied for user payload function %s",

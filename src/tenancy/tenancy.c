@@ -43,6 +43,7 @@
 #include "utils/syscache.h"
 
 #include "revenue_engine.h"
+#include "compat.h"
 
 /* What the cache knows of one role. */
 typedef struct BindingEntry
@@ -386,7 +387,7 @@ tenant_form_target(FunctionCallInfo fcinfo)
 	plain_oid = plain->oid;
 
 	/* the plain form's privilege too: a tenant form is no way around it */
-	if (pg_proc_aclcheck(plain_oid, GetUserId(), ACL_EXECUTE) != ACLCHECK_OK)
+	if (re_proc_aclcheck(plain_oid, GetUserId(), ACL_EXECUTE) != ACLCHECK_OK)
 		aclcheck_error(ACLCHECK_NO_PRIV, OBJECT_FUNCTION, NameStr(plain->proname));
 
 	target = MemoryContextAllocZero(fcinfo->flinfo->fn_mcxt, sizeof(TenantFormTarget));

@@ -11,7 +11,8 @@
  * find the version a fresh snapshot sees through the primary key, form the
  * new row and update it through the table access method (waiting for a
  * concurrent writer as UPDATE does in READ COMMITTED), adding index entries
- * when the update is not HOT.
+ * when the update is not HOT (and, from PostgreSQL 16 on, to the summarizing
+ * BRIN indexes of changed columns when it is).
  *
  * Logical replication's apply does the same job through
  * RelationFindReplTupleByIndex and ExecSimpleRelationUpdate
@@ -102,6 +103,7 @@
 #include "utils/rel.h"
 #include "utils/snapmgr.h"
 
+#include "compat.h"
 #include "usage/keyed_update.h"
 
 /*
@@ -203,7 +205,7 @@ rows_table(ReKeyedRel *kr, bool create)
 {
 	HASHCTL		ctl;
 
-	if (kr->rows != NULL && kr->rows_lxid == MyProc->lxid)
+	if (kr->rows != NULL && kr->rows_lxid == RE_MY_LXID)
 		return kr->rows;
 	kr->rows = NULL;
 	if (!create)
@@ -214,7 +216,7 @@ rows_table(ReKeyedRel *kr, bool create)
 	ctl.hcxt = TopTransactionContext;
 	kr->rows = hash_create("revenue_engine rows written", 1024, &ctl,
 						   HASH_ELEM | HASH_BLOBS | HASH_CONTEXT);
-	kr->rows_lxid = MyProc->lxid;
+	kr->rows_lxid = RE_MY_LXID;
 	return kr->rows;
 }
 
@@ -559,7 +561,7 @@ index_lookup(ReKeyedRel *kr, Relation rel, Snapshot snap, const Datum *keys,
 	for (i = 0; i < kr->nkeys; i++)
 		ScanKeyEntryInitialize(&skey[i], 0, i + 1, BTEqualStrategyNumber,
 							   InvalidOid, kr->collation[i], kr->eqproc[i], keys[i]);
-	scan = index_beginscan(rel, idx, snap, kr->nkeys, 0);
+	scan = re_index_beginscan(rel, idx, snap, kr->nkeys, 0);
 	index_rescan(scan, skey, kr->nkeys, NULL, 0);
 	found = index_getnext_slot(scan, ForwardScanDirection, slot);
 	index_endscan(scan);
@@ -589,16 +591,19 @@ find_row(ReKeyedRel *kr, Relation rel, Snapshot snap, const Datum *keys,
 	return index_lookup(kr, rel, snap, keys, lockmode, slot);
 }
 
-/* Index entries for the new version in newslot, as ExecUpdate makes them. */
+/*
+ * Index entries for the new version in newslot, as ExecUpdate makes them:
+ * in every index, or after a HOT update only in the summarizing (BRIN) ones.
+ */
 static void
-insert_index_entries(Relation rel, TupleTableSlot *newslot)
+insert_index_entries(Relation rel, TupleTableSlot *newslot, bool only_summarizing)
 {
 	EState	   *estate = CreateExecutorState();
 	ResultRelInfo *rri = makeNode(ResultRelInfo);
 
 	InitResultRelInfo(rri, rel, 0, NULL, 0);
 	ExecOpenIndices(rri, false);
-	(void) ExecInsertIndexTuples(rri, newslot, estate, true, false, NULL, NIL);
+	(void) re_insert_update_index_tuples(rri, newslot, estate, only_summarizing);
 	ExecCloseIndices(rri);
 	FreeExecutorState(estate);
 }
@@ -624,7 +629,7 @@ re_keyed_update(ReKeyedRel *kr, const Datum *keys, ReRowModify modify, void *arg
 	TM_FailureData tmfd;
 	TM_Result	res = TM_Invisible;
 	LockTupleMode lockmode;
-	bool		update_indexes;
+	ReUpdateIndexes update_indexes;
 	HeapTuple	newtup;
 	CommandId	cid;
 	TupleDesc	desc;
@@ -683,9 +688,10 @@ re_keyed_update(ReKeyedRel *kr, const Datum *keys, ReRowModify modify, void *arg
 
 	if (found && res == TM_Ok)
 	{
-		/* not HOT: every index gets an entry for the new version */
-		if (update_indexes)
-			insert_index_entries(rel, newslot);
+		/* not HOT, or HOT with a summarizing index on a changed column */
+		if (RE_UPDATE_NEEDS_INDEXES(update_indexes))
+			insert_index_entries(rel, newslot,
+								 RE_UPDATE_ONLY_SUMMARIZING(update_indexes));
 		if (have_key)
 			remember(kr, rowkey, &newslot->tts_tid);
 		/* the new row, valid after the slots let go of the buffer and the copy */

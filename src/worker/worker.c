@@ -55,7 +55,6 @@
 #include "pgstat.h"
 #include "postmaster/bgworker.h"
 #include "postmaster/interrupt.h"
-#include "storage/backendid.h"
 #include "storage/ipc.h"
 #include "storage/latch.h"
 #include "storage/proc.h"
@@ -74,6 +73,7 @@
 #include "utils/timestamp.h"
 
 #include "revenue_engine.h"
+#include "compat.h"
 #include "http/http.h"
 #include "outbox/delivery.h"
 #include "blasts/blasts.h"
@@ -174,7 +174,7 @@ typedef struct ReShared
 	Oid			wanted[RE_MAX_WANTED];
 	ReWorkerSlot slots[RE_MAX_DATABASES];
 	int			nholds;
-	ReHold		holds[FLEXIBLE_ARRAY_MEMBER];	/* [MyBackendId - 1] */
+	ReHold		holds[FLEXIBLE_ARRAY_MEMBER];	/* [RE_MY_PROC_INDEX] */
 } ReShared;
 
 /* What the launcher knows of a database (its hash table, keyed by oid). */
@@ -329,7 +329,7 @@ static void
 release_hold(void)
 {
 	Latch	   *launcher;
-	int			idx = MyBackendId - 1;
+	int			idx = RE_MY_PROC_INDEX;
 
 	if (!holding)
 		return;
@@ -379,7 +379,7 @@ stop_database_worker(Oid dboid)
 	pid_t		pid = 0;
 	int			i;
 	int			waited;
-	int			idx = MyBackendId - 1;
+	int			idx = RE_MY_PROC_INDEX;
 
 	if (shared == NULL || idx < 0 || idx >= shared->nholds)
 		return;
@@ -467,7 +467,7 @@ database_needing_idle(Node *stmt)
 	if (IsA(stmt, DropdbStmt))
 	{
 		dboid = get_database_oid(((DropdbStmt *) stmt)->dbname, true);
-		if (!OidIsValid(dboid) || !pg_database_ownercheck(dboid, userid) ||
+		if (!OidIsValid(dboid) || !re_database_ownercheck(dboid, userid) ||
 			!database_info(dboid, &istemplate, &curspc) || istemplate ||
 			dboid == MyDatabaseId)
 			return InvalidOid;
@@ -479,7 +479,7 @@ database_needing_idle(Node *stmt)
 
 		dboid = get_database_oid(r->subname, true);
 		if (!OidIsValid(dboid) || OidIsValid(get_database_oid(r->newname, true)) ||
-			dboid == MyDatabaseId || !pg_database_ownercheck(dboid, userid) ||
+			dboid == MyDatabaseId || !re_database_ownercheck(dboid, userid) ||
 			!have_createdb_privilege())
 			return InvalidOid;
 		return dboid;
@@ -494,12 +494,12 @@ database_needing_idle(Node *stmt)
 		if (spc == NULL || list_length(a->options) != 1 || spc->arg == NULL)
 			return InvalidOid;
 		dboid = get_database_oid(a->dbname, true);
-		if (!OidIsValid(dboid) || !pg_database_ownercheck(dboid, userid) ||
+		if (!OidIsValid(dboid) || !re_database_ownercheck(dboid, userid) ||
 			dboid == MyDatabaseId)
 			return InvalidOid;
 		spcoid = get_tablespace_oid(defGetString(spc), true);
 		if (!OidIsValid(spcoid) ||
-			pg_tablespace_aclcheck(spcoid, userid, ACL_CREATE) != ACLCHECK_OK ||
+			re_tablespace_aclcheck(spcoid, userid, ACL_CREATE) != ACLCHECK_OK ||
 			spcoid == GLOBALTABLESPACE_OID ||
 			!database_info(dboid, &istemplate, &curspc) || curspc == spcoid)
 			return InvalidOid;
@@ -525,7 +525,7 @@ database_needing_idle(Node *stmt)
 			return InvalidOid;
 		dboid = get_database_oid(defGetString(tmpl), true);
 		if (!OidIsValid(dboid) || !database_info(dboid, &istemplate, &curspc) ||
-			(!istemplate && !pg_database_ownercheck(dboid, userid)))
+			(!istemplate && !re_database_ownercheck(dboid, userid)))
 			return InvalidOid;
 		return dboid;
 	}
@@ -2177,7 +2177,7 @@ run_delivery_worker(void)
 	if (w.client == NULL)
 		elog(FATAL, "revenue_engine: could not initialize libcurl");
 	re_http_set_allow_private(w.client, re_http_allow_private);
-	w.events = CreateWaitEventSet(TopMemoryContext, 3);
+	w.events = re_create_wait_event_set(3);
 	AddWaitEventToSet(w.events, WL_LATCH_SET, PGINVALID_SOCKET, MyLatch, NULL);
 	AddWaitEventToSet(w.events, WL_EXIT_ON_PM_DEATH, PGINVALID_SOCKET, NULL, NULL);
 	AddWaitEventToSet(w.events, WL_SOCKET_READABLE, re_http_wait_fd(w.client), NULL, NULL);

@@ -40,7 +40,7 @@ my $dir          = PostgreSQL::Test::Utils::tempdir;
 my $rx_port_file = "$dir/rx.port";
 my $rx           = IPC::Run::start(
 	[
-		'python3', "$ENV{TESTDIR}/test/receiver/receiver.py",
+		'python3', ($ENV{TESTDIR} // '.') . '/test/receiver/receiver.py',
 		'--port', '0', '--port-file', $rx_port_file, '--log', "$dir/rx.jsonl"
 	],
 	'<', \undef, '>', "$dir/rx.out", '2>', "$dir/rx.err");

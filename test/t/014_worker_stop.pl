@@ -33,7 +33,7 @@ my $rx_port_file = "$dir/rx.port";
 my $rx_log       = "$dir/rx.jsonl";
 my $rx           = IPC::Run::start(
 	[
-		'python3', "$ENV{TESTDIR}/test/receiver/receiver.py",
+		'python3', ($ENV{TESTDIR} // '.') . '/test/receiver/receiver.py',
 		'--port', '0', '--port-file', $rx_port_file, '--log', $rx_log
 	],
 	'<', \undef, '>', "$dir/rx.out", '2>', "$dir/rx.err");
