@@ -201,6 +201,29 @@ RESET revenue_engine.tenant;
 \c - postgres
 SELECT tenant_id, total FROM revenue_engine.lifetime_usage WHERE user_id = u(1904);
 
+-- A bound login acting as an unbound role (SET ROLE, or a SECURITY DEFINER
+-- function of one) stays bound; on Citus the coordinator checks the tenant
+-- before planning (src/citus/citus.c), here the call does.  The function's
+-- statement is called with a variable eight times: its plan becomes generic.
+GRANT re_fa TO re_fb;
+CREATE FUNCTION fa_tags(t text) RETURNS bigint LANGUAGE plpgsql SECURITY DEFINER
+    AS $$ BEGIN RETURN (SELECT count(*) FROM revenue_engine.funnel_by_tag(t, NULL, NULL, NULL)); END $$;
+ALTER FUNCTION fa_tags(text) OWNER TO re_fa;
+\c - re_fb
+SELECT sum(fa_tags('forms_b' || repeat('', g))) AS tags FROM generate_series(1, 8) g;
+SELECT sum(fa_tags('forms_a' || repeat('', g))) AS tags FROM generate_series(1, 8) g;
+SET ROLE re_fa;
+PREPARE fa_funnel(text) AS SELECT count(*) FROM revenue_engine.funnel_by_tag($1, NULL, NULL, NULL);
+EXECUTE fa_funnel('forms_b');
+EXECUTE fa_funnel('forms_a');
+RESET ROLE;
+PREPARE fa_funnel_const AS SELECT count(*) FROM revenue_engine.funnel_by_tag('forms_a', NULL, NULL, NULL);
+SET ROLE re_fa;
+EXECUTE fa_funnel_const;
+\c - postgres
+DROP FUNCTION fa_tags(text);
+REVOKE re_fa FROM re_fb;
+
 -- Clean up (status_history is append-only: its trigger is off for this).
 SET session_replication_role = replica;
 DO $$

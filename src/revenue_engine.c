@@ -136,6 +136,7 @@ _PG_init(void)
 
 	re_status_init();
 	re_worker_init();
+	re_citus_init();
 
 	MarkGUCPrefixReserved("revenue_engine");
 }

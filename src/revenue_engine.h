@@ -171,5 +171,9 @@ extern int	re_caller_query_arrays(const char *sql, int min_cols, int max_cols,
 extern bool re_citus_remote_backend(void);
 /* src/citus/citus.c: invalidate a table's caches, also when its trigger fires on a Citus shard */
 extern void re_invalidate_table(Relation rel, const char *relname);
+/* src/citus/citus.c: the planner hook that checks delegated tenant forms' tenants */
+extern void re_citus_init(void);
+/* src/tenancy/tenancy.c: 42501 unless the session's roles may act for tenant */
+extern void re_check_tenant_form_tenant(const char *tenant);
 
 #endif							/* REVENUE_ENGINE_H */

@@ -743,26 +743,35 @@ counters_of(Relation recipients)
 	Oid			argtypes[2] = {TEXTOID, TEXTOID};
 	int			i;
 	int			ret;
+	ReOwnerScope scope = {0};
 
 	if (strcmp(RelationGetRelationName(recipients), "blast_recipients") == 0)
 		return get_relname_relid("blast_counters", nsp);
 	for (i = 0; i < nshard_map; i++)
 		if (shard_map_from[i] == relid)
 			return shard_map_to[i];
-	if (SPI_connect() != SPI_OK_CONNECT)
-		elog(ERROR, "SPI_connect failed");
+
+	/*
+	 * In the owner scope, with pinned search_path and qualified operators:
+	 * the trigger fires in whatever session writes the shard (a Citus
+	 * connection gets its role's and database's search_path), and nothing
+	 * of that session's may be evaluated here.
+	 */
+	re_connect_as_owner(&scope);
 	/* by name: Citus hides its shards from queries of pg_class */
 	args[0] = CStringGetTextDatum(RelationGetRelationName(recipients));
 	args[1] = CStringGetTextDatum(get_namespace_name(nsp));
 	ret = SPI_execute_with_args(
-		"SELECT pg_catalog.to_regclass(pg_catalog.quote_ident($2) || '.' ||"
-		"       pg_catalog.quote_ident('blast_counters_' || c.shardid))::oid"
+		"SELECT pg_catalog.to_regclass(pg_catalog.quote_ident($2) OPERATOR(pg_catalog.||) '.'"
+		"       OPERATOR(pg_catalog.||) pg_catalog.quote_ident('blast_counters_'"
+		"       OPERATOR(pg_catalog.||) c.shardid::pg_catalog.text))::pg_catalog.oid"
 		"  FROM pg_catalog.pg_dist_shard r"
 		"  JOIN pg_catalog.pg_dist_shard c"
-		"    ON c.logicalrelid = 'revenue_engine.blast_counters'::regclass"
-		"   AND c.shardminvalue = r.shardminvalue"
-		" WHERE r.logicalrelid = 'revenue_engine.blast_recipients'::regclass"
-		"   AND 'blast_recipients_' || r.shardid = $1", 2, argtypes, args, NULL, true, 1);
+		"    ON c.logicalrelid OPERATOR(pg_catalog.=) 'revenue_engine.blast_counters'::pg_catalog.regclass"
+		"   AND c.shardminvalue OPERATOR(pg_catalog.=) r.shardminvalue"
+		" WHERE r.logicalrelid OPERATOR(pg_catalog.=) 'revenue_engine.blast_recipients'::pg_catalog.regclass"
+		"   AND 'blast_recipients_' OPERATOR(pg_catalog.||) r.shardid::pg_catalog.text OPERATOR(pg_catalog.=) $1",
+		2, argtypes, args, NULL, true, 1);
 	if (ret == SPI_OK_SELECT && SPI_processed == 1)
 	{
 		bool		isnull;
@@ -771,7 +780,7 @@ counters_of(Relation recipients)
 		if (!isnull)
 			result = DatumGetObjectId(d);
 	}
-	SPI_finish();
+	re_disconnect_as_owner(&scope);
 	if (!OidIsValid(result))
 		ereport(ERROR,
 				(errcode(ERRCODE_FEATURE_NOT_SUPPORTED),

@@ -453,6 +453,32 @@ re_tenant_form(PG_FUNCTION_ARGS)
 }
 
 /*
+ * What a tenant form's call for tenant checks before its plain form runs:
+ * 42501 unless the session's roles may act for it.  For the planner hook of
+ * src/citus/citus.c, which checks a call before Citus runs it on another
+ * node.
+ */
+void
+re_check_tenant_form_tenant(const char *tenant)
+{
+	const char *saved = tenant_override;
+
+	/* an invalid tenant: the call's own 22023, wherever it runs */
+	if (re_tenant_problem(tenant) != NULL)
+		return;
+	tenant_override = tenant;
+	PG_TRY();
+	{
+		(void) decide_tenant();
+	}
+	PG_FINALLY();
+	{
+		tenant_override = saved;
+	}
+	PG_END_TRY();
+}
+
+/*
  * Trigger on role_tenants, once per statement: every backend drops its
  * cached bindings (at its next transaction or lock, as for any catalog
  * change; this one at the end of the statement, or at rollback).

@@ -244,6 +244,43 @@ check "the application role's read of a tenant table on Citus is refused with 0A
 	        -c "DO \$\$ BEGIN PERFORM count(*) FROM revenue_engine.lifetime_usage; RAISE NOTICE 'answered';
 	            EXCEPTION WHEN feature_not_supported THEN RAISE NOTICE 'refused'; END \$\$" 2>&1 | grep -oE 'refused|answered')" "refused"
 
+# A bound login that SET ROLE to an unbound login role stays bound: Citus
+# runs a tenant form's call on its tenant's node as the current user, where
+# the bound login is not seen, so the coordinator checks the tenant first
+# (a call's own check there would see only the unbound role).
+cpsql 0 -c "CREATE ROLE citus_shared LOGIN" -c "GRANT revenue_engine_user TO citus_shared" \
+	-c "CREATE ROLE citus_bound LOGIN" -c "GRANT citus_shared TO citus_bound" \
+	-c "SELECT revenue_engine.bind_role('citus_bound', 'acme')" >/dev/null
+bound_psql() { as_postgres psql -X -q -At -h "${CITUS_DIRS[0]}" -p "${CITUS_PORTS[0]}" -U citus_bound -d "$CITUS_DB" "$@"; }
+for call in "SELECT revenue_engine.track_daily_usage('globex', '00000000-0000-0000-0000-00000000000c', 'reply', 1, NULL)" \
+	"SELECT tag FROM revenue_engine.funnel_by_tag('globex', NULL, NULL, NULL)" \
+	"SELECT tag FROM revenue_engine.funnel_by_tag(only_tag => NULL, tenant => 'globex', from_date => NULL, to_date => NULL)"; do
+	check "a bound login after SET ROLE to an unbound role is refused another tenant on Citus: ${call:7:60}" \
+		is "$(bound_psql -c "SET ROLE citus_shared" \
+		        -c "$call" 2>&1 | grep -oE 'ERROR: +role "citus_bound" is bound to tenant "acme"|^[^E].*' | head -1)" \
+		'ERROR:  role "citus_bound" is bound to tenant "acme"'
+done
+check "... also as a prepared statement's parameter" \
+	is "$(bound_psql -c "SET ROLE citus_shared" \
+	        -c "PREPARE f(text) AS SELECT tag FROM revenue_engine.funnel_by_tag(\$1, NULL, NULL, NULL)" \
+	        -c "EXECUTE f('globex')" 2>&1 | grep -oE 'ERROR: +role "citus_bound" is bound to tenant "acme"|^[^E].*' | head -1)" \
+	'ERROR:  role "citus_bound" is bound to tenant "acme"'
+check "... also when the statement was planned before SET ROLE (its plan is made again, and checked)" \
+	is "$(bound_psql -c "PREPARE f AS SELECT tag FROM revenue_engine.funnel_by_tag('globex', NULL, NULL, NULL)" \
+	        -c "EXECUTE f" -c "SET ROLE citus_shared" -c "EXECUTE f" 2>&1 | grep -cE 'ERROR: +role "citus_bound" is bound to tenant "acme"')" "2"
+cpsql 0 -c "CREATE SCHEMA citus_shared_fns AUTHORIZATION citus_shared" >/dev/null
+as_postgres psql -X -q -h "${CITUS_DIRS[0]}" -p "${CITUS_PORTS[0]}" -U citus_shared -d "$CITUS_DB" -c "
+  CREATE FUNCTION citus_shared_fns.tags(t text) RETURNS SETOF text LANGUAGE plpgsql SECURITY DEFINER
+      AS \$\$ BEGIN RETURN QUERY SELECT tag FROM revenue_engine.funnel_by_tag(t, NULL, NULL, NULL); END \$\$;
+  GRANT USAGE ON SCHEMA citus_shared_fns TO PUBLIC" >/dev/null 2>&1
+check "... also through a SECURITY DEFINER function of the unbound role, whose plan becomes generic" \
+	is "$(bound_psql -c "SELECT count(*) FROM generate_series(1, 8) g, LATERAL citus_shared_fns.tags('acme' || repeat('', g))" \
+	        -c "SELECT count(*) FROM generate_series(1, 8) g, LATERAL citus_shared_fns.tags('globex' || repeat('', g))" 2>&1 | grep -oE '^[0-9]+$|ERROR: +role "citus_bound" is bound to tenant "acme"' | paste -sd,)" \
+	'0,ERROR:  role "citus_bound" is bound to tenant "acme"'
+check "... and the unbound role itself acts for the tenant it names" \
+	is "$(as_postgres psql -X -q -At -h "${CITUS_DIRS[0]}" -p "${CITUS_PORTS[0]}" -U citus_shared -d "$CITUS_DB" \
+	        -c "SELECT count(*) FROM revenue_engine.funnel_by_tag('globex', NULL, NULL, NULL)" 2>&1)" "0"
+
 # ---------------------------------------------------------------------------
 echo "== 3. delivery: every event exactly once, each by its node's worker"
 nevents=$(cpsql 0 -Atc "SELECT count(*) FROM revenue_engine.webhook_events")
@@ -352,6 +389,38 @@ echo "# funnel: $funnel"
 check "blast_funnel equals the scan of blast_recipients" is "$funnel" "$scan"
 check "the callbacks moved recipients (delivered and read counted, some failed)" \
 	is "$(echo "$scan" | awk -F'|' '{print ($1 == 300 && $3 == 270 && $4 == 180 && $7 == 30)}')" "1"
+
+# The funnel's per-row trigger fires in whatever session writes a shard: a
+# Citus connection brings its role's and database's search_path, which a
+# database owner sets.  It must evaluate no operator of theirs (it runs as
+# whoever writes, the extension's owner in create_blast).  A fresh session
+# (the trigger looks the counters shard up once per backend) on the node that
+# holds the blast's recipients deletes one in a transaction rolled back.
+shard_node=; shard=
+for i in 1 2; do
+	shard=$(cpsql "$i" -Atc "SET citus.override_table_visibility = off" -c "
+	  SELECT c.relname FROM pg_class c WHERE c.relname ~ '^blast_recipients_[0-9]+$' AND c.relkind = 'r'
+	     AND c.relnamespace = 'revenue_engine'::regnamespace" | while read -r s; do
+		[ "$(cpsql "$i" -Atc "SELECT count(*) > 0 FROM revenue_engine.$s")" = t ] && echo "$s" && break
+	done)
+	[ -n "$shard" ] && { shard_node=$i; break; }
+done
+cpsql "${shard_node:-1}" >/dev/null 2>&1 <<'SQL'
+SET citus.enable_ddl_propagation = off;
+CREATE SCHEMA owners_ops;
+CREATE FUNCTION owners_ops.texteq(text, text) RETURNS boolean LANGUAGE plpgsql
+    AS $$ BEGIN RAISE EXCEPTION 'the database owner''s operator was evaluated as %', current_user; END $$;
+CREATE OPERATOR owners_ops.= (LEFTARG = text, RIGHTARG = text, FUNCTION = owners_ops.texteq);
+SQL
+check "the funnel trigger on a shard evaluates no operator of the writing session's search_path" \
+	is "$(cpsql "${shard_node:-1}" -At 2>&1 <<SQL
+BEGIN;
+SET LOCAL search_path = owners_ops, pg_catalog;
+DELETE FROM revenue_engine.${shard:-none} WHERE ctid = (SELECT ctid FROM revenue_engine.${shard:-none} LIMIT 1);
+ROLLBACK;
+SELECT 'deleted';
+SQL
+)" "deleted"
 
 # ---------------------------------------------------------------------------
 echo "== 5. the servers' logs"
