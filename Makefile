@@ -19,7 +19,8 @@ OBJS         = src/revenue_engine.o \
                src/caller_query.o \
                src/tenancy/tenancy.o \
                src/tenancy/masking.o \
-               src/citus/citus.o
+               src/citus/citus.o \
+               src/campaigns/schedule.o
 
 # Order matters: base objects, then the outbox, then the modules that write to it;
 # tenancy's row level security after every table and view it covers.
@@ -30,6 +31,7 @@ MODULE_SQL   = src/revenue_engine.sql \
                src/messaging/messaging.sql \
                src/usage/usage.sql \
                src/blasts/blasts.sql \
+               src/campaigns/campaigns.sql \
                src/tenancy/tenancy.sql \
                src/tenancy/tenant_forms.sql \
                src/citus/citus.sql \
@@ -60,7 +62,8 @@ endif
 # the TAP tests start clusters of their own (PGXS's prove_installcheck).
 REGRESS      = setup usage_response usage_ladder usage_goals_streaks \
                usage_timezones usage_bad_input usage_backfill usage_fastpath delivery_input security \
-               tenants tenant_forms blasts status_webhook whatsapp_payloads
+               tenants tenant_forms blasts status_webhook whatsapp_payloads \
+               campaign_schedule campaign_schedule_property
 
 ISOLATION    = usage_concurrent_milestones usage_concurrent_goal_feature usage_keyed_update \
                blasts_concurrent_status blasts_concurrent_funnel blasts_parking_race \

@@ -151,6 +151,21 @@ re_require_arg(FunctionCallInfo fcinfo, int argno, const char *name)
 				 errmsg("%s must not be null", name)));
 }
 
+pg_tz *
+re_lookup_timezone(const char *name)
+{
+	pg_tz	   *tz;
+
+	/* POSIX-style specs ("<+03>-3", "EST5EDT,M3.2.0,...") are not zone names */
+	tz = (name[0] != '\0' && strlen(name) < TZ_STRLEN_MAX) ? pg_tzset(name) : NULL;
+	if (tz == NULL || !pg_tz_acceptable(tz) || strpbrk(name, "<>,") != NULL)
+		ereport(ERROR,
+				(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
+				 errmsg("time zone \"%s\" is not recognized", name),
+				 errhint("Use an IANA time zone name from pg_timezone_names, such as \"America/New_York\".")));
+	return tz;
+}
+
 /* A name of a usage type, event type or tenant: 1-63 of [A-Za-z0-9_.:-]. */
 void
 re_check_name(const char *what, const char *name)

@@ -13,6 +13,7 @@
 #include "postgres.h"
 
 #include "fmgr.h"
+#include "pgtime.h"
 
 #include "utils/date.h"
 #include "utils/relcache.h"
@@ -97,6 +98,13 @@ extern const char *re_tenant_problem(const char *tenant);
 
 /* Raise 22004 naming the argument when argument argno is NULL. */
 extern void re_require_arg(FunctionCallInfo fcinfo, int argno, const char *name);
+
+/*
+ * The time zone named name (an IANA name as in pg_timezone_names), or error
+ * 22023 naming it.  The one validation of time zone names: canonical_timezone
+ * and next_send_time both use it.
+ */
+extern pg_tz *re_lookup_timezone(const char *name);
 
 /* Validate a name of a usage type or event type; ereport on bad input. */
 extern void re_check_name(const char *what, const char *name);

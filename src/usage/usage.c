@@ -1269,12 +1269,7 @@ re_canonical_timezone(PG_FUNCTION_ARGS)
 
 	re_require_arg(fcinfo, 0, "timezone");
 	name = text_to_cstring(PG_GETARG_TEXT_PP(0));
-	tz = (name[0] != '\0' && strlen(name) < TZ_STRLEN_MAX) ? pg_tzset(name) : NULL;
-	if (tz == NULL || !pg_tz_acceptable(tz) || strpbrk(name, "<>,") != NULL)
-		ereport(ERROR,
-				(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
-				 errmsg("time zone \"%s\" is not recognized", name),
-				 errhint("Use an IANA time zone name from pg_timezone_names, such as \"America/New_York\".")));
+	tz = re_lookup_timezone(name);
 	PG_RETURN_TEXT_P(cstring_to_text(pg_get_timezone_name(tz)));
 }
 
