@@ -17,7 +17,13 @@ case "$MAJOR" in
 *) echo "build-pg.sh: PostgreSQL $MAJOR is not built from source here (15 is Debian's package)" >&2; exit 2 ;;
 esac
 
-if [ -x "$PREFIX/bin/pg_config" ] && [ -f "$PREFIX/.complete" ]; then
+# The time zone database is the machine's (/usr/share/zoneinfo, Debian's
+# tzdata), as Debian's own PostgreSQL 15 uses: every major then sees the same
+# zones and transitions (the send-time property test depends on it).  A build
+# made with other options is made again.
+CONFIGURE=(--prefix="$PREFIX" --without-icu --without-readline --without-llvm
+	--with-openssl --enable-tap-tests --enable-debug --with-system-tzdata=/usr/share/zoneinfo)
+if [ -x "$PREFIX/bin/pg_config" ] && [ "$(cat "$PREFIX/.complete" 2>/dev/null)" = "${CONFIGURE[*]}" ]; then
 	echo "$PREFIX/bin/pg_config"
 	exit 0
 fi
@@ -39,7 +45,7 @@ if [ "$(cat "$LIST" 2>/dev/null)" != "$want" ]; then
 	apt-get update -qq >&2
 fi
 need=()
-for p in bison flex curl dpkg-dev libssl-dev zlib1g-dev libipc-run-perl gcc make; do
+for p in bison flex curl tzdata dpkg-dev libssl-dev zlib1g-dev libipc-run-perl gcc make; do
 	dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || need+=("$p")
 done
 if [ ${#need[@]} -gt 0 ]; then
@@ -80,8 +86,7 @@ cd "$dir"
 LOG="$SRC/build.log"
 echo "building PostgreSQL $MAJOR from $(basename "$dir") into $PREFIX (log: $LOG)" >&2
 {
-	./configure --prefix="$PREFIX" --without-icu --without-readline --without-llvm \
-		--with-openssl --enable-tap-tests --enable-debug &&
+	./configure "${CONFIGURE[@]}" &&
 	make -j"$(nproc)" -s &&
 	make -s install &&
 	make -C contrib -j"$(nproc)" -s install &&
@@ -90,5 +95,5 @@ echo "building PostgreSQL $MAJOR from $(basename "$dir") into $PREFIX (log: $LOG
 # postgres (the OS user that runs the tests) reads it; the sources are not kept
 chmod -R a+rX "$PREFIX"
 rm -rf "$SRC"
-touch "$PREFIX/.complete"
+echo "${CONFIGURE[*]}" >"$PREFIX/.complete"
 echo "$PREFIX/bin/pg_config"
