@@ -27,16 +27,12 @@ use PostgreSQL::Test::Utils;
 use Test::More;
 
 my $root      = $ENV{TESTDIR} // '.';
+require "$root/test/lib/Receiver.pm";
 my $rx_script = "$root/test/receiver/receiver.py";
 my $tmp       = PostgreSQL::Test::Utils::tempdir;
 my $SECRET    = 'whsec_' . encode_base64(join('', map { chr(($_ * 37 + 11) % 256) } 1 .. 24), '');
 my $JSON      = JSON::PP->new->canonical;
-my $http      = HTTP::Tiny->new(
-	timeout     => 30,
-	proxy       => undef,
-	http_proxy  => undef,
-	https_proxy => undef,
-	no_proxy    => [ '127.0.0.1', 'localhost' ]);
+my $http      = Receiver::http();
 
 # ---------------------------------------------------------------------------
 # Receivers

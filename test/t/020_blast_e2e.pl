@@ -42,14 +42,10 @@ my $LATE_SECRET = 'late-secret-' . join('', map { ('a' .. 'z')[ rand 26 ] } 1 ..
 my $NLATE       = 30;
 
 my $root = $ENV{TESTDIR} // '.';
+require "$root/test/lib/Receiver.pm";
 my $tmp  = PostgreSQL::Test::Utils::tempdir;
 my $JSON = JSON::PP->new->canonical;
-my $http = HTTP::Tiny->new(
-	timeout     => 30,
-	proxy       => undef,
-	http_proxy  => undef,
-	https_proxy => undef,
-	no_proxy    => [ '127.0.0.1', 'localhost' ]);
+my $http = Receiver::http();
 
 # ---------------------------------------------------------------------------
 # Fake providers: "main" numbers its message ids, "late" derives them from

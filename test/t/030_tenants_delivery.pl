@@ -27,17 +27,13 @@ use PostgreSQL::Test::Utils;
 use Test::More;
 
 my $root      = $ENV{TESTDIR} // '.';
+require "$root/test/lib/Receiver.pm";
 my $rx_script = "$root/test/receiver/receiver.py";
 my $tmp       = PostgreSQL::Test::Utils::tempdir;
 my %SECRET    = (
 	acme => 'whsec_' . encode_base64(join('', map { chr(($_ * 37 + 11) % 256) } 1 .. 24), ''),
 	beta => 'whsec_' . encode_base64(join('', map { chr(($_ * 53 + 7) % 256) } 1 .. 24), ''));
-my $http = HTTP::Tiny->new(
-	timeout     => 30,
-	proxy       => undef,
-	http_proxy  => undef,
-	https_proxy => undef,
-	no_proxy    => [ '127.0.0.1', 'localhost' ]);
+my $http = Receiver::http();
 
 # ---------------------------------------------------------------------------
 # One receiver per tenant, each checking its tenant's secret.

@@ -16,7 +16,6 @@ use strict;
 use warnings;
 
 use IPC::Run;
-use HTTP::Tiny;
 use JSON::PP;
 use MIME::Base64 qw(encode_base64);
 use Time::HiRes qw(usleep);
@@ -25,46 +24,13 @@ use PostgreSQL::Test::Utils;
 use Test::More;
 
 my $root   = $ENV{TESTDIR} // '.';
+require "$root/test/lib/Receiver.pm";
 my $tmp    = PostgreSQL::Test::Utils::tempdir;
 my $SECRET = 'whsec_' . encode_base64(join('', map { chr(($_ * 29 + 5) % 256) } 1 .. 24), '');
-my $http   = HTTP::Tiny->new(
-	timeout     => 30,
-	proxy       => undef,
-	http_proxy  => undef,
-	https_proxy => undef,
-	no_proxy    => [ '127.0.0.1', 'localhost' ]);
-
-my $rx = { port_file => "$tmp/rx.port", log => "$tmp/rx.jsonl" };
-$rx->{h} = IPC::Run::start(
-	[
-		'python3', "$root/test/receiver/receiver.py", '--port', '0', '--port-file',
-		$rx->{port_file}, '--log', $rx->{log}, '--secret', $SECRET
-	],
-	'<', \undef, '>', "$tmp/rx.out", '2>', "$tmp/rx.err");
-END { eval { $rx->{h}->kill_kill(grace => 5) if $rx->{h}; }; }
-for (1 .. 1200)
-{
-	last if -s $rx->{port_file};
-	usleep(50_000);
-}
-die "receiver did not start: " . slurp_file("$tmp/rx.err") unless -s $rx->{port_file};
-chomp(my $rx_port = slurp_file($rx->{port_file}));
-my $rx_base = "http://127.0.0.1:$rx_port";
-
-sub rx_requests
-{
-	my $res = $http->get("$rx_base/_control/requests?since=0");
-	die "receiver: $res->{status} $res->{content}" unless $res->{success};
-	my $r = decode_json($res->{content});
-	return ref $r eq 'HASH' ? $r->{requests} : $r;
-}
-
-sub rx_count_by_id
-{
-	my %n;
-	$n{ $_->{webhook_id} // '' }++ for grep { $_->{path} eq '/hook' } @{ rx_requests() };
-	return \%n;
-}
+my $rx      = Receiver::start($root, $tmp, $SECRET);
+my $rx_base = $rx->{base};
+sub rx_requests { return Receiver::requests($rx); }
+sub rx_count_by_id { return Receiver::count_by_id($rx, '/hook'); }
 
 my $node = PostgreSQL::Test::Cluster->new('dump_restore');
 $node->init;
