@@ -275,31 +275,48 @@ re_clock_now_sql(PG_FUNCTION_ARGS)
 	PG_RETURN_TIMESTAMPTZ(re_clock_now());
 }
 
-char *
-re_installed_version(void)
+/*
+ * revenue_engine's row of pg_extension in this database: false when the
+ * extension is not installed; otherwise its owner and its version (palloc'd),
+ * each only where asked for.  The one look-up of it, for the worker's owner
+ * and the library-versus-installed check alike.
+ */
+bool
+re_extension_row(Oid *owner, char **version)
 {
 	Relation	rel;
 	ScanKeyData key;
 	SysScanDesc scan;
 	HeapTuple	tup;
-	char	   *version = NULL;
+	bool		found;
 
 	rel = table_open(ExtensionRelationId, AccessShareLock);
 	ScanKeyInit(&key, Anum_pg_extension_extname, BTEqualStrategyNumber, F_NAMEEQ,
 				CStringGetDatum("revenue_engine"));
 	scan = systable_beginscan(rel, ExtensionNameIndexId, true, NULL, 1, &key);
 	tup = systable_getnext(scan);
-	if (HeapTupleIsValid(tup))
+	found = HeapTupleIsValid(tup);
+	if (found && owner != NULL)
+		*owner = ((Form_pg_extension) GETSTRUCT(tup))->extowner;
+	if (found && version != NULL)
 	{
 		bool		isnull;
 		Datum		d = heap_getattr(tup, Anum_pg_extension_extversion,
 									 RelationGetDescr(rel), &isnull);
 
-		if (!isnull)
-			version = text_to_cstring(DatumGetTextPP(d));
+		*version = isnull ? NULL : text_to_cstring(DatumGetTextPP(d));
 	}
 	systable_endscan(scan);
 	table_close(rel, AccessShareLock);
+	return found;
+}
+
+char *
+re_installed_version(void)
+{
+	char	   *version = NULL;
+
+	(void) re_extension_row(NULL, &version);
 	return version;
 }
 

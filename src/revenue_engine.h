@@ -39,6 +39,9 @@ extern int	re_attempt_retention;	/* minutes */
 #error "RE_EXTVERSION is defined by the Makefile"
 #endif
 
+/* revenue_engine's pg_extension row: false when absent; its owner and version where asked. */
+extern bool re_extension_row(Oid *owner, char **version);
+
 /* pg_extension.extversion of revenue_engine in this database (palloc'd), NULL when absent. */
 extern char *re_installed_version(void);
 

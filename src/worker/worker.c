@@ -1204,24 +1204,12 @@ attach_slot(int slotno, uint32 generation, bool *may_reconnect)
 static Oid
 extension_owner_lookup(bool *can_login)
 {
-	Relation	rel;
-	ScanKeyData key;
-	SysScanDesc scan;
-	HeapTuple	tup;
 	Oid			owner = InvalidOid;
 
 	*can_login = false;
 	SetCurrentStatementStartTimestamp();
 	StartTransactionCommand();
-	rel = table_open(ExtensionRelationId, AccessShareLock);
-	ScanKeyInit(&key, Anum_pg_extension_extname, BTEqualStrategyNumber, F_NAMEEQ,
-				CStringGetDatum("revenue_engine"));
-	scan = systable_beginscan(rel, ExtensionNameIndexId, true, NULL, 1, &key);
-	tup = systable_getnext(scan);
-	if (HeapTupleIsValid(tup))
-		owner = ((Form_pg_extension) GETSTRUCT(tup))->extowner;
-	systable_endscan(scan);
-	table_close(rel, AccessShareLock);
+	(void) re_extension_row(&owner, NULL);
 	if (OidIsValid(owner))
 	{
 		HeapTuple	role = SearchSysCache1(AUTHOID, ObjectIdGetDatum(owner));

@@ -27,11 +27,7 @@ export PG_CONFIG="$PGC"
 unset PGBIN
 source "$ROOT/test/lib/cluster.sh"
 source "$ROOT/test/citus/cluster.sh"
-BUILD=$(mktemp -d /tmp/re_bench_citus_build.XXXXXX)	# the checkout's objects may be another major's
-cp -a "$ROOT/." "$BUILD"
-make -C "$BUILD" -s clean >/dev/null
-make -C "$BUILD" -s all install PG_CONFIG="$PGC" >/dev/null
-rm -rf "$BUILD"
+citus_install_extension "$ROOT"
 
 DIR=$(mktemp -d /tmp/re_bench_citus.XXXXXX)
 chmod 755 "$DIR"

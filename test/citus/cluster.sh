@@ -5,8 +5,25 @@
 #   citus_cluster_start DIR   -> sets CITUS_PORTS (coordinator first) and CITUS_DIRS
 #   citus_cluster_stop        -> stops the three and removes them
 #   cpsql N args...           -> psql as postgres on node N (0: coordinator) of database citus_test
+#   citus_install_extension ROOT -> builds and installs revenue_engine into that copy
 
 CITUS_DB=citus_test
+
+# citus_install_extension ROOT: builds revenue_engine from a copy of the tree
+# at ROOT (the checkout's objects may be another major's) and installs it into
+# the PostgreSQL of $PG_CONFIG; prints the build's log and fails if it fails.
+citus_install_extension() {
+	local root="$1" build
+	build=$(mktemp -d /tmp/revenue_engine_citus_build.XXXXXX)
+	cp -a "$root/." "$build"
+	rm -rf "$build/.git"
+	if ! { make -C "$build" -s clean && make -C "$build" -s all install PG_CONFIG="$PG_CONFIG"; } >"$build/build.log" 2>&1; then
+		cat "$build/build.log"
+		rm -rf "$build"
+		return 1
+	fi
+	rm -rf "$build"
+}
 
 citus_cluster_start() {
 	local base="$1" i port

@@ -69,18 +69,11 @@ export PG_CONFIG="$PGC"
 unset PGBIN
 source "$ROOT/test/lib/cluster.sh"
 source "$ROOT/test/citus/cluster.sh"
-# built in a copy of the tree: the checkout's objects may be another major's
-BUILD=$(mktemp -d /tmp/revenue_engine_citus_build.XXXXXX)
-cp -a "$ROOT/." "$BUILD"
-rm -rf "$BUILD/.git"
-if ! { make -C "$BUILD" -s clean && make -C "$BUILD" -s all install PG_CONFIG="$PGC"; } >"$BUILD/build.log" 2>&1; then
-	cat "$BUILD/build.log"
-	rm -rf "$BUILD"
+if ! citus_install_extension "$ROOT"; then
 	echo "not ok 1 - build revenue_engine into the Citus copy"
 	echo "0 passed, 1 failed"
 	exit 1
 fi
-rm -rf "$BUILD"
 
 WORK=$(mktemp -d /tmp/revenue_engine_citus.XXXXXX)
 chmod 755 "$WORK"
