@@ -20,7 +20,23 @@ OBJS         = src/revenue_engine.o \
                src/tenancy/tenancy.o \
                src/tenancy/masking.o \
                src/citus/citus.o \
-               src/campaigns/schedule.o
+               src/campaigns/schedule.o \
+               src/campaigns/template.o \
+               src/campaigns/enroll.o \
+               src/campaigns/runner.o \
+               src/campaigns/counters.o
+
+# campaigns: new in 0.2.0 as a whole, so the upgrade from 0.1.0 includes these
+# files as they are (UPGRADE_IN below) instead of restating them.
+CAMPAIGN_SQL = src/campaigns/schema.sql \
+               src/campaigns/contacts.sql \
+               src/campaigns/templates.sql \
+               src/campaigns/definitions.sql \
+               src/campaigns/enroll.sql \
+               src/campaigns/runner.sql \
+               src/campaigns/outcomes.sql \
+               src/campaigns/views.sql \
+               src/campaigns/schedule.sql
 
 # Order matters: base objects, then the outbox, then the modules that write to it;
 # tenancy's row level security after every table and view it covers.
@@ -31,15 +47,20 @@ MODULE_SQL   = src/revenue_engine.sql \
                src/messaging/messaging.sql \
                src/usage/usage.sql \
                src/blasts/blasts.sql \
-               src/campaigns/campaigns.sql \
+               $(CAMPAIGN_SQL) \
                src/tenancy/tenancy.sql \
                src/tenancy/tenant_forms.sql \
                src/citus/citus.sql \
                src/worker/worker.sql
 
-DATA_built   = $(EXTENSION)--$(EXTVERSION).sql
-# Released install scripts, frozen as released, and the upgrade scripts between versions.
-DATA         = $(wildcard upgrade/$(EXTENSION)--*.sql)
+# The upgrade script to this version is built from its hand-written part
+# (upgrade/*.sql.in), where the line -- @CAMPAIGN_SQL@ stands for the
+# campaigns module's files.  When a version is released, its built upgrade
+# script is frozen into upgrade/ like the install script.
+UPGRADE_IN   = $(wildcard upgrade/$(EXTENSION)--*.sql.in)
+DATA_built   = $(EXTENSION)--$(EXTVERSION).sql $(UPGRADE_IN:.sql.in=.sql)
+# Released install scripts, frozen as released, and released upgrade scripts.
+DATA         = $(filter-out $(UPGRADE_IN:.sql.in=.sql),$(wildcard upgrade/$(EXTENSION)--*.sql))
 EXTRA_CLEAN  = results test/output_iso tmp_check regression.diffs regression.out log
 
 # libcurl's flags from curl-config (its own, not a guess of ours)
@@ -86,6 +107,10 @@ $(OBJS): $(wildcard src/*.h src/*/*.h) $(EXTENSION).control
 
 $(EXTENSION)--$(EXTVERSION).sql: $(MODULE_SQL) $(EXTENSION).control
 	cat $(MODULE_SQL) > $@
+
+upgrade/%.sql: upgrade/%.sql.in $(CAMPAIGN_SQL)
+	{ sed '/^-- @CAMPAIGN_SQL@$$/,$$d' $<; cat $(CAMPAIGN_SQL); sed '1,/^-- @CAMPAIGN_SQL@$$/d' $<; } > $@.tmp
+	mv $@.tmp $@
 
 .PHONY: test demo bench
 print-%:

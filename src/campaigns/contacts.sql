@@ -1,0 +1,1 @@
+-- campaigns: contacts (see schema.sql for the module's files)

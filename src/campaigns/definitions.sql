@@ -1,0 +1,1 @@
+-- campaigns: definitions (see schema.sql for the module's files)

@@ -1,0 +1,1 @@
+-- campaigns: enroll (see schema.sql for the module's files)

@@ -1,0 +1,1 @@
+-- campaigns: outcomes (see schema.sql for the module's files)

@@ -1,0 +1,1 @@
+-- campaigns: runner (see schema.sql for the module's files)

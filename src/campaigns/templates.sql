@@ -1,0 +1,1 @@
+-- campaigns: templates (see schema.sql for the module's files)

@@ -1,0 +1,1 @@
+-- campaigns: views (see schema.sql for the module's files)
