@@ -84,12 +84,16 @@ endif
 REGRESS      = setup usage_response usage_ladder usage_goals_streaks \
                usage_timezones usage_bad_input usage_backfill usage_fastpath delivery_input security \
                tenants tenant_forms blasts status_webhook whatsapp_payloads \
-               campaign_schedule campaign_schedule_property
+               $(CAMPAIGN_REGRESS)
+# Campaign tests: every sql/campaign_*.sql and test/specs/campaign_*.spec, in
+# name order, each self-contained (after setup).
+CAMPAIGN_REGRESS  = $(sort $(patsubst sql/%.sql,%,$(wildcard sql/campaign_*.sql)))
+CAMPAIGN_ISOLATION = $(sort $(patsubst test/specs/%.spec,%,$(wildcard test/specs/campaign_*.spec)))
 
 ISOLATION    = usage_concurrent_milestones usage_concurrent_goal_feature usage_keyed_update \
                blasts_concurrent_status blasts_concurrent_funnel blasts_parking_race \
                blasts_funnel_serializable blasts_funnel_truncate blasts_funnel_columns \
-               tenants_binding_cache
+               tenants_binding_cache $(CAMPAIGN_ISOLATION)
 ISOLATION_OPTS = --inputdir=test --outputdir=test/output_iso
 
 TAP_TESTS    = 1
