@@ -42,7 +42,13 @@
  * backends of different slots do not wait for each other.  A key without
  * counter rows gets them from its first writer, by a statement (INSERT ..
  * ON CONFLICT DO UPDATE, under the table's guard: not for a parent deleted
- * since).  The interface is used as the apply uses it; the tuple lock costs
+ * since).  That statement is the one place where concurrency can fail: two
+ * backends of one slot whose first additions to a new key commit at the
+ * same time, in REPEATABLE READ or SERIALIZABLE, make the later one's ON
+ * CONFLICT find a row its snapshot cannot see ("could not serialize access
+ * due to concurrent update", to be retried as any serialization failure);
+ * once a key's rows exist, additions never fail.  The interface is used as
+ * the apply uses it; the tuple lock costs
  * one WAL record more than an UPDATE statement, measured no slower per
  * commit (the statement's executor start-up is gone).  A prepared
  * transaction holds its counter rows until COMMIT PREPARED: a commit of the
