@@ -1025,12 +1025,17 @@ COMMENT ON FUNCTION revenue_engine.remove_holiday(date) IS 'remove a holiday of 
 -- The tenant's holidays from a day on (default: all).
 CREATE FUNCTION revenue_engine.list_holidays(from_day date DEFAULT NULL)
 RETURNS TABLE (day date, name text)
-LANGUAGE sql STABLE SECURITY DEFINER
+LANGUAGE plpgsql STABLE SECURITY DEFINER
 SET search_path = pg_catalog, pg_temp
 AS $fn$
+DECLARE
+    tenant text := revenue_engine.current_tenant();
+BEGIN
+    RETURN QUERY
     SELECT h.day, h.name FROM revenue_engine.holidays h
-     WHERE h.tenant_id = revenue_engine.current_tenant() AND (from_day IS NULL OR h.day >= from_day)
-     ORDER BY h.day
+     WHERE h.tenant_id = tenant AND h.day >= coalesce(list_holidays.from_day, '-infinity')
+     ORDER BY h.day;
+END
 $fn$;
 COMMENT ON FUNCTION revenue_engine.list_holidays(date) IS 'the tenant''s holidays from from_day on (all if null), in date order';
 
