@@ -234,7 +234,7 @@ BEGIN
                 norm := norm || jsonb_build_object('outside_window', step -> 'outside_window');
             END IF;
         WHEN 'wait' THEN
-            PERFORM revenue_engine.campaign_json_keys(step, '{kind,amount,unit,at}', what);
+            PERFORM revenue_engine.campaign_json_keys(step, '{kind,amount,unit}', what);
             IF jsonb_typeof(step -> 'amount') IS DISTINCT FROM 'number' THEN
                 RAISE EXCEPTION '% amount must be a number, not %', what,
                     coalesce(left((step -> 'amount')::text, 100), 'missing') USING ERRCODE = '22023';
@@ -250,14 +250,6 @@ BEGIN
                     USING ERRCODE = '22023', HINT = 'Use minutes, hours, days, weeks or business_days.';
             END IF;
             norm := jsonb_build_object('kind', kind, 'amount', num::integer, 'unit', step -> 'unit');
-            IF step ? 'at' AND step -> 'at' <> 'null' THEN
-                IF step ->> 'unit' NOT IN ('days', 'weeks', 'business_days') THEN
-                    RAISE EXCEPTION '% at needs a delay in days, weeks or business_days, not %', what, step ->> 'unit'
-                        USING ERRCODE = '22023';
-                END IF;
-                norm := norm || jsonb_build_object('at', revenue_engine.campaign_time_text(
-                                    revenue_engine.campaign_json_time(step -> 'at', what || ' at')));
-            END IF;
         WHEN 'wait_until' THEN
             PERFORM revenue_engine.campaign_json_keys(step, '{kind,at}', what);
             norm := jsonb_build_object('kind', kind, 'at', revenue_engine.campaign_time_text(
