@@ -90,6 +90,10 @@ BEGIN
     IF i <= interval '0' THEN
         RAISE EXCEPTION '% must be positive, not "%"', what, s USING ERRCODE = '22023';
     END IF;
+    -- PostgreSQL 17 reads "infinity" as an interval: nothing waits forever
+    IF i::text = 'infinity' THEN
+        RAISE EXCEPTION '% must be finite, not "%"', what, s USING ERRCODE = '22023';
+    END IF;
     RETURN i;
 END
 $fn$;
