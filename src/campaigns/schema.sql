@@ -413,6 +413,7 @@ CREATE TABLE revenue_engine.campaign_messages (
     template_id      bigint,
     template_version integer,
     form             text        NOT NULL DEFAULT 'text',
+    fallback_used    boolean     NOT NULL DEFAULT false,
     status           text        NOT NULL DEFAULT 'queued',
     message_id       text,
     error            text,
@@ -430,6 +431,8 @@ CREATE TABLE revenue_engine.campaign_messages (
 );
 COMMENT ON TABLE revenue_engine.campaign_messages IS
     'one row per message a campaign step queued: its send, template version and the stages it reached';
+COMMENT ON COLUMN revenue_engine.campaign_messages.fallback_used IS
+    'the step''s template missed a required variable: template_id/template_version name the fallback template rendered instead';
 CREATE INDEX campaign_messages_message_idx ON revenue_engine.campaign_messages (tenant_id, message_id)
     WHERE message_id IS NOT NULL;
 CREATE INDEX campaign_messages_queued_idx ON revenue_engine.campaign_messages (tenant_id, enrollment_id)
