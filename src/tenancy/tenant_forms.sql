@@ -62,7 +62,10 @@ BEGIN
         'revenue_engine.mark_closed(text, numeric, timestamptz, bigint, jsonb)',
         'revenue_engine.ingest_status_webhook(text, jsonb, text)',
         'revenue_engine.funnel_by_tag(text, date, date)',
-        'revenue_engine.blast_stage_times(bigint)'
+        'revenue_engine.blast_stage_times(bigint)',
+        -- campaigns: enrollment
+        'revenue_engine.enroll(text, text, jsonb, timestamptz)',
+        'revenue_engine.exit_enrollment(text, text, text)'
     ]::pg_catalog.regprocedure[] LOOP
         SELECT * INTO STRICT p FROM pg_catalog.pg_proc c WHERE c.oid OPERATOR(pg_catalog.=) plain;
         -- every argument but TABLE columns, which the result names, without defaults
