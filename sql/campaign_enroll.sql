@@ -244,3 +244,9 @@ SELECT has_function_privilege('revenue_engine_user', 'revenue_engine.enroll(text
        has_function_privilege('revenue_engine_user', 'revenue_engine.enroll_internal(text, bigint, bigint, jsonb, timestamptz, text, text)', 'EXECUTE') AS enroll_internal,
        has_function_privilege('revenue_engine_user', 'revenue_engine.campaign_stop_contact(text, bigint, text, text, text)', 'EXECUTE') AS stop_contact,
        has_function_privilege('revenue_engine_user', 'revenue_engine.campaign_blast_followups(timestamptz)', 'EXECUTE') AS followups;
+
+-- Nothing of this file stays running for the files after it.
+SELECT revenue_engine.campaign_stop_enrollments('default', array_agg(e.id), 'test over') >= 0 AS stopped
+  FROM revenue_engine.enrollments e JOIN revenue_engine.campaigns c ON c.id = e.campaign_id
+ WHERE c.name LIKE 'ce\_%' AND e.status = 'active';
+UPDATE revenue_engine.campaigns SET status = 'archived' WHERE name LIKE 'ce\_%';

@@ -13,30 +13,9 @@ SET TimeZone = 'UTC';
 SET DateStyle = 'ISO, YMD';
 SET IntervalStyle = 'postgres';
 
--- Until the outcomes part of issue 12 is on this branch: channels.kind and
--- the sends status 'cancelled' (no-ops once it is).
-CREATE TEMP TABLE cs_added (what text);
-DO $$
-BEGIN
-    IF NOT EXISTS (SELECT 1 FROM pg_attribute WHERE attrelid = 'revenue_engine.channels'::regclass
-                      AND attname = 'kind' AND NOT attisdropped) THEN
-        ALTER TABLE revenue_engine.channels ADD COLUMN kind text NOT NULL DEFAULT 'webhook';
-        INSERT INTO cs_added VALUES ('kind');
-    END IF;
-    IF pg_get_constraintdef((SELECT oid FROM pg_constraint WHERE conname = 'sends_status_check'
-                               AND conrelid = 'revenue_engine.sends'::regclass)) NOT LIKE '%cancelled%' THEN
-        ALTER TABLE revenue_engine.sends DROP CONSTRAINT sends_status_check,
-            ADD CONSTRAINT sends_status_check
-            CHECK (status IN ('queued', 'sending', 'sent', 'failed', 'cancelled', 'unknown'));
-        INSERT INTO cs_added VALUES ('cancelled');
-    END IF;
-END
-$$;
-
 SELECT revenue_engine.create_channel('cs_whatsapp', 'https://hooks.example.com/wa', enabled => false) > 0 AS whatsapp,
        revenue_engine.create_channel('cs_email', 'https://hooks.example.com/mail', enabled => false) > 0 AS email;
-UPDATE revenue_engine.channels SET kind = 'whatsapp' WHERE name = 'cs_whatsapp';
-UPDATE revenue_engine.channels SET kind = 'email' WHERE name = 'cs_email';
+SELECT revenue_engine.set_channel_kind('cs_whatsapp', 'whatsapp'), revenue_engine.set_channel_kind('cs_email', 'email');
 
 -- A campaign as rows: version 1, steps as (kind, event_type, match_key) triples.
 CREATE FUNCTION cs_campaign(p_name text, p_channel text DEFAULT 'cs_whatsapp',
@@ -128,47 +107,47 @@ SELECT cs_campaign('cs_drip') > 0 AS drip,
 -- Reply: every open enrollment of the contact stops; a queued send is
 -- cancelled with its message, a send the delivery worker already claimed
 -- (sending) is not (it was claimed before the stop committed).
-SELECT cs_contact('ann') AS ann \gset
-SELECT cs_queue(revenue_engine.enroll('cs_drip', 'ann')) > 0 AS queued;
-SELECT cs_queue(revenue_engine.enroll('cs_news', 'ann'), 'sending') > 0 AS claimed;
-SELECT revenue_engine.enroll('cs_mail', 'ann') > 0 AS enrolled;
-SELECT revenue_engine.campaign_stop_contact('default', :ann, 'replied') AS stopped;
-SELECT * FROM cs_enrollments('ann');
-SELECT * FROM cs_messages('ann');
-SELECT * FROM cs_history('ann');
+SELECT cs_contact('cs_ann') AS cs_ann \gset
+SELECT cs_queue(revenue_engine.enroll('cs_drip', 'cs_ann')) > 0 AS queued;
+SELECT cs_queue(revenue_engine.enroll('cs_news', 'cs_ann'), 'sending') > 0 AS claimed;
+SELECT revenue_engine.enroll('cs_mail', 'cs_ann') > 0 AS enrolled;
+SELECT revenue_engine.campaign_stop_contact('default', :cs_ann, 'replied') AS stopped;
+SELECT * FROM cs_enrollments('cs_ann');
+SELECT * FROM cs_messages('cs_ann');
+SELECT * FROM cs_history('cs_ann');
 -- nothing open any more
-SELECT revenue_engine.campaign_stop_contact('default', :ann, 'replied') AS stopped_again;
+SELECT revenue_engine.campaign_stop_contact('default', :cs_ann, 'replied') AS stopped_again;
 DO $$ BEGIN
     PERFORM revenue_engine.campaign_stop_contact('default', NULL, 'replied');
 EXCEPTION WHEN OTHERS THEN RAISE NOTICE '%: %', SQLSTATE, SQLERRM;
 END $$;
 
 -- Reply on one channel kind only (outcomes may stop by the channel's kind).
-SELECT cs_contact('ben') AS ben \gset
-SELECT revenue_engine.enroll('cs_drip', 'ben') > 0 AS drip, revenue_engine.enroll('cs_mail', 'ben') > 0 AS mail;
-SELECT revenue_engine.campaign_stop_contact('default', :ben, 'replied', 'email') AS stopped;
-SELECT * FROM cs_enrollments('ben');
+SELECT cs_contact('cs_ben') AS cs_ben \gset
+SELECT revenue_engine.enroll('cs_drip', 'cs_ben') > 0 AS drip, revenue_engine.enroll('cs_mail', 'cs_ben') > 0 AS mail;
+SELECT revenue_engine.campaign_stop_contact('default', :cs_ben, 'replied', 'email') AS stopped;
+SELECT * FROM cs_enrollments('cs_ben');
 
 -- Opt-out: marketing consent for WhatsApp recorded false stops the marketing
 -- campaigns on WhatsApp channels only: not the transactional one, not e-mail.
-SELECT cs_contact('bob') AS bob \gset
-SELECT cs_queue(revenue_engine.enroll('cs_drip', 'bob')) > 0 AS drip,
-       cs_queue(revenue_engine.enroll('cs_receipts', 'bob')) > 0 AS receipts,
-       revenue_engine.enroll('cs_mail', 'bob') > 0 AS mail;
+SELECT cs_contact('cs_bob') AS cs_bob \gset
+SELECT cs_queue(revenue_engine.enroll('cs_drip', 'cs_bob')) > 0 AS drip,
+       cs_queue(revenue_engine.enroll('cs_receipts', 'cs_bob')) > 0 AS receipts,
+       revenue_engine.enroll('cs_mail', 'cs_bob') > 0 AS mail;
 INSERT INTO revenue_engine.contact_consents (contact_id, channel_kind, purpose, granted)
-VALUES (:bob, 'whatsapp', 'marketing', true);
-SELECT count(*) FILTER (WHERE status = 'active') AS open_after_grant FROM cs_enrollments('bob');
-UPDATE revenue_engine.contact_consents SET granted = false WHERE contact_id = :bob;
-SELECT * FROM cs_enrollments('bob');
-SELECT * FROM cs_messages('bob');
+VALUES (:cs_bob, 'whatsapp', 'marketing', true);
+SELECT count(*) FILTER (WHERE status = 'active') AS open_after_grant FROM cs_enrollments('cs_bob');
+UPDATE revenue_engine.contact_consents SET granted = false WHERE contact_id = :cs_bob;
+SELECT * FROM cs_enrollments('cs_bob');
+SELECT * FROM cs_messages('cs_bob');
 -- granted again, and false again: nothing more to stop
-UPDATE revenue_engine.contact_consents SET granted = true WHERE contact_id = :bob;
-UPDATE revenue_engine.contact_consents SET granted = false WHERE contact_id = :bob;
+UPDATE revenue_engine.contact_consents SET granted = true WHERE contact_id = :cs_bob;
+UPDATE revenue_engine.contact_consents SET granted = false WHERE contact_id = :cs_bob;
 -- a first consent row recorded as false (e-mail marketing) stops too
 INSERT INTO revenue_engine.contact_consents (contact_id, channel_kind, purpose, granted)
-VALUES (:bob, 'email', 'marketing', false);
-SELECT * FROM cs_enrollments('bob');
-SELECT campaign, step, event, reason FROM cs_history('bob') WHERE event <> 'enrolled';
+VALUES (:cs_bob, 'email', 'marketing', false);
+SELECT * FROM cs_enrollments('cs_bob');
+SELECT campaign, step, event, reason FROM cs_history('cs_bob') WHERE event <> 'enrolled';
 
 -- Exit rules: a conversion of the same membership stops the enrollment;
 -- another membership's does not.  A rule without match_key: any such event.
@@ -176,35 +155,35 @@ SELECT campaign, step, event, reason FROM cs_history('bob') WHERE event <> 'enro
 SELECT revenue_engine.register_event_type('cs_conversion'), revenue_engine.register_event_type('cs_churned');
 SELECT cs_campaign('cs_trial', p_exit_rules => '[{"event_type": "cs_conversion", "match_key": "membership_id"},
                                                  {"event_type": "cs_churned"}]') > 0 AS trial;
-SELECT cs_contact('cat', u(9201)) > 0 AS cat, cs_contact('cal', u(9202)) > 0 AS cal;
-SELECT cs_queue(revenue_engine.enroll('cs_trial', 'cat', '{"membership_id": "m1"}')) > 0 AS cat_in,
-       revenue_engine.enroll('cs_trial', 'cal', '{"membership_id": "m5"}') > 0 AS cal_in;
+SELECT cs_contact('cs_cat', u(9201)) > 0 AS cat, cs_contact('cs_cal', u(9202)) > 0 AS cal;
+SELECT cs_queue(revenue_engine.enroll('cs_trial', 'cs_cat', '{"membership_id": "m1"}')) > 0 AS cat_in,
+       revenue_engine.enroll('cs_trial', 'cs_cal', '{"membership_id": "m5"}') > 0 AS cal_in;
 SELECT revenue_engine.enqueue_event(u(9201), 'cs_conversion', '{"membership_id": "m2"}') IS NOT NULL AS other_membership;
 SELECT revenue_engine.enqueue_event(u(9201), 'cs_conversion', '{}') IS NOT NULL AS no_membership;
-SELECT * FROM cs_enrollments('cat');
+SELECT * FROM cs_enrollments('cs_cat');
 SELECT revenue_engine.enqueue_event(u(9201), 'cs_conversion', '{"membership_id": "m1"}') IS NOT NULL AS same_membership;
-SELECT * FROM cs_enrollments('cat');
-SELECT * FROM cs_messages('cat');
-SELECT campaign, step, event, reason FROM cs_history('cat');
+SELECT * FROM cs_enrollments('cs_cat');
+SELECT * FROM cs_messages('cs_cat');
+SELECT campaign, step, event, reason FROM cs_history('cs_cat');
 UPDATE revenue_engine.campaigns SET status = 'paused' WHERE name = 'cs_trial';
 SELECT revenue_engine.enqueue_event(u(9202), 'cs_churned', '{"membership_id": "m9"}') IS NOT NULL AS churned;
-SELECT * FROM cs_enrollments('cal');
+SELECT * FROM cs_enrollments('cs_cal');
 UPDATE revenue_engine.campaigns SET status = 'active' WHERE name = 'cs_trial';
 
 -- Manual: exit_enrollment stops and cancels; a second time there is nothing to stop.
-SELECT cs_contact('dot') > 0 AS dot;
-SELECT cs_queue(revenue_engine.enroll('cs_drip', 'dot')) > 0 AS queued;
-SELECT revenue_engine.exit_enrollment('cs_drip', 'dot') AS exited;
-SELECT revenue_engine.exit_enrollment('cs_drip', 'dot') AS exited_again;
-SELECT * FROM cs_enrollments('dot');
-SELECT * FROM cs_messages('dot');
+SELECT cs_contact('cs_dot') > 0 AS dot;
+SELECT cs_queue(revenue_engine.enroll('cs_drip', 'cs_dot')) > 0 AS queued;
+SELECT revenue_engine.exit_enrollment('cs_drip', 'cs_dot') AS exited;
+SELECT revenue_engine.exit_enrollment('cs_drip', 'cs_dot') AS exited_again;
+SELECT * FROM cs_enrollments('cs_dot');
+SELECT * FROM cs_messages('cs_dot');
 -- stopping in a transaction that rolls back leaves it running and its send queued
-SELECT cs_queue(revenue_engine.enroll('cs_news', 'dot')) > 0 AS queued;
+SELECT cs_queue(revenue_engine.enroll('cs_news', 'cs_dot')) > 0 AS queued;
 BEGIN;
-SELECT revenue_engine.exit_enrollment('cs_news', 'dot') AS exited;
+SELECT revenue_engine.exit_enrollment('cs_news', 'cs_dot') AS exited;
 ROLLBACK;
-SELECT * FROM cs_enrollments('dot') WHERE campaign = 'cs_news';
-SELECT * FROM cs_messages('dot') WHERE campaign = 'cs_news';
+SELECT * FROM cs_enrollments('cs_dot') WHERE campaign = 'cs_news';
+SELECT * FROM cs_messages('cs_dot') WHERE campaign = 'cs_news';
 
 -- wait_event: an enrollment waiting at step 2 for cs_paid of its membership
 -- (the runner set next_run_at to the timeout, 3 days) moves on to step 3,
@@ -214,34 +193,25 @@ SELECT cs_campaign('cs_dunning', p_steps => '[{"kind": "send"},
     {"kind": "wait_event", "event_type": "cs_paid", "match_key": "membership_id"},
     {"kind": "send"}]') > 0 AS dunning;
 SELECT cs_campaign('cs_other_wait', p_steps => '[{"kind": "wait_event", "event_type": "cs_refund"}]') > 0 AS other;
-SELECT cs_contact('eve', u(9203)) > 0 AS eve;
-SELECT revenue_engine.enroll('cs_dunning', 'eve', '{"membership_id": "m7"}') AS dunning_enrollment \gset
-SELECT revenue_engine.enroll('cs_other_wait', 'eve') > 0 AS other_in;
+SELECT cs_contact('cs_eve', u(9203)) > 0 AS eve;
+SELECT revenue_engine.enroll('cs_dunning', 'cs_eve', '{"membership_id": "m7"}') AS dunning_enrollment \gset
+SELECT revenue_engine.enroll('cs_other_wait', 'cs_eve') > 0 AS other_in;
 -- the runner's part: step 1 sent, waiting at step 2 until the timeout
 UPDATE revenue_engine.enrollments e
    SET step = 2, next_run_at = revenue_engine.clock_now() + interval '3 days'
  WHERE e.id = :dunning_enrollment;
-SELECT * FROM cs_enrollments('eve');
+SELECT * FROM cs_enrollments('cs_eve');
 SELECT revenue_engine.enqueue_event(u(9203), 'cs_paid', '{"membership_id": "m8"}') IS NOT NULL AS other_membership;
-SELECT * FROM cs_enrollments('eve');
+SELECT * FROM cs_enrollments('cs_eve');
 SELECT revenue_engine.enqueue_event(u(9203), 'cs_paid', '{"membership_id": "m7", "amount": 10}') IS NOT NULL AS paid;
-SELECT * FROM cs_enrollments('eve');
-SELECT campaign, step, event, reason FROM cs_history('eve');
+SELECT * FROM cs_enrollments('cs_eve');
+SELECT campaign, step, event, reason FROM cs_history('cs_eve');
 -- paid again: step 3 is no wait, nothing changes
 SELECT revenue_engine.enqueue_event(u(9203), 'cs_paid', '{"membership_id": "m7"}') IS NOT NULL AS paid_again;
-SELECT * FROM cs_enrollments('eve');
+SELECT * FROM cs_enrollments('cs_eve');
 
--- Back to the schema main has until the outcomes part lands.
-DO $$
-BEGIN
-    IF EXISTS (SELECT 1 FROM cs_added WHERE what = 'cancelled') THEN
-        DELETE FROM revenue_engine.sends s USING revenue_engine.channels c
-         WHERE c.id = s.channel_id AND c.name IN ('cs_whatsapp', 'cs_email') AND s.status = 'cancelled';
-        ALTER TABLE revenue_engine.sends DROP CONSTRAINT sends_status_check,
-            ADD CONSTRAINT sends_status_check CHECK (status IN ('queued', 'sending', 'sent', 'failed'));
-    END IF;
-    IF EXISTS (SELECT 1 FROM cs_added WHERE what = 'kind') THEN
-        ALTER TABLE revenue_engine.channels DROP COLUMN kind;
-    END IF;
-END
-$$;
+-- Nothing of this file stays running for the files after it.
+SELECT revenue_engine.campaign_stop_enrollments('default', array_agg(e.id), 'test over') >= 0 AS stopped
+  FROM revenue_engine.enrollments e JOIN revenue_engine.campaigns c ON c.id = e.campaign_id
+ WHERE c.name LIKE 'cs\_%' AND e.status = 'active';
+UPDATE revenue_engine.campaigns SET status = 'archived' WHERE name LIKE 'cs\_%';
