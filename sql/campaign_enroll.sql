@@ -245,6 +245,25 @@ SELECT has_function_privilege('revenue_engine_user', 'revenue_engine.enroll(text
        has_function_privilege('revenue_engine_user', 'revenue_engine.campaign_stop_contact(text, bigint, text, text, text)', 'EXECUTE') AS stop_contact,
        has_function_privilege('revenue_engine_user', 'revenue_engine.campaign_blast_followups(timestamptz)', 'EXECUTE') AS followups;
 
+-- Rows loaded by COPY (pg_restore, a plain dump) enroll nothing: a restore
+-- brings their enrollments along.  A statement that only starts with a
+-- comment is no COPY.
+COPY revenue_engine.contacts (external_ref, tags) FROM stdin;
+ce_restored	{trial}
+\.
+SELECT count(*) AS restored_contact FROM ce_enrollments('ce_restored');
+SELECT count(*) AS dan_before FROM ce_enrollments('dan');
+COPY revenue_engine.webhook_events (user_id, event_type, event_data) FROM stdin;
+00000000-0000-0000-0000-00000000238d	ce_signup	{"plan": "restored"}
+\.
+SELECT count(*) AS dan_after_copy FROM ce_enrollments('dan');
+-- the same event inserted: dan enters again (re-entry always)
+INSERT INTO revenue_engine.webhook_events (user_id, event_type, event_data)
+VALUES (u(9101), 'ce_signup', '{"plan": "inserted"}');
+SELECT entry, status, context->>'plan' AS plan FROM ce_enrollments('dan');
+/* a comment */ INSERT INTO revenue_engine.contacts (external_ref, tags) VALUES ('ce_inserted', '{trial}');
+SELECT campaign, status, trigger_kind FROM ce_enrollments('ce_inserted');
+
 -- Nothing of this file stays running for the files after it.
 SELECT revenue_engine.campaign_stop_enrollments('default', array_agg(e.id), 'test over') >= 0 AS stopped
   FROM revenue_engine.enrollments e JOIN revenue_engine.campaigns c ON c.id = e.campaign_id

@@ -33,6 +33,7 @@
 #include "utils/rel.h"
 
 #include "revenue_engine.h"
+#include "tcop/tcopprot.h"
 
 /* More entries than this: start again (no growth without bound). */
 #define HOOK_CACHE_MAX 8192
@@ -179,8 +180,60 @@ event_type_hooked(const char *tenant, const char *event_type)
 }
 
 /*
+ * Whether the client's statement is COPY (FROM: triggers fire on loading
+ * only): pg_restore and a plain dump load the tables with COPY, and the
+ * rows they load are the enrollments, events and consents as they were.
+ * Enrolling the restored contacts again, or applying restored events' exit
+ * rules to restored enrollments, would change or duplicate them (and the
+ * enrollments' COPY would then fail on its unique keys).  So the campaign
+ * triggers do nothing for rows loaded by COPY; the application writes
+ * through the functions, never by COPY.  Leading blanks and comments are
+ * skipped.
+ */
+static bool
+statement_is_copy(void)
+{
+	const char *p = debug_query_string;
+
+	if (p == NULL)
+		return false;
+	for (;;)
+	{
+		while (*p == ' ' || *p == '\t' || *p == '\n' || *p == '\r' || *p == '\f')
+			p++;
+		if (p[0] == '-' && p[1] == '-')
+		{
+			while (*p != '\0' && *p != '\n')
+				p++;
+			continue;
+		}
+		if (p[0] == '/' && p[1] == '*')
+		{
+			const char *end = strstr(p + 2, "*/");
+
+			if (end == NULL)
+				return false;
+			p = end + 2;
+			continue;
+		}
+		break;
+	}
+	return pg_strncasecmp(p, "copy", 4) == 0 &&
+		(p[4] == ' ' || p[4] == '\t' || p[4] == '\n' || p[4] == '\r');
+}
+
+/* SQL: revenue_engine.campaign_rows_copied(), for the triggers in enroll.sql */
+PG_FUNCTION_INFO_V1(re_campaign_rows_copied);
+Datum
+re_campaign_rows_copied(PG_FUNCTION_ARGS)
+{
+	PG_RETURN_BOOL(statement_is_copy());
+}
+
+/*
  * Trigger: AFTER INSERT FOR EACH ROW on revenue_engine.webhook_events.
- * Events without a user concern no contact.  Runs its statements as the
+ * Events without a user concern no contact, events loaded by COPY (a
+ * restore) are the past.  Runs its statements as the
  * extension owner with a pinned search_path; the row is data only.
  */
 PG_FUNCTION_INFO_V1(re_campaign_event_trigger);
@@ -207,7 +260,7 @@ re_campaign_event_trigger(PG_FUNCTION_ARGS)
 	tuple = trigdata->tg_trigtuple;
 	desc = RelationGetDescr(trigdata->tg_relation);
 	user_id = heap_getattr(tuple, SPI_fnumber(desc, "user_id"), desc, &isnull);
-	if (isnull)
+	if (isnull || statement_is_copy())
 		return PointerGetDatum(NULL);
 	tenant = TextDatumGetCString(heap_getattr(tuple, SPI_fnumber(desc, "tenant_id"), desc, &isnull));
 	event_type = TextDatumGetCString(heap_getattr(tuple, SPI_fnumber(desc, "event_type"), desc, &isnull));

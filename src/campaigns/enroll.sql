@@ -367,12 +367,19 @@ $fn$;
 COMMENT ON FUNCTION revenue_engine.exit_enrollment(text, text, text) IS
     'stop a contact''s open enrollment in a campaign (exited, with the reason) and cancel its queued sends; false when it was not in';
 
+-- Whether the client's statement is COPY: rows a restore loads enroll and stop nothing (enroll.c).
+CREATE FUNCTION revenue_engine.campaign_rows_copied()
+RETURNS boolean
+LANGUAGE C VOLATILE
+AS 'MODULE_PATHNAME', 're_campaign_rows_copied';
+
 /*
  * Triggers on contacts: a contact created enrolls in the active
  * contact_created campaigns, a tag added (at creation or later) in the
  * active tag_added campaigns of that tag.  They run as the owner (the rows
  * are written by contacts.sql's functions or the table owner) and read the
- * row's values as data only.
+ * row's values as data only.  Rows loaded by COPY (a restore) enroll
+ * nothing: they come with their enrollments.
  */
 CREATE FUNCTION revenue_engine.campaign_contact_inserted()
 RETURNS trigger
@@ -382,6 +389,9 @@ AS $fn$
 DECLARE
     t text;
 BEGIN
+    IF revenue_engine.campaign_rows_copied() THEN
+        RETURN NULL;
+    END IF;
     PERFORM revenue_engine.campaign_trigger_enroll(NEW.tenant_id, 'contact_created', NULL, NEW.id,
                                                    jsonb_build_object('trigger', 'contact_created'));
     FOR t IN SELECT DISTINCT u.tag FROM unnest(NEW.tags) AS u(tag) WHERE u.tag IS NOT NULL ORDER BY 1 LOOP
@@ -400,6 +410,9 @@ AS $fn$
 DECLARE
     t text;
 BEGIN
+    IF revenue_engine.campaign_rows_copied() THEN
+        RETURN NULL;
+    END IF;
     FOR t IN SELECT u.tag FROM unnest(NEW.tags) AS u(tag) WHERE u.tag IS NOT NULL
              EXCEPT SELECT o.tag FROM unnest(OLD.tags) AS o(tag) ORDER BY 1 LOOP
         PERFORM revenue_engine.campaign_trigger_enroll(NEW.tenant_id, 'tag_added', t, NEW.id,
@@ -429,6 +442,9 @@ LANGUAGE plpgsql SECURITY DEFINER
 SET search_path = pg_catalog, pg_temp
 AS $fn$
 BEGIN
+    IF revenue_engine.campaign_rows_copied() THEN
+        RETURN NULL;
+    END IF;
     PERFORM revenue_engine.campaign_stop_contact(NEW.tenant_id, NEW.contact_id, 'opt-out',
                                                  NEW.channel_kind, NEW.purpose);
     RETURN NULL;
@@ -632,6 +648,7 @@ REVOKE ALL ON FUNCTION revenue_engine.campaign_consent_withdrawn() FROM PUBLIC;
 REVOKE ALL ON FUNCTION revenue_engine.campaign_on_event(text, uuid, text, jsonb, uuid) FROM PUBLIC;
 REVOKE ALL ON FUNCTION revenue_engine.campaign_blast_followups(timestamptz) FROM PUBLIC;
 REVOKE ALL ON FUNCTION revenue_engine.campaign_event_trigger() FROM PUBLIC;
+REVOKE ALL ON FUNCTION revenue_engine.campaign_rows_copied() FROM PUBLIC;
 REVOKE ALL ON FUNCTION revenue_engine.campaign_hooks_changed() FROM PUBLIC;
 REVOKE ALL ON FUNCTION revenue_engine.enroll(text, text, jsonb, timestamptz) FROM PUBLIC;
 REVOKE ALL ON FUNCTION revenue_engine.exit_enrollment(text, text, text) FROM PUBLIC;
