@@ -206,6 +206,7 @@ CREATE TABLE revenue_engine.campaigns (
     trigger_kind     text        NOT NULL DEFAULT 'manual',
     trigger_value    text,
     trigger_after    interval,
+    followups_until  timestamptz,
     reentry          text        NOT NULL DEFAULT 'never',
     reentry_cooldown interval,
     paused_at        timestamptz,
@@ -222,6 +223,8 @@ CREATE TABLE revenue_engine.campaigns (
 );
 COMMENT ON TABLE revenue_engine.campaigns IS
     'drip campaigns: channel, trigger, re-entry policy, status draft/active/paused/archived, the version new enrollments get';
+COMMENT ON COLUMN revenue_engine.campaigns.followups_until IS
+    'blast_no_reply: recipients sent up to this time were considered for follow-up (campaign_blast_followups)';
 -- Triggers look up the active campaigns of a kind (and tag or event type).
 CREATE INDEX campaigns_trigger_idx ON revenue_engine.campaigns (tenant_id, trigger_kind, trigger_value)
     WHERE status = 'active';

@@ -81,7 +81,10 @@ BEGIN
         'revenue_engine.set_holidays(date[])',
         'revenue_engine.add_holiday(date, text)',
         'revenue_engine.remove_holiday(date)',
-        'revenue_engine.list_holidays(date)'
+        'revenue_engine.list_holidays(date)',
+        -- campaigns: enrollment
+        'revenue_engine.enroll(text, text, jsonb, timestamptz)',
+        'revenue_engine.exit_enrollment(text, text, text)'
     ]::pg_catalog.regprocedure[] LOOP
         SELECT * INTO STRICT p FROM pg_catalog.pg_proc c WHERE c.oid OPERATOR(pg_catalog.=) plain;
         -- every argument but TABLE columns, which the result names, without defaults
