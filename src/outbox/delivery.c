@@ -385,11 +385,20 @@ re_delivery_extension_present(void)
 	" RETURNING d.tenant_id, d.event_id, d.status, d.last_error)" \
 	"UPDATE revenue_engine.webhook_events w SET status = 'failed', error_message = r.last_error" \
 	"  FROM r WHERE r.status = 'dead' AND w.tenant_id = r.tenant_id AND w.id = r.event_id"
+/*
+ * A send of an at-most-once channel may have reached the provider: it
+ * becomes unknown, never sent again (its campaign message is settled by the
+ * provider's status callbacks: src/campaigns/outcomes.sql).  Others are sent
+ * again with the same Idempotency-Key (the send's id: job_from_row).
+ */
 #define RECLAIM_SENDS(cond) \
 	"UPDATE revenue_engine.sends s" \
-	"   SET status = CASE WHEN s.attempts > pg_catalog.cardinality(c.retry_schedule) THEN 'failed'" \
+	"   SET status = CASE WHEN c.delivery = 'at_most_once' THEN 'unknown'" \
+	"                     WHEN s.attempts > pg_catalog.cardinality(c.retry_schedule) THEN 'failed'" \
 	"                     ELSE 'queued' END," \
-	"       last_error = coalesce(s.last_error, 'the worker stopped during the attempt')," \
+	"       last_error = CASE WHEN c.delivery = 'at_most_once' THEN" \
+	"                'the worker stopped during the attempt; at-most-once channel: not sent again'" \
+	"            ELSE coalesce(s.last_error, 'the worker stopped during the attempt') END," \
 	"       lease_until = NULL, next_attempt_at = pg_catalog.now()" \
 	"  FROM revenue_engine.channels c" \
 	" WHERE s.status = 'sending' AND c.tenant_id = s.tenant_id AND c.id = s.channel_id AND " cond
@@ -790,9 +799,19 @@ prepare_claim_plans(void)
 						   "     SET status = 'sending', attempts = s.attempts + 1,"
 						   "         lease_until = pg_catalog.now() + '" RE_LEASE "'::interval"
 						   "    FROM c WHERE s.tenant_id = c.tenant_id AND s.id = c.id"
-						   "  RETURNING c.i, s.tenant_id, s.channel_id, s.id, s.attempts, s.payload"
+						   "  RETURNING c.i, s.tenant_id, s.channel_id, s.id, s.attempts, s.payload,"
+						   "            s.idempotency_key"
 						   ")"
-						   "SELECT u.i, u.id::text, u.attempts, (ch.body_template || u.payload)::text"
+						   /*
+							* a campaign's WhatsApp message carries its key back in
+							* status callbacks: a message whose answer a crash lost
+							* is found by it (src/campaigns/outcomes.sql)
+							*/
+						   "SELECT u.i, u.id::text, u.attempts, (ch.body_template"
+						   "       || CASE WHEN ch.kind = 'whatsapp' AND u.idempotency_key LIKE 'campaign:%'"
+						   "               THEN pg_catalog.jsonb_build_object('biz_opaque_callback_data', u.idempotency_key)"
+						   "               ELSE '{}'::jsonb END"
+						   "       || u.payload)::text"
 						   "  FROM u JOIN revenue_engine.channels ch"
 						   "    ON ch.tenant_id = u.tenant_id AND ch.id = u.channel_id"),
 						   4, types);
