@@ -157,6 +157,44 @@ is(q1(q{SELECT count(*) FROM revenue_engine.enrollment_history WHERE event = 'se
 is(q1(q{SELECT count(*) FROM revenue_engine.sends WHERE status = 'unknown'}), $N,
 	'the send itself stays unknown: it is never sent again');
 
+# ===========================================================================
+# A request that times out: it may have arrived.  At-most-once: unknown,
+# requested once; at-least-once: requested again (same key) until its
+# attempts are used up.
+rx_mode(mode => 'stall', seconds => 5);
+my $before = scalar(@{ Receiver::requests($rx) });
+for my $ch ([ 'amo_t', 'at_most_once' ], [ 'alo_t', 'at_least_once' ])
+{
+	q1(qq{SELECT revenue_engine.create_channel('$ch->[0]', '$rx->{base}/$ch->[0]',
+	          timeout_ms => 1000, retry_schedule => '{1 second}');
+	      SELECT revenue_engine.set_channel_kind('$ch->[0]', 'sms', '$ch->[1]');
+	      SELECT revenue_engine.enqueue_send('$ch->[0]', '{"to": "+15550000001"}', 'k-$ch->[0]')});
+}
+ok($node->poll_query_until('postgres',
+		q{SELECT string_agg(c.name || ':' || s.status || ':' || s.attempts, ',' ORDER BY c.name)
+		    FROM revenue_engine.sends s JOIN revenue_engine.channels c ON c.tenant_id = s.tenant_id AND c.id = s.channel_id
+		   WHERE c.name IN ('amo_t', 'alo_t')}, 'alo_t:failed:2,amo_t:unknown:1', 60),
+	'timeouts: at-most-once unknown after one attempt; at-least-once failed after two');
+like(q1(q{SELECT s.last_error FROM revenue_engine.sends s JOIN revenue_engine.channels c
+           ON c.tenant_id = s.tenant_id AND c.id = s.channel_id WHERE c.name = 'amo_t'}),
+	qr/^outcome unknown \(.*\); at-most-once channel: not sent again$/, 'its error says why');
+my %timeouts;
+$timeouts{ $_->{path} }++ for @{ Receiver::requests($rx) }[ $before .. scalar(@{ Receiver::requests($rx) }) - 1 ];
+is(join(',', map { "$_=$timeouts{$_}" } sort keys %timeouts), '/alo_t=2,/amo_t=1',
+	'the provider saw the at-most-once send once, the at-least-once one twice');
+
+# A WhatsApp error that a retry cannot cure is dead at once, even with a 5xx
+rx_mode(mode => 'status', status => 500,
+	body => '{"error": {"message": "(#131049) This message was not delivered", "code": 131049}}');
+q1(q{SELECT revenue_engine.create_channel('wa_500', '} . $rx->{base} . q{/wa_500',
+         retry_schedule => '{1 second,1 second}');
+     SELECT revenue_engine.enqueue_send('wa_500', '{"to": "+15550000001"}', 'k-wa_500')});
+ok($node->poll_query_until('postgres',
+		q{SELECT s.status || ':' || s.attempts FROM revenue_engine.sends s
+		    JOIN revenue_engine.channels c ON c.tenant_id = s.tenant_id AND c.id = s.channel_id
+		   WHERE c.name = 'wa_500'}, 'failed:1', 60),
+	'WhatsApp 131049 with HTTP 500: failed after one attempt, not retried');
+
 done_testing();
 
 sub poll_requests
