@@ -262,8 +262,10 @@ list_has_str(List *l, const char *s)
 	ListCell   *lc;
 
 	foreach(lc, l)
+	{
 		if (strcmp((char *) lfirst(lc), s) == 0)
-		return true;
+			return true;
+	}
 	return false;
 }
 
@@ -410,11 +412,13 @@ check_cta_url(const char *url, VarSet *set)
 	t = tpl_parse(url, "cta_url");
 	/* white space only inside variables (values are URL-encoded) */
 	for (i = 0; i < t->n; i++)
+	{
 		if (t->pieces[i].text && strpbrk(t->pieces[i].text, " \t\r\n") != NULL)
 			ereport(ERROR,
 					(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
 					 errmsg("cta_url \"%s\" contains white space", url),
 					 errhint("Encode a space in a URL as %%20.")));
+	}
 	collect(set, t);
 }
 
