@@ -46,9 +46,8 @@
  * that two first writers of a key never meet in that statement: its ON
  * CONFLICT would fail in REPEATABLE READ or SERIALIZABLE on a row committed
  * after its snapshot.  The interface is used as the apply uses it; the
- * tuple lock costs
- * one WAL record more than an UPDATE statement, measured no slower per
- * commit (the statement's executor start-up is gone).  A prepared
+ * tuple lock costs one WAL record more than an UPDATE statement, measured
+ * no slower per commit (the statement's executor start-up is gone).  A prepared
  * transaction holds its counter rows until COMMIT PREPARED: a commit of the
  * same slot waits for it.  Insert-only delta rows would avoid the conflict
  * too, but need compacting by someone in READ COMMITTED, and until then
