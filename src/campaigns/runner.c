@@ -254,7 +254,6 @@ prepare_plans(void)
 	if (fail_plan != NULL)
 		return;
 
-	scan_plan = re_prepare_saved(SCAN_SQL, 0, NULL);
 	{
 		Oid			types[3] = {TEXTOID, TIMESTAMPTZOID, INT4OID};
 
@@ -277,7 +276,7 @@ prepare_plans(void)
 												"       v.quiet_end, v.fallback_timezone, v.cap_count, v.cap_period = 'rolling',"
 												"       v.cap_window, v.cap_action = 'defer', v.stale_after, v.whatsapp_margin,"
 												"       ch.id, ch.kind, ch.rate_limit, ch.rate_period = 'minute'"
-												"  FROM pg_catalog.unnest($2::int8[], $3::int4[]) k(campaign_id, version)"
+												"  FROM ROWS FROM (pg_catalog.unnest($2::int8[]), pg_catalog.unnest($3::int4[])) k(campaign_id, version)"
 												"  JOIN revenue_engine.campaign_versions v"
 												"    ON v.tenant_id = $1 AND v.campaign_id = k.campaign_id AND v.version = k.version"
 												"  JOIN revenue_engine.campaigns c ON c.tenant_id = $1 AND c.id = k.campaign_id"
@@ -287,7 +286,7 @@ prepare_plans(void)
 											 "SELECT s.campaign_id, s.version, s.position, s.kind, s.template, s.template_version,"
 											 "       s.outside_window, s.delay_amount, s.delay_unit, s.at_local_time, s.event_type,"
 											 "       s.timeout, s.timeout_action = 'exit', s.tag, s.endpoint, s.data, s.reason"
-											 "  FROM pg_catalog.unnest($2::int8[], $3::int4[]) k(campaign_id, version)"
+											 "  FROM ROWS FROM (pg_catalog.unnest($2::int8[]), pg_catalog.unnest($3::int4[])) k(campaign_id, version)"
 											 "  JOIN revenue_engine.campaign_steps s"
 											 "    ON s.tenant_id = $1 AND s.campaign_id = k.campaign_id AND s.version = k.version"
 											 " ORDER BY s.campaign_id, s.version, s.position",
@@ -312,33 +311,13 @@ prepare_plans(void)
 											   "       l.granted IS NULL AND EXISTS (SELECT 1 FROM revenue_engine.contact_consents x"
 											   "         WHERE x.tenant_id = $1 AND x.contact_id = k.contact_id"
 											   "           AND x.channel_kind = k.kind AND x.purpose = k.purpose)"
-											   "  FROM pg_catalog.unnest($2::int8[], $3::text[], $4::text[])"
+											   "  FROM ROWS FROM (pg_catalog.unnest($2::int8[]), pg_catalog.unnest($3::text[]), pg_catalog.unnest($4::text[]))"
 											   "       WITH ORDINALITY k(contact_id, kind, purpose, i)"
 											   "  LEFT JOIN LATERAL (SELECT x.granted FROM revenue_engine.contact_consents x"
 											   "         WHERE x.tenant_id = $1 AND x.contact_id = k.contact_id"
 											   "           AND x.channel_kind = k.kind AND x.purpose = k.purpose"
 											   "         FOR SHARE SKIP LOCKED) l ON true",
 											   4, types);
-	}
-	{
-		Oid			types[8] = {TEXTOID, TEXTOID, INT4OID, INT8OID, JSONBOID, TEXTOID, TEXTOID, TEXTOID};
-
-		render_plan = re_prepare_saved(
-									   "SELECT coalesce((r->>'skipped')::boolean, false), r->>'reason',"
-									   "       (r->>'template_id')::int8, (r->>'version')::int4, coalesce(r->>'form', $6),"
-									   "       CASE WHEN $7 = 'whatsapp' AND coalesce(r->>'form', $6) = 'whatsapp_template'"
-									   "            THEN pg_catalog.jsonb_build_object('to', $8, 'type', 'template',"
-									   "                                               'template', r->'whatsapp')"
-									   "            WHEN $7 = 'whatsapp'"
-									   "            THEN pg_catalog.jsonb_strip_nulls(pg_catalog.jsonb_build_object('to', $8,"
-									   "                   'type', 'text', 'text', pg_catalog.jsonb_build_object('body', r->>'text'),"
-									   "                   'cta_url', r->'cta_url'))"
-									   "            ELSE pg_catalog.jsonb_strip_nulls(pg_catalog.jsonb_build_object('to', $8,"
-									   "                   'text', r->>'text', 'cta_url', r->'cta_url')) END,"
-									   "       pg_catalog.jsonb_build_object('template', r->'template', 'version', r->'version',"
-									   "                                     'form', r->'form', 'fallback_used', r->'fallback_used')"
-									   "  FROM (SELECT revenue_engine.render_for_send($1, $2, $3, $4, $5, $6) AS r) x",
-									   8, types);
 	}
 	{
 		Oid			types[3] = {TEXTOID, INT8OID, TEXTOID};
@@ -388,8 +367,10 @@ prepare_plans(void)
 											"INSERT INTO revenue_engine.enrollment_history"
 											"   (tenant_id, enrollment_id, campaign_id, version, step, event, reason, detail, at)"
 											" SELECT $1, h.e, h.c, h.v, h.s, h.ev, h.r, h.d, $2"
-											"   FROM pg_catalog.unnest($3::int8[], $4::int8[], $5::int4[], $6::int4[], $7::text[],"
-											"                          $8::text[], $9::jsonb[]) WITH ORDINALITY h(e, c, v, s, ev, r, d, o)"
+											"   FROM ROWS FROM (pg_catalog.unnest($3::int8[]), pg_catalog.unnest($4::int8[]),"
+											"          pg_catalog.unnest($5::int4[]), pg_catalog.unnest($6::int4[]), pg_catalog.unnest($7::text[]),"
+											"          pg_catalog.unnest($8::text[]), pg_catalog.unnest($9::jsonb[]))"
+											"        WITH ORDINALITY h(e, c, v, s, ev, r, d, o)"
 											"  ORDER BY h.o", 2 + NHIST, types);
 	}
 	{
@@ -401,8 +382,10 @@ prepare_plans(void)
 										   "   SET step = u.step, status = u.status, next_run_at = u.next_run_at,"
 										   "       step_started_at = u.started, end_reason = u.end_reason,"
 										   "       ended_at = CASE WHEN u.ended THEN $2 END, updated_at = $2"
-										   "  FROM pg_catalog.unnest($3::int8[], $4::int4[], $5::text[], $6::timestamptz[],"
-										   "                         $7::timestamptz[], $8::text[], $9::bool[])"
+										   "  FROM ROWS FROM (pg_catalog.unnest($3::int8[]), pg_catalog.unnest($4::int4[]),"
+										   "       pg_catalog.unnest($5::text[]), pg_catalog.unnest($6::timestamptz[]),"
+										   "       pg_catalog.unnest($7::timestamptz[]), pg_catalog.unnest($8::text[]),"
+										   "       pg_catalog.unnest($9::bool[]))"
 										   "       u(id, step, status, next_run_at, started, end_reason, ended)"
 										   " WHERE e.tenant_id = $1 AND e.id = u.id", 2 + NUPD, types);
 	}
@@ -416,9 +399,11 @@ prepare_plans(void)
 		 * already used (the step ran before a crash) queues nothing again.
 		 */
 		send_plan = re_prepare_saved_custom(
-											"WITH m AS (SELECT * FROM pg_catalog.unnest($3::int8[], $4::text[], $5::jsonb[], $6::jsonb[],"
-											"                    $7::int8[], $8::int8[], $9::int4[], $10::int4[], $11::int8[],"
-											"                    $12::int8[], $13::int4[], $14::text[])"
+											"WITH m AS (SELECT * FROM ROWS FROM (pg_catalog.unnest($3::int8[]), pg_catalog.unnest($4::text[]),"
+											"      pg_catalog.unnest($5::jsonb[]), pg_catalog.unnest($6::jsonb[]), pg_catalog.unnest($7::int8[]),"
+											"      pg_catalog.unnest($8::int8[]), pg_catalog.unnest($9::int4[]), pg_catalog.unnest($10::int4[]),"
+											"      pg_catalog.unnest($11::int8[]), pg_catalog.unnest($12::int8[]), pg_catalog.unnest($13::int4[]),"
+											"      pg_catalog.unnest($14::text[]))"
 											"           WITH ORDINALITY m(channel_id, key, payload, metadata, enrollment_id,"
 											"                campaign_id, version, step, contact_id, template_id, template_version, form, o)),"
 											" s AS (INSERT INTO revenue_engine.sends"
@@ -448,6 +433,37 @@ prepare_plans(void)
 									 "   (tenant_id, enrollment_id, campaign_id, version, step, event, reason, at)"
 									 " SELECT $1, e.id, e.campaign_id, e.version, e.step, 'failed', $3, $4 FROM e",
 									 4, types);
+	}
+}
+
+/*
+ * Rendering: prepared at the first send, so that the runner works (waits,
+ * tags, notify) without it and reports a missing renderer only for sends.
+ */
+static void
+prepare_render_plan(void)
+{
+	if (render_plan != NULL)
+		return;
+	{
+		Oid			types[8] = {TEXTOID, TEXTOID, INT4OID, INT8OID, JSONBOID, TEXTOID, TEXTOID, TEXTOID};
+
+		render_plan = re_prepare_saved(
+									   "SELECT coalesce((r->>'skipped')::boolean, false), r->>'reason',"
+									   "       (r->>'template_id')::int8, (r->>'version')::int4, coalesce(r->>'form', $6),"
+									   "       CASE WHEN $7 = 'whatsapp' AND coalesce(r->>'form', $6) = 'whatsapp_template'"
+									   "            THEN pg_catalog.jsonb_build_object('to', $8, 'type', 'template',"
+									   "                                               'template', r->'whatsapp')"
+									   "            WHEN $7 = 'whatsapp'"
+									   "            THEN pg_catalog.jsonb_strip_nulls(pg_catalog.jsonb_build_object('to', $8,"
+									   "                   'type', 'text', 'text', pg_catalog.jsonb_build_object('body', r->>'text'),"
+									   "                   'cta_url', r->'cta_url'))"
+									   "            ELSE pg_catalog.jsonb_strip_nulls(pg_catalog.jsonb_build_object('to', $8,"
+									   "                   'text', r->>'text', 'cta_url', r->'cta_url')) END,"
+									   "       pg_catalog.jsonb_build_object('template', r->'template', 'version', r->'version',"
+									   "                                     'form', r->'form', 'fallback_used', r->'fallback_used')"
+									   "  FROM (SELECT revenue_engine.render_for_send($1, $2, $3, $4, $5, $6) AS r) x",
+									   8, types);
 	}
 }
 
@@ -590,9 +606,11 @@ ts_text(TimestampTz t)
 /* Loading the batch's versions, steps, holidays and consents */
 
 static Interval *
-copy_interval(Datum d, bool isnull)
+get_interval(HeapTuple tup, TupleDesc desc, int col)
 {
 	Interval   *i;
+	bool		isnull;
+	Datum		d = SPI_getbinval(tup, desc, col, &isnull);
 
 	if (isnull)
 		return NULL;
@@ -692,11 +710,11 @@ load_versions(Batch *b, Enrollment *es, int n, int *nversions)
 		v->cap_count = isnull ? 0 : DatumGetInt32(d);
 		d = SPI_getbinval(tup, desc, 9, &isnull);
 		v->cap_rolling = !isnull && DatumGetBool(d);
-		v->cap_window = copy_interval(SPI_getbinval(tup, desc, 10, &isnull), isnull);
+		v->cap_window = get_interval(tup, desc, 10);
 		d = SPI_getbinval(tup, desc, 11, &isnull);
 		v->cap_defer = !isnull && DatumGetBool(d);
-		v->stale_after = copy_interval(SPI_getbinval(tup, desc, 12, &isnull), isnull);
-		v->whatsapp_margin = copy_interval(SPI_getbinval(tup, desc, 13, &isnull), isnull);
+		v->stale_after = get_interval(tup, desc, 12);
+		v->whatsapp_margin = get_interval(tup, desc, 13);
 		d = SPI_getbinval(tup, desc, 14, &isnull);
 		v->channel_id = isnull ? 0 : DatumGetInt64(d);
 		v->channel_kind = get_text(tup, desc, 15);
@@ -748,7 +766,7 @@ load_versions(Batch *b, Enrollment *es, int n, int *nversions)
 		s->has_at = !isnull;
 		s->at_time = isnull ? 0 : DatumGetTimeADT(d) % USECS_PER_DAY;
 		s->event_type = get_text(tup, desc, 11);
-		s->timeout = copy_interval(SPI_getbinval(tup, desc, 12, &isnull), isnull);
+		s->timeout = get_interval(tup, desc, 12);
 		d = SPI_getbinval(tup, desc, 13, &isnull);
 		s->timeout_exit = !isnull && DatumGetBool(d);
 		s->tag = get_text(tup, desc, 14);
@@ -1003,8 +1021,6 @@ frequency_allows(Batch *b, Enrollment *e, TimestampTz *defer_to)
 
 				/* the next local midnight, then the window */
 				base_schedule(b, e, &s, true);
-				s.delay = 1;
-				s.unit = RE_DELAY_DAYS;
 				s.has_at_time = true;
 				s.at_time = 0;
 				*defer_to = re_next_send_time(now, &s);
@@ -1155,6 +1171,7 @@ run_send(Batch *b, Enrollment *e, Step *s, bool claimed_step, TimestampTz *defer
 	}
 
 	/* render */
+	prepare_render_plan();
 	memset(nulls, ' ', sizeof(nulls));
 	values[0] = CStringGetTextDatum(b->tenant);
 	values[1] = text_or_null(s->template, &isnull);
@@ -1627,7 +1644,8 @@ scan(ReCampaignTenant **tenants, MemoryContext cxt)
 	int			n = 0;
 	ReCampaignTenant *ts;
 
-	prepare_plans();
+	if (scan_plan == NULL)
+		scan_plan = re_prepare_saved(SCAN_SQL, 0, NULL);
 	if (SPI_execute_plan(scan_plan, NULL, NULL, true, 0) != SPI_OK_SELECT)
 		elog(ERROR, "looking for due enrollments failed");
 	ts = MemoryContextAlloc(cxt, sizeof(ReCampaignTenant) * Max(SPI_processed, 1));
@@ -1696,11 +1714,15 @@ void
 re_campaigns_blast_followups(TimestampTz now)
 {
 	ReOwnerScope scope = {0};
+	bool		isnull;
 
 	begin_tx("revenue_engine: blast follow-ups", &scope);
 	/* the enroll part's function, once it is installed */
-	if (OidIsValid(DatumGetObjectId(DirectFunctionCall1(to_regprocedure,
-														CStringGetTextDatum("revenue_engine.campaign_blast_followups(timestamptz)")))))
+	if (SPI_execute("SELECT pg_catalog.to_regprocedure("
+					"'revenue_engine.campaign_blast_followups(timestamptz)') IS NOT NULL",
+					true, 1) != SPI_OK_SELECT)
+		elog(ERROR, "looking up campaign_blast_followups failed");
+	if (DatumGetBool(SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 1, &isnull)))
 	{
 		static SPIPlanPtr plan = NULL;
 		Oid			types[1] = {TIMESTAMPTZOID};
