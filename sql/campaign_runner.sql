@@ -420,3 +420,17 @@ SELECT revenue_engine.run_campaign_steps(0);
 SELECT revenue_engine.run_campaign_steps(NULL);
 -- internal: not for the application
 SELECT has_function_privilege('revenue_engine_user', 'revenue_engine.run_campaign_steps(integer, timestamptz)', 'EXECUTE');
+
+-- leave the shared database as found (history is append-only and stays)
+DELETE FROM revenue_engine.deliveries WHERE tenant_id IN ('runner_a', 'runner_b');
+DELETE FROM revenue_engine.webhook_events WHERE tenant_id IN ('runner_a', 'runner_b');
+DELETE FROM revenue_engine.campaign_messages WHERE tenant_id IN ('runner_a', 'runner_b');
+DELETE FROM revenue_engine.sends WHERE tenant_id IN ('runner_a', 'runner_b');
+DELETE FROM revenue_engine.enrollments WHERE tenant_id IN ('runner_a', 'runner_b');
+DELETE FROM revenue_engine.campaigns WHERE tenant_id IN ('runner_a', 'runner_b');
+DELETE FROM revenue_engine.contacts WHERE tenant_id IN ('runner_a', 'runner_b');
+DELETE FROM revenue_engine.templates WHERE tenant_id IN ('runner_a', 'runner_b');
+DELETE FROM revenue_engine.holidays WHERE tenant_id IN ('runner_a', 'runner_b');
+DELETE FROM revenue_engine.endpoints WHERE tenant_id IN ('runner_a', 'runner_b');
+DELETE FROM revenue_engine.channels WHERE tenant_id IN ('runner_a', 'runner_b');
+DROP FUNCTION rt_contact, rt_template, rt_channel, rt_campaign, rt_enroll, rt_state, rt_history, rt_sends;

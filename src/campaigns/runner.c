@@ -1750,6 +1750,8 @@ re_run_campaign_steps(PG_FUNCTION_ARGS)
 	int			max;
 	TimestampTz now;
 	int			total = 0;
+	MemoryContext batch_cxt;
+	MemoryContext old;
 
 	re_require_arg(fcinfo, 0, "max");
 	max = PG_GETARG_INT32(0);
@@ -1760,6 +1762,8 @@ re_run_campaign_steps(PG_FUNCTION_ARGS)
 	now = PG_ARGISNULL(1) ? re_clock_now() : PG_GETARG_TIMESTAMPTZ(1);
 
 	re_connect_as_owner(&scope);
+	batch_cxt = AllocSetContextCreate(CurrentMemoryContext, "revenue_engine campaign batch",
+									  ALLOCSET_DEFAULT_SIZES);
 	for (;;)
 	{
 		ReCampaignTenant *ts;
@@ -1780,7 +1784,11 @@ re_run_campaign_steps(PG_FUNCTION_ARGS)
 				continue;
 			share = Max(1, Min(max - total, (max + ndue - 1) / ndue));
 			memset(&out, 0, sizeof(out));
+			/* each batch's memory freed after it, however many run in this call */
+			old = MemoryContextSwitchTo(batch_cxt);
 			run_batch(ts[i].tenant, share, 0, now, &out);
+			MemoryContextSwitchTo(old);
+			MemoryContextReset(batch_cxt);
 			total += out.steps;
 			moved += out.run;
 		}

@@ -122,6 +122,7 @@
 
 bool		re_http_allow_private = false;
 int			re_worker_max_in_flight = 256;
+bool		re_worker_campaign_steps = true;
 
 typedef enum ReSlotPhase
 {
@@ -618,6 +619,15 @@ re_worker_init(void)
 							PGC_SIGHUP,
 							0,
 							NULL, NULL, NULL);
+
+	DefineCustomBoolVariable("revenue_engine.worker_campaign_steps",
+							 "Let the delivery worker run due campaign steps and blast follow-ups.",
+							 "Off (tests): revenue_engine.run_campaign_steps() runs them by hand.",
+							 &re_worker_campaign_steps,
+							 true,
+							 PGC_SIGHUP,
+							 0,
+							 NULL, NULL, NULL);
 
 	DefineCustomIntVariable("revenue_engine.parked_sweep_interval",
 							"How often a busy delivery worker applies statuses parked in a race with their message id landing.",
@@ -1917,6 +1927,13 @@ campaign_step(WorkerLoop *w, TimestampTz now)
 	int			ndue = 0;
 	int			i;
 
+	if (!re_worker_campaign_steps)
+	{
+		w->campaigns_now = false;
+		w->campaigns_due = 0;
+		w->campaigns_last_scan = now;
+		return;
+	}
 	if (now - w->last_followups >= RE_BLAST_FOLLOWUPS_EVERY_MS * 1000L)
 	{
 		(void) run_unit("blast follow-ups", followups_unit, &now, NULL);
@@ -2282,7 +2299,7 @@ wait_step(WorkerLoop *w, TimestampTz now)
 	if (curl_ms >= 0)
 		timeout = Min(timeout, curl_ms);
 	/* campaign steps: the next due one, and the periodic look for new ones */
-	if (w->stop_at == 0)
+	if (w->stop_at == 0 && re_worker_campaign_steps)
 	{
 		TimestampTz campaigns = TimestampTzPlusMilliseconds(w->campaigns_last_scan,
 															RE_CAMPAIGN_SCAN_EVERY_MS);
