@@ -312,16 +312,20 @@ COMMENT ON FUNCTION revenue_engine.set_consent(text, text, text, boolean, text) 
  * The consent rule, one place for every part: a row decides; without one,
  * marketing is refused (opt-in) and transactional allowed.  Internal.
  */
+-- plpgsql, not sql: Citus plans no statement of an SQL function whose tenant
+-- is a parameter (on the node of a distributed call or of a shard's trigger).
 CREATE FUNCTION revenue_engine.consent_allows(tenant text, contact_id bigint, channel_kind text, purpose text)
 RETURNS boolean
-LANGUAGE sql STABLE
+LANGUAGE plpgsql STABLE
 SET search_path = pg_catalog, pg_temp
 AS $fn$
-    SELECT coalesce((SELECT k.granted FROM revenue_engine.contact_consents k
-                      WHERE k.tenant_id = consent_allows.tenant AND k.contact_id = consent_allows.contact_id
-                        AND k.channel_kind = consent_allows.channel_kind
-                        AND k.purpose = consent_allows.purpose),
-                    consent_allows.purpose = 'transactional')
+BEGIN
+    RETURN (SELECT coalesce((SELECT k.granted FROM revenue_engine.contact_consents k
+                          WHERE k.tenant_id = consent_allows.tenant AND k.contact_id = consent_allows.contact_id
+                            AND k.channel_kind = consent_allows.channel_kind
+                            AND k.purpose = consent_allows.purpose),
+                        consent_allows.purpose = 'transactional'));
+END
 $fn$;
 COMMENT ON FUNCTION revenue_engine.consent_allows(text, bigint, text, text) IS
     'whether a contact may receive a message of this channel kind and purpose: its consent row, else transactional only';

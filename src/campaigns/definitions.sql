@@ -536,52 +536,56 @@ $fn$;
  * Channel, purpose, trigger and re-entry belong to the campaign, not the
  * version: an old version shows their current values.
  */
+-- plpgsql, not sql: Citus plans no statement of an SQL function whose tenant
+-- is a parameter (on the node of a distributed call or of a shard's trigger).
 CREATE FUNCTION revenue_engine.campaign_version_json(tenant text, campaign bigint, ver integer)
 RETURNS jsonb
-LANGUAGE sql STABLE
+LANGUAGE plpgsql STABLE
 SET search_path = pg_catalog, pg_temp
 AS $fn$
-    SELECT jsonb_build_object(
-        'name', c.name, 'status', c.status,
-        'channel', (SELECT ch.name FROM revenue_engine.channels ch
-                     WHERE ch.tenant_id = c.tenant_id AND ch.id = c.channel_id),
-        'version', v.version, 'current_version', c.version, 'created_at', v.created_at,
-        'steps', coalesce((
-            SELECT jsonb_agg(jsonb_strip_nulls(jsonb_build_object(
-                       'kind', st.kind, 'template', st.template, 'template_version', st.template_version,
-                       'outside_window', st.outside_window, 'amount', st.delay_amount, 'unit', st.delay_unit,
-                       'at', revenue_engine.campaign_time_text(st.at_local_time), 'event_type', st.event_type,
-                       'match_key', st.match_key,
-                       'timeout', CASE WHEN st.kind = 'wait_event'
-                                       THEN coalesce(revenue_engine.campaign_interval_text(st.timeout), 'none') END,
-                       'timeout_action', st.timeout_action, 'tag', st.tag, 'endpoint', st.endpoint,
-                       'data', st.data, 'reason', st.reason)) ORDER BY st.position)
-              FROM revenue_engine.campaign_steps st
-             WHERE st.tenant_id = v.tenant_id AND st.campaign_id = v.campaign_id AND st.version = v.version), '[]'),
-        'settings', jsonb_build_object(
-            'purpose', c.purpose,
-            'trigger', jsonb_strip_nulls(jsonb_build_object(
-                'kind', c.trigger_kind, 'value', c.trigger_value,
-                'after', revenue_engine.campaign_interval_text(c.trigger_after))),
-            'reentry', CASE c.reentry WHEN 'cooldown'
-                            THEN jsonb_build_object('cooldown', revenue_engine.campaign_interval_text(c.reentry_cooldown))
-                            ELSE to_jsonb(c.reentry) END,
-            'send_window', CASE WHEN v.window_start IS NOT NULL THEN jsonb_build_object(
-                'start', revenue_engine.campaign_time_text(v.window_start),
-                'end', revenue_engine.campaign_time_text(v.window_end)) END,
-            'quiet_hours', CASE WHEN v.quiet_start IS NOT NULL THEN jsonb_build_object(
-                'start', revenue_engine.campaign_time_text(v.quiet_start),
-                'end', revenue_engine.campaign_time_text(v.quiet_end)) END,
-            'fallback_timezone', v.fallback_timezone,
-            'frequency', CASE WHEN v.cap_count IS NOT NULL THEN jsonb_strip_nulls(jsonb_build_object(
-                'max', v.cap_count, 'per', v.cap_period,
-                'window', revenue_engine.campaign_interval_text(v.cap_window), 'action', v.cap_action)) END,
-            'stale_after', revenue_engine.campaign_interval_text(v.stale_after),
-            'whatsapp_margin', revenue_engine.campaign_interval_text(v.whatsapp_margin),
-            'exit_rules', v.exit_rules))
-      FROM revenue_engine.campaigns c
-      JOIN revenue_engine.campaign_versions v ON v.tenant_id = c.tenant_id AND v.campaign_id = c.id
-     WHERE c.tenant_id = tenant AND c.id = campaign AND v.version = ver
+BEGIN
+    RETURN (SELECT jsonb_build_object(
+            'name', c.name, 'status', c.status,
+            'channel', (SELECT ch.name FROM revenue_engine.channels ch
+                         WHERE ch.tenant_id = c.tenant_id AND ch.id = c.channel_id),
+            'version', v.version, 'current_version', c.version, 'created_at', v.created_at,
+            'steps', coalesce((
+                SELECT jsonb_agg(jsonb_strip_nulls(jsonb_build_object(
+                           'kind', st.kind, 'template', st.template, 'template_version', st.template_version,
+                           'outside_window', st.outside_window, 'amount', st.delay_amount, 'unit', st.delay_unit,
+                           'at', revenue_engine.campaign_time_text(st.at_local_time), 'event_type', st.event_type,
+                           'match_key', st.match_key,
+                           'timeout', CASE WHEN st.kind = 'wait_event'
+                                           THEN coalesce(revenue_engine.campaign_interval_text(st.timeout), 'none') END,
+                           'timeout_action', st.timeout_action, 'tag', st.tag, 'endpoint', st.endpoint,
+                           'data', st.data, 'reason', st.reason)) ORDER BY st.position)
+                  FROM revenue_engine.campaign_steps st
+                 WHERE st.tenant_id = v.tenant_id AND st.campaign_id = v.campaign_id AND st.version = v.version), '[]'),
+            'settings', jsonb_build_object(
+                'purpose', c.purpose,
+                'trigger', jsonb_strip_nulls(jsonb_build_object(
+                    'kind', c.trigger_kind, 'value', c.trigger_value,
+                    'after', revenue_engine.campaign_interval_text(c.trigger_after))),
+                'reentry', CASE c.reentry WHEN 'cooldown'
+                                THEN jsonb_build_object('cooldown', revenue_engine.campaign_interval_text(c.reentry_cooldown))
+                                ELSE to_jsonb(c.reentry) END,
+                'send_window', CASE WHEN v.window_start IS NOT NULL THEN jsonb_build_object(
+                    'start', revenue_engine.campaign_time_text(v.window_start),
+                    'end', revenue_engine.campaign_time_text(v.window_end)) END,
+                'quiet_hours', CASE WHEN v.quiet_start IS NOT NULL THEN jsonb_build_object(
+                    'start', revenue_engine.campaign_time_text(v.quiet_start),
+                    'end', revenue_engine.campaign_time_text(v.quiet_end)) END,
+                'fallback_timezone', v.fallback_timezone,
+                'frequency', CASE WHEN v.cap_count IS NOT NULL THEN jsonb_strip_nulls(jsonb_build_object(
+                    'max', v.cap_count, 'per', v.cap_period,
+                    'window', revenue_engine.campaign_interval_text(v.cap_window), 'action', v.cap_action)) END,
+                'stale_after', revenue_engine.campaign_interval_text(v.stale_after),
+                'whatsapp_margin', revenue_engine.campaign_interval_text(v.whatsapp_margin),
+                'exit_rules', v.exit_rules))
+          FROM revenue_engine.campaigns c
+          JOIN revenue_engine.campaign_versions v ON v.tenant_id = c.tenant_id AND v.campaign_id = c.id
+         WHERE c.tenant_id = tenant AND c.id = campaign AND v.version = ver);
+END
 $fn$;
 
 -- The tenant's campaign named name, locked for update: else 42704.

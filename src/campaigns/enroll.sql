@@ -112,18 +112,23 @@ COMMENT ON FUNCTION revenue_engine.enroll_internal(text, bigint, bigint, jsonb, 
     'internal: enroll a contact (one piece of code for enroll() and every trigger); the open enrollment, or NULL when the re-entry policy refuses';
 
 -- The value of the version's first exit rule's match_key in the context: the entry's key.
+-- plpgsql, not sql: Citus plans no statement of an SQL function whose tenant
+-- is a parameter (a distributed enroll() runs it on a shard's node).
 CREATE FUNCTION revenue_engine.campaign_entry_key(tenant text, campaign_id bigint, context jsonb)
 RETURNS text
-LANGUAGE sql STABLE
+LANGUAGE plpgsql STABLE
 SET search_path = pg_catalog, pg_temp
 AS $fn$
-    SELECT context ->> (r.rule ->> 'match_key')
-      FROM revenue_engine.campaigns cp
-      JOIN revenue_engine.campaign_versions v
-        ON v.tenant_id = cp.tenant_id AND v.campaign_id = cp.id AND v.version = cp.version
-     CROSS JOIN LATERAL pg_catalog.jsonb_array_elements(v.exit_rules) WITH ORDINALITY AS r(rule, n)
-     WHERE cp.tenant_id = $1 AND cp.id = $2 AND r.rule ? 'match_key'
-     ORDER BY r.n LIMIT 1
+BEGIN
+    RETURN (SELECT context ->> (r.rule ->> 'match_key')
+              FROM revenue_engine.campaigns cp
+              JOIN revenue_engine.campaign_versions v
+                ON v.tenant_id = cp.tenant_id AND v.campaign_id = cp.id AND v.version = cp.version
+             CROSS JOIN LATERAL pg_catalog.jsonb_array_elements(v.exit_rules) WITH ORDINALITY AS r(rule, n)
+             WHERE cp.tenant_id = campaign_entry_key.tenant AND cp.id = campaign_entry_key.campaign_id
+               AND r.rule ? 'match_key'
+             ORDER BY r.n LIMIT 1);
+END
 $fn$;
 
 -- Enroll a contact in every active campaign of a trigger kind (and value).

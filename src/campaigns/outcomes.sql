@@ -84,16 +84,20 @@ COMMENT ON FUNCTION revenue_engine.whatsapp_template_payload(text, jsonb) IS
     'the WhatsApp Cloud API body of a template message: {"to", "type": "template", "template": {"name", "language", "components"}}';
 
 -- One row of enrollment_history for a campaign message.
+-- plpgsql, not sql: Citus plans no statement of an SQL function whose tenant
+-- is a parameter (on the node of a distributed call or of a shard's trigger).
 CREATE FUNCTION revenue_engine.campaign_message_history(
     m revenue_engine.campaign_messages, event text, reason text, detail jsonb, at timestamptz)
 RETURNS void
-LANGUAGE sql VOLATILE
+LANGUAGE plpgsql VOLATILE
 SET search_path = pg_catalog, pg_temp
 AS $fn$
+BEGIN
     INSERT INTO revenue_engine.enrollment_history
            (tenant_id, enrollment_id, campaign_id, version, step, event, reason, detail, at)
-    VALUES (($1).tenant_id, ($1).enrollment_id, ($1).campaign_id, ($1).version, ($1).step, $2, $3,
-            jsonb_build_object('send_id', ($1).send_id, 'form', ($1).form) || coalesce($4, '{}'), $5)
+    VALUES (m.tenant_id, m.enrollment_id, m.campaign_id, m.version, m.step, event, reason,
+            jsonb_build_object('send_id', m.send_id, 'form', m.form) || coalesce(detail, '{}'), at);
+END
 $fn$;
 
 /*
@@ -390,7 +394,7 @@ BEGIN
             pg_catalog.format('reconciled: the provider reported %s for the message whose outcome was unknown', status),
             jsonb_build_object('source', source, 'message_id', m.message_id), ts);
     END IF;
-    IF status = 'replied' AND to_regprocedure('revenue_engine.campaign_stop_contact(text,bigint,text,text)') IS NOT NULL THEN
+    IF status = 'replied' AND to_regprocedure('revenue_engine.campaign_stop_contact(text,bigint,text,text,text)') IS NOT NULL THEN
         PERFORM revenue_engine.campaign_stop_contact(tenant, m.contact_id, 'replied', NULL);
     END IF;
     RETURN 'applied';
@@ -454,7 +458,7 @@ BEGIN
         IF ch IS NOT NULL AND to_regprocedure('revenue_engine.note_inbound(text,bigint,bigint,timestamptz)') IS NOT NULL THEN
             PERFORM revenue_engine.note_inbound(tenant, contact, ch, at);
         END IF;
-        IF to_regprocedure('revenue_engine.campaign_stop_contact(text,bigint,text,text)') IS NOT NULL THEN
+        IF to_regprocedure('revenue_engine.campaign_stop_contact(text,bigint,text,text,text)') IS NOT NULL THEN
             PERFORM revenue_engine.campaign_stop_contact(tenant, contact, 'replied', NULL);
         END IF;
         IF m.send_id IS NOT NULL THEN

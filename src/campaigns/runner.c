@@ -34,6 +34,7 @@
 #include "access/xact.h"
 #include "catalog/pg_type.h"
 #include "catalog/namespace.h"
+#include "commands/extension.h"
 #include "executor/spi.h"
 #include "fmgr.h"
 #include "miscadmin.h"
@@ -235,15 +236,20 @@ static SPIPlanPtr fail_plan = NULL;
 	"         ORDER BY e.next_run_at LIMIT 1)" \
 	"  FROM t WHERE t.tenant_id IS NOT NULL"
 
+/*
+ * The contact's last inbound message by a join (its primary key: one row at
+ * most), not a correlated subquery: Citus routes a FOR UPDATE only when every
+ * relation is joined on the tenant (README, "Citus").
+ */
 #define CLAIM_COLUMNS \
 	"SELECT e.id, e.campaign_id, e.contact_id, e.version, e.step, e.step_started_at," \
 	"       e.next_run_at, e.context, c.purpose, ct.timezone, ct.phone, ct.email, ct.external_ref," \
-	"       (SELECT i.last_inbound_at FROM revenue_engine.contact_inbound i" \
-	"         WHERE i.tenant_id = e.tenant_id AND i.contact_id = e.contact_id" \
-	"           AND i.channel_id = c.channel_id)" \
+	"       i.last_inbound_at" \
 	"  FROM revenue_engine.enrollments e" \
 	"  JOIN revenue_engine.campaigns c ON c.tenant_id = e.tenant_id AND c.id = e.campaign_id" \
 	"  JOIN revenue_engine.contacts ct ON ct.tenant_id = e.tenant_id AND ct.id = e.contact_id" \
+	"  LEFT JOIN revenue_engine.contact_inbound i" \
+	"    ON i.tenant_id = e.tenant_id AND i.contact_id = e.contact_id AND i.channel_id = c.channel_id" \
 	" WHERE e.tenant_id = $1 AND e.status = 'active' AND e.next_run_at <= $2" \
 	"   AND c.status = 'active'"
 
@@ -1637,29 +1643,117 @@ end_tx(ReOwnerScope *scope)
 	pgstat_report_activity(STATE_IDLE, NULL);
 }
 
+/*
+ * Citus.  On a node whose tables are distributed (revenue_engine.distribute())
+ * the scan over every tenant would fan out to every node, and Citus takes no
+ * recursive CTE over many shards: it is run on this node's own shards of
+ * enrollments and campaigns instead, one colocated pair (one hash range) at
+ * a time, so each node's worker runs the steps of the tenants it holds (the
+ * coordinator, holding no shard, runs none).  Every statement of a batch
+ * names its tenant (tenant_id = $1): Citus routes it to that tenant's shard,
+ * on this node.  False without Citus or before distribute(); else true, and
+ * *scans (if not NULL) the pairs' scan statements (none: no shard here).
+ * Read at each scan (a few catalog rows every few seconds), so a moved
+ * shard is followed.
+ */
+static bool
+citus_local_scans(List **scans)
+{
+	uint64		r;
+	bool		isnull;
+
+	if (scans)
+		*scans = NIL;
+	if (!OidIsValid(get_extension_oid("citus", true)))
+		return false;
+	if (SPI_execute("SELECT EXISTS (SELECT 1 FROM pg_catalog.pg_dist_partition"
+					"  WHERE logicalrelid = 'revenue_engine.enrollments'::pg_catalog.regclass)",
+					true, 1) != SPI_OK_SELECT)
+		elog(ERROR, "looking up whether enrollments is distributed failed");
+	if (!DatumGetBool(SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 1, &isnull)))
+		return false;
+	if (scans == NULL)
+		return true;
+	if (SPI_execute("SELECT 'revenue_engine.' || pg_catalog.quote_ident('enrollments_' || e.shardid),"
+					"       'revenue_engine.' || pg_catalog.quote_ident('campaigns_' || c.shardid)"
+					"  FROM pg_catalog.pg_dist_shard e"
+					"  JOIN pg_catalog.pg_dist_shard c"
+					"    ON c.logicalrelid = 'revenue_engine.campaigns'::pg_catalog.regclass"
+					"   AND c.shardminvalue = e.shardminvalue"
+					"  JOIN pg_catalog.pg_dist_placement p ON p.shardid = e.shardid"
+					" WHERE e.logicalrelid = 'revenue_engine.enrollments'::pg_catalog.regclass"
+					"   AND p.groupid = (SELECT groupid FROM pg_catalog.pg_dist_local_group)"
+					" ORDER BY e.shardminvalue::int8", true, 0) != SPI_OK_SELECT)
+		elog(ERROR, "reading this node's shards of enrollments failed");
+	for (r = 0; r < SPI_processed; r++)
+	{
+		char	   *enr = get_text(SPI_tuptable->vals[r], SPI_tuptable->tupdesc, 1);
+		char	   *cmp = get_text(SPI_tuptable->vals[r], SPI_tuptable->tupdesc, 2);
+		StringInfoData buf;
+		const char *p = SCAN_SQL;
+
+		/* SCAN_SQL names the tables only as "revenue_engine.<table> <alias>" */
+		initStringInfo(&buf);
+		while (*p)
+		{
+			if (strncmp(p, "revenue_engine.enrollments ", 27) == 0)
+			{
+				appendStringInfo(&buf, "%s ", enr);
+				p += 27;
+			}
+			else if (strncmp(p, "revenue_engine.campaigns ", 25) == 0)
+			{
+				appendStringInfo(&buf, "%s ", cmp);
+				p += 25;
+			}
+			else
+				appendStringInfoChar(&buf, *p++);
+		}
+		*scans = lappend(*scans, buf.data);
+	}
+	return true;
+}
+
 static int
 scan(ReCampaignTenant **tenants, MemoryContext cxt)
 {
-	uint64		r;
-	int			n = 0;
-	ReCampaignTenant *ts;
+	List	   *scans;
+	ListCell   *lc;
+	int			n = 0,
+				room = 16;
+	ReCampaignTenant *ts = MemoryContextAlloc(cxt, sizeof(ReCampaignTenant) * room);
 
-	if (scan_plan == NULL)
-		scan_plan = re_prepare_saved(SCAN_SQL, 0, NULL);
-	if (SPI_execute_plan(scan_plan, NULL, NULL, true, 0) != SPI_OK_SELECT)
-		elog(ERROR, "looking for due enrollments failed");
-	ts = MemoryContextAlloc(cxt, sizeof(ReCampaignTenant) * Max(SPI_processed, 1));
-	for (r = 0; r < SPI_processed; r++)
+	if (!citus_local_scans(&scans))
 	{
-		bool		isnull;
-		char	   *tenant = get_text(SPI_tuptable->vals[r], SPI_tuptable->tupdesc, 1);
-		Datum		d = SPI_getbinval(SPI_tuptable->vals[r], SPI_tuptable->tupdesc, 2, &isnull);
+		if (scan_plan == NULL)
+			scan_plan = re_prepare_saved(SCAN_SQL, 0, NULL);
+		scans = list_make1(NULL);	/* NULL: scan_plan */
+	}
+	foreach(lc, scans)
+	{
+		const char *sql = (const char *) lfirst(lc);
+		uint64		r;
 
-		if (isnull || tenant == NULL)
-			continue;			/* only paused campaigns' enrollments */
-		strlcpy(ts[n].tenant, tenant, sizeof(ts[n].tenant));
-		ts[n].due = DatumGetTimestampTz(d);
-		n++;
+		if ((sql == NULL ? SPI_execute_plan(scan_plan, NULL, NULL, true, 0)
+			 : SPI_execute(sql, true, 0)) != SPI_OK_SELECT)
+			elog(ERROR, "looking for due enrollments failed");
+		for (r = 0; r < SPI_processed; r++)
+		{
+			bool		isnull;
+			char	   *tenant = get_text(SPI_tuptable->vals[r], SPI_tuptable->tupdesc, 1);
+			Datum		d = SPI_getbinval(SPI_tuptable->vals[r], SPI_tuptable->tupdesc, 2, &isnull);
+
+			if (isnull || tenant == NULL)
+				continue;		/* only paused campaigns' enrollments */
+			if (n == room)
+			{
+				room *= 2;
+				ts = repalloc(ts, sizeof(ReCampaignTenant) * room);
+			}
+			strlcpy(ts[n].tenant, tenant, sizeof(ts[n].tenant));
+			ts[n].due = DatumGetTimestampTz(d);
+			n++;
+		}
 	}
 	*tenants = ts;
 	return n;
@@ -1717,6 +1811,20 @@ re_campaigns_blast_followups(TimestampTz now)
 	bool		isnull;
 
 	begin_tx("revenue_engine: blast follow-ups", &scope);
+	/*
+	 * Not on a distributed database: the follow-ups are found by one
+	 * statement over every tenant (README, "Citus").
+	 */
+	if (citus_local_scans(NULL))
+	{
+		static bool said = false;
+
+		if (!said)
+			elog(LOG, "revenue_engine: blast follow-up campaigns (blast_no_reply) are not run on a distributed database");
+		said = true;
+		end_tx(&scope);
+		return;
+	}
 	/* the enroll part's function, once it is installed */
 	if (SPI_execute("SELECT pg_catalog.to_regprocedure("
 					"'revenue_engine.campaign_blast_followups(timestamptz)') IS NOT NULL",
