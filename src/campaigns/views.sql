@@ -184,27 +184,30 @@ COMMENT ON VIEW revenue_engine.template_stats IS
  * one probe (the index's first entry of the tenant), due_now counts the
  * entries up to now() (an index-only scan of the due entries, so its cost
  * grows with the backlog, not with the enrollments waiting for later);
- * lag = now() - oldest_due_at, NULL when nothing is due.
+ * lag = now() - oldest_due_at, NULL when nothing is due.  Each part filters
+ * on the tenant as an uncorrelated subquery: on Citus the coordinator
+ * evaluates it once and routes each part to the tenant's shard (a part
+ * correlated with a non-table row is not plannable there).
  */
 CREATE VIEW revenue_engine.due_queue AS
-SELECT q.tenant_id,
-       (SELECT coalesce(sum(x.active), 0)::bigint
-          FROM revenue_engine.campaign_counters x
-         WHERE x.tenant_id = q.tenant_id AND x.step = 0) AS active,
-       (SELECT count(*)
-          FROM revenue_engine.enrollments e
-         WHERE e.tenant_id = q.tenant_id AND e.status = 'active' AND e.next_run_at IS NOT NULL
-           AND e.next_run_at <= pg_catalog.now()) AS due_now,
-       d.oldest_due_at,
-       CASE WHEN d.oldest_due_at <= pg_catalog.now() THEN pg_catalog.now() - d.oldest_due_at END AS lag
-  FROM (SELECT revenue_engine.current_tenant() AS tenant_id) q
-  CROSS JOIN LATERAL (
-       SELECT min(e.next_run_at) FILTER (WHERE e.next_run_at <= pg_catalog.now()) AS oldest_due_at
-         FROM (SELECT e.next_run_at
-                 FROM revenue_engine.enrollments e
-                WHERE e.tenant_id = q.tenant_id AND e.status = 'active' AND e.next_run_at IS NOT NULL
-                ORDER BY e.next_run_at
-                LIMIT 1) e) d;
+SELECT d.tenant_id, d.active, d.due_now,
+       CASE WHEN d.first_at <= pg_catalog.now() THEN d.first_at END AS oldest_due_at,
+       CASE WHEN d.first_at <= pg_catalog.now() THEN pg_catalog.now() - d.first_at END AS lag
+  FROM (SELECT (SELECT revenue_engine.current_tenant()) AS tenant_id,
+               (SELECT coalesce(sum(x.active), 0)::bigint
+                  FROM revenue_engine.campaign_counters x
+                 WHERE x.tenant_id = (SELECT revenue_engine.current_tenant()) AND x.step = 0) AS active,
+               (SELECT count(*)
+                  FROM revenue_engine.enrollments e
+                 WHERE e.tenant_id = (SELECT revenue_engine.current_tenant())
+                   AND e.status = 'active' AND e.next_run_at IS NOT NULL
+                   AND e.next_run_at <= pg_catalog.now()) AS due_now,
+               (SELECT e.next_run_at
+                  FROM revenue_engine.enrollments e
+                 WHERE e.tenant_id = (SELECT revenue_engine.current_tenant())
+                   AND e.status = 'active' AND e.next_run_at IS NOT NULL
+                 ORDER BY e.next_run_at
+                 LIMIT 1) AS first_at) d;
 COMMENT ON VIEW revenue_engine.due_queue IS
     'the current tenant''s campaign steps: open enrollments, steps due now, the oldest due time and the lag behind it; index probes on enrollments_due_idx, no scan of enrollments';
 
