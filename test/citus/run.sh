@@ -495,7 +495,7 @@ check "the enrollments' history: enrolled, sent, waiting, sent, completed; Ann's
 	                     FROM revenue_engine.enrollment_history h
 	                     JOIN revenue_engine.enrollments e ON e.tenant_id = h.tenant_id AND e.id = h.enrollment_id
 	                     JOIN revenue_engine.contacts c ON c.tenant_id = e.tenant_id AND c.id = e.contact_id
-	                    WHERE h.tenant_id = 'initech' GROUP BY 1 ORDER BY 1")" \
+	                    WHERE h.tenant_id = 'initech' GROUP BY c.external_ref ORDER BY 1")" \
 	"$(printf 'ann enrolled,sent,waiting,exited\nbob enrolled,sent,waiting,sent,completed\ncyd enrolled,sent,waiting,sent,completed')"
 check "campaign_funnel (counters kept by the triggers on the shards) equals a scan" \
 	is "$(cpsql 0 -Atc "SET revenue_engine.tenant = 'initech'" -c "SELECT enrolled || ' ' || sent || ' ' || exited || ' ' || completed FROM revenue_engine.campaign_funnel WHERE campaign = 'drip'")" \
