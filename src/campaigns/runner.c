@@ -1666,9 +1666,14 @@ citus_local_scans(List **scans)
 		*scans = NIL;
 	if (!OidIsValid(get_extension_oid("citus", true)))
 		return false;
+	/*
+	 * Not read-only: a snapshot of its own, taken now, as Citus's metadata
+	 * cache sees the catalogs (the worker's transaction may have begun
+	 * before distribute() committed).
+	 */
 	if (SPI_execute("SELECT EXISTS (SELECT 1 FROM pg_catalog.pg_dist_partition"
 					"  WHERE logicalrelid = 'revenue_engine.enrollments'::pg_catalog.regclass)",
-					true, 1) != SPI_OK_SELECT)
+					false, 1) != SPI_OK_SELECT)
 		elog(ERROR, "looking up whether enrollments is distributed failed");
 	if (!DatumGetBool(SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 1, &isnull)))
 		return false;
