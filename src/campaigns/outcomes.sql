@@ -83,20 +83,22 @@ $fn$;
 COMMENT ON FUNCTION revenue_engine.whatsapp_template_payload(text, jsonb) IS
     'the WhatsApp Cloud API body of a template message: {"to", "type": "template", "template": {"name", "language", "components"}}';
 
--- One row of enrollment_history for a campaign message.
--- plpgsql, not sql: Citus plans no statement of an SQL function whose tenant
--- is a parameter (on the node of a distributed call or of a shard's trigger).
+-- One row of enrollment_history for a campaign message.  (PL/pgSQL, not
+-- SQL: Citus plans no statement with parameters in a SQL function.)
 CREATE FUNCTION revenue_engine.campaign_message_history(
     m revenue_engine.campaign_messages, event text, reason text, detail jsonb, at timestamptz)
 RETURNS void
 LANGUAGE plpgsql VOLATILE
 SET search_path = pg_catalog, pg_temp
 AS $fn$
+DECLARE
+    tenant text := m.tenant_id;
+    d      jsonb := jsonb_build_object('send_id', m.send_id, 'form', m.form) || coalesce(detail, '{}');
 BEGIN
-    INSERT INTO revenue_engine.enrollment_history
+    INSERT INTO revenue_engine.enrollment_history AS h
            (tenant_id, enrollment_id, campaign_id, version, step, event, reason, detail, at)
-    VALUES (m.tenant_id, m.enrollment_id, m.campaign_id, m.version, m.step, event, reason,
-            jsonb_build_object('send_id', m.send_id, 'form', m.form) || coalesce(detail, '{}'), at);
+    VALUES (tenant, m.enrollment_id, m.campaign_id, m.version, m.step,
+            campaign_message_history.event, campaign_message_history.reason, d, campaign_message_history.at);
 END
 $fn$;
 
@@ -394,8 +396,8 @@ BEGIN
             pg_catalog.format('reconciled: the provider reported %s for the message whose outcome was unknown', status),
             jsonb_build_object('source', source, 'message_id', m.message_id), ts);
     END IF;
-    IF status = 'replied' AND to_regprocedure('revenue_engine.campaign_stop_contact(text,bigint,text,text,text)') IS NOT NULL THEN
-        PERFORM revenue_engine.campaign_stop_contact(tenant, m.contact_id, 'replied', NULL);
+    IF status = 'replied' THEN
+        PERFORM revenue_engine.campaign_stop_contact(tenant, m.contact_id, 'replied');
     END IF;
     RETURN 'applied';
 END
@@ -455,12 +457,10 @@ BEGIN
              ORDER BY cm.sent_at DESC, cm.send_id DESC LIMIT 1 FOR UPDATE;
         END IF;
         ch := coalesce(channel_id, m.channel_id);
-        IF ch IS NOT NULL AND to_regprocedure('revenue_engine.note_inbound(text,bigint,bigint,timestamptz)') IS NOT NULL THEN
+        IF ch IS NOT NULL THEN
             PERFORM revenue_engine.note_inbound(tenant, contact, ch, at);
         END IF;
-        IF to_regprocedure('revenue_engine.campaign_stop_contact(text,bigint,text,text,text)') IS NOT NULL THEN
-            PERFORM revenue_engine.campaign_stop_contact(tenant, contact, 'replied', NULL);
-        END IF;
+        PERFORM revenue_engine.campaign_stop_contact(tenant, contact, 'replied');
         IF m.send_id IS NOT NULL THEN
             PERFORM revenue_engine.campaign_message_apply(m, 'replied', at, 'webhook', raw);
         END IF;
