@@ -35,6 +35,7 @@
 #include "catalog/pg_type.h"
 #include "catalog/namespace.h"
 #include "commands/extension.h"
+#include "storage/lmgr.h"
 #include "executor/spi.h"
 #include "fmgr.h"
 #include "miscadmin.h"
@@ -1719,6 +1720,29 @@ citus_local_scans(List **scans)
 	return true;
 }
 
+/*
+ * AccessShareLock on these tables of the schema if it is free now, else
+ * false (the caller skips its work this time).  The worker's look for work
+ * never waits for a lock: distribute() (Citus) takes the tables one after
+ * the other in one transaction, and a scan waiting for one of them while
+ * holding another would deadlock with it.
+ */
+static bool
+lock_now_or_skip(const char *const *tables, int n)
+{
+	Oid			nsp = get_namespace_oid("revenue_engine", false);
+	int			i;
+
+	for (i = 0; i < n; i++)
+	{
+		Oid			rel = get_relname_relid(tables[i], nsp);
+
+		if (!OidIsValid(rel) || !ConditionalLockRelationOid(rel, AccessShareLock))
+			return false;
+	}
+	return true;
+}
+
 static int
 scan(ReCampaignTenant **tenants, MemoryContext cxt)
 {
@@ -1730,6 +1754,13 @@ scan(ReCampaignTenant **tenants, MemoryContext cxt)
 
 	if (!citus_local_scans(&scans))
 	{
+		static const char *const scanned[] = {"enrollments", "campaigns"};
+
+		if (!lock_now_or_skip(scanned, lengthof(scanned)))
+		{
+			*tenants = ts;
+			return 0;			/* looked for again at the next scan */
+		}
 		if (scan_plan == NULL)
 			scan_plan = re_prepare_saved(SCAN_SQL, 0, NULL);
 		scans = list_make1(NULL);	/* NULL: scan_plan */
@@ -1829,6 +1860,16 @@ re_campaigns_blast_followups(TimestampTz now)
 		said = true;
 		end_tx(&scope);
 		return;
+	}
+	{
+		static const char *const tables[] = {"campaigns", "blasts", "blast_recipients", "contacts",
+		"enrollments"};
+
+		if (!lock_now_or_skip(tables, lengthof(tables)))
+		{
+			end_tx(&scope);
+			return;				/* run again at the next turn */
+		}
 	}
 	/* the enroll part's function, once it is installed */
 	if (SPI_execute("SELECT pg_catalog.to_regprocedure("

@@ -62,6 +62,8 @@ cpsql() {
 citus_cluster_stop() {
 	local d
 	for d in "${CITUS_DIRS[@]}"; do
+		# RE_KEEP_WORK: the node's log is kept beside its removed directory
+		[ -n "${RE_KEEP_WORK:-}" ] && [ -f "$d/server.log" ] && cp "$d/server.log" "$d.server.log"
 		re_cluster_stop "$d"
 	done
 }
