@@ -164,7 +164,7 @@ register_table(ReCounterTable *table)
 	{
 		RegisterXactCallback(cc_xact_callback, NULL);
 		RegisterSubXactCallback(cc_subxact_callback, NULL);
-		CacheRegisterRelcacheCallback(cc_relcache_callback, (Datum) 0);
+		re_register_relcache_callback(cc_relcache_callback, (Datum) 0);
 		callbacks_registered = true;
 	}
 	for (i = 0; i < ntables; i++)

@@ -488,6 +488,43 @@ re_prepare_saved_custom(const char *sql, int nargs, Oid *argtypes)
 	return prepare_and_keep(sql, nargs, argtypes, CURSOR_OPT_CUSTOM_PLAN);
 }
 
+/*
+ * The extension's one relcache callback, calling the parts' own.  A process
+ * that touches every part (the worker on a Citus node: delivery, blasts'
+ * funnel, campaigns' counters and hooks, tenancy) registered seven, and with
+ * PostgreSQL's and Citus's own passed the ten a process has room for (FATAL:
+ * out of relcache_callback_list slots).
+ */
+#define RE_MAX_RELCACHE_CALLBACKS 16
+
+static struct
+{
+	RelcacheCallbackFunction fn;
+	Datum		arg;
+}			relcache_callbacks[RE_MAX_RELCACHE_CALLBACKS];
+static int	nrelcache_callbacks = 0;
+
+static void
+relcache_dispatch(Datum arg, Oid relid)
+{
+	int			i;
+
+	for (i = 0; i < nrelcache_callbacks; i++)
+		relcache_callbacks[i].fn(relcache_callbacks[i].arg, relid);
+}
+
+void
+re_register_relcache_callback(RelcacheCallbackFunction fn, Datum arg)
+{
+	if (nrelcache_callbacks >= RE_MAX_RELCACHE_CALLBACKS)
+		elog(FATAL, "out of revenue_engine relcache callback slots");
+	if (nrelcache_callbacks == 0)
+		CacheRegisterRelcacheCallback(relcache_dispatch, (Datum) 0);
+	relcache_callbacks[nrelcache_callbacks].fn = fn;
+	relcache_callbacks[nrelcache_callbacks].arg = arg;
+	nrelcache_callbacks++;
+}
+
 /* jsonb building */
 
 void

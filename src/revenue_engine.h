@@ -16,6 +16,7 @@
 #include "pgtime.h"
 
 #include "utils/date.h"
+#include "utils/inval.h"
 #include "utils/relcache.h"
 #include "utils/jsonb.h"
 #include "utils/timestamp.h"
@@ -141,6 +142,14 @@ extern struct _SPI_plan *re_prepare_saved(const char *sql, int nargs, Oid *argty
  * array passed to unnest) and that run once per batch, not once per row.
  */
 extern struct _SPI_plan *re_prepare_saved_custom(const char *sql, int nargs, Oid *argtypes);
+
+/*
+ * A relcache invalidation callback of the extension: every part registers
+ * here, and the extension takes one of the process's ten slots
+ * (MAX_RELCACHE_CALLBACKS), which PostgreSQL's own caches and other
+ * extensions (Citus takes several) share.
+ */
+extern void re_register_relcache_callback(RelcacheCallbackFunction fn, Datum arg);
 
 /*
  * Whether text is JSON that jsonb_in accepts (it does not throw): for

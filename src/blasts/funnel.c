@@ -137,7 +137,7 @@ lookup_attributes(Relation rel)
 
 	if (!relcache_callback_registered)
 	{
-		CacheRegisterRelcacheCallback(funnel_relcache_callback, (Datum) 0);
+		re_register_relcache_callback(funnel_relcache_callback, (Datum) 0);
 		relcache_callback_registered = true;
 	}
 	if (recipients_relid == RelationGetRelid(rel))

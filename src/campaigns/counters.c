@@ -150,7 +150,7 @@ source_columns(int which, Relation rel)
 
 	if (!relcache_callback_registered)
 	{
-		CacheRegisterRelcacheCallback(counters_relcache_callback, (Datum) 0);
+		re_register_relcache_callback(counters_relcache_callback, (Datum) 0);
 		relcache_callback_registered = true;
 	}
 	if (c->relid == RelationGetRelid(rel))

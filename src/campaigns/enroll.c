@@ -86,7 +86,7 @@ hooks_ensure(void)
 	{
 		hook_cxt = AllocSetContextCreate(TopMemoryContext, "revenue_engine campaign hooks",
 										 ALLOCSET_DEFAULT_SIZES);
-		CacheRegisterRelcacheCallback(hooks_relcache_callback, (Datum) 0);
+		re_register_relcache_callback(hooks_relcache_callback, (Datum) 0);
 	}
 	if (!OidIsValid(campaigns_relid))
 		campaigns_relid = get_relname_relid("campaigns",

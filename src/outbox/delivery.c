@@ -234,7 +234,7 @@ load_groups(void)
 
 	if (!callback_registered)
 	{
-		CacheRegisterRelcacheCallback(groups_relcache_callback, (Datum) 0);
+		re_register_relcache_callback(groups_relcache_callback, (Datum) 0);
 		callback_registered = true;
 	}
 	groups_watch_relid = get_relname_relid("deliveries", get_namespace_oid("revenue_engine", false));

@@ -98,7 +98,7 @@ bindings_ready(void)
 
 	if (!callbacks_registered)
 	{
-		CacheRegisterRelcacheCallback(bindings_relcache_changed, (Datum) 0);
+		re_register_relcache_callback(bindings_relcache_changed, (Datum) 0);
 		CacheRegisterSyscacheCallback(AUTHOID, bindings_role_changed, (Datum) 0);
 		callbacks_registered = true;
 	}

@@ -254,7 +254,7 @@ ensure_caches(void)
 	{
 		cache_cxt = AllocSetContextCreate(TopMemoryContext, "revenue_engine usage caches",
 										  ALLOCSET_DEFAULT_SIZES);
-		CacheRegisterRelcacheCallback(relcache_callback, (Datum) 0);
+		re_register_relcache_callback(relcache_callback, (Datum) 0);
 	}
 	if (type_cache == NULL)
 	{
