@@ -138,9 +138,10 @@ DECLARE
     c   record;
     n   integer := 0;
 BEGIN
+    -- campaigns_trigger_idx: trigger_value = value, or IS NULL (contact_created)
     FOR c IN SELECT cp.id FROM revenue_engine.campaigns cp
-              WHERE cp.tenant_id = tenant AND cp.trigger_kind = kind
-                AND cp.trigger_value IS NOT DISTINCT FROM value AND cp.status = 'active'
+              WHERE cp.tenant_id = tenant AND cp.trigger_kind = kind AND cp.status = 'active'
+                AND (cp.trigger_value = value OR (value IS NULL AND cp.trigger_value IS NULL))
               ORDER BY cp.id
     LOOP
         IF revenue_engine.enroll_internal(tenant, c.id, contact_id, context, NULL, kind,
@@ -496,38 +497,43 @@ BEGIN
         event_data := '{}';
     END IF;
 
-    -- exit rules of the enrollment's own version
-    SELECT array_agg(e.id) INTO ids
-      FROM revenue_engine.enrollments e
-      JOIN revenue_engine.campaign_versions v
-        ON v.tenant_id = e.tenant_id AND v.campaign_id = e.campaign_id AND v.version = e.version
-     WHERE e.tenant_id = tenant AND e.contact_id = ANY (contacts) AND e.status = 'active'
-       AND EXISTS (SELECT 1 FROM jsonb_array_elements(v.exit_rules) AS r(rule)
-                    WHERE r.rule ->> 'event_type' = event_type
-                      AND (NOT r.rule ? 'match_key'
-                           OR e.context ->> (r.rule ->> 'match_key') = event_data ->> (r.rule ->> 'match_key')));
-    IF ids IS NOT NULL THEN
-        n := n + revenue_engine.campaign_stop_enrollments(tenant, ids, 'exit rule: ' || event_type);
-    END IF;
+    -- Per contact (usually one), with scalar keys: a plan made before the
+    -- tables were analyzed then still probes enrollments_contact_idx by
+    -- (tenant, contact), not every open enrollment of the tenant.
+    FOREACH ct IN ARRAY contacts LOOP
+        -- exit rules of the enrollment's own version
+        SELECT array_agg(e.id) INTO ids
+          FROM revenue_engine.enrollments e
+          JOIN revenue_engine.campaign_versions v
+            ON v.tenant_id = e.tenant_id AND v.campaign_id = e.campaign_id AND v.version = e.version
+         WHERE e.tenant_id = tenant AND e.contact_id = ct AND e.status = 'active'
+           AND EXISTS (SELECT 1 FROM jsonb_array_elements(v.exit_rules) AS r(rule)
+                        WHERE r.rule ->> 'event_type' = event_type
+                          AND (NOT r.rule ? 'match_key'
+                               OR e.context ->> (r.rule ->> 'match_key') = event_data ->> (r.rule ->> 'match_key')));
+        IF ids IS NOT NULL THEN
+            n := n + revenue_engine.campaign_stop_enrollments(tenant, ids, 'exit rule: ' || event_type);
+        END IF;
 
-    -- enrollments waiting for this event: locked, moved on, due now
-    WITH w AS (
-        UPDATE revenue_engine.enrollments e
-           SET step = e.step + 1, step_started_at = ts, next_run_at = ts, updated_at = ts
-          FROM revenue_engine.campaign_steps s
-         WHERE e.tenant_id = tenant AND e.contact_id = ANY (contacts) AND e.status = 'active'
-           AND s.tenant_id = e.tenant_id AND s.campaign_id = e.campaign_id AND s.version = e.version
-           AND s.position = e.step AND s.kind = 'wait_event' AND s.event_type = event_type
-           AND (s.match_key IS NULL OR e.context ->> s.match_key = event_data ->> s.match_key)
-        RETURNING e.id, e.campaign_id, e.version, e.step - 1 AS waited)
-    INSERT INTO revenue_engine.enrollment_history
-           (tenant_id, enrollment_id, campaign_id, version, step, event, reason, detail, at)
-    SELECT tenant, w.id, w.campaign_id, w.version, w.waited, 'resumed', 'event ' || event_type,
-           jsonb_build_object('event_id', event_id), ts
-      FROM w;
-    IF FOUND THEN
-        PERFORM revenue_engine.wake_worker();
-    END IF;
+        -- enrollments waiting for this event: locked, moved on, due now
+        WITH w AS (
+            UPDATE revenue_engine.enrollments e
+               SET step = e.step + 1, step_started_at = ts, next_run_at = ts, updated_at = ts
+              FROM revenue_engine.campaign_steps s
+             WHERE e.tenant_id = tenant AND e.contact_id = ct AND e.status = 'active'
+               AND s.tenant_id = e.tenant_id AND s.campaign_id = e.campaign_id AND s.version = e.version
+               AND s.position = e.step AND s.kind = 'wait_event' AND s.event_type = event_type
+               AND (s.match_key IS NULL OR e.context ->> s.match_key = event_data ->> s.match_key)
+            RETURNING e.id, e.campaign_id, e.version, e.step - 1 AS waited)
+        INSERT INTO revenue_engine.enrollment_history
+               (tenant_id, enrollment_id, campaign_id, version, step, event, reason, detail, at)
+        SELECT tenant, w.id, w.campaign_id, w.version, w.waited, 'resumed', 'event ' || event_type,
+               jsonb_build_object('event_id', event_id), ts
+          FROM w;
+        IF FOUND THEN
+            PERFORM revenue_engine.wake_worker();
+        END IF;
+    END LOOP;
 
     -- campaigns this event type triggers
     IF EXISTS (SELECT 1 FROM revenue_engine.campaigns cp
