@@ -221,59 +221,45 @@ SET search_path = pg_catalog, pg_temp
 AS $fn$
 #variable_conflict use_variable
 DECLARE
-    ts       timestamptz := revenue_engine.clock_now();
-    e_ids    bigint[];
-    e_camps  bigint[];
-    e_vers   integer[];
-    e_steps  integer[];
-    queued   bigint[];
-    cancelled bigint[];
-    n        integer;
+    ts   timestamptz := revenue_engine.clock_now();
+    x    bigint;
+    e    record;
+    m    record;
+    n    integer := 0;
 BEGIN
-    -- lock in id order: two stops of one contact (a reply, an opt-out) never deadlock
-    PERFORM 1 FROM revenue_engine.enrollments e
-     WHERE e.tenant_id = tenant AND e.id = ANY (ids) AND e.status = 'active'
-     ORDER BY e.id FOR UPDATE;
-    -- single-table statements routed by tenant_id (Citus), linked by arrays
-    WITH s AS (
-        UPDATE revenue_engine.enrollments e
+    /*
+     * One enrollment at a time, in id order (two stops of one contact, a
+     * reply and an opt-out, lock in the same order and never deadlock), by
+     * its primary key: statements with scalar keys, whose plans probe the
+     * keys also when made before the tables were analyzed; each routed by
+     * tenant_id (Citus).
+     */
+    FOREACH x IN ARRAY (SELECT array_agg(DISTINCT u.id ORDER BY u.id) FROM unnest(ids) AS u(id)) LOOP
+        UPDATE revenue_engine.enrollments en
            SET status = 'exited', ended_at = ts, end_reason = reason, next_run_at = NULL, updated_at = ts
-         WHERE e.tenant_id = tenant AND e.id = ANY (ids) AND e.status = 'active'
-        RETURNING e.id, e.campaign_id, e.version, e.step)
-    SELECT array_agg(s.id), array_agg(s.campaign_id), array_agg(s.version), array_agg(s.step)
-      INTO e_ids, e_camps, e_vers, e_steps FROM s;
-    IF e_ids IS NULL THEN
-        RETURN 0;
-    END IF;
-    n := cardinality(e_ids);
-    INSERT INTO revenue_engine.enrollment_history
-           (tenant_id, enrollment_id, campaign_id, version, step, event, reason, at)
-    SELECT tenant, u.id, u.campaign_id, u.version, u.step, 'exited', reason, ts
-      FROM unnest(e_ids, e_camps, e_vers, e_steps) AS u(id, campaign_id, version, step);
-    -- their queued sends; the delivery worker claims queued sends only
-    SELECT array_agg(m.send_id) INTO queued FROM revenue_engine.campaign_messages m
-     WHERE m.tenant_id = tenant AND m.enrollment_id = ANY (e_ids) AND m.status = 'queued';
-    IF queued IS NULL THEN
-        RETURN n;
-    END IF;
-    WITH sd AS (
-        UPDATE revenue_engine.sends sd SET status = 'cancelled'
-         WHERE sd.tenant_id = tenant AND sd.id = ANY (queued) AND sd.status = 'queued'
-        RETURNING sd.id)
-    SELECT array_agg(sd.id) INTO cancelled FROM sd;
-    WITH m AS (
-        UPDATE revenue_engine.campaign_messages m SET status = 'cancelled'
-         WHERE m.tenant_id = tenant AND m.send_id = ANY (cancelled) AND m.status = 'queued'
-        RETURNING m.enrollment_id, m.campaign_id, m.version, m.step, m.send_id),
-    a AS (SELECT array_agg(m.enrollment_id) AS enr, array_agg(m.campaign_id) AS camp,
-                 array_agg(m.version) AS ver, array_agg(m.step) AS step, array_agg(m.send_id) AS send
-            FROM m)
-    SELECT a.enr, a.camp, a.ver, a.step, a.send INTO e_ids, e_camps, e_vers, e_steps, queued FROM a;
-    INSERT INTO revenue_engine.enrollment_history
-           (tenant_id, enrollment_id, campaign_id, version, step, event, reason, detail, at)
-    SELECT tenant, u.id, u.campaign_id, u.version, u.step, 'cancelled', reason,
-           jsonb_build_object('send_id', u.send_id), ts
-      FROM unnest(e_ids, e_camps, e_vers, e_steps, queued) AS u(id, campaign_id, version, step, send_id);
+         WHERE en.tenant_id = tenant AND en.id = x AND en.status = 'active'
+        RETURNING en.id, en.campaign_id, en.version, en.step INTO e;
+        CONTINUE WHEN NOT FOUND;
+        n := n + 1;
+        INSERT INTO revenue_engine.enrollment_history
+               (tenant_id, enrollment_id, campaign_id, version, step, event, reason, at)
+        VALUES (tenant, e.id, e.campaign_id, e.version, e.step, 'exited', reason, ts);
+        -- its queued sends; the delivery worker claims queued sends only
+        FOR m IN SELECT cm.send_id, cm.step FROM revenue_engine.campaign_messages cm
+                  WHERE cm.tenant_id = tenant AND cm.enrollment_id = x AND cm.status = 'queued'
+                  ORDER BY cm.step
+        LOOP
+            UPDATE revenue_engine.sends sd SET status = 'cancelled'
+             WHERE sd.tenant_id = tenant AND sd.id = m.send_id AND sd.status = 'queued';
+            CONTINUE WHEN NOT FOUND;
+            UPDATE revenue_engine.campaign_messages cm SET status = 'cancelled'
+             WHERE cm.tenant_id = tenant AND cm.send_id = m.send_id AND cm.status = 'queued';
+            INSERT INTO revenue_engine.enrollment_history
+                   (tenant_id, enrollment_id, campaign_id, version, step, event, reason, detail, at)
+            VALUES (tenant, e.id, e.campaign_id, e.version, m.step, 'cancelled', reason,
+                    jsonb_build_object('send_id', m.send_id), ts);
+        END LOOP;
+    END LOOP;
     RETURN n;
 END
 $fn$;
