@@ -194,12 +194,7 @@ BEGIN
         RAISE EXCEPTION 'campaign "%" is %, not active', campaign, c.status
             USING ERRCODE = '55000', HINT = 'Activate it with revenue_engine.activate_campaign().';
     END IF;
-    SELECT k.id INTO ct FROM revenue_engine.contacts k
-     WHERE k.tenant_id = tenant AND k.external_ref = contact;
-    IF NOT FOUND THEN
-        RAISE EXCEPTION 'contact "%" does not exist', contact
-            USING ERRCODE = '42704', HINT = 'Create it with revenue_engine.upsert_contact().';
-    END IF;
+    ct := revenue_engine.contact_id_of(tenant, contact);
     RETURN revenue_engine.enroll_internal(tenant, c.id, ct, context, start_at, 'manual',
                                           revenue_engine.campaign_entry_key(tenant, c.id, context));
 END
@@ -338,11 +333,7 @@ BEGIN
     IF NOT FOUND THEN
         RAISE EXCEPTION 'campaign "%" does not exist', campaign USING ERRCODE = '42704';
     END IF;
-    SELECT k.id INTO ct FROM revenue_engine.contacts k
-     WHERE k.tenant_id = tenant AND k.external_ref = contact;
-    IF NOT FOUND THEN
-        RAISE EXCEPTION 'contact "%" does not exist', contact USING ERRCODE = '42704';
-    END IF;
+    ct := revenue_engine.contact_id_of(tenant, contact);
     SELECT e.id INTO enr FROM revenue_engine.enrollments e
      WHERE e.tenant_id = tenant AND e.campaign_id = cp_id AND e.contact_id = ct AND e.status = 'active';
     IF NOT FOUND THEN
