@@ -540,6 +540,7 @@ SET search_path = pg_catalog, pg_temp
 AS $fn$
 #variable_conflict use_variable
 DECLARE
+    t       record;
     c       record;
     r       record;
     cutoff  timestamptz;
@@ -550,12 +551,19 @@ BEGIN
     IF now IS NULL THEN
         RAISE EXCEPTION 'now must not be null' USING ERRCODE = '22004';
     END IF;
-    FOR c IN SELECT cp.tenant_id, cp.id, cp.trigger_value, cp.trigger_after, cp.followups_until, cp.created_at
-               FROM revenue_engine.campaigns cp
+    -- The campaigns of every tenant (a small table), then each one locked by
+    -- its key (one tenant per statement: Citus locks no rows across shards).
+    FOR t IN SELECT cp.tenant_id, cp.id FROM revenue_engine.campaigns cp
               WHERE cp.trigger_kind = 'blast_no_reply' AND cp.status = 'active'
               ORDER BY cp.tenant_id, cp.id
-                FOR UPDATE SKIP LOCKED
     LOOP
+        SELECT cp.tenant_id, cp.id, cp.trigger_value, cp.trigger_after, cp.followups_until, cp.created_at
+          INTO c
+          FROM revenue_engine.campaigns cp
+         WHERE cp.tenant_id = t.tenant_id AND cp.id = t.id
+           AND cp.trigger_kind = 'blast_no_reply' AND cp.status = 'active'
+           FOR UPDATE SKIP LOCKED;
+        CONTINUE WHEN NOT FOUND;
         cutoff := now - coalesce(c.trigger_after, interval '0');
         since := coalesce(c.followups_until, c.created_at - coalesce(c.trigger_after, interval '0'));
         CONTINUE WHEN cutoff <= since;
