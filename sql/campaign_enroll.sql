@@ -250,7 +250,7 @@ SELECT campaign, status, trigger_kind FROM ce_enrollments('hal');
 SELECT has_function_privilege('revenue_engine_user', 'revenue_engine.enroll(text, text, jsonb, timestamptz)', 'EXECUTE') AS enroll,
        has_function_privilege('revenue_engine_user', 'revenue_engine.exit_enrollment(text, text, text)', 'EXECUTE') AS exit_enrollment,
        has_function_privilege('revenue_engine_user', 'revenue_engine.enroll_internal(text, bigint, bigint, jsonb, timestamptz, text, text)', 'EXECUTE') AS enroll_internal,
-       has_function_privilege('revenue_engine_user', 'revenue_engine.campaign_stop_contact(text, bigint, text, text, text)', 'EXECUTE') AS stop_contact,
+       has_function_privilege('revenue_engine_user', 'revenue_engine.campaign_stop_contact(text, bigint, text, text)', 'EXECUTE') AS stop_contact,
        has_function_privilege('revenue_engine_user', 'revenue_engine.campaign_blast_followups(timestamptz)', 'EXECUTE') AS followups;
 
 -- Rows loaded by COPY (pg_restore, a plain dump) enroll nothing: a restore

@@ -262,27 +262,20 @@ COMMENT ON FUNCTION revenue_engine.campaign_stop_enrollments(text, bigint[], tex
     'internal: stop open enrollments with a reason (history exited) and cancel their queued sends (history cancelled)';
 
 /*
- * Stop every open enrollment of a contact, or those in campaigns whose
- * channel is of channel_kind and (or) whose purpose is purpose.  Called on
- * an inbound reply (outcomes), an opt-out (the consent trigger below).
+ * The contact's open enrollments, all or those in campaigns whose channel is
+ * of channel_kind (and, when given, whose purpose is purpose); the enroll
+ * part's selection for campaign_stop_contact and the opt-out trigger.
  */
-CREATE FUNCTION revenue_engine.campaign_stop_contact(
-    tenant       text,
-    contact_id   bigint,
-    reason       text,
-    channel_kind text DEFAULT NULL,
-    purpose      text DEFAULT NULL)
-RETURNS integer
-LANGUAGE plpgsql VOLATILE
+CREATE FUNCTION revenue_engine.campaign_open_enrollments(
+    tenant text, contact_id bigint, channel_kind text, purpose text)
+RETURNS bigint[]
+LANGUAGE plpgsql STABLE
 SET search_path = pg_catalog, pg_temp
 AS $fn$
 #variable_conflict use_variable
 DECLARE
     ids bigint[];
 BEGIN
-    IF tenant IS NULL OR contact_id IS NULL OR reason IS NULL THEN
-        RAISE EXCEPTION 'tenant, contact_id and reason must not be null' USING ERRCODE = '22004';
-    END IF;
     IF channel_kind IS NULL AND purpose IS NULL THEN
         SELECT array_agg(e.id) INTO ids FROM revenue_engine.enrollments e
          WHERE e.tenant_id = tenant AND e.contact_id = contact_id AND e.status = 'active';
@@ -300,14 +293,39 @@ BEGIN
          WHERE e.tenant_id = tenant AND e.contact_id = contact_id AND e.status = 'active'
            AND ch.kind = channel_kind AND (purpose IS NULL OR cp.purpose = purpose);
     END IF;
+    RETURN ids;
+END
+$fn$;
+
+/*
+ * Stop every open enrollment of a contact, or those in campaigns whose
+ * channel is of channel_kind; how many.  Called on an inbound reply (the
+ * outcomes part's status ingestion: reason 'replied').
+ */
+CREATE FUNCTION revenue_engine.campaign_stop_contact(
+    tenant       text,
+    contact_id   bigint,
+    reason       text,
+    channel_kind text DEFAULT NULL)
+RETURNS integer
+LANGUAGE plpgsql VOLATILE
+SET search_path = pg_catalog, pg_temp
+AS $fn$
+DECLARE
+    ids bigint[];
+BEGIN
+    IF tenant IS NULL OR contact_id IS NULL OR reason IS NULL THEN
+        RAISE EXCEPTION 'tenant, contact_id and reason must not be null' USING ERRCODE = '22004';
+    END IF;
+    ids := revenue_engine.campaign_open_enrollments(tenant, contact_id, channel_kind, NULL);
     IF ids IS NULL THEN
         RETURN 0;
     END IF;
     RETURN revenue_engine.campaign_stop_enrollments(tenant, ids, reason);
 END
 $fn$;
-COMMENT ON FUNCTION revenue_engine.campaign_stop_contact(text, bigint, text, text, text) IS
-    'internal: stop a contact''s open enrollments (all, or of a channel kind and purpose) with a reason; how many';
+COMMENT ON FUNCTION revenue_engine.campaign_stop_contact(text, bigint, text, text) IS
+    'internal: stop a contact''s open enrollments (all, or of a channel kind) with a reason, cancelling their queued sends; how many';
 
 -- The application's manual stop: true when an open enrollment was stopped.
 CREATE FUNCTION revenue_engine.exit_enrollment(
@@ -419,12 +437,16 @@ RETURNS trigger
 LANGUAGE plpgsql SECURITY DEFINER
 SET search_path = pg_catalog, pg_temp
 AS $fn$
+DECLARE
+    ids bigint[];
 BEGIN
     IF revenue_engine.campaign_rows_copied() THEN
         RETURN NULL;
     END IF;
-    PERFORM revenue_engine.campaign_stop_contact(NEW.tenant_id, NEW.contact_id, 'opt-out',
-                                                 NEW.channel_kind, NEW.purpose);
+    ids := revenue_engine.campaign_open_enrollments(NEW.tenant_id, NEW.contact_id, NEW.channel_kind, NEW.purpose);
+    IF ids IS NOT NULL THEN
+        PERFORM revenue_engine.campaign_stop_enrollments(NEW.tenant_id, ids, 'opt-out');
+    END IF;
     RETURN NULL;
 END
 $fn$;
@@ -632,7 +654,8 @@ REVOKE ALL ON FUNCTION revenue_engine.enroll_internal(text, bigint, bigint, json
 REVOKE ALL ON FUNCTION revenue_engine.campaign_entry_key(text, bigint, jsonb) FROM PUBLIC;
 REVOKE ALL ON FUNCTION revenue_engine.campaign_trigger_enroll(text, text, text, bigint, jsonb) FROM PUBLIC;
 REVOKE ALL ON FUNCTION revenue_engine.campaign_stop_enrollments(text, bigint[], text) FROM PUBLIC;
-REVOKE ALL ON FUNCTION revenue_engine.campaign_stop_contact(text, bigint, text, text, text) FROM PUBLIC;
+REVOKE ALL ON FUNCTION revenue_engine.campaign_stop_contact(text, bigint, text, text) FROM PUBLIC;
+REVOKE ALL ON FUNCTION revenue_engine.campaign_open_enrollments(text, bigint, text, text) FROM PUBLIC;
 REVOKE ALL ON FUNCTION revenue_engine.campaign_contact_inserted() FROM PUBLIC;
 REVOKE ALL ON FUNCTION revenue_engine.campaign_contact_tagged() FROM PUBLIC;
 REVOKE ALL ON FUNCTION revenue_engine.campaign_consent_withdrawn() FROM PUBLIC;
