@@ -229,6 +229,9 @@ BEGIN
      * keys also when made before the tables were analyzed; each routed by
      * tenant_id (Citus).
      */
+    IF ids IS NULL OR cardinality(ids) = 0 THEN
+        RETURN 0;
+    END IF;
     FOREACH x IN ARRAY (SELECT array_agg(DISTINCT u.id ORDER BY u.id) FROM unnest(ids) AS u(id)) LOOP
         UPDATE revenue_engine.enrollments en
            SET status = 'exited', ended_at = ts, end_reason = reason, next_run_at = NULL, updated_at = ts
