@@ -183,7 +183,11 @@ typedef struct Bucket
 	BucketKey	key;
 	double		tokens;
 	TimestampTz at;
+	uint64		batch;			/* the batch that held rows for it last */
+	int			held;			/* rows that batch held for a token */
 } Bucket;
+
+static uint64 batch_serial = 0;
 
 static HTAB *buckets = NULL;
 
@@ -920,7 +924,8 @@ next_position(Version *v, Step *s)
 
 typedef enum SendResult
 {
-	SEND_QUEUED, SEND_SKIPPED, SEND_DEFERRED, SEND_HELD
+	SEND_QUEUED, SEND_SKIPPED, SEND_DEFERRED, SEND_HELD,
+	SEND_THROTTLED				/* no token: due again at its turn (*defer_to) */
 } SendResult;
 
 static const char *
@@ -1157,17 +1162,32 @@ run_send(Batch *b, Enrollment *e, Step *s, bool claimed_step, TimestampTz *defer
 		}
 	}
 
-	/* the channel's rate limit: no token, the step stays due */
+	/*
+	 * The channel's rate limit: without a token the step is due again at its
+	 * turn in the bucket (the rows held in one batch one token apart), so
+	 * that the tenant's steps of other channels behind it are claimed
+	 * meanwhile.  No history row: it is not a deferral of the schedule.
+	 */
 	bucket = bucket_for(b, v);
 	if (bucket != NULL && bucket->tokens < 1.0)
 	{
+		double		per_token_s = v->rate_period_s / v->rate_limit;
 		TimestampTz due = TimestampTzPlusMilliseconds(GetCurrentTimestamp(),
 													  (int64) ((1.0 - bucket->tokens) *
-															   v->rate_period_s / v->rate_limit * 1000) + 1);
+															   per_token_s * 1000) + 1);
 
 		if (b->out->token_due == 0 || due < b->out->token_due)
 			b->out->token_due = due;
-		return SEND_HELD;
+		if (bucket->batch != batch_serial)
+		{
+			bucket->batch = batch_serial;
+			bucket->held = 0;
+		}
+		*defer_to = TimestampTzPlusMilliseconds(b->now,
+												(int64) ((1.0 - bucket->tokens + bucket->held) *
+														 per_token_s * 1000) + 1);
+		bucket->held++;
+		return SEND_THROTTLED;
 	}
 
 	/* render */
@@ -1374,6 +1394,12 @@ run_enrollment(Batch *b, Enrollment *e)
 						e->next = b->now;
 						b->out->held++;
 						return true;
+					case SEND_THROTTLED:
+						b->out->steps--;
+						b->out->held++;
+						e->has_next = true;
+						e->next = defer_to;
+						return true;
 					case SEND_DEFERRED:
 						e->has_next = true;
 						e->next = defer_to;
@@ -1534,6 +1560,7 @@ run_batch(const char *tenant, int limit, int64 only_id, TimestampTz now, ReCampa
 	int			ret;
 
 	prepare_plans();
+	batch_serial++;
 	memset(&b, 0, sizeof(b));
 	b.tenant = tenant;
 	b.now = now;
