@@ -35,11 +35,11 @@
 #include "catalog/pg_type.h"
 #include "catalog/namespace.h"
 #include "commands/extension.h"
-#include "storage/lmgr.h"
 #include "executor/spi.h"
 #include "fmgr.h"
 #include "miscadmin.h"
 #include "pgstat.h"
+#include "storage/lmgr.h"
 #include "utils/array.h"
 #include "utils/builtins.h"
 #include "utils/date.h"
@@ -1777,8 +1777,9 @@ lock_now_or_skip(const char *const *tables, int n)
 	return true;
 }
 
+/* nowait: the worker's scan, which skips its turn rather than wait for a lock */
 static int
-scan(ReCampaignTenant **tenants, MemoryContext cxt)
+scan(ReCampaignTenant **tenants, MemoryContext cxt, bool nowait)
 {
 	List	   *scans;
 	ListCell   *lc;
@@ -1790,7 +1791,7 @@ scan(ReCampaignTenant **tenants, MemoryContext cxt)
 	{
 		static const char *const scanned[] = {"enrollments", "campaigns"};
 
-		if (!lock_now_or_skip(scanned, lengthof(scanned)))
+		if (nowait && !lock_now_or_skip(scanned, lengthof(scanned)))
 		{
 			*tenants = ts;
 			return 0;			/* looked for again at the next scan */
@@ -1837,7 +1838,7 @@ re_campaigns_scan(ReCampaignTenant **tenants)
 	int			n;
 
 	begin_tx("revenue_engine: looking for due campaign steps", &scope);
-	n = scan(tenants, cxt);
+	n = scan(tenants, cxt, true);
 	end_tx(&scope);
 	return n;
 }
@@ -1955,7 +1956,7 @@ re_run_campaign_steps(PG_FUNCTION_ARGS)
 	for (;;)
 	{
 		ReCampaignTenant *ts;
-		int			n = scan(&ts, CurrentMemoryContext);
+		int			n = scan(&ts, CurrentMemoryContext, false);
 		int			ndue = 0;
 		int			i;
 		int			moved = 0;
