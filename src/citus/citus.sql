@@ -15,6 +15,7 @@ DECLARE
     left_over regclass[];
     is_coordinator boolean;
     anchor CONSTANT text := 'revenue_engine.user_profiles';
+    lock_list text;
 BEGIN
     IF NOT EXISTS (SELECT 1 FROM pg_catalog.pg_extension WHERE extname OPERATOR(pg_catalog.=) 'citus') THEN
         RAISE EXCEPTION 'revenue_engine.distribute() needs the citus extension in database "%"', pg_catalog.current_database()
@@ -26,6 +27,36 @@ BEGIN
         RAISE EXCEPTION 'revenue_engine.distribute() runs on the Citus coordinator, not on worker node %',
             pg_catalog.inet_server_addr()
             USING ERRCODE = '0A000';
+    END IF;
+    /*
+     * Every table still to distribute locked first, all at once and without
+     * waiting (retried a moment later while another transaction holds one):
+     * the delivery worker, whose loop turns every second (campaign steps),
+     * would otherwise hold one table while waiting for another this
+     * transaction had taken, and deadlock with it.  Once all are held, the
+     * worker's next statements wait for the commit.
+     */
+    SELECT pg_catalog.string_agg(c.oid::regclass::text, ', ' ORDER BY c.oid)
+      INTO lock_list
+      FROM pg_catalog.pg_class c
+     WHERE c.relnamespace OPERATOR(pg_catalog.=) 'revenue_engine'::regnamespace
+       AND c.relkind OPERATOR(pg_catalog.=) 'r'
+       AND NOT EXISTS (SELECT 1 FROM pg_catalog.pg_dist_partition p
+                        WHERE p.logicalrelid OPERATOR(pg_catalog.=) c.oid);
+    IF lock_list IS NOT NULL THEN
+        FOR attempt IN 1..400 LOOP
+            BEGIN
+                EXECUTE 'LOCK TABLE ' OPERATOR(pg_catalog.||) lock_list OPERATOR(pg_catalog.||) ' IN ACCESS EXCLUSIVE MODE NOWAIT';
+                EXIT;
+            EXCEPTION WHEN lock_not_available THEN
+                IF attempt OPERATOR(pg_catalog.=) 400 THEN
+                    RAISE EXCEPTION 'revenue_engine.distribute() could not lock the tables for 20 seconds'
+                        USING ERRCODE = '55P03',
+                              HINT = 'Another transaction holds one of them: call it again when it has ended.';
+                END IF;
+                PERFORM pg_catalog.pg_sleep(0.05);
+            END;
+        END LOOP;
     END IF;
     -- the tenant tables carry triggers (the funnel's, the outcome of sends)
     PERFORM pg_catalog.set_config('citus.enable_unsafe_triggers', 'on', true);
