@@ -70,3 +70,8 @@ PY
 cp "$ROOT/scripts/demo_blast.sql" "$DIR/demo_blast.sql"
 as_postgres psql -X -h 127.0.0.1 -p "$PORT" -U postgres -d postgres -v ON_ERROR_STOP=1 \
 	-v provider="http://127.0.0.1:$PPORT/v19.0/1122334455/messages" -f "$DIR/demo_blast.sql"
+
+# Part 3: a drip campaign on the same channel; it reads the provider's log to show what it got.
+cp "$ROOT/scripts/demo_campaign.sql" "$DIR/demo_campaign.sql"
+as_postgres psql -X -h 127.0.0.1 -p "$PORT" -U postgres -d postgres -v ON_ERROR_STOP=1 \
+	-v provider_log="$DIR/provider.jsonl" -f "$DIR/demo_campaign.sql"
