@@ -74,7 +74,7 @@ BEGIN
 END
 $$;
 SELECT m.step, m.form, t.name AS template, m.template_version AS version, m.fallback_used,
-       m.status, m.message_id, round(extract(epoch FROM m.sent_at - e.enrolled_at) * 1000) AS ms_after_commit
+       m.status, m.message_id, round(extract(epoch FROM m.sent_at - e.enrolled_at) * 1000) AS ms_from_usage_call
   FROM revenue_engine.campaign_messages m
   JOIN revenue_engine.enrollments e ON e.id = m.enrollment_id
   JOIN revenue_engine.templates t ON t.id = m.template_id;
@@ -90,7 +90,7 @@ SELECT r->>'path' AS path, jsonb_pretty((r->>'body')::jsonb) AS body
        LATERAL (SELECT l::jsonb AS r) x
  WHERE l <> '' AND r->>'provider_id' IN (SELECT message_id FROM revenue_engine.campaign_messages);
 
-\echo '\n-- The provider calls back, signed: delivered, read, and Maya replies. The reply stops the campaign.'
+\echo '\n-- The provider calls back, signed: delivered, read, and Maya replies to the message.'
 CREATE TEMP TABLE cb AS
 SELECT jsonb_build_object('object', 'whatsapp_business_account', 'entry', jsonb_build_array(
          jsonb_build_object('id', '1029384756', 'changes', jsonb_build_array(jsonb_build_object(
@@ -107,16 +107,30 @@ SELECT jsonb_build_object('object', 'whatsapp_business_account', 'entry', jsonb_
              'messages', jsonb_build_array(jsonb_build_object(
                             'from', '60123456709', 'id', 'wamid.inbound9', 'type', 'text',
                             'timestamp', extract(epoch FROM now())::bigint::text,
+                            'context', jsonb_build_object('from', '60300000000',
+                                         'id', (SELECT message_id FROM revenue_engine.campaign_messages)),
                             'text', jsonb_build_object('body', 'Thanks! What else can it do?')))))))))::text AS body;
 SELECT item, kind, status, result, reason
   FROM cb, revenue_engine.ingest_status_webhook('whatsapp',
          jsonb_build_object('X-Hub-Signature-256', 'sha256=' || encode(hmac(cb.body, :'app_secret', 'sha256'), 'hex')),
          cb.body);
 
-\echo '\n-- The enrollment ended, its pending step will not run; every transition with its reason:'
-SELECT status, end_reason, step, next_run_at FROM revenue_engine.enrollments;
-SELECT h.step, h.event, h.reason, h.detail
-  FROM revenue_engine.enrollment_history h ORDER BY h.id;
+\echo '\n-- Omar, enrolled by hand to start in an hour, opts out first (STOP): his enrollment ends too.'
+SELECT revenue_engine.upsert_contact('omar', phone => '+44 7700 900123', name => 'Omar Hakim',
+         timezone => 'Europe/London') AS contact_id;
+SELECT revenue_engine.set_consent('omar', 'whatsapp', 'marketing', true, source => 'checkout') AS consent_changed;
+SELECT revenue_engine.enroll('milestone_nudge', 'omar', '{"milestone_value": 100}', now() + interval '1 hour')
+       AS enrollment;
+SELECT revenue_engine.set_consent('omar', 'whatsapp', 'marketing', false, source => 'STOP keyword') AS consent_changed;
+
+\echo '\n-- The reply and the opt-out stopped the enrollments: no step will run. Every transition, with its reason:'
+SELECT k.external_ref AS contact, e.status, e.end_reason, e.step, e.next_run_at
+  FROM revenue_engine.enrollments e JOIN revenue_engine.contacts k ON k.id = e.contact_id ORDER BY e.id;
+SELECT k.external_ref AS contact, h.step, h.event, h.reason, h.detail
+  FROM revenue_engine.enrollment_history h
+  JOIN revenue_engine.enrollments e ON e.id = h.enrollment_id
+  JOIN revenue_engine.contacts k ON k.id = e.contact_id
+ ORDER BY h.id;
 SELECT step, status, message_id, delivered_at IS NOT NULL AS delivered, read_at IS NOT NULL AS read,
        replied_at IS NOT NULL AS replied
   FROM revenue_engine.campaign_messages;
