@@ -4,7 +4,11 @@
 # HTTP receiver, shows a user's usage turning into milestones, a goal, a
 # streak and outbox events that the delivery worker POSTs, signed, to the
 # receiver; then a WhatsApp blast sent to a local fake provider, its signed
-# status callbacks ingested, and the funnel; then removes everything.  Run as root on Debian 12:
+# status callbacks ingested, and the funnel; then a drip campaign triggered by a
+# usage milestone (enrolled in the usage call's transaction, first step sent by
+# the worker to the fake provider, stopped by a reply and an opt-out), its
+# history, funnels and due queue; then removes everything.  Run as root on Debian 12
+# (PG_CONFIG, if set, picks the PostgreSQL to build against and run; default: pg_config on PATH):
 #   bash scripts/demo.sh
 set -euo pipefail
 

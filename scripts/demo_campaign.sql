@@ -17,31 +17,32 @@ SELECT user_id, timezone FROM revenue_engine.set_user_profile(:user, timezone =>
 SELECT r->'lifetime_total' AS replies, r->'milestones' AS milestones
   FROM revenue_engine.track_daily_usage(:user, 'reply', 9) r;
 SELECT revenue_engine.upsert_contact('maya', phone => '+60 12-345 6709', name => 'Maya Tan',
-         timezone => 'Asia/Kuala_Lumpur', user_id => :user, source => 'signup') AS contact_id;
-SELECT revenue_engine.set_consent('maya', 'whatsapp', 'marketing', true, source => 'signup form') AS consent_changed;
+         timezone => 'Asia/Kuala_Lumpur', user_id => :user, source => 'signup') \gset
+SELECT revenue_engine.set_consent('maya', 'whatsapp', 'marketing', true, source => 'signup form') \gset
 SELECT external_ref, user_id, phone, name, timezone FROM revenue_engine.contacts;
 
 \echo '\n-- Templates: a WhatsApp template form with {{first_name|there}} and {{milestone_value}} (no default:'
 \echo '-- required), and a fallback for when the milestone is missing.'
 SELECT revenue_engine.create_template('keep_going', 'Hi {{first_name|there}}, you are on a roll!',
-         whatsapp => '{"name": "keep_going", "language": "en_US", "params": ["{{first_name|there}}"]}')
-       AS keep_going_version;
+         whatsapp => '{"name": "keep_going", "language": "en_US", "params": ["{{first_name|there}}"]}') \gset
 SELECT revenue_engine.create_template('milestone_congrats',
          'Hi {{first_name|there}}, that is {{milestone_value}} replies already!',
          cta_url  => 'https://example.com/tips?ref={{external_ref}}',
          whatsapp => '{"name": "milestone_congrats", "language": "en_US",
                        "params": ["{{first_name|there}}", "{{milestone_value}}"]}',
-         fallback => 'keep_going') AS milestone_congrats_version;
+         fallback => 'keep_going') \gset
 SELECT revenue_engine.create_template('pro_tips', 'Hi {{first_name|there}}, 3 tips to reply faster',
-         whatsapp => '{"name": "pro_tips", "language": "en_US", "params": ["{{first_name|there}}"]}')
-       AS pro_tips_version;
+         whatsapp => '{"name": "pro_tips", "language": "en_US", "params": ["{{first_name|there}}"]}') \gset
+SELECT t.name AS template, v.version, v.required, v.fallback
+  FROM revenue_engine.templates t JOIN revenue_engine.template_versions v ON v.template_id = t.id ORDER BY t.id;
+\echo '-- What Maya would get, with the milestone in the context and without it:'
 SELECT ctx AS context, r->>'template' AS rendered, r->'whatsapp'->'params' AS params,
        r->'fallback_used' AS fallback_used, r->>'reason' AS reason
   FROM (VALUES ('{"event_data": {"milestone_value": 10}}'::jsonb), ('{}')) AS c(ctx),
        revenue_engine.render_template('milestone_congrats', 'maya', c.ctx, 'whatsapp_template') r;
 
 \echo '\n-- The campaign: triggered by the milestone_reached outbox event; send, wait a day, send.'
-SELECT revenue_engine.set_channel_kind('whatsapp', 'whatsapp');
+SELECT revenue_engine.set_channel_kind('whatsapp', 'whatsapp') \gset
 SELECT revenue_engine.create_campaign('milestone_nudge', 'whatsapp',
          steps    => '[{"kind": "send", "template": "milestone_congrats"},
                        {"kind": "wait", "amount": 1, "unit": "days"},
@@ -79,7 +80,7 @@ SELECT m.step, m.form, t.name AS template, m.template_version AS version, m.fall
   JOIN revenue_engine.enrollments e ON e.id = m.enrollment_id
   JOIN revenue_engine.templates t ON t.id = m.template_id;
 \echo '-- Step 2 (wait 1 day) ran too: step 3 is due tomorrow at the same local time.'
-SELECT e.status, e.step AS next_step, e.next_run_at AT TIME ZONE 'Asia/Kuala_Lumpur' AS next_run_local,
+SELECT e.status, e.step AS next_step, date_trunc('second', e.next_run_at AT TIME ZONE 'Asia/Kuala_Lumpur') AS next_run_local,
        date_trunc('second', e.next_run_at - now()) AS in
   FROM revenue_engine.enrollments e;
 SELECT active, due_now, oldest_due_at, lag FROM revenue_engine.due_queue;
@@ -117,11 +118,11 @@ SELECT item, kind, status, result, reason
 
 \echo '\n-- Omar, enrolled by hand to start in an hour, opts out first (STOP): his enrollment ends too.'
 SELECT revenue_engine.upsert_contact('omar', phone => '+44 7700 900123', name => 'Omar Hakim',
-         timezone => 'Europe/London') AS contact_id;
-SELECT revenue_engine.set_consent('omar', 'whatsapp', 'marketing', true, source => 'checkout') AS consent_changed;
+         timezone => 'Europe/London') \gset
+SELECT revenue_engine.set_consent('omar', 'whatsapp', 'marketing', true, source => 'checkout') \gset
 SELECT revenue_engine.enroll('milestone_nudge', 'omar', '{"milestone_value": 100}', now() + interval '1 hour')
        AS enrollment;
-SELECT revenue_engine.set_consent('omar', 'whatsapp', 'marketing', false, source => 'STOP keyword') AS consent_changed;
+SELECT revenue_engine.set_consent('omar', 'whatsapp', 'marketing', false, source => 'STOP keyword') \gset
 
 \echo '\n-- The reply and the opt-out stopped the enrollments: no step will run. Every transition, with its reason:'
 SELECT k.external_ref AS contact, e.status, e.end_reason, e.step, e.next_run_at
