@@ -75,7 +75,9 @@ cp "$ROOT/scripts/demo_blast.sql" "$DIR/demo_blast.sql"
 as_postgres psql -X -h 127.0.0.1 -p "$PORT" -U postgres -d postgres -v ON_ERROR_STOP=1 \
 	-v provider="http://127.0.0.1:$PPORT/v19.0/1122334455/messages" -f "$DIR/demo_blast.sql"
 
-# Part 3: a drip campaign on the same channel; it reads the provider's log to show what it got.
+# Part 3: a drip campaign on the same WhatsApp channel (it reads the fake provider's log to
+# show what it got), and one on an SMS channel whose provider is down: a free port nothing listens on.
 cp "$ROOT/scripts/demo_campaign.sql" "$DIR/demo_campaign.sql"
 as_postgres psql -X -h 127.0.0.1 -p "$PORT" -U postgres -d postgres -v ON_ERROR_STOP=1 \
-	-v provider_log="$DIR/provider.jsonl" -f "$DIR/demo_campaign.sql"
+	-v provider_log="$DIR/provider.jsonl" -v sms_provider="http://127.0.0.1:$(re_free_port)/sms" \
+	-f "$DIR/demo_campaign.sql"

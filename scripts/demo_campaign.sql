@@ -48,8 +48,9 @@ SELECT revenue_engine.create_campaign('milestone_nudge', 'whatsapp',
                        {"kind": "wait", "amount": 1, "unit": "days"},
                        {"kind": "send", "template": "pro_tips"}]',
          settings => '{"purpose": "marketing", "trigger": {"kind": "event", "value": "milestone_reached"},
-                       "reentry": "never"}') AS campaign_id;
-SELECT revenue_engine.activate_campaign('milestone_nudge') AS active_version;
+                       "reentry": "never"}') \gset
+SELECT revenue_engine.activate_campaign('milestone_nudge') \gset
+SELECT name, status, version, trigger_kind, trigger_value, purpose, reentry FROM revenue_engine.campaigns;
 
 \echo '\n-- Her 10th reply, in a transaction the application rolls back: the enrollment was there'
 \echo '-- inside it, and is gone with it.'
@@ -83,6 +84,7 @@ SELECT m.step, m.form, t.name AS template, m.template_version AS version, m.fall
 SELECT e.status, e.step AS next_step, date_trunc('second', e.next_run_at AT TIME ZONE 'Asia/Kuala_Lumpur') AS next_run_local,
        date_trunc('second', e.next_run_at - now()) AS in
   FROM revenue_engine.enrollments e;
+\echo '-- The due queue: one active enrollment, nothing due now (the worker keeps up).'
 SELECT active, due_now, oldest_due_at, lag FROM revenue_engine.due_queue;
 
 \echo '\n-- What the fake provider received (outside the 24-hour window: the WhatsApp template form):'
@@ -116,30 +118,52 @@ SELECT item, kind, status, result, reason
          jsonb_build_object('X-Hub-Signature-256', 'sha256=' || encode(hmac(cb.body, :'app_secret', 'sha256'), 'hex')),
          cb.body);
 
-\echo '\n-- Omar, enrolled by hand to start in an hour, opts out first (STOP): his enrollment ends too.'
+\echo '\n-- Omar gets SMS tips, enrolled by hand; the SMS provider is down (nothing listens on its port):'
+\echo '-- the send failed its first attempt and is queued for a retry in 5 minutes.'
+SELECT revenue_engine.create_channel('sms', :'sms_provider', retry_schedule => '{5 minutes}') \gset
+SELECT revenue_engine.set_channel_kind('sms', 'sms') \gset
+SELECT revenue_engine.create_campaign('sms_tips', 'sms',
+         steps => '[{"kind": "send", "template": "pro_tips"}, {"kind": "wait", "amount": 2, "unit": "days"},
+                    {"kind": "send", "template": "keep_going"}]') \gset
+SELECT revenue_engine.activate_campaign('sms_tips') \gset
 SELECT revenue_engine.upsert_contact('omar', phone => '+44 7700 900123', name => 'Omar Hakim',
          timezone => 'Europe/London') \gset
-SELECT revenue_engine.set_consent('omar', 'whatsapp', 'marketing', true, source => 'checkout') \gset
-SELECT revenue_engine.enroll('milestone_nudge', 'omar', '{"milestone_value": 100}', now() + interval '1 hour')
-       AS enrollment;
-SELECT revenue_engine.set_consent('omar', 'whatsapp', 'marketing', false, source => 'STOP keyword') \gset
+SELECT revenue_engine.set_consent('omar', 'sms', 'marketing', true, source => 'checkout') \gset
+SELECT revenue_engine.enroll('sms_tips', 'omar') AS enrollment;
+DO $$
+BEGIN
+    FOR i IN 1 .. 100 LOOP
+        EXIT WHEN EXISTS (SELECT FROM revenue_engine.sends s JOIN revenue_engine.channels c ON c.id = s.channel_id
+                           WHERE c.name = 'sms' AND s.attempts > 0 AND s.status <> 'sending');
+        PERFORM pg_sleep(0.1);
+    END LOOP;
+END
+$$;
+SELECT s.id AS send, s.status, s.attempts, date_trunc('second', s.next_attempt_at - now()) AS retry_in,
+       s.last_error, s.payload
+  FROM revenue_engine.sends s JOIN revenue_engine.channels c ON c.id = s.channel_id WHERE c.name = 'sms';
+\echo '-- Omar texts STOP: his consent is withdrawn, which stops his enrollment and cancels the queued send.'
+SELECT revenue_engine.set_consent('omar', 'sms', 'marketing', false, source => 'STOP keyword') \gset
+SELECT s.id AS send, s.status, s.attempts
+  FROM revenue_engine.sends s JOIN revenue_engine.channels c ON c.id = s.channel_id WHERE c.name = 'sms';
 
 \echo '\n-- The reply and the opt-out stopped the enrollments: no step will run. Every transition, with its reason:'
-SELECT k.external_ref AS contact, e.status, e.end_reason, e.step, e.next_run_at
-  FROM revenue_engine.enrollments e JOIN revenue_engine.contacts k ON k.id = e.contact_id ORDER BY e.id;
+SELECT c.name AS campaign, k.external_ref AS contact, e.status, e.end_reason, e.step, e.next_run_at
+  FROM revenue_engine.enrollments e JOIN revenue_engine.contacts k ON k.id = e.contact_id
+  JOIN revenue_engine.campaigns c ON c.id = e.campaign_id ORDER BY e.id;
 SELECT k.external_ref AS contact, h.step, h.event, h.reason, h.detail
   FROM revenue_engine.enrollment_history h
   JOIN revenue_engine.enrollments e ON e.id = h.enrollment_id
   JOIN revenue_engine.contacts k ON k.id = e.contact_id
  ORDER BY h.id;
-SELECT step, status, message_id, delivered_at IS NOT NULL AS delivered, read_at IS NOT NULL AS read,
-       replied_at IS NOT NULL AS replied
-  FROM revenue_engine.campaign_messages;
+SELECT k.external_ref AS contact, m.step, m.status, m.message_id, m.delivered_at IS NOT NULL AS delivered,
+       m.read_at IS NOT NULL AS read, m.replied_at IS NOT NULL AS replied
+  FROM revenue_engine.campaign_messages m JOIN revenue_engine.contacts k ON k.id = m.contact_id ORDER BY m.send_id;
 
 \echo '\n-- Funnels and queue, read from counters (no scan):'
 SELECT campaign, version, enrolled, active, sent, delivered, read, replied, exited, completed, cancelled
-  FROM revenue_engine.campaign_funnel;
-SELECT step, kind, template, sent, delivered, read, replied, cancelled, skipped, deferred
-  FROM revenue_engine.step_funnel ORDER BY step;
+  FROM revenue_engine.campaign_funnel ORDER BY campaign;
+SELECT campaign, step, kind, template, sent, delivered, read, replied, cancelled, skipped, deferred
+  FROM revenue_engine.step_funnel ORDER BY campaign, step;
 SELECT template, version, sent, read, replied, fallback FROM revenue_engine.template_stats ORDER BY template;
 SELECT active, due_now, oldest_due_at, lag FROM revenue_engine.due_queue;
