@@ -6,8 +6,8 @@
 # receiver; then a WhatsApp blast sent to a local fake provider, its signed
 # status callbacks ingested, and the funnel; then a drip campaign triggered by a
 # usage milestone (enrolled in the usage call's transaction, first step sent by
-# the worker to the fake provider, stopped by a reply and an opt-out), its
-# history, funnels and due queue; then removes everything.  Run as root on Debian 12
+# the worker to the fake provider, stopped by a reply; an opt-out cancelling a
+# send queued for a retry), its history, funnels and due queue; then removes everything.  Run as root on Debian 12
 # (PG_CONFIG, if set, picks the PostgreSQL to build against and run; default: pg_config on PATH):
 #   bash scripts/demo.sh
 set -euo pipefail
