@@ -39,6 +39,8 @@ for _ in $(seq 100); do [ -s "$DIR/receiver.port" ] && break; sleep 0.1; done
 RPORT=$(cat "$DIR/receiver.port")
 
 # A second receiver plays the messaging provider: each send gets a message id.
+# Its log is read by part 3 through the server (pg_read_file): readable by postgres.
+install -m 644 /dev/null "$DIR/provider.jsonl"
 python3 "$ROOT/test/receiver/receiver.py" --port 0 --port-file "$DIR/provider.port" \
 	--log "$DIR/provider.jsonl" >"$DIR/provider.out" 2>&1 &
 PROVIDER_PID=$!
