@@ -202,6 +202,11 @@ SELECT * FROM oc_wa('{"messages": [
     "timestamp": "1793530800", "type": "text", "text": {"body": "hello"}}]}');
 SELECT * FROM oc_message(:s4);
 SELECT * FROM oc_message(:s5);
+-- a message answering another message (not a campaign's): c5's stays delivered
+SELECT * FROM oc_wa('{"messages": [
+   {"from": "4915110000005", "id": "wamid.IN5b", "timestamp": "1793530800", "type": "text",
+    "text": {"body": "About my order"}, "context": {"from": "15550001111", "id": "wamid.OTHER"}}]}');
+SELECT * FROM oc_message(:s5);
 -- a phone with no contact and no message: nothing
 SELECT revenue_engine.record_inbound_message('+4915119999999', '2026-11-01 11:00+00', 'webhook');
 

@@ -404,8 +404,9 @@ $fn$;
  * inbound message on the channel (note_inbound; without a channel, the one
  * of the campaign message answered), stop on reply (campaign_stop_contact
  * 'replied': every open enrollment of the contact), and the campaign
- * message answered marked replied: the one context_id names, else the
- * contact's latest sent within reply_window.  Returns how many contacts it
+ * message answered marked replied: the one context_id names (none when it
+ * names another message, e.g. a blast's), else the contact's latest sent
+ * within reply_window.  Returns how many contacts it
  * found (a context naming a campaign message counts its contact).
  */
 CREATE FUNCTION revenue_engine.campaign_inbound(
@@ -442,7 +443,7 @@ BEGIN
              WHERE cm.tenant_id = tenant AND cm.message_id = context_id AND cm.contact_id = contact
              ORDER BY cm.send_id DESC LIMIT 1 FOR UPDATE;
         END IF;
-        IF m.send_id IS NULL THEN
+        IF context_id IS NULL THEN
             SELECT * INTO m FROM revenue_engine.campaign_messages cm
              WHERE cm.tenant_id = tenant AND cm.contact_id = contact
                AND cm.sent_at > at - reply_window AND cm.sent_at <= at
