@@ -13,6 +13,7 @@ OBJS         = src/revenue_engine.o \
                src/usage/usage.o \
                src/usage/keyed_update.o \
                src/blasts/status.o \
+               src/commit_counters.o \
                src/blasts/funnel.o \
                src/blasts/create_blast.o \
                src/usage/backfill.o \

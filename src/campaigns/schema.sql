@@ -206,6 +206,7 @@ CREATE TABLE revenue_engine.campaigns (
     trigger_kind     text        NOT NULL DEFAULT 'manual',
     trigger_value    text,
     trigger_after    interval,
+    followups_until  timestamptz,
     reentry          text        NOT NULL DEFAULT 'never',
     reentry_cooldown interval,
     paused_at        timestamptz,
@@ -222,6 +223,8 @@ CREATE TABLE revenue_engine.campaigns (
 );
 COMMENT ON TABLE revenue_engine.campaigns IS
     'drip campaigns: channel, trigger, re-entry policy, status draft/active/paused/archived, the version new enrollments get';
+COMMENT ON COLUMN revenue_engine.campaigns.followups_until IS
+    'blast_no_reply: recipients sent up to this time were considered for follow-up (campaign_blast_followups)';
 -- Triggers look up the active campaigns of a kind (and tag or event type).
 CREATE INDEX campaigns_trigger_idx ON revenue_engine.campaigns (tenant_id, trigger_kind, trigger_value)
     WHERE status = 'active';
@@ -415,6 +418,7 @@ CREATE TABLE revenue_engine.campaign_messages (
     template_id      bigint,
     template_version integer,
     form             text        NOT NULL DEFAULT 'text',
+    fallback_used    boolean     NOT NULL DEFAULT false,
     status           text        NOT NULL DEFAULT 'queued',
     message_id       text,
     error            text,
@@ -434,6 +438,8 @@ CREATE TABLE revenue_engine.campaign_messages (
 );
 COMMENT ON TABLE revenue_engine.campaign_messages IS
     'one row per message a campaign step queued: its send, template version and the stages it reached';
+COMMENT ON COLUMN revenue_engine.campaign_messages.fallback_used IS
+    'the step''s template missed a required variable: template_id/template_version name the fallback template rendered instead';
 CREATE INDEX campaign_messages_message_idx ON revenue_engine.campaign_messages (tenant_id, message_id)
     WHERE message_id IS NOT NULL;
 CREATE INDEX campaign_messages_queued_idx ON revenue_engine.campaign_messages (tenant_id, enrollment_id)
