@@ -176,8 +176,8 @@ BEGIN
             r := revenue_engine.render_for_send(tenant, st.template, st.template_version, m.contact_id,
                                                 enr.context, 'whatsapp_template');
             IF coalesce((r ->> 'skipped')::boolean, false) OR jsonb_typeof(r -> 'whatsapp') IS DISTINCT FROM 'object' THEN
-                why := pg_catalog.format('WhatsApp 131047 (24-hour window closed), and template "%s" has no WhatsApp form to send instead%s',
-                                         st.template, coalesce(': ' || (r ->> 'reason'), ''));
+                why := 'WhatsApp 131047 (24-hour window closed), and the template''s WhatsApp form cannot be sent: '
+                       || coalesce(r ->> 'reason', pg_catalog.format('template "%s" has none', st.template));
             ELSE
                 INSERT INTO revenue_engine.sends AS s
                        (tenant_id, channel_id, idempotency_key, user_id, payload, metadata,
@@ -390,8 +390,8 @@ BEGIN
             pg_catalog.format('reconciled: the provider reported %s for the message whose outcome was unknown', status),
             jsonb_build_object('source', source, 'message_id', m.message_id), ts);
     END IF;
-    IF status = 'replied' AND to_regprocedure('revenue_engine.campaign_stop_contact(text,bigint,text,text)') IS NOT NULL THEN
-        PERFORM revenue_engine.campaign_stop_contact(tenant, m.contact_id, 'replied', NULL);
+    IF status = 'replied' THEN
+        PERFORM revenue_engine.campaign_stop_contact(tenant, m.contact_id, 'replied');
     END IF;
     RETURN 'applied';
 END
@@ -452,12 +452,10 @@ BEGIN
              ORDER BY cm.sent_at DESC, cm.send_id DESC LIMIT 1 FOR UPDATE;
         END IF;
         ch := coalesce(channel_id, m.channel_id);
-        IF ch IS NOT NULL AND to_regprocedure('revenue_engine.note_inbound(text,bigint,bigint,timestamptz)') IS NOT NULL THEN
+        IF ch IS NOT NULL THEN
             PERFORM revenue_engine.note_inbound(tenant, contact, ch, at);
         END IF;
-        IF to_regprocedure('revenue_engine.campaign_stop_contact(text,bigint,text,text)') IS NOT NULL THEN
-            PERFORM revenue_engine.campaign_stop_contact(tenant, contact, 'replied', NULL);
-        END IF;
+        PERFORM revenue_engine.campaign_stop_contact(tenant, contact, 'replied');
         IF m.send_id IS NOT NULL THEN
             PERFORM revenue_engine.campaign_message_apply(m, 'replied', at, 'webhook', raw);
         END IF;
