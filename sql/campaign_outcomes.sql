@@ -45,7 +45,8 @@ SELECT id, 1 FROM revenue_engine.campaigns WHERE tenant_id = 'outcomes';
 INSERT INTO revenue_engine.campaign_steps (campaign_id, version, position, kind, template, delay_amount, delay_unit)
 SELECT c.id, 1, s.position, s.kind, s.template, s.amount, s.unit
   FROM (SELECT * FROM revenue_engine.campaigns WHERE tenant_id = 'outcomes') c,
-       (VALUES (1, 'send', 'welcome', NULL, NULL), (2, 'wait', NULL, 1, 'days'), (3, 'send', 'plain', NULL, NULL))
+       (VALUES (1, 'send', 'welcome', NULL, NULL), (2, 'wait', NULL, 1, 'days'), (3, 'send', 'plain', NULL, NULL),
+               (4, 'send', 'deleted_since', NULL, NULL))
        AS s(position, kind, template, amount, unit);
 INSERT INTO revenue_engine.enrollments (campaign_id, contact_id, version, step, next_run_at)
 SELECT g.id, k.id, 1, 3, now() + interval '1 day'
@@ -278,6 +279,10 @@ SELECT count(*) AS messages FROM revenue_engine.campaign_messages
 SELECT oc_queue('drip_oc_wa', 'c11', 3) AS s11 \gset
 SELECT oc_failed(:s11, 400, '{"error": {"code": 131047}}');
 SELECT * FROM oc_history('drip_oc_wa', 'c11');
+-- a template that cannot be rendered (it no longer exists): failed, with the reason
+SELECT oc_queue('drip_oc_wa', 'c12', 4) AS s12 \gset
+SELECT oc_failed(:s12, 400, '{"error": {"code": 131047}}');
+SELECT step, event, reason FROM oc_history('drip_oc_wa', 'c12');
 -- an enrollment that has ended (c4 replied): nothing is queued again
 SELECT oc_queue('drip_oc_wa', 'c4', 3) AS s4b \gset
 SELECT oc_failed(:s4b, 400, '{"error": {"code": 131047}}');

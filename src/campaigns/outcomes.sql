@@ -173,8 +173,13 @@ BEGIN
         ELSIF st.template IS NULL OR phone IS NULL THEN
             why := 'WhatsApp 131047 (24-hour window closed), and the step has no template or the contact no phone';
         ELSE
-            r := revenue_engine.render_for_send(tenant, st.template, st.template_version, m.contact_id,
-                                                enr.context, 'whatsapp_template');
+            -- an error here would fail the worker's whole batch of outcomes: kept as the reason
+            BEGIN
+                r := revenue_engine.render_for_send(tenant, st.template, st.template_version, m.contact_id,
+                                                    enr.context, 'whatsapp_template');
+            EXCEPTION WHEN OTHERS THEN
+                r := jsonb_build_object('skipped', true, 'reason', SQLERRM);
+            END;
             IF coalesce((r ->> 'skipped')::boolean, false) OR jsonb_typeof(r -> 'whatsapp') IS DISTINCT FROM 'object' THEN
                 why := 'WhatsApp 131047 (24-hour window closed), and the template''s WhatsApp form cannot be sent: '
                        || coalesce(r ->> 'reason', pg_catalog.format('template "%s" has none', st.template));
