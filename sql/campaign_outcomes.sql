@@ -237,6 +237,21 @@ SELECT * FROM oc_wa('{"messages": [
    {"from": "4915110000005", "id": "wamid.IN5b", "timestamp": "1793530800", "type": "text",
     "text": {"body": "About my order"}, "context": {"from": "15550001111", "id": "wamid.OTHER"}}]}');
 SELECT * FROM oc_message(:s5);
+-- A generic provider's callback (Standard Webhooks): an outbound copy
+-- ("direction": "outbound...") is no reply; the inbound message stops c9
+SELECT revenue_engine.set_channel_status_source('oc_sms', webhook_kind => 'standard_webhooks',
+         webhook_secret => 'whsec_' || encode(convert_to('revenue-engine-outcome-test-key!', 'UTF8'), 'base64'));
+SELECT w.* FROM (SELECT '{"messages": [{"from": "+4915110000009", "id": "out-9", "direction": "outbound-api", "timestamp": 1793530800}, {"from": "+4915110000009", "id": "in-9", "direction": "inbound", "timestamp": 1793530860}]}'::text AS body) b,
+       LATERAL revenue_engine.ingest_status_webhook('oc_sms',
+         jsonb_build_object('webhook-id', 'msg_oc1', 'webhook-timestamp', '1795176000',
+           'webhook-signature', 'v1,' || encode(hmac(convert_to('msg_oc1.1795176000.' || b.body, 'UTF8'),
+                                                     convert_to('revenue-engine-outcome-test-key!', 'UTF8'), 'sha256'), 'base64')),
+         b.body) w;
+SELECT k.external_ref, g.name, e.status, e.end_reason
+  FROM revenue_engine.enrollments e
+  JOIN revenue_engine.contacts k ON k.tenant_id = e.tenant_id AND k.id = e.contact_id
+  JOIN revenue_engine.campaigns g ON g.tenant_id = e.tenant_id AND g.id = e.campaign_id
+ WHERE k.tenant_id = 'outcomes' AND k.external_ref = 'c9' ORDER BY 1, 2;
 -- a phone with no contact and no message: nothing
 SELECT revenue_engine.record_inbound_message('+4915119999999', '2026-11-01 11:00+00', 'webhook');
 
