@@ -83,17 +83,23 @@ $fn$;
 COMMENT ON FUNCTION revenue_engine.whatsapp_template_payload(text, jsonb) IS
     'the WhatsApp Cloud API body of a template message: {"to", "type": "template", "template": {"name", "language", "components"}}';
 
--- One row of enrollment_history for a campaign message.
+-- One row of enrollment_history for a campaign message.  (PL/pgSQL, not
+-- SQL: Citus plans no statement with parameters in a SQL function.)
 CREATE FUNCTION revenue_engine.campaign_message_history(
     m revenue_engine.campaign_messages, event text, reason text, detail jsonb, at timestamptz)
 RETURNS void
-LANGUAGE sql VOLATILE
+LANGUAGE plpgsql VOLATILE
 SET search_path = pg_catalog, pg_temp
 AS $fn$
-    INSERT INTO revenue_engine.enrollment_history
+DECLARE
+    tenant text := m.tenant_id;
+    d      jsonb := jsonb_build_object('send_id', m.send_id, 'form', m.form) || coalesce(detail, '{}');
+BEGIN
+    INSERT INTO revenue_engine.enrollment_history AS h
            (tenant_id, enrollment_id, campaign_id, version, step, event, reason, detail, at)
-    VALUES (($1).tenant_id, ($1).enrollment_id, ($1).campaign_id, ($1).version, ($1).step, $2, $3,
-            jsonb_build_object('send_id', ($1).send_id, 'form', ($1).form) || coalesce($4, '{}'), $5)
+    VALUES (tenant, m.enrollment_id, m.campaign_id, m.version, m.step,
+            campaign_message_history.event, campaign_message_history.reason, d, campaign_message_history.at);
+END
 $fn$;
 
 /*
