@@ -15,7 +15,9 @@
  *   - the send's own outcome: the trigger sends_campaign_outcome below, on
  *     sends whose idempotency key is a campaign's ('campaign:...'), so other
  *     sends pay one comparison in the trigger's WHEN and nothing else;
- *   - provider statuses (record_message_status, ingest_status_webhook): C in
+ *   - provider statuses (record_message_status, ingest_status_webhook,
+ *     polls: a campaign message of a polling channel is in poll_queue as
+ *     recipient -send_id): C in
  *     src/blasts/status.c looks the message id up among blast recipients,
  *     then here (campaign_message_status), then parks it; a campaign
  *     message's id landing applies the statuses parked for it
@@ -146,6 +148,7 @@ BEGIN
         UPDATE revenue_engine.campaign_messages cm
            SET status = 'queued', message_id = NULL, sent_at = NULL, error = campaign_message_failed.error
          WHERE cm.tenant_id = tenant AND cm.send_id = m.send_id;
+        DELETE FROM revenue_engine.poll_queue q WHERE q.tenant_id = tenant AND q.recipient_id = - m.send_id;
         UPDATE revenue_engine.enrollments e
            SET next_run_at = until, updated_at = ts
          WHERE e.tenant_id = tenant AND e.id = m.enrollment_id AND e.status = 'active'
@@ -254,8 +257,19 @@ BEGIN
                message_id = coalesce(NEW.provider_message_id, cm.message_id),
                sent_at = coalesce(NEW.sent_at, ts), error = NULL, failed_at = NULL
          WHERE cm.tenant_id = m.tenant_id AND cm.send_id = m.send_id;
-        -- statuses the provider reported before the send's answer landed
         IF NEW.provider_message_id IS NOT NULL THEN
+            -- a polling channel polls it, as blast recipients (its key in
+            -- poll_queue is -send_id; delivery.c drops it once final)
+            INSERT INTO revenue_engine.poll_queue AS q
+                   (tenant_id, recipient_id, channel_id, message_id, sent_at, next_poll_at)
+            SELECT c.tenant_id, - m.send_id, c.id, NEW.provider_message_id, coalesce(NEW.sent_at, ts),
+                   coalesce(NEW.sent_at, ts) + c.poll_interval
+              FROM revenue_engine.channels c
+             WHERE c.tenant_id = m.tenant_id AND c.id = m.channel_id AND c.status_url IS NOT NULL
+                ON CONFLICT (tenant_id, recipient_id) DO UPDATE
+               SET message_id = EXCLUDED.message_id, sent_at = EXCLUDED.sent_at,
+                   next_poll_at = EXCLUDED.next_poll_at;
+            -- statuses the provider reported before the send's answer landed
             PERFORM revenue_engine.campaign_message_landed(m.tenant_id, NEW.provider_message_id);
         END IF;
     ELSIF NEW.status = 'failed' THEN

@@ -5,6 +5,7 @@
 # (a Cloud API template message carrying its campaign key back); 131049
 # (per-user marketing limit) queues the same send again 24 hours later;
 # 131050 records a marketing opt-out, which stops the contact's enrollment.
+# And a campaign message of a channel with a status URL is polled.
 use strict;
 use warnings;
 
@@ -130,5 +131,48 @@ is(q1(q{SELECT c.granted || ':' || c.source || ':' || e.status || ':' || e.end_r
           JOIN revenue_engine.enrollments e ON e.tenant_id = k.tenant_id AND e.contact_id = k.id
          WHERE k.external_ref = 'c3' AND c.channel_kind = 'whatsapp' AND c.purpose = 'marketing'}),
 	'false:whatsapp 131050:exited:opt-out', '131050: marketing opt-out recorded, enrollment stopped');
+
+# ===========================================================================
+# Polling: a campaign message of a channel with a status URL is polled like a
+# blast recipient.  The receiver answers a GET with {"ok": true, ...}: the
+# status path {ok} maps to delivered.
+q1(qq{
+	SELECT revenue_engine.create_channel('wa_poll', '$rx->{base}/v19.0/2/messages',
+	         body_template => '{"messaging_product": "whatsapp"}', message_id_path => '{messages,0,id}');
+	SELECT revenue_engine.set_channel_status_source('wa_poll', status_url => '$rx->{base}/status/{message_id}',
+	         status_path => '{ok}', status_map => '{"true": "delivered"}', poll_interval => '1 second');
+	INSERT INTO revenue_engine.contacts (external_ref, phone) VALUES ('c4', '+15550000004');
+	INSERT INTO revenue_engine.campaigns (name, channel_id, status)
+	SELECT 'drip_poll', id, 'active' FROM revenue_engine.channels WHERE name = 'wa_poll';
+	INSERT INTO revenue_engine.campaign_versions (campaign_id, version)
+	SELECT id, 1 FROM revenue_engine.campaigns WHERE name = 'drip_poll';
+	INSERT INTO revenue_engine.enrollments (campaign_id, contact_id, version, step, next_run_at)
+	SELECT g.id, k.id, 1, 2, now() + interval '1 day' FROM revenue_engine.campaigns g, revenue_engine.contacts k
+	 WHERE g.name = 'drip_poll' AND k.external_ref = 'c4';
+	WITH s AS (
+	    INSERT INTO revenue_engine.sends (channel_id, idempotency_key, payload)
+	    SELECT g.channel_id, format('campaign:%s:1', e.id), jsonb_build_object('to', '+15550000004', 'type', 'text')
+	      FROM revenue_engine.enrollments e
+	      JOIN revenue_engine.campaigns g ON g.tenant_id = e.tenant_id AND g.id = e.campaign_id
+	     WHERE g.name = 'drip_poll'
+	    RETURNING id, channel_id, idempotency_key)
+	INSERT INTO revenue_engine.campaign_messages
+	       (send_id, enrollment_id, campaign_id, version, step, contact_id, channel_id)
+	SELECT s.id, e.id, e.campaign_id, 1, 1, e.contact_id, s.channel_id
+	  FROM s JOIN revenue_engine.enrollments e ON format('campaign:%s:1', e.id) = s.idempotency_key;
+	SELECT revenue_engine.wake_worker();});
+ok($node->poll_query_until('postgres',
+		q{SELECT m.status FROM revenue_engine.campaign_messages m
+		    JOIN revenue_engine.campaigns g ON g.tenant_id = m.tenant_id AND g.id = m.campaign_id
+		   WHERE g.name = 'drip_poll'}, 'delivered'),
+	'polling: the campaign message is delivered (no callback named it)');
+my $pmid = q1(q{SELECT m.message_id FROM revenue_engine.campaign_messages m
+                 JOIN revenue_engine.campaigns g ON g.tenant_id = m.tenant_id AND g.id = m.campaign_id
+                WHERE g.name = 'drip_poll'});
+is(q1(q{SELECT count(*) FROM revenue_engine.poll_queue WHERE recipient_id < 0}), 1,
+	'delivered is not final: it is polled still');
+is(q1(qq{SELECT revenue_engine.record_message_status('$pmid', 'read')}), 'applied', 'a callback: read');
+ok($node->poll_query_until('postgres', q{SELECT count(*) FROM revenue_engine.poll_queue}, '0'),
+	'read is final: the next poll ends its polling');
 
 done_testing();
