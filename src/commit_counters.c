@@ -42,9 +42,12 @@
  * backends of different slots do not wait for each other.  A key without
  * counter rows gets them from its first writer, by a statement (INSERT ..
  * ON CONFLICT DO UPDATE, under the table's guard: not for a parent deleted
- * since).  The interface is used as the apply uses it; the tuple lock costs
- * one WAL record more than an UPDATE statement, measured no slower per
- * commit (the statement's executor start-up is gone).  A prepared
+ * since), under a lock of the key held until its commit (lock_key), so
+ * that two first writers of a key never meet in that statement: its ON
+ * CONFLICT would fail in REPEATABLE READ or SERIALIZABLE on a row committed
+ * after its snapshot.  The interface is used as the apply uses it; the
+ * tuple lock costs one WAL record more than an UPDATE statement, measured
+ * no slower per commit (the statement's executor start-up is gone).  A prepared
  * transaction holds its counter rows until COMMIT PREPARED: a commit of the
  * same slot waits for it.  Insert-only delta rows would avoid the conflict
  * too, but need compacting by someone in READ COMMITTED, and until then
@@ -64,12 +67,14 @@
 #include "access/xact.h"
 #include "catalog/namespace.h"
 #include "catalog/pg_type.h"
+#include "common/hashfn.h"
 #include "commands/trigger.h"
 #include "executor/executor.h"
 #include "executor/spi.h"
 #include "lib/stringinfo.h"
 #include "miscadmin.h"
 #include "storage/lmgr.h"
+#include "storage/lock.h"
 #include "utils/builtins.h"
 #include "utils/guc.h"
 #include "utils/inval.h"
@@ -392,6 +397,22 @@ upsert_types(ReCounterTable *t, Oid *types)
 		types[2 + t->nkeys + i] = INT8OID;
 }
 
+/*
+ * The lock of a key of a counter relation, held until commit by whoever
+ * inserts its rows: an advisory lock tag (database, relation, hash of the
+ * key) with field 4 = 3, which pg_advisory_lock() (1 and 2) never uses.
+ */
+static void
+lock_key(Relation rel, const char *tenant, const int64 *keys, int nkeys)
+{
+	LOCKTAG		tag;
+	uint32		h = hash_bytes((const unsigned char *) tenant, strlen(tenant));
+
+	h = hash_combine(h, hash_bytes((const unsigned char *) keys, sizeof(int64) * nkeys));
+	SET_LOCKTAG_ADVISORY(tag, MyDatabaseId, RelationGetRelid(rel), h, 3);
+	(void) LockAcquire(&tag, ExclusiveLock, false, false);
+}
+
 /* Add delta[] to the counter row of (tenant, keys, slot). */
 static void
 write_delta(CounterWriter *w, const char *tenant, const int64 *keys, int16 slot, const int64 *delta)
@@ -403,6 +424,7 @@ write_delta(CounterWriter *w, const char *tenant, const int64 *keys, int16 slot,
 	Oid			types[2 + RE_CC_MAX_KEYS + RE_CC_MAX_COUNTERS];
 	int			nargs = 2 + t->nkeys + t->ncounters;
 	SPIPlanPtr	plan;
+	bool		found;
 	int			i;
 	int			ret;
 
@@ -427,8 +449,23 @@ write_delta(CounterWriter *w, const char *tenant, const int64 *keys, int16 slot,
 	w->search->tts_isnull[t->att_slot - 1] = false;
 	ExecStoreVirtualTuple(w->search);
 
-	if (RelationFindReplTupleByIndex(w->rel, t->pkey, LockTupleNoKeyExclusive,
-									 w->search, w->found))
+	found = RelationFindReplTupleByIndex(w->rel, t->pkey, LockTupleNoKeyExclusive,
+										 w->search, w->found);
+	if (!found)
+	{
+		/*
+		 * No row: the key's lock, then look again.  Whoever inserts rows of
+		 * the key holds it until its commit, so a row inserted meanwhile is
+		 * committed now and found; if none is, no one else inserts one
+		 * before this commit, and the insert below meets no conflict (an ON
+		 * CONFLICT meeting a row its snapshot cannot see would fail in
+		 * REPEATABLE READ and SERIALIZABLE).
+		 */
+		lock_key(w->rel, tenant, keys, t->nkeys);
+		found = RelationFindReplTupleByIndex(w->rel, t->pkey, LockTupleNoKeyExclusive,
+											 w->search, w->found);
+	}
+	if (found)
 	{
 		slot_getallattrs(w->found);
 		ExecClearTuple(w->next);
@@ -444,9 +481,8 @@ write_delta(CounterWriter *w, const char *tenant, const int64 *keys, int16 slot,
 	}
 
 	/*
-	 * No counter row: its first writer inserts it (or adds to it, if a
-	 * concurrent writer just did) with a statement, seeing what has
-	 * committed so far.
+	 * No counter row: its first writer inserts it with a statement, seeing
+	 * what has committed so far (ON CONFLICT: a recount's rows).
 	 */
 	if (!w->spi)
 	{

@@ -73,8 +73,17 @@ AS 'MODULE_PATHNAME', 're_campaign_counters_trigger';
 -- One row changed: what it counts summed in memory, written at commit.  The
 -- argument names the counted table (the same on a Citus shard).
 CREATE TRIGGER enrollments_counters
-    AFTER INSERT OR UPDATE OR DELETE ON revenue_engine.enrollments
+    AFTER INSERT OR DELETE ON revenue_engine.enrollments
     FOR EACH ROW EXECUTE FUNCTION revenue_engine.campaign_counters_changed('enrollments');
+-- The runner updates an enrollment at every step (step, next_run_at): only
+-- a change of what is counted queues the trigger (WHEN is evaluated after
+-- BEFORE triggers, on the row as it is written).
+CREATE TRIGGER enrollments_counters_update
+    AFTER UPDATE ON revenue_engine.enrollments
+    FOR EACH ROW
+    WHEN (OLD.status IS DISTINCT FROM NEW.status OR OLD.version IS DISTINCT FROM NEW.version
+          OR OLD.campaign_id IS DISTINCT FROM NEW.campaign_id OR OLD.tenant_id IS DISTINCT FROM NEW.tenant_id)
+    EXECUTE FUNCTION revenue_engine.campaign_counters_changed('enrollments');
 CREATE TRIGGER campaign_messages_counters
     AFTER INSERT OR UPDATE OR DELETE ON revenue_engine.campaign_messages
     FOR EACH ROW EXECUTE FUNCTION revenue_engine.campaign_counters_changed('campaign_messages');
