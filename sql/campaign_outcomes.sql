@@ -274,6 +274,10 @@ SELECT e.next_run_at - now() BETWEEN interval '23 hours 59 minutes' AND interval
  WHERE e.contact_id = (SELECT id FROM revenue_engine.contacts WHERE tenant_id = 'outcomes' AND external_ref = 'c6')
    AND e.campaign_id = (SELECT id FROM revenue_engine.campaigns WHERE tenant_id = 'outcomes' AND name = 'drip_oc_wa');
 SELECT * FROM oc_history('drip_oc_wa', 'c6');
+-- three more: deferred twice more, then given up
+SELECT oc_failed(:s6, 400, '{"error": {"code": 131049}}') FROM generate_series(1, 3);
+SELECT step, event, reason FROM oc_history('drip_oc_wa', 'c6');
+SELECT status FROM revenue_engine.sends WHERE id = :s6;
 -- 131047 (24-hour window closed): the step's template in its WhatsApp
 -- template form, as a new campaign message with a key of its own
 SELECT oc_queue('drip_oc_wa', 'c10') AS s10 \gset

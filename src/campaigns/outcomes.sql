@@ -41,7 +41,7 @@
  *           'campaign:<enrollment>:<step>:whatsapp_template').
  *   131049  per-user marketing limit: the same send is queued again 24 hours
  *           later (history 'deferred'); the enrollment's next step is not
- *           run before it.
+ *           run before it.  A fourth 131049 for the step is a failure.
  *   131050  the user stopped marketing messages: a marketing opt-out for
  *           whatsapp is recorded (contact_consents granted false, source
  *           'whatsapp 131050'), which stops the contact's enrollments
@@ -135,6 +135,13 @@ BEGIN
          WHERE e.tenant_id = tenant AND e.id = m.enrollment_id FOR SHARE;
         IF enr.status IS DISTINCT FROM 'active' THEN
             why := pg_catalog.format('WhatsApp %s, and the enrollment has ended: nothing queued again', code);
+            code := NULL;
+        ELSIF code = 131049 AND (SELECT count(*) FROM revenue_engine.enrollment_history h
+                                  WHERE h.tenant_id = tenant AND h.enrollment_id = m.enrollment_id
+                                    AND h.step = m.step AND h.event = 'deferred'
+                                    AND h.reason LIKE 'WhatsApp 131049%') >= 3 THEN
+            -- the limit holds day after day: given up after three deferrals
+            why := 'WhatsApp 131049 (per-user marketing limit) a fourth time: given up';
             code := NULL;
         END IF;
     END IF;
