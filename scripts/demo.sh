@@ -28,7 +28,7 @@ cleanup() {
 	[ -n "$RECEIVER_PID" ] && kill "$RECEIVER_PID" 2>/dev/null
 	[ -n "$PROVIDER_PID" ] && kill "$PROVIDER_PID" 2>/dev/null
 	# gone before the script returns: nothing of the demo is left running
-	wait $RECEIVER_PID $PROVIDER_PID 2>/dev/null
+	wait $RECEIVER_PID $PROVIDER_PID 2>/dev/null || true
 	re_cluster_stop "$DIR"
 }
 trap cleanup EXIT
