@@ -21,6 +21,69 @@
  * functions, which check their input and raise a clear error.
  */
 
+/*
+ * Channels get a kind (consent and frequency caps are per kind; WhatsApp has
+ * its 24-hour window) and a delivery guarantee: at_least_once (a send whose
+ * outcome a crash lost is sent again, with the same idempotency key) or
+ * at_most_once, for providers that cannot drop duplicates (such a send
+ * becomes 'unknown' and is settled by status callbacks, never sent again).
+ */
+ALTER TABLE revenue_engine.channels
+    ADD COLUMN kind     text NOT NULL DEFAULT 'webhook',
+    ADD COLUMN delivery text NOT NULL DEFAULT 'at_least_once',
+    ADD CONSTRAINT channels_kind_check CHECK (kind IN ('whatsapp', 'sms', 'email', 'push', 'webhook')),
+    ADD CONSTRAINT channels_delivery_check CHECK (delivery IN ('at_least_once', 'at_most_once'));
+COMMENT ON COLUMN revenue_engine.channels.kind IS
+    'whatsapp, sms, email, push or webhook: consent and frequency caps are per kind';
+COMMENT ON COLUMN revenue_engine.channels.delivery IS
+    'at_least_once (a lost outcome is sent again with the same idempotency key) or at_most_once (it becomes unknown)';
+
+CREATE OR REPLACE VIEW revenue_engine.channels_public AS
+SELECT tenant_id, id, name, method, revenue_engine.mask_url(url) AS url,
+       ARRAY(SELECT pg_catalog.jsonb_object_keys(headers)) AS header_names,
+       revenue_engine.mask_json(body_template) AS body_template, message_id_path, timeout_ms,
+       connect_timeout_ms, max_in_flight, rate_limit, rate_period, retry_schedule, enabled,
+       disabled_reason, created_at, updated_at,
+       webhook_kind, revenue_engine.mask_url(status_url) AS status_url, status_path, status_map,
+       poll_interval, poll_max_age, kind, delivery
+  FROM revenue_engine.channels
+ WHERE tenant_id = revenue_engine.current_tenant();
+
+CREATE FUNCTION revenue_engine.set_channel_kind(
+    name     text,
+    kind     text,
+    delivery text DEFAULT 'at_least_once')
+RETURNS void
+LANGUAGE plpgsql VOLATILE
+SET search_path = pg_catalog, pg_temp
+AS $fn$
+DECLARE
+    -- computed once: parameters of the UPDATE (see enqueue_send)
+    tenant text := revenue_engine.current_tenant();
+    ts     timestamptz := now();
+BEGIN
+    IF name IS NULL OR kind IS NULL OR delivery IS NULL THEN
+        RAISE EXCEPTION 'name, kind and delivery must not be null' USING ERRCODE = '22004';
+    END IF;
+    IF kind NOT IN ('whatsapp', 'sms', 'email', 'push', 'webhook') THEN
+        RAISE EXCEPTION 'channel kind "%" is not whatsapp, sms, email, push or webhook', kind
+            USING ERRCODE = '22023';
+    END IF;
+    IF delivery NOT IN ('at_least_once', 'at_most_once') THEN
+        RAISE EXCEPTION 'delivery "%" is not at_least_once or at_most_once', delivery
+            USING ERRCODE = '22023';
+    END IF;
+    UPDATE revenue_engine.channels c
+       SET kind = set_channel_kind.kind, delivery = set_channel_kind.delivery, updated_at = ts
+     WHERE c.tenant_id = tenant AND c.name = set_channel_kind.name;
+    IF NOT FOUND THEN
+        RAISE EXCEPTION 'channel "%" does not exist', name USING ERRCODE = '42704';
+    END IF;
+END
+$fn$;
+COMMENT ON FUNCTION revenue_engine.set_channel_kind(text, text, text) IS
+    'set a channel''s kind (whatsapp, sms, email, push, webhook) and delivery guarantee (at_least_once, at_most_once)';
+
 -- Contacts: the people campaigns talk to, keyed by the application's own reference.
 CREATE TABLE revenue_engine.contacts (
     tenant_id    text        NOT NULL DEFAULT revenue_engine.current_tenant(),
@@ -393,3 +456,4 @@ SELECT pg_catalog.pg_extension_config_dump('revenue_engine.contact_frequency', '
 
 REVOKE ALL ON ALL TABLES IN SCHEMA revenue_engine FROM PUBLIC;
 REVOKE ALL ON FUNCTION revenue_engine.enrollment_history_append_only() FROM PUBLIC;
+REVOKE ALL ON FUNCTION revenue_engine.set_channel_kind(text, text, text) FROM PUBLIC;

@@ -65,10 +65,10 @@ CREATE TABLE revenue_engine.sends (
     sent_at             timestamptz,
     PRIMARY KEY (tenant_id, id),
     UNIQUE (tenant_id, channel_id, idempotency_key),
-    CONSTRAINT sends_status_check CHECK (status IN ('queued', 'sending', 'sent', 'failed'))
+    CONSTRAINT sends_status_check CHECK (status IN ('queued', 'sending', 'sent', 'failed', 'cancelled', 'unknown'))
 ) WITH (fillfactor = 80);
 COMMENT ON TABLE revenue_engine.sends IS
-    'outbound messages: queued -> sending -> sent (with the provider''s message id) or failed';
+    'outbound messages: queued -> sending -> sent (with the provider''s message id) or failed; cancelled (a campaign stopped before it was claimed), unknown (an at-most-once send whose outcome a crash lost)';
 CREATE INDEX sends_due_idx ON revenue_engine.sends (channel_id, next_attempt_at)
     WHERE status = 'queued';
 CREATE INDEX sends_sending_idx ON revenue_engine.sends (lease_until) WHERE status = 'sending';
