@@ -92,7 +92,7 @@ cp "$BENCH"/reference.sql "$BENCH"/setup.sql "$HELP"/*.sql "$DIR/"
 chown postgres: "$DIR"/*.sql
 : >"$RAW"
 pq -c "CREATE EXTENSION revenue_engine" >/dev/null
-pq -c "CREATE SCHEMA bench" >/dev/null 2>&1 || true
+
 
 # =============================================================================
 # (c) track_daily_usage with one active milestone-triggered campaign vs none

@@ -220,6 +220,7 @@ for my $n (1 .. $N)
 		# a random moment from just after the contact's wave to past its last send
 		my $at = $wave_at[$n] + 1 + rand($CAMPAIGN_S + 20);
 		my $snap = snapshot_sql($ref);
+		my $stop_sql = $STOP_SQL{$kind}->($n);
 		my $sql = qq{
 			DO \$\$BEGIN
 			    FOR i IN 1..300 LOOP
@@ -230,7 +231,7 @@ for my $n (1 .. $N)
 			    END LOOP;
 			END\$\$;
 			BEGIN;
-			$STOP_SQL{$kind}->($n);
+			$stop_sql;
 			INSERT INTO e2e.stops (op_id, contact, kind, enrollment, messages)
 			SELECT $id, '$ref', '$kind', $snap
 			ON CONFLICT (op_id) DO NOTHING;
