@@ -62,7 +62,14 @@ BEGIN
         'revenue_engine.mark_closed(text, numeric, timestamptz, bigint, jsonb)',
         'revenue_engine.ingest_status_webhook(text, jsonb, text)',
         'revenue_engine.funnel_by_tag(text, date, date)',
-        'revenue_engine.blast_stage_times(bigint)'
+        'revenue_engine.blast_stage_times(bigint)',
+        -- campaigns: contacts and templates
+        'revenue_engine.upsert_contact(text, text, text, text, text, jsonb, text[], uuid, text)',
+        'revenue_engine.tag_contact(text, text)',
+        'revenue_engine.untag_contact(text, text)',
+        'revenue_engine.set_consent(text, text, text, boolean, text)',
+        'revenue_engine.create_template(text, text, text, jsonb, text)',
+        'revenue_engine.render_template(text, text, jsonb, text)'
     ]::pg_catalog.regprocedure[] LOOP
         SELECT * INTO STRICT p FROM pg_catalog.pg_proc c WHERE c.oid OPERATOR(pg_catalog.=) plain;
         -- every argument but TABLE columns, which the result names, without defaults
