@@ -14,6 +14,7 @@ and (one JSON line per request) in --log.
 Control API (JSON):
     GET  /_control/stats                 {"requests": n, "keys": distinct idempotency keys}
     GET  /_control/requests?since=N      the records with seq > N, oldest first
+                                         (headers=1: with every header)
     POST /_control/delay  {"min": s, "max": s}   each answer waits uniform(min, max) seconds
 
 The delay makes requests overlap, so a kill -9 of the worker finds some in
@@ -90,9 +91,12 @@ class Handler(BaseHTTPRequestHandler):
             with st.lock:
                 self._json(200, {"requests": len(st.records), "keys": len(st.keys)})
         elif url.path == CONTROL + "requests":
-            since = int(parse_qs(url.query).get("since", ["0"])[0])
+            query = parse_qs(url.query)
+            since = int(query.get("since", ["0"])[0])
             with st.lock:
                 recs = st.records[since:]
+            if query.get("headers", ["0"])[0] != "1":   # the log file has them all
+                recs = [{k: v for k, v in r.items() if k != "headers"} for r in recs]
             self._json(200, recs)
         else:
             self._json(200, {"ok": True})
