@@ -189,14 +189,14 @@ sub snapshot_sql
 }
 
 my %STOP_SQL = (
-	reply    => sub { "SELECT revenue_engine.record_inbound_message('" . phone_of($_[0]) . "', now(), 'e2e')" },
+	reply    => sub { "SELECT revenue_engine.record_inbound_message('" . phone_of($_[0]) . "', now(), 'manual')" },
 	optout   => sub { "SELECT revenue_engine.set_consent('c$_[0]', 'sms', 'marketing', false)" },
 	convert  => sub { "SELECT revenue_engine.enqueue_event(md5('e2e$_[0]')::uuid, 'conversion', "
 		  . "jsonb_build_object('membership_id', 'm-$_[0]', 'amount', 49))" },
 	# negative controls: these must stop nothing
 	convert_other => sub { "SELECT revenue_engine.enqueue_event(md5('e2e$_[0]')::uuid, 'conversion', "
 		  . "jsonb_build_object('membership_id', 'm-other-$_[0]'))" },
-	reply_stranger => sub { "SELECT revenue_engine.record_inbound_message('+1666" . sprintf('%07d', $_[0]) . "', now(), 'e2e')" },
+	reply_stranger => sub { "SELECT revenue_engine.record_inbound_message('+1666" . sprintf('%07d', $_[0]) . "', now(), 'manual')" },
 );
 my %REAL = (reply => 1, optout => 1, convert => 1);
 
