@@ -191,8 +191,8 @@ SELECT revenue_engine.wake_worker() \g /dev/null
 SELECT extract(epoch FROM clock_timestamp());
 SQL
 )
-out=$(pq -c "SET bench.target = '$TOTAL'" -c "SET bench.t0 = '$t0'" -c "SET bench.timeout = '600 s'" \
-	-f "$DIR/wait_due.sql" 2>&1)
+out=$(pq -c "SET bench.target = '$TOTAL'" -c "SET bench.t0 = '$t0'" -c "SET bench.timeout = '${BENCH_TIMEOUT:-300} s'" \
+	-f "$DIR/wait_due.sql" 2>&1) || { log "(a) failed: $out"; exit 1; }
 tq=$(sed -n 's/.*NOTICE:  queued \([0-9.]*\).*/\1/p' <<<"$out")
 ts=$(sed -n 's/.*NOTICE:  sent \([0-9.]*\).*/\1/p' <<<"$out")
 [ -n "$tq" ] && [ -n "$ts" ] || { log "(a) failed: $out"; exit 1; }
