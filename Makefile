@@ -13,6 +13,7 @@ OBJS         = src/revenue_engine.o \
                src/usage/usage.o \
                src/usage/keyed_update.o \
                src/blasts/status.o \
+               src/commit_counters.o \
                src/blasts/funnel.o \
                src/blasts/create_blast.o \
                src/usage/backfill.o \
@@ -55,7 +56,8 @@ MODULE_SQL   = src/revenue_engine.sql \
 
 # The upgrade script to this version is built from its hand-written part
 # (upgrade/*.sql.in), where the line -- @CAMPAIGN_SQL@ stands for the
-# campaigns module's files.  When a version is released, its built upgrade
+# campaigns module's files and a line -- @include FILE for that file (parts
+# new in that version as a whole).  When a version is released, its built upgrade
 # script is frozen into upgrade/ like the install script.
 UPGRADE_IN   = $(wildcard upgrade/$(EXTENSION)--*.sql.in)
 DATA_built   = $(EXTENSION)--$(EXTVERSION).sql $(UPGRADE_IN:.sql.in=.sql)
@@ -112,8 +114,9 @@ $(OBJS): $(wildcard src/*.h src/*/*.h) $(EXTENSION).control
 $(EXTENSION)--$(EXTVERSION).sql: $(MODULE_SQL) $(EXTENSION).control
 	cat $(MODULE_SQL) > $@
 
-upgrade/%.sql: upgrade/%.sql.in $(CAMPAIGN_SQL)
-	{ sed '/^-- @CAMPAIGN_SQL@$$/,$$d' $<; cat $(CAMPAIGN_SQL); sed '1,/^-- @CAMPAIGN_SQL@$$/d' $<; } > $@.tmp
+upgrade/%.sql: upgrade/%.sql.in $(MODULE_SQL)
+	{ sed '/^-- @CAMPAIGN_SQL@$$/,$$d' $<; cat $(CAMPAIGN_SQL); sed '1,/^-- @CAMPAIGN_SQL@$$/d' $<; } | \
+		awk '/^-- @include [^ ]+$$/ { f = $$3; while ((getline l < f) > 0) print l; close(f); next } { print }' > $@.tmp
 	mv $@.tmp $@
 
 .PHONY: test demo bench

@@ -4,50 +4,14 @@
  *	  The triggers that keep revenue_engine.blast_counters equal to what a
  *	  scan of blast_recipients gives.
  *
- * Every change is summed in memory per (tenant, blast) and subtransaction:
- * a row update from the old and new row in C (an update that changes
- * nothing counted costs nothing more), inserts and deletes once per
- * statement from the transition table (a blast of a million recipients costs
- * one statement).  A subtransaction's sums go with it when it aborts.  At
- * commit (or PREPARE) the sums are written, one row per blast the
- * transaction touched, in (tenant, blast) order, to the counter row of this
- * backend's slot (its process number % slots).  Inside the transaction that changed
- * recipients, the counters show its changes only after its commit.
- *
- * Why the write at commit cannot fail for concurrency.  A counter row is
- * shared: other sessions add to it.  Written by an UPDATE statement, an
- * addition made in REPEATABLE READ or SERIALIZABLE raises "could not
- * serialize access due to concurrent update" whenever another transaction
- * changed that row after this one's snapshot was taken (another backend with
- * the same slot, a bulk insert or delete, a TRUNCATE), although the two
- * transactions changed different recipients: there is no logical conflict,
- * only two additions to one sum, and additions commute.  Under SERIALIZABLE
- * the statement also reads the row through the primary key index, and those
- * predicate locks make writers of different slots of one blast look
- * dependent on each other whenever a counter row's new version needs a new
- * index entry (it did not fit on its page).
- * So the counter row is changed the way logical replication's apply applies
- * a change (execReplication.c): found through the primary key with a dirty
- * snapshot, its latest version locked (waiting for a concurrent writer, never
- * failing on one), and the new version computed from that latest version.
- * The sum is right in any isolation level, since each writer adds to the
- * version the previous writer committed, and the versions commit in order.
- * No predicate lock is taken on the counters (the look-up does not read
- * through an MVCC snapshot), so a writer never depends on another writer
- * through them; a SERIALIZABLE reader of blast_funnel that did not see a
- * writer's addition is ordered before it, as for any read.  Locks are taken
- * last in the transaction and in one global order, so concurrent writers
- * that touch the same blasts in different orders do not deadlock, and
- * backends of different slots do not wait for each other.  Counter rows are
- * made with their blast (create_blast); for a blast whose rows are missing,
- * the first writer inserts them with a statement.  The interface is used as
- * the apply uses it; the tuple lock costs one WAL record more than an
- * UPDATE statement, measured no slower per commit (the statement's executor
- * start-up is gone).  A prepared transaction holds its counter row until
- * COMMIT PREPARED, as before: a commit of the same slot waits for it.
- * Insert-only delta rows would avoid the conflict too, but need compacting
- * by someone in READ COMMITTED, and until then every read of the funnel
- * grows with them; the locked addition keeps 16 rows per blast.
+ * Every change is summed in memory per (tenant, blast): a row update from
+ * the old and new row in C (an update that changes nothing counted costs
+ * nothing more), inserts and deletes once per statement from the transition
+ * table (a blast of a million recipients costs one statement).  The sums are
+ * written at commit to this backend's slot row of the blast by
+ * src/commit_counters.c, which says why that write cannot fail for
+ * concurrency.  Counter rows are made with their blast (create_blast); for
+ * a blast whose rows are missing, the first writer inserts them.
  *
  * TRUNCATE sets the counters to zero, and an ALTER TABLE of blast_recipients
  * that drops, adds, retypes or renames a counted column (the event trigger
@@ -93,13 +57,14 @@
 #include "revenue_engine.h"
 #include "compat.h"
 #include "blasts/blasts.h"
+#include "commit_counters.h"
 
 PG_FUNCTION_INFO_V1(re_funnel_trigger);
 PG_FUNCTION_INFO_V1(re_funnel_slots);
 PG_FUNCTION_INFO_V1(re_funnel_columns_altered);
 PG_FUNCTION_INFO_V1(re_funnel_recount);
 
-/* counters in the order of the statements' parameters $4 .. $16 */
+/* counters in the order of blast_counters' columns */
 #define NCOUNTERS 13
 static const char *const counter_names[NCOUNTERS] = {
 	"total", "sent", "delivered", "read", "replied", "closed",
@@ -126,30 +91,29 @@ re_status_from_name(const char *name)
 	return RE_ST_UNKNOWN;
 }
 
-/*
- * Counter changes of this transaction not yet written, per blast and
- * subtransaction, in the order they were made.  A reset entry marks where
- * the counters were set from a scan: what comes before it is in them.
- */
-typedef struct PendingDelta
-{
-	Oid			counters;		/* the blast_counters relation to write: the
-								 * table, or on Citus the shard colocated
-								 * with the changed row's */
-	char	   *tenant;
-	int64		blast;
-	SubTransactionId subid;
-	bool		reset;
-	int64		delta[NCOUNTERS];
-} PendingDelta;
+static char *funnel_recount_select(void);
 
-static PendingDelta *pending = NULL;
-static int	npending = 0;
-static int	maxpending = 0;
-static bool callbacks_registered = false;
+static const char *const key_names[1] = {"blast_id"};
+static const Oid key_types[1] = {INT8OID};
+static const char *const source_names[1] = {"blast_recipients"};
 
-/* the insert for a blast without counter rows */
-static SPIPlanPtr upsert_plan = NULL;
+static ReCounterTable funnel_table = {
+	.relname = "blast_counters",
+	.label = "funnel counters",
+	.missing_column_hint = "Add the column again: the ALTER TABLE that adds it recounts the counters.",
+	.nkeys = 1,
+	.key_names = key_names,
+	.key_types = key_types,
+	.ncounters = NCOUNTERS,
+	.counter_names = counter_names,
+	.nslots = RE_FUNNEL_SLOTS,
+	/* not for a blast deleted since (its counters went with it) */
+	.insert_guard = "EXISTS (SELECT 1 FROM revenue_engine.blasts b WHERE b.tenant_id = $1 AND b.id = $2)",
+	.insert_on_shards = false,
+	.recount_select = funnel_recount_select,
+	.nsources = 1,
+	.source_names = source_names,
+};
 
 /* blast_recipients' attribute numbers; InvalidOid: find them again */
 static Oid	recipients_relid = InvalidOid;
@@ -157,47 +121,13 @@ static int	att_tenant,
 			att_blast,
 			att_status,
 			att_stage[RE_NSTAGES];
-
-/* blast_counters' attribute numbers and primary key; InvalidOid: find them again */
-static Oid	counters_relid = InvalidOid;
-static Oid	counters_pkey;
-static int	katt_tenant,
-			katt_blast,
-			katt_slot,
-			katt_counter[NCOUNTERS];
+static bool relcache_callback_registered = false;
 
 static void
 funnel_relcache_callback(Datum arg, Oid relid)
 {
 	if (relid == InvalidOid || relid == recipients_relid)
 		recipients_relid = InvalidOid;
-	if (relid == InvalidOid || relid == counters_relid)
-		counters_relid = InvalidOid;
-}
-
-/* The attribute number of a column the counters need, of one of two types. */
-static int
-counted_column(Relation rel, const char *name, Oid type1, Oid type2)
-{
-	TupleDesc	desc = RelationGetDescr(rel);
-	int			attno = SPI_fnumber(desc, name);
-	Oid			type;
-
-	if (attno <= 0)
-		ereport(ERROR,
-				(errcode(ERRCODE_UNDEFINED_COLUMN),
-				 errmsg("funnel counters cannot be kept without column \"%s\" of relation \"%s\"",
-						name, RelationGetRelationName(rel)),
-				 errdetail("The counters of revenue_engine.blast_counters are computed from it."),
-				 errhint("Add the column again: the ALTER TABLE that adds it recounts the counters.")));
-	type = TupleDescAttr(desc, attno - 1)->atttypid;
-	if (OidIsValid(type1) && type != type1 && type != type2)
-		ereport(ERROR,
-				(errcode(ERRCODE_DATATYPE_MISMATCH),
-				 errmsg("funnel counters cannot be kept with column \"%s\" of relation \"%s\" of type %s",
-						name, RelationGetRelationName(rel), format_type_be(type)),
-				 errdetail("The counters need type %s.", format_type_be(type1))));
-	return attno;
 }
 
 static void
@@ -205,13 +135,18 @@ lookup_attributes(Relation rel)
 {
 	int			i;
 
+	if (!relcache_callback_registered)
+	{
+		CacheRegisterRelcacheCallback(funnel_relcache_callback, (Datum) 0);
+		relcache_callback_registered = true;
+	}
 	if (recipients_relid == RelationGetRelid(rel))
 		return;
-	att_tenant = counted_column(rel, "tenant_id", TEXTOID, VARCHAROID);
-	att_blast = counted_column(rel, "blast_id", INT8OID, INT8OID);
-	att_status = counted_column(rel, "status", TEXTOID, VARCHAROID);
+	att_tenant = re_cc_column(&funnel_table, rel, "tenant_id", TEXTOID, VARCHAROID);
+	att_blast = re_cc_column(&funnel_table, rel, "blast_id", INT8OID, INT8OID);
+	att_status = re_cc_column(&funnel_table, rel, "status", TEXTOID, VARCHAROID);
 	for (i = 0; i < RE_NSTAGES; i++)
-		att_stage[i] = counted_column(rel, stage_cols[i], InvalidOid, InvalidOid);
+		att_stage[i] = re_cc_column(&funnel_table, rel, stage_cols[i], InvalidOid, InvalidOid);
 	recipients_relid = RelationGetRelid(rel);
 }
 
@@ -240,353 +175,13 @@ count_row(HeapTuple tup, TupleDesc desc, int sign, int64 *delta)
 		delta[6 + st] += sign;
 }
 
-static PendingDelta *
-new_pending(void)
-{
-	PendingDelta *p;
-
-	if (npending == maxpending)
-	{
-		maxpending = Max(16, maxpending * 2);
-		pending = pending == NULL ?
-			MemoryContextAlloc(TopTransactionContext, sizeof(PendingDelta) * maxpending) :
-			repalloc(pending, sizeof(PendingDelta) * maxpending);
-	}
-	p = &pending[npending++];
-	memset(p, 0, sizeof(PendingDelta));
-	p->subid = GetCurrentSubTransactionId();
-	return p;
-}
-
-/* Add delta[] to this transaction's pending change of (tenant, blast). */
-/* the blast_counters relation of the trigger being run (counters_of) */
+/* the blast_counters relation of the trigger being run (re_cc_relation) */
 static Oid	current_counters = InvalidOid;
 
 static void
 add_pending(const char *tenant, int64 blast, const int64 *delta)
 {
-	SubTransactionId subid = GetCurrentSubTransactionId();
-	PendingDelta *p = NULL;
-	int			i;
-
-	for (i = 0; i < NCOUNTERS; i++)
-		if (delta[i] != 0)
-			break;
-	if (i == NCOUNTERS)
-		return;
-	/* only entries made since the last reset: a reset may be rolled back */
-	for (i = npending - 1; i >= 0 && !pending[i].reset; i--)
-		if (pending[i].blast == blast && pending[i].subid == subid &&
-			pending[i].counters == current_counters &&
-			strcmp(pending[i].tenant, tenant) == 0)
-		{
-			p = &pending[i];
-			break;
-		}
-	if (p == NULL)
-	{
-		p = new_pending();
-		p->tenant = MemoryContextStrdup(TopTransactionContext, tenant);
-		p->blast = blast;
-		p->counters = current_counters;
-	}
-	for (i = 0; i < NCOUNTERS; i++)
-		p->delta[i] += delta[i];
-}
-
-static int
-pending_cmp(const void *a, const void *b)
-{
-	const PendingDelta *x = a;
-	const PendingDelta *y = b;
-	int			c;
-
-	if (x->counters != y->counters)
-		return x->counters < y->counters ? -1 : 1;
-	c = strcmp(x->tenant, y->tenant);
-
-	if (c != 0)
-		return c;
-	return x->blast < y->blast ? -1 : x->blast > y->blast ? 1 : 0;
-}
-
-/* blast_counters opened for the counter writes of one commit */
-typedef struct CounterWriter
-{
-	Relation	rel;
-	EState	   *estate;
-	ResultRelInfo *rri;
-	EPQState	epq;
-	TupleTableSlot *search;		/* the key looked up */
-	TupleTableSlot *found;		/* its latest version, locked */
-	TupleTableSlot *next;		/* the version written */
-	bool		spi;			/* connected (for a missing row) */
-} CounterWriter;
-
-static void
-writer_open(CounterWriter *w, Oid counters)
-{
-	RangeTblEntry *rte;
-	int			i;
-
-	memset(w, 0, sizeof(CounterWriter));
-	w->rel = table_open(counters, RowExclusiveLock);
-	if (counters_relid != RelationGetRelid(w->rel))
-	{
-		counters_pkey = re_relation_primary_key(w->rel);
-		if (!OidIsValid(counters_pkey))
-			elog(ERROR, "revenue_engine.blast_counters has no primary key");
-		katt_tenant = counted_column(w->rel, "tenant_id", TEXTOID, VARCHAROID);
-		katt_blast = counted_column(w->rel, "blast_id", INT8OID, INT8OID);
-		katt_slot = counted_column(w->rel, "slot", INT2OID, INT2OID);
-		for (i = 0; i < NCOUNTERS; i++)
-			katt_counter[i] = counted_column(w->rel, counter_names[i], INT8OID, INT8OID);
-		counters_relid = RelationGetRelid(w->rel);
-	}
-
-	/* an executor state as logical replication's apply makes one */
-	w->estate = CreateExecutorState();
-	rte = makeNode(RangeTblEntry);
-	rte->rtekind = RTE_RELATION;
-	rte->relid = RelationGetRelid(w->rel);
-	rte->relkind = w->rel->rd_rel->relkind;
-	rte->rellockmode = RowExclusiveLock;
-	re_init_range_table(w->estate, rte);
-	w->rri = makeNode(ResultRelInfo);
-	InitResultRelInfo(w->rri, w->rel, 1, NULL, 0);
-	w->estate->es_opened_result_relations = list_make1(w->rri);
-	w->estate->es_output_cid = GetCurrentCommandId(true);
-	PushActiveSnapshot(GetLatestSnapshot());
-	w->estate->es_snapshot = GetActiveSnapshot();
-	ExecOpenIndices(w->rri, false);
-	re_epq_init(&w->epq, w->estate);
-	w->search = ExecInitExtraTupleSlot(w->estate, RelationGetDescr(w->rel), &TTSOpsVirtual);
-	w->found = table_slot_create(w->rel, &w->estate->es_tupleTable);
-	w->next = ExecInitExtraTupleSlot(w->estate, RelationGetDescr(w->rel), &TTSOpsVirtual);
-	AfterTriggerBeginQuery();
-}
-
-static void
-writer_close(CounterWriter *w)
-{
-	AfterTriggerEndQuery(w->estate);
-	EvalPlanQualEnd(&w->epq);
-	ExecCloseIndices(w->rri);
-	ExecResetTupleTable(w->estate->es_tupleTable, false);
-	FreeExecutorState(w->estate);
-	PopActiveSnapshot();
-	table_close(w->rel, NoLock);
-	if (w->spi)
-		SPI_finish();
-}
-
-static void
-prepare_upsert(void)
-{
-	StringInfoData sql;
-	Oid			types[3 + NCOUNTERS];
-	int			i;
-
-	if (upsert_plan != NULL)
-		return;
-	types[0] = TEXTOID;
-	types[1] = INT8OID;
-	types[2] = INT2OID;
-	for (i = 0; i < NCOUNTERS; i++)
-		types[3 + i] = INT8OID;
-	initStringInfo(&sql);
-	appendStringInfoString(&sql, "INSERT INTO revenue_engine.blast_counters AS k (tenant_id, blast_id, slot");
-	for (i = 0; i < NCOUNTERS; i++)
-		appendStringInfo(&sql, ", %s", counter_names[i]);
-	appendStringInfoString(&sql, ") SELECT $1, $2, $3");
-	for (i = 0; i < NCOUNTERS; i++)
-		appendStringInfo(&sql, ", $%d", 4 + i);
-	/* not for a blast deleted since (its counters went with it) */
-	appendStringInfoString(&sql, " WHERE EXISTS (SELECT 1 FROM revenue_engine.blasts b"
-						   " WHERE b.tenant_id = $1 AND b.id = $2)"
-						   " ON CONFLICT (tenant_id, blast_id, slot) DO UPDATE SET ");
-	for (i = 0; i < NCOUNTERS; i++)
-		appendStringInfo(&sql, "%s%s = k.%s + EXCLUDED.%s", i > 0 ? ", " : "",
-						 counter_names[i], counter_names[i], counter_names[i]);
-	upsert_plan = re_prepare_saved(sql.data, 3 + NCOUNTERS, types);
-	pfree(sql.data);
-}
-
-/* Add delta[] to the counter row of (tenant, blast, slot). */
-static void
-write_delta(CounterWriter *w, const char *tenant, int64 blast, int16 slot, const int64 *delta)
-{
-	TupleDesc	desc = RelationGetDescr(w->rel);
-	Datum		tenant_datum = CStringGetTextDatum(tenant);
-	Datum		values[3 + NCOUNTERS];
-	int			i;
-	int			ret;
-
-	for (i = 0; i < NCOUNTERS; i++)
-		if (delta[i] != 0)
-			break;
-	if (i == NCOUNTERS)
-		return;
-
-	ExecClearTuple(w->search);
-	for (i = 0; i < desc->natts; i++)
-		w->search->tts_isnull[i] = true;
-	w->search->tts_values[katt_tenant - 1] = tenant_datum;
-	w->search->tts_isnull[katt_tenant - 1] = false;
-	w->search->tts_values[katt_blast - 1] = Int64GetDatum(blast);
-	w->search->tts_isnull[katt_blast - 1] = false;
-	w->search->tts_values[katt_slot - 1] = Int16GetDatum(slot);
-	w->search->tts_isnull[katt_slot - 1] = false;
-	ExecStoreVirtualTuple(w->search);
-
-	if (RelationFindReplTupleByIndex(w->rel, counters_pkey, LockTupleNoKeyExclusive,
-									 w->search, w->found))
-	{
-		slot_getallattrs(w->found);
-		ExecClearTuple(w->next);
-		memcpy(w->next->tts_values, w->found->tts_values, sizeof(Datum) * desc->natts);
-		memcpy(w->next->tts_isnull, w->found->tts_isnull, sizeof(bool) * desc->natts);
-		for (i = 0; i < NCOUNTERS; i++)
-			w->next->tts_values[katt_counter[i] - 1] =
-				Int64GetDatum(DatumGetInt64(w->found->tts_values[katt_counter[i] - 1]) + delta[i]);
-		ExecStoreVirtualTuple(w->next);
-		EvalPlanQualSetSlot(&w->epq, w->next);
-		ExecSimpleRelationUpdate(w->rri, w->estate, &w->epq, w->found, w->next);
-		return;
-	}
-
-	/*
-	 * No counter row: a blast made without create_blast, or its rows removed
-	 * by hand.  A statement inserts it (or adds to it, if a concurrent writer
-	 * just did), seeing what has committed so far.
-	 */
-	if (strcmp(RelationGetRelationName(w->rel), "blast_counters") != 0)
-		ereport(ERROR,
-				(errcode(ERRCODE_FEATURE_NOT_SUPPORTED),
-				 errmsg("blast " INT64_FORMAT " of tenant \"%s\" has no funnel counter rows in shard %s",
-						blast, tenant, RelationGetRelationName(w->rel)),
-				 errdetail("On Citus the funnel adds to the counter rows create_blast makes; it does not create them."),
-				 errhint("Create blasts with revenue_engine.create_blast().")));
-	if (!w->spi)
-	{
-		if (SPI_connect() != SPI_OK_CONNECT)
-			elog(ERROR, "SPI_connect failed");
-		w->spi = true;
-	}
-	prepare_upsert();
-	values[0] = tenant_datum;
-	values[1] = Int64GetDatum(blast);
-	values[2] = Int16GetDatum(slot);
-	for (i = 0; i < NCOUNTERS; i++)
-		values[3 + i] = Int64GetDatum(delta[i]);
-	ret = SPI_execute_snapshot(upsert_plan, values, NULL, GetLatestSnapshot(), InvalidSnapshot,
-							   false, true, 0);
-	if (ret != SPI_OK_INSERT)
-		elog(ERROR, "inserting blast counters failed: %s", SPI_result_code_string(ret));
-}
-
-/* Write the transaction's pending changes, in (tenant, blast) order. */
-static void
-flush_pending(void)
-{
-	ReOwnerScope scope;
-	CounterWriter w;
-	int16		slot = (int16) (RE_MY_PROC_INDEX % RE_FUNNEL_SLOTS);
-	int			first = 0;
-	int			i;
-
-	/* the counters were reset after the changes before the last reset */
-	for (i = 0; i < npending; i++)
-		if (pending[i].reset)
-			first = i + 1;
-	if (first == npending)
-	{
-		npending = 0;
-		return;
-	}
-	qsort(pending + first, npending - first, sizeof(PendingDelta), pending_cmp);
-	re_enter_owner(&scope);
-	writer_open(&w, pending[first].counters);
-	for (i = first; i < npending; i++)
-	{
-		int64		sum[NCOUNTERS];
-		int			j;
-		int			k;
-
-		if (pending[i].counters != RelationGetRelid(w.rel))
-		{
-			writer_close(&w);
-			writer_open(&w, pending[i].counters);
-		}
-
-		/* subtransactions of one blast together */
-		memcpy(sum, pending[i].delta, sizeof(sum));
-		for (j = i + 1; j < npending && pending_cmp(&pending[i], &pending[j]) == 0; j++)
-			for (k = 0; k < NCOUNTERS; k++)
-				sum[k] += pending[j].delta[k];
-		write_delta(&w, pending[i].tenant, pending[i].blast, slot, sum);
-		i = j - 1;
-	}
-	writer_close(&w);
-	re_leave_owner(&scope);
-	npending = 0;
-}
-
-static void
-funnel_xact_callback(XactEvent event, void *arg)
-{
-	switch (event)
-	{
-		case XACT_EVENT_PRE_COMMIT:
-		case XACT_EVENT_PRE_PREPARE:
-			flush_pending();
-			break;
-		case XACT_EVENT_COMMIT:
-		case XACT_EVENT_ABORT:
-		case XACT_EVENT_PREPARE:
-		case XACT_EVENT_PARALLEL_COMMIT:
-		case XACT_EVENT_PARALLEL_ABORT:
-			/* the memory went with TopTransactionContext */
-			pending = NULL;
-			npending = maxpending = 0;
-			break;
-		default:
-			break;
-	}
-}
-
-static void
-funnel_subxact_callback(SubXactEvent event, SubTransactionId mySubid,
-						SubTransactionId parentSubid, void *arg)
-{
-	int			i;
-	int			n = 0;
-
-	if (event == SUBXACT_EVENT_ABORT_SUB)
-	{
-		/* its changes and its resets (whose statements rolled back too) */
-		for (i = 0; i < npending; i++)
-			if (pending[i].subid != mySubid)
-				pending[n++] = pending[i];
-		npending = n;
-	}
-	else if (event == SUBXACT_EVENT_COMMIT_SUB)
-	{
-		for (i = 0; i < npending; i++)
-			if (pending[i].subid == mySubid)
-				pending[i].subid = parentSubid;
-	}
-}
-
-static void
-register_callbacks(void)
-{
-	if (callbacks_registered)
-		return;
-	RegisterXactCallback(funnel_xact_callback, NULL);
-	RegisterSubXactCallback(funnel_subxact_callback, NULL);
-	CacheRegisterRelcacheCallback(funnel_relcache_callback, (Datum) 0);
-	callbacks_registered = true;
+	re_cc_add(&funnel_table, current_counters, tenant, &blast, delta);
 }
 
 static void
@@ -657,141 +252,23 @@ rows_added_or_removed(TriggerData *td, const char *transition, int sign)
 	pfree(sql.data);
 }
 
-/* Run a statement of the owner's seeing everything committed so far and this transaction's changes. */
-static void
-run_on_latest(const char *sql)
-{
-	SPIPlanPtr	plan = SPI_prepare(sql, 0, NULL);
-	int			ret;
-
-	if (plan == NULL)
-		elog(ERROR, "preparing \"%s\" failed: %s", sql, SPI_result_code_string(SPI_result));
-	ret = SPI_execute_snapshot(plan, NULL, NULL, GetLatestSnapshot(), InvalidSnapshot,
-							   false, true, 0);
-	if (ret < 0)
-		elog(ERROR, "\"%s\" failed: %s", sql, SPI_result_code_string(ret));
-	SPI_freeplan(plan);
-}
-
-/*
- * Set every counter from a scan of blast_recipients (none: empty, after
- * TRUNCATE).  Writers of blast_recipients hold their lock until their
- * counter changes have committed, so once the ShareLock is granted the
- * scan and the counters agree; the caller is connected to SPI as the owner.
- */
-static void
-reset_counters(Oid recipients, bool scan)
+/* The recount's rows: each recipient counted in slot id % slots. */
+static char *
+funnel_recount_select(void)
 {
 	StringInfoData sql;
-	int			nestlevel;
 	int			i;
 
-	LockRelationOid(recipients, ShareLock);
 	initStringInfo(&sql);
-	appendStringInfoString(&sql, "UPDATE revenue_engine.blast_counters SET ");
-	for (i = 0; i < NCOUNTERS; i++)
-		appendStringInfo(&sql, "%s%s = 0", i > 0 ? ", " : "", counter_names[i]);
-	run_on_latest(sql.data);
-	if (scan)
-	{
-		/* a policy that would hide rows is an error, not a wrong count */
-		nestlevel = NewGUCNestLevel();
-		(void) set_config_option("row_security", "off", PGC_USERSET, PGC_S_SESSION,
-								 GUC_ACTION_SAVE, true, 0, false);
-		resetStringInfo(&sql);
-		appendStringInfo(&sql,
-						 "INSERT INTO revenue_engine.blast_counters AS k"
-						 " SELECT r.tenant_id, r.blast_id, (r.id %% %d)::smallint,"
-						 " pg_catalog.count(*), pg_catalog.count(r.sent_at), pg_catalog.count(r.delivered_at), pg_catalog.count(r.read_at),"
-						 " pg_catalog.count(r.replied_at), pg_catalog.count(r.closed_at)",
-						 RE_FUNNEL_SLOTS);
-		for (i = 0; i <= RE_ST_FAILED; i++)
-			appendStringInfo(&sql, ", pg_catalog.count(*) FILTER (WHERE r.status = '%s')", re_status_names[i]);
-		appendStringInfoString(&sql, " FROM revenue_engine.blast_recipients r GROUP BY 1, 2, 3"
-							   " ON CONFLICT (tenant_id, blast_id, slot) DO UPDATE SET ");
-		for (i = 0; i < NCOUNTERS; i++)
-			appendStringInfo(&sql, "%s%s = EXCLUDED.%s", i > 0 ? ", " : "",
-							 counter_names[i], counter_names[i]);
-		run_on_latest(sql.data);
-		AtEOXact_GUC(true, nestlevel);
-	}
-	pfree(sql.data);
-	/* what this transaction changed before is in the counters now */
-	new_pending()->reset = true;
-}
-
-/*
- * The blast_counters relation that a change of a row of recipients counts
- * into: revenue_engine.blast_counters, or, when recipients is a Citus shard
- * of blast_recipients (the triggers fire on shards), the shard of
- * blast_counters colocated with it, on this node.  Writing the shell table
- * there would be silently wrong.  Looked up in Citus's catalog once per
- * shard and backend.
- */
-#define MAX_SHARD_MAP 64
-static Oid	shard_map_from[MAX_SHARD_MAP];
-static Oid	shard_map_to[MAX_SHARD_MAP];
-static int	nshard_map = 0;
-
-static Oid
-counters_of(Relation recipients)
-{
-	Oid			nsp = RelationGetNamespace(recipients);
-	Oid			relid = RelationGetRelid(recipients);
-	Oid			result = InvalidOid;
-	Datum		args[2];
-	Oid			argtypes[2] = {TEXTOID, TEXTOID};
-	int			i;
-	int			ret;
-	ReOwnerScope scope = {0};
-
-	if (strcmp(RelationGetRelationName(recipients), "blast_recipients") == 0)
-		return get_relname_relid("blast_counters", nsp);
-	for (i = 0; i < nshard_map; i++)
-		if (shard_map_from[i] == relid)
-			return shard_map_to[i];
-
-	/*
-	 * In the owner scope, with pinned search_path and qualified operators:
-	 * the trigger fires in whatever session writes the shard (a Citus
-	 * connection gets its role's and database's search_path), and nothing
-	 * of that session's may be evaluated here.
-	 */
-	re_connect_as_owner(&scope);
-	/* by name: Citus hides its shards from queries of pg_class */
-	args[0] = CStringGetTextDatum(RelationGetRelationName(recipients));
-	args[1] = CStringGetTextDatum(get_namespace_name(nsp));
-	ret = SPI_execute_with_args(
-		"SELECT pg_catalog.to_regclass(pg_catalog.quote_ident($2) OPERATOR(pg_catalog.||) '.'"
-		"       OPERATOR(pg_catalog.||) pg_catalog.quote_ident('blast_counters_'"
-		"       OPERATOR(pg_catalog.||) c.shardid::pg_catalog.text))::pg_catalog.oid"
-		"  FROM pg_catalog.pg_dist_shard r"
-		"  JOIN pg_catalog.pg_dist_shard c"
-		"    ON c.logicalrelid OPERATOR(pg_catalog.=) 'revenue_engine.blast_counters'::pg_catalog.regclass"
-		"   AND c.shardminvalue OPERATOR(pg_catalog.=) r.shardminvalue"
-		" WHERE r.logicalrelid OPERATOR(pg_catalog.=) 'revenue_engine.blast_recipients'::pg_catalog.regclass"
-		"   AND 'blast_recipients_' OPERATOR(pg_catalog.||) r.shardid::pg_catalog.text OPERATOR(pg_catalog.=) $1",
-		2, argtypes, args, NULL, true, 1);
-	if (ret == SPI_OK_SELECT && SPI_processed == 1)
-	{
-		bool		isnull;
-		Datum		d = SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 1, &isnull);
-
-		if (!isnull)
-			result = DatumGetObjectId(d);
-	}
-	re_disconnect_as_owner(&scope);
-	if (!OidIsValid(result))
-		ereport(ERROR,
-				(errcode(ERRCODE_FEATURE_NOT_SUPPORTED),
-				 errmsg("the funnel trigger fired on %s, which is neither revenue_engine.blast_recipients nor one of its Citus shards with a colocated blast_counters shard on this node",
-						RelationGetRelationName(recipients))));
-	if (nshard_map < MAX_SHARD_MAP)
-	{
-		shard_map_from[nshard_map] = relid;
-		shard_map_to[nshard_map++] = result;
-	}
-	return result;
+	appendStringInfo(&sql,
+					 "SELECT r.tenant_id, r.blast_id, (r.id %% %d)::smallint,"
+					 " pg_catalog.count(*), pg_catalog.count(r.sent_at), pg_catalog.count(r.delivered_at), pg_catalog.count(r.read_at),"
+					 " pg_catalog.count(r.replied_at), pg_catalog.count(r.closed_at)",
+					 RE_FUNNEL_SLOTS);
+	for (i = 0; i <= RE_ST_FAILED; i++)
+		appendStringInfo(&sql, ", pg_catalog.count(*) FILTER (WHERE r.status = '%s')", re_status_names[i]);
+	appendStringInfoString(&sql, " FROM revenue_engine.blast_recipients r GROUP BY 1, 2, 3");
+	return sql.data;
 }
 
 Datum
@@ -802,9 +279,7 @@ re_funnel_trigger(PG_FUNCTION_ARGS)
 
 	if (!CALLED_AS_TRIGGER(fcinfo) || !TRIGGER_FIRED_AFTER(td->tg_event))
 		elog(ERROR, "re_funnel_trigger: not called as an AFTER trigger");
-	register_callbacks();
-
-	current_counters = counters_of(td->tg_relation);
+	current_counters = re_cc_relation(&funnel_table, td->tg_relation, "blast_recipients");
 
 	/* the common case: one row, counted in memory until commit */
 	if (TRIGGER_FIRED_FOR_ROW(td->tg_event))
@@ -837,7 +312,7 @@ re_funnel_trigger(PG_FUNCTION_ARGS)
 
 	re_connect_as_owner(&scope);
 	if (TRIGGER_FIRED_BY_TRUNCATE(td->tg_event))
-		reset_counters(RelationGetRelid(td->tg_relation), false);
+		re_cc_reset(&funnel_table, false);
 	else
 	{
 		lookup_attributes(td->tg_relation);
@@ -964,10 +439,7 @@ re_funnel_columns_altered(PG_FUNCTION_ARGS)
 				complete = false;
 		table_close(rel, NoLock);
 		if (complete)
-		{
-			register_callbacks();
-			reset_counters(recipients, true);
-		}
+			re_cc_reset(&funnel_table, true);
 	}
 	re_disconnect_as_owner(&scope);
 	PG_RETURN_VOID();
@@ -984,9 +456,8 @@ re_funnel_recount(PG_FUNCTION_ARGS)
 
 	lookup_attributes(rel);
 	table_close(rel, NoLock);
-	register_callbacks();
 	re_connect_as_owner(&scope);
-	reset_counters(recipients, true);
+	re_cc_reset(&funnel_table, true);
 	re_disconnect_as_owner(&scope);
 	PG_RETURN_VOID();
 }

@@ -30,6 +30,12 @@
  * A reply goes to the recipient of the message its context names, and only
  * without a context to the latest recipient of the sender's phone.
  *
+ * Campaign messages (src/campaigns/outcomes.sql) are found by message id
+ * after blast recipients, before a status is parked, and a campaign
+ * message's id landing applies its parked statuses as a recipient's does;
+ * every inbound message (never an outbound copy) is also handed to the
+ * campaigns (campaign_inbound: the sender's contacts, stop on reply).
+ *
  * A status for a message id no recipient carries yet is parked and applied
  * when the id lands.  When a callback and the send's response race (neither
  * sees the other's uncommitted work), the one that comes second finds the
@@ -79,6 +85,7 @@ PG_FUNCTION_INFO_V1(re_mark_closed);
 PG_FUNCTION_INFO_V1(re_ingest_status_webhook);
 PG_FUNCTION_INFO_V1(re_send_outcome_trigger);
 PG_FUNCTION_INFO_V1(re_apply_parked_statuses);
+PG_FUNCTION_INFO_V1(re_campaign_message_landed);
 
 /* A landing left parked statuses to the sweep (read by the worker) */
 bool		re_status_sweep_wanted = false;
@@ -257,6 +264,8 @@ static SPIPlanPtr expire_parked_plan;
 static SPIPlanPtr landed_parked_plan;
 static SPIPlanPtr report_plan;
 static SPIPlanPtr channel_event_plan;
+static SPIPlanPtr campaign_status_plan;
+static SPIPlanPtr campaign_inbound_plan;
 
 static void
 prepare_plans(void)
@@ -342,15 +351,31 @@ prepare_plans(void)
 										  " WHERE (p.tenant_id, p.id) IN (SELECT q.tenant_id, q.id"
 										  "   FROM revenue_engine.status_parked q WHERE q.received_at < $1 LIMIT 10000)",
 										  1, tcut);
+	/* landed on a blast recipient (its id), or on a campaign message (0) */
 	landed_parked_plan = re_prepare_saved(
-										  "SELECT DISTINCT p.tenant_id, p.message_id, r.id"
+										  "SELECT DISTINCT p.tenant_id, p.message_id, coalesce(r.id, 0)"
 										  "  FROM revenue_engine.status_parked p"
-										  "  JOIN LATERAL (SELECT r.id FROM revenue_engine.blast_recipients r"
+										  "  LEFT JOIN LATERAL (SELECT r.id FROM revenue_engine.blast_recipients r"
 										  "                 WHERE r.tenant_id = p.tenant_id"
 										  "                   AND r.provider_message_id = p.message_id"
 										  "                 ORDER BY r.id DESC LIMIT 1) r ON true"
 										  " WHERE p.received_at >= $1"
+										  "   AND (r.id IS NOT NULL OR EXISTS (SELECT 1 FROM revenue_engine.campaign_messages m"
+										  "         WHERE m.tenant_id = p.tenant_id AND m.message_id = p.message_id))"
 										  " LIMIT 10000", 1, tcut);
+	{
+		Oid			tcs[6] = {TEXTOID, TEXTOID, TEXTOID, TIMESTAMPTZOID, TEXTOID, JSONBOID};
+		Oid			tci[7] = {TEXTOID, TEXTOID, INT8OID, TIMESTAMPTZOID, TEXTOID, INTERVALOID, JSONBOID};
+
+		/* campaigns (src/campaigns/outcomes.sql): a message id no blast recipient carries */
+		campaign_status_plan = re_prepare_saved(
+												"SELECT revenue_engine.campaign_message_status($1, $2, $3, $4, $5, $6)",
+												6, tcs);
+		/* an inbound message: the sender's contacts, stop on reply */
+		campaign_inbound_plan = re_prepare_saved(
+												 "SELECT revenue_engine.campaign_inbound($1, $2, $3, $4, $5, $6, $7)",
+												 7, tci);
+	}
 	/*
 	 * A reaction, system message or channel error; a repeated callback's item
 	 * (same provider id and kind) is recorded once.  The recipient is the
@@ -640,6 +665,82 @@ find_by_id(const char *tenant, int64 id, Recipient *r)
 	return find_recipient(find_by_id_plan, v, NULL, r);
 }
 
+/* A result name of campaign_message_status */
+static ReResult
+result_from_name(const char *name)
+{
+	int			k;
+
+	for (k = 0; k < lengthof(result_names); k++)
+		if (strcmp(result_names[k], name) == 0)
+			return (ReResult) k;
+	elog(ERROR, "unknown status result \"%s\"", name);
+	return RE_RES_REJECTED;		/* keep the compiler quiet */
+}
+
+/*
+ * A status of the campaign message carrying message_id (outcomes.sql);
+ * false if none carries it (nor, when the status names the send's
+ * idempotency key, the message whose id was never learned).
+ */
+static bool
+campaign_status(const char *tenant, const char *message_id, const StatusUpdate *u, ReResult *res)
+{
+	Datum		v[6];
+	char		nl[6] = {' ', ' ', ' ', ' ', ' ', ' '};
+	bool		isnull;
+	Datum		d;
+
+	v[0] = CStringGetTextDatum(tenant);
+	v[1] = CStringGetTextDatum(message_id);
+	v[2] = CStringGetTextDatum(re_status_names[u->status]);
+	v[3] = TimestampTzGetDatum(u->at);
+	v[4] = CStringGetTextDatum(u->source);
+	v[5] = u->metadata ? JsonbPGetDatum(u->metadata) : (Datum) 0;
+	nl[5] = u->metadata ? ' ' : 'n';
+	if (SPI_execute_plan(campaign_status_plan, v, nl, false, 1) != SPI_OK_SELECT || SPI_processed != 1)
+		elog(ERROR, "applying a status to a campaign message failed");
+	d = SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 1, &isnull);
+	if (!isnull)
+		*res = result_from_name(TextDatumGetCString(d));
+	SPI_freetuptable(SPI_tuptable);
+	return !isnull;
+}
+
+/*
+ * An inbound message for campaigns (outcomes.sql): the contacts of the
+ * sender's phone noted, stopped (stop on reply), the message answered
+ * (context_id, else their latest) replied.  Returns how many contacts.
+ */
+static int64
+campaign_inbound(const char *tenant, const char *phone, int64 channel_id, const char *context_id,
+				 const StatusUpdate *u)
+{
+	Datum		v[7];
+	char		nl[7] = {' ', ' ', ' ', ' ', ' ', ' ', ' '};
+	Interval   *window = palloc0(sizeof(Interval));
+	bool		isnull;
+	int64		n;
+
+	window->time = (int64) re_reply_window_min * USECS_PER_MINUTE;
+	v[0] = CStringGetTextDatum(tenant);
+	v[1] = phone ? CStringGetTextDatum(phone) : (Datum) 0;
+	nl[1] = phone ? ' ' : 'n';
+	v[2] = Int64GetDatum(channel_id);
+	nl[2] = channel_id != 0 ? ' ' : 'n';
+	v[3] = TimestampTzGetDatum(u->at);
+	v[4] = context_id ? CStringGetTextDatum(context_id) : (Datum) 0;
+	nl[4] = context_id ? ' ' : 'n';
+	v[5] = IntervalPGetDatum(window);
+	v[6] = u->metadata ? JsonbPGetDatum(u->metadata) : (Datum) 0;
+	nl[6] = u->metadata ? ' ' : 'n';
+	if (SPI_execute_plan(campaign_inbound_plan, v, nl, false, 1) != SPI_OK_SELECT || SPI_processed != 1)
+		elog(ERROR, "recording an inbound message for campaigns failed");
+	n = DatumGetInt32(SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 1, &isnull));
+	SPI_freetuptable(SPI_tuptable);
+	return isnull ? 0 : n;
+}
+
 /*
  * What a caller may still park: the callback's own count (per_callback) and
  * the tenant's, counted once per call up to the cap.  Concurrent callers
@@ -698,9 +799,12 @@ status_of_message(const char *tenant, const char *message_id, const StatusUpdate
 	Recipient	r;
 	Datum		v[7];
 	char		nl[7] = {' ', ' ', ' ', ' ', ' ', ' ', ' '};
+	ReResult	res;
 
 	if (find_by_message(tenant, message_id, &r))
 		return apply_update(tenant, &r, u);
+	if (campaign_status(tenant, message_id, u, &res))
+		return res;
 	if (!park_allowed(tenant, b))
 		return RE_RES_REJECTED;
 	/*
@@ -885,6 +989,8 @@ re_record_inbound_message(PG_FUNCTION_ARGS)
 	re_connect_as_owner(&scope);
 	prepare_plans();
 	res = reply_from_phone(tenant, phone, &u, &recipient);
+	/* the phone's campaign contacts: noted, stopped (stop on reply) */
+	(void) campaign_inbound(tenant, phone, 0, NULL, &u);
 	re_disconnect_as_owner(&scope);
 	if (res == RE_RES_UNMATCHED)
 		PG_RETURN_NULL();
@@ -1078,6 +1184,7 @@ typedef struct IngestWork
 	JsonbValue	error;			/* failed: the provider's error, if given */
 	bool		has_error;
 	bool		looked_up;		/* key is the message id found by the phone */
+	const char *context;		/* inbound messages: the message answered, if named */
 } IngestWork;
 
 /* A reaction, system message or channel error: a channel_events row */
@@ -1155,6 +1262,7 @@ add_work(Ingest *in, IngestRow *row, const char *key, bool by_phone, const char 
 	w->raw = raw;
 	w->has_error = false;
 	w->looked_up = false;
+	w->context = NULL;
 	return w;
 }
 
@@ -1373,6 +1481,28 @@ apply_work(Ingest *in)
 		w->row->res = reply_from_phone(in->tenant, w->key, &w->u, &recipient);
 		if (w->row->res == RE_RES_UNMATCHED)
 			w->row->reason = "no recipient of this phone was sent a message within revenue_engine.reply_window";
+	}
+
+	/*
+	 * Campaigns: every inbound message (the messages of a callback are
+	 * inbound only; outbound copies come in other fields, which are not
+	 * read), after the blasts' replies, in the same order: the sender's
+	 * contacts are noted and stopped, the message answered marked replied.
+	 */
+	for (i = 0; i < in->nwork; i++)
+	{
+		IngestWork *w = &in->work[i];
+
+		if (w->u.status != RE_ST_REPLIED || (w->phone == NULL && w->context == NULL))
+			continue;
+		MemoryContextReset(item_cxt);
+		work_jsonb(w);
+		if (campaign_inbound(in->tenant, w->phone, in->channel_id, w->context, &w->u) > 0 &&
+			w->row->res == RE_RES_UNMATCHED)
+		{
+			w->row->res = RE_RES_APPLIED;
+			w->row->reason = "a campaign contact's message";
+		}
 	}
 	MemoryContextSwitchTo(old_cxt);
 	MemoryContextDelete(item_cxt);
@@ -1742,6 +1872,7 @@ ingest_message(Ingest *in, JsonbContainer *c, bool whatsapp)
 	const char *problem;
 	bool		looked_up = false;
 	IngestWork *w;
+	const char *given_context;
 
 	in->item++;
 	if (c == NULL || !JsonContainerIsObject(c))
@@ -1787,6 +1918,7 @@ ingest_message(Ingest *in, JsonbContainer *c, bool whatsapp)
 		context_id = get_string(get_container(c, "context", false), "id");
 	else
 		context_id = get_string(c, "context_message_id");
+	given_context = context_id;
 	if (context_id == NULL)
 	{
 		Datum		v[4];
@@ -1830,6 +1962,7 @@ ingest_message(Ingest *in, JsonbContainer *c, bool whatsapp)
 	w = add_work(in, emit(in, kind, id, "replied", RE_RES_APPLIED, NULL),
 				 context_id ? context_id : sender, context_id == NULL, sender, &u, c);
 	w->looked_up = looked_up;
+	w->context = given_context;
 }
 
 /* Errors WhatsApp reports for the channel itself (value.errors: 130429 rate limit ...) */
@@ -2054,7 +2187,8 @@ re_ingest_status_webhook(PG_FUNCTION_ARGS)
 
 /*
  * Apply, in arrival order, the statuses parked for a message id that has
- * landed on recipient_id, and remove them; the caller holds the id's lock.
+ * landed on recipient_id (0: on a campaign message), and remove them; the
+ * caller holds the id's lock.
  */
 static int
 unpark(const char *tenant, const char *message_id, int64 recipient_id)
@@ -2088,7 +2222,13 @@ unpark(const char *tenant, const char *message_id, int64 recipient_id)
 		pu.error = isnull ? NULL : DatumGetJsonbP(d);
 		if (pu.status == RE_ST_UNKNOWN || pu.status == RE_ST_PENDING)
 			continue;
-		if (find_by_id(tenant, recipient_id, &r))
+		if (recipient_id == 0)
+		{
+			ReResult	res;
+
+			(void) campaign_status(tenant, message_id, &pu, &res);
+		}
+		else if (find_by_id(tenant, recipient_id, &r))
 			(void) apply_update(tenant, &r, &pu);
 	}
 	SPI_freetuptable(parked);
@@ -2147,6 +2287,33 @@ re_apply_parked_statuses(PG_FUNCTION_ARGS)
 	re_connect_as_owner(&scope);
 	prepare_plans();
 	n = sweep_parked();
+	re_disconnect_as_owner(&scope);
+	PG_RETURN_INT32(n);
+}
+
+/*
+ * SQL: revenue_engine.campaign_message_landed(tenant, message_id), internal:
+ * a campaign message's id landed (outcomes.sql's send outcome trigger):
+ * the statuses parked for it are applied, or, if a callback parking one
+ * holds the id's lock, left to the sweep once both committed.
+ */
+Datum
+re_campaign_message_landed(PG_FUNCTION_ARGS)
+{
+	char	   *tenant = required_text(fcinfo, 0, "tenant");
+	char	   *message_id = required_text(fcinfo, 1, "message_id");
+	ReOwnerScope scope;
+	int			n = 0;
+
+	re_connect_as_owner(&scope);
+	prepare_plans();
+	if (lock_message_id(tenant, message_id, true))
+		n = unpark(tenant, message_id, 0);
+	else
+	{
+		re_status_sweep_wanted = true;
+		re_worker_wake_at_commit();
+	}
 	re_disconnect_as_owner(&scope);
 	PG_RETURN_INT32(n);
 }
@@ -2312,6 +2479,12 @@ re_status_polled(const char *tenant, const char *message_id, const char *status,
 	prepare_plans();
 	if (find_by_message(tenant, message_id, &r))
 		(void) apply_update(tenant, &r, &u);
+	else
+	{
+		ReResult	res;
+
+		(void) campaign_status(tenant, message_id, &u, &res);
+	}
 }
 
 

@@ -206,6 +206,7 @@ CREATE TABLE revenue_engine.campaigns (
     trigger_kind     text        NOT NULL DEFAULT 'manual',
     trigger_value    text,
     trigger_after    interval,
+    followups_until  timestamptz,
     reentry          text        NOT NULL DEFAULT 'never',
     reentry_cooldown interval,
     paused_at        timestamptz,
@@ -222,6 +223,8 @@ CREATE TABLE revenue_engine.campaigns (
 );
 COMMENT ON TABLE revenue_engine.campaigns IS
     'drip campaigns: channel, trigger, re-entry policy, status draft/active/paused/archived, the version new enrollments get';
+COMMENT ON COLUMN revenue_engine.campaigns.followups_until IS
+    'blast_no_reply: recipients sent up to this time were considered for follow-up (campaign_blast_followups)';
 -- Triggers look up the active campaigns of a kind (and tag or event type).
 CREATE INDEX campaigns_trigger_idx ON revenue_engine.campaigns (tenant_id, trigger_kind, trigger_value)
     WHERE status = 'active';
@@ -398,8 +401,10 @@ CREATE TRIGGER enrollment_history_append_only
 /*
  * One row per message a campaign step queued: its send (sends.id), and the
  * stages it reached, moved by the send's outcome and the provider's status
- * callbacks.  (enrollment_id, step) is unique: a step sends once per entry;
- * the send's idempotency key is 'campaign:<enrollment_id>:<step>'.
+ * callbacks.  (enrollment_id, step, form) is unique: a step sends once per
+ * entry; the send's idempotency key is 'campaign:<enrollment_id>:<step>'
+ * (':whatsapp_template' appended for the template form outcomes.sql queues
+ * after WhatsApp's 131047).
  */
 CREATE TABLE revenue_engine.campaign_messages (
     tenant_id        text        NOT NULL DEFAULT revenue_engine.current_tenant(),
@@ -413,6 +418,7 @@ CREATE TABLE revenue_engine.campaign_messages (
     template_id      bigint,
     template_version integer,
     form             text        NOT NULL DEFAULT 'text',
+    fallback_used    boolean     NOT NULL DEFAULT false,
     status           text        NOT NULL DEFAULT 'queued',
     message_id       text,
     error            text,
@@ -423,13 +429,17 @@ CREATE TABLE revenue_engine.campaign_messages (
     replied_at       timestamptz,
     failed_at        timestamptz,
     PRIMARY KEY (tenant_id, send_id),
-    UNIQUE (tenant_id, enrollment_id, step),
+    -- one message per step and form: the WhatsApp template form may follow
+    -- a text the provider refused (131047, outcomes.sql)
+    CONSTRAINT campaign_messages_step_key UNIQUE (tenant_id, enrollment_id, step, form),
     CONSTRAINT campaign_messages_form_check CHECK (form IN ('text', 'whatsapp_template')),
     CONSTRAINT campaign_messages_status_check
         CHECK (status IN ('queued', 'sent', 'delivered', 'read', 'replied', 'failed', 'cancelled', 'unknown'))
 );
 COMMENT ON TABLE revenue_engine.campaign_messages IS
     'one row per message a campaign step queued: its send, template version and the stages it reached';
+COMMENT ON COLUMN revenue_engine.campaign_messages.fallback_used IS
+    'the step''s template missed a required variable: template_id/template_version name the fallback template rendered instead';
 CREATE INDEX campaign_messages_message_idx ON revenue_engine.campaign_messages (tenant_id, message_id)
     WHERE message_id IS NOT NULL;
 CREATE INDEX campaign_messages_queued_idx ON revenue_engine.campaign_messages (tenant_id, enrollment_id)

@@ -22,9 +22,10 @@
  *
  * Rendering, per send: two saved plans (the template version, the contact
  * with its user's profile), run in the owner scope; a version's parse is
- * kept per backend, keyed by the row's tenant, id, version and xmin, so a
- * version is parsed once per backend (versions are never updated by the
- * extension; an update by hand changes xmin and is parsed anew).
+ * kept per backend, keyed by tenant, template id and version and checked
+ * against the columns it was parsed from, so a version is parsed once per
+ * backend (versions are never updated by the extension; one changed by
+ * hand is parsed anew).
  *
  *-------------------------------------------------------------------------
  */
@@ -261,8 +262,10 @@ list_has_str(List *l, const char *s)
 	ListCell   *lc;
 
 	foreach(lc, l)
+	{
 		if (strcmp((char *) lfirst(lc), s) == 0)
-		return true;
+			return true;
+	}
 	return false;
 }
 
@@ -409,11 +412,13 @@ check_cta_url(const char *url, VarSet *set)
 	t = tpl_parse(url, "cta_url");
 	/* white space only inside variables (values are URL-encoded) */
 	for (i = 0; i < t->n; i++)
+	{
 		if (t->pieces[i].text && strpbrk(t->pieces[i].text, " \t\r\n") != NULL)
 			ereport(ERROR,
 					(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
 					 errmsg("cta_url \"%s\" contains white space", url),
 					 errhint("Encode a space in a URL as %%20.")));
+	}
 	collect(set, t);
 }
 
@@ -452,7 +457,8 @@ re_template_variables(PG_FUNCTION_ARGS)
 }
 
 /* ---------------------------------------------------------------------------
- * The parse cache: versions by (tenant, template id, version), with xmin
+ * The parse cache: versions by (tenant, template id, version), with the
+ * source they were parsed from
  * ---------------------------------------------------------------------------
  */
 
@@ -466,7 +472,9 @@ typedef struct VersionKey
 typedef struct ParsedVersion
 {
 	VersionKey	key;
-	TransactionId xmin;
+	MemoryContext cxt;			/* holds the parse and source */
+	char	   *source;			/* the columns parsed (see version_source) */
+	int			source_len;
 	Tpl		   *body;
 	Tpl		   *cta_url;		/* NULL: none */
 	bool		has_whatsapp;
@@ -499,8 +507,39 @@ cache_reset(void)
 }
 
 /*
+ * The columns a version is parsed from (body, cta_url, whatsapp, fallback),
+ * as bytes: a version changed by hand no longer matches its cached parse.
+ * (Compared rather than the row's xmin: cheap for a message's few hundred
+ * bytes, and exact whatever wrote the row.)
+ */
+static void
+version_source(HeapTuple row, TupleDesc desc, StringInfo out)
+{
+	int			col;
+
+	for (col = 4; col <= 7; col++)
+	{
+		bool		isnull;
+		Datum		d = SPI_getbinval(row, desc, col, &isnull);
+		int32		len = -1;
+
+		if (!isnull)
+		{
+			struct varlena *v = PG_DETOAST_DATUM_PACKED(d);
+
+			len = VARSIZE_ANY_EXHDR(v);
+			appendBinaryStringInfo(out, (char *) &len, sizeof(len));
+			appendBinaryStringInfo(out, VARDATA_ANY(v), len);
+		}
+		else
+			appendBinaryStringInfo(out, (char *) &len, sizeof(len));
+	}
+}
+
+/*
  * The parse of a version row (columns as in template_plan), from the cache
- * or parsed into it.  A parse error (a row written by hand) leaves no entry.
+ * or parsed into it.  A parse error (a row written by hand) leaves no entry
+ * and no memory behind.
  */
 static ParsedVersion *
 parsed_version(const char *tenant, HeapTuple row, TupleDesc desc)
@@ -509,8 +548,9 @@ parsed_version(const char *tenant, HeapTuple row, TupleDesc desc)
 	ParsedVersion *pv;
 	bool		found;
 	bool		isnull;
-	TransactionId xmin;
+	StringInfoData source;
 	MemoryContext old;
+	MemoryContext cxt;
 	ParsedVersion tmp;
 
 	if (version_cache == NULL || hash_get_num_entries(version_cache) >= RE_TEMPLATE_CACHE_MAX)
@@ -519,15 +559,19 @@ parsed_version(const char *tenant, HeapTuple row, TupleDesc desc)
 	strlcpy(key.tenant, tenant, sizeof(key.tenant));
 	key.template_id = DatumGetInt64(SPI_getbinval(row, desc, 1, &isnull));
 	key.version = DatumGetInt32(SPI_getbinval(row, desc, 3, &isnull));
-	xmin = DatumGetTransactionId(SPI_getbinval(row, desc, 8, &isnull));
+	initStringInfo(&source);
+	version_source(row, desc, &source);
 
 	pv = hash_search(version_cache, &key, HASH_FIND, NULL);
-	if (pv != NULL && pv->xmin == xmin)
+	if (pv != NULL && pv->source_len == source.len &&
+		memcmp(pv->source, source.data, source.len) == 0)
 		return pv;
 
-	/* parse into the cache's context; on error nothing is entered */
+	/* parse into a context of its own; on error it is deleted */
 	memset(&tmp, 0, sizeof(tmp));
-	old = MemoryContextSwitchTo(version_cxt);
+	cxt = AllocSetContextCreate(version_cxt, "revenue_engine template version",
+								ALLOCSET_SMALL_SIZES);
+	old = MemoryContextSwitchTo(cxt);
 	PG_TRY();
 	{
 		Datum		d;
@@ -568,19 +612,24 @@ parsed_version(const char *tenant, HeapTuple row, TupleDesc desc)
 		d = SPI_getbinval(row, desc, 7, &isnull);
 		if (!isnull)
 			tmp.fallback = TextDatumGetCString(d);
+		tmp.source = palloc(Max(source.len, 1));
+		memcpy(tmp.source, source.data, source.len);
+		tmp.source_len = source.len;
 	}
 	PG_CATCH();
 	{
 		MemoryContextSwitchTo(old);
-		/* the partial parse stays in version_cxt until the next reset */
+		MemoryContextDelete(cxt);
 		PG_RE_THROW();
 	}
 	PG_END_TRY();
 	MemoryContextSwitchTo(old);
 
 	pv = hash_search(version_cache, &key, HASH_ENTER, &found);
+	if (found)
+		MemoryContextDelete(pv->cxt);	/* the parse of the version's old source */
 	tmp.key = key;
-	tmp.xmin = xmin;
+	tmp.cxt = cxt;
 	*pv = tmp;
 	return pv;
 }
@@ -882,7 +931,7 @@ prepare_plans(void)
 
 	if (template_plan == NULL)
 		template_plan = re_prepare_saved(
-			"SELECT t.id, t.name, v.version, v.body, v.cta_url, v.whatsapp, v.fallback, v.xmin"
+			"SELECT t.id, t.name, v.version, v.body, v.cta_url, v.whatsapp, v.fallback"
 			"  FROM revenue_engine.templates t"
 			"  JOIN revenue_engine.template_versions v"
 			"    ON v.tenant_id = t.tenant_id AND v.template_id = t.id"

@@ -49,7 +49,7 @@ BEGIN
      * One template change of a tenant at a time: the fallback loop check
      * below must see every other change that could close a loop.
      */
-    PERFORM pg_catalog.pg_advisory_xact_lock(1380274256, pg_catalog.hashtext(tenant));
+    PERFORM pg_catalog.pg_advisory_xact_lock(1380274256, pg_catalog.hashtext(tenant));  -- class 0x52455450, "RETP"
 
     IF create_template.fallback IS NOT NULL THEN
         IF create_template.fallback = create_template.name THEN

@@ -400,6 +400,7 @@ re_http_start(ReHttpClient *client, ReHttpRequest *req)
 
 	req->status = 0;
 	req->transport_error = false;
+	req->request_sent = false;
 	req->blocked = false;
 	req->error[0] = '\0';
 	req->response = NULL;
@@ -512,6 +513,12 @@ re_http_poll(ReHttpClient *client, int timeout_ms, ReHttpRequest **done, int max
 		curl_easy_getinfo(easy, CURLINFO_PRIVATE, (char **) &req);
 		curl_easy_getinfo(easy, CURLINFO_RESPONSE_CODE, &status);
 		req->status = status;
+		{
+			long		request_size = 0;
+
+			curl_easy_getinfo(easy, CURLINFO_REQUEST_SIZE, &request_size);
+			req->request_sent = request_size > 0 || status > 0;
+		}
 		req->latency_ms = now_ms() - req->started_ms;
 		if (msg->data.result != CURLE_OK)
 		{
@@ -542,6 +549,7 @@ re_http_cancel(ReHttpClient *client, ReHttpRequest *req, const char *reason)
 	client->in_flight--;
 	req->status = 0;
 	req->transport_error = true;
+	req->request_sent = true;	/* started: it may have arrived */
 	req->latency_ms = now_ms() - req->started_ms;
 	snprintf(req->error, sizeof(req->error), "%s", reason);
 }

@@ -33,6 +33,8 @@ typedef struct ReHttpRequest
 	/* outcome, valid once the request completed */
 	long		status;			/* HTTP status, 0 when none was received */
 	bool		transport_error;	/* timeout, refused, reset, garbage ... */
+	bool		request_sent;	/* the request (or part of it) may have reached
+								 * the server: not a refused connection */
 	bool		blocked;		/* refused by the address guard */
 	char		error[256];
 	char	   *response;		/* malloc'd, NUL-terminated, capped */

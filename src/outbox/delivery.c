@@ -385,11 +385,20 @@ re_delivery_extension_present(void)
 	" RETURNING d.tenant_id, d.event_id, d.status, d.last_error)" \
 	"UPDATE revenue_engine.webhook_events w SET status = 'failed', error_message = r.last_error" \
 	"  FROM r WHERE r.status = 'dead' AND w.tenant_id = r.tenant_id AND w.id = r.event_id"
+/*
+ * A send of an at-most-once channel may have reached the provider: it
+ * becomes unknown, never sent again (its campaign message is settled by the
+ * provider's status callbacks: src/campaigns/outcomes.sql).  Others are sent
+ * again with the same Idempotency-Key (the send's id: job_from_row).
+ */
 #define RECLAIM_SENDS(cond) \
 	"UPDATE revenue_engine.sends s" \
-	"   SET status = CASE WHEN s.attempts > pg_catalog.cardinality(c.retry_schedule) THEN 'failed'" \
+	"   SET status = CASE WHEN c.delivery = 'at_most_once' THEN 'unknown'" \
+	"                     WHEN s.attempts > pg_catalog.cardinality(c.retry_schedule) THEN 'failed'" \
 	"                     ELSE 'queued' END," \
-	"       last_error = coalesce(s.last_error, 'the worker stopped during the attempt')," \
+	"       last_error = CASE WHEN c.delivery = 'at_most_once' THEN" \
+	"                'the worker stopped during the attempt; at-most-once channel: not sent again'" \
+	"            ELSE coalesce(s.last_error, 'the worker stopped during the attempt') END," \
 	"       lease_until = NULL, next_attempt_at = pg_catalog.now()" \
 	"  FROM revenue_engine.channels c" \
 	" WHERE s.status = 'sending' AND c.tenant_id = s.tenant_id AND c.id = s.channel_id AND " cond
@@ -653,21 +662,23 @@ re_delivery_refresh_targets(ReTargetSet *set)
 					"       ARRAY(SELECT h.key || ': ' || (h.value #>> '{}') FROM pg_catalog.jsonb_each(headers) h),"
 					"       signing_secrets, NULL::text, NULL::text, timeout_ms, connect_timeout_ms,"
 					"       max_in_flight, rate_limit, rate_period = 'minute',"
-					"       ARRAY(SELECT extract(epoch FROM x)::float8 FROM pg_catalog.unnest(retry_schedule) x)"
+					"       ARRAY(SELECT extract(epoch FROM x)::float8 FROM pg_catalog.unnest(retry_schedule) x),"
+					"       false"
 					"  FROM revenue_engine.endpoints WHERE enabled"
 					" UNION ALL "
 					"SELECT 1, tenant_id, id, url, method,"
 					"       ARRAY(SELECT h.key || ': ' || (h.value #>> '{}') FROM pg_catalog.jsonb_each(headers) h),"
 					"       '{}'::text[], body_template::text, message_id_path::text, timeout_ms,"
 					"       connect_timeout_ms, max_in_flight, rate_limit, rate_period = 'minute',"
-					"       ARRAY(SELECT extract(epoch FROM x)::float8 FROM pg_catalog.unnest(retry_schedule) x)"
+					"       ARRAY(SELECT extract(epoch FROM x)::float8 FROM pg_catalog.unnest(retry_schedule) x),"
+					"       delivery = 'at_most_once'"
 					"  FROM revenue_engine.channels WHERE enabled"
 					" UNION ALL "
 					"SELECT 2, tenant_id, id, status_url, 'GET',"
 					"       ARRAY(SELECT h.key || ': ' || (h.value #>> '{}') FROM pg_catalog.jsonb_each(headers) h),"
 					"       '{}'::text[], NULL::text, NULL::text, timeout_ms,"
 					"       connect_timeout_ms, max_in_flight, rate_limit, rate_period = 'minute',"
-					"       '{}'::float8[]"
+					"       '{}'::float8[], false"
 					"  FROM revenue_engine.channels WHERE enabled AND status_url IS NOT NULL"),
 					true, 0);
 
@@ -716,6 +727,7 @@ re_delivery_refresh_targets(ReTargetSet *set)
 			for (k = 0; k < n; k++)
 				t->retry_s[k] = DatumGetFloat8(elems[k]);
 			t->nretry = n;
+			t->at_most_once = DatumGetBool(SPI_getbinval(tup, desc, 16, &isnull));
 		}
 	}
 	end_tx();
@@ -790,9 +802,19 @@ prepare_claim_plans(void)
 						   "     SET status = 'sending', attempts = s.attempts + 1,"
 						   "         lease_until = pg_catalog.now() + '" RE_LEASE "'::interval"
 						   "    FROM c WHERE s.tenant_id = c.tenant_id AND s.id = c.id"
-						   "  RETURNING c.i, s.tenant_id, s.channel_id, s.id, s.attempts, s.payload"
+						   "  RETURNING c.i, s.tenant_id, s.channel_id, s.id, s.attempts, s.payload,"
+						   "            s.idempotency_key"
 						   ")"
-						   "SELECT u.i, u.id::text, u.attempts, (ch.body_template || u.payload)::text"
+						   /*
+							* a campaign's WhatsApp message carries its key back in
+							* status callbacks: a message whose answer a crash lost
+							* is found by it (src/campaigns/outcomes.sql)
+							*/
+						   "SELECT u.i, u.id::text, u.attempts, (ch.body_template"
+						   "       || CASE WHEN ch.kind = 'whatsapp' AND u.idempotency_key LIKE 'campaign:%'"
+						   "               THEN pg_catalog.jsonb_build_object('biz_opaque_callback_data', u.idempotency_key)"
+						   "               ELSE '{}'::jsonb END"
+						   "       || u.payload)::text"
 						   "  FROM u JOIN revenue_engine.channels ch"
 						   "    ON ch.tenant_id = u.tenant_id AND ch.id = u.channel_id"),
 						   4, types);
@@ -940,9 +962,46 @@ claim_group(ReJobKind kind, ReTarget **targets, const int *limits, int ntargets,
 }
 
 /*
+ * Whether a response body carries a WhatsApp Cloud API error that sending
+ * the same request again cannot cure: 131047 (24-hour window closed),
+ * 131049 (per-user marketing limit), 131050 (the user stopped marketing).
+ * Campaigns act on them (src/campaigns/outcomes.sql).  A scan for
+ * "code": <n>, as the body may not be JSON at all.
+ */
+static bool
+whatsapp_final_error(const char *body)
+{
+	const char *p = body;
+
+	while (p != NULL && (p = strstr(p, "\"code\"")) != NULL)
+	{
+		long		code;
+
+		p += 6;
+		while (*p == ' ' || *p == '\t' || *p == '\n' || *p == '\r')
+			p++;
+		if (*p != ':')
+			continue;
+		p++;
+		while (*p == ' ' || *p == '\t' || *p == '\n' || *p == '\r')
+			p++;
+		if (!isdigit((unsigned char) *p))
+			continue;
+		code = strtol(p, NULL, 10);
+		if (code == 131047 || code == 131049 || code == 131050)
+			return true;
+	}
+	return false;
+}
+
+/*
  * Decide what an attempt's result means: 2xx sent; 408, 429, 3xx, 5xx and
  * transport errors retried while attempts remain (Retry-After honoured);
  * other 4xx dead; 410 dead and the endpoint disabled; a refused address dead.
+ * Sends: a WhatsApp error that a retry cannot cure is dead whatever the
+ * status; on an at-most-once channel, a request that may have arrived and
+ * got no answer (a timeout, a reset, the worker stopping; a 502 or 504 from
+ * a gateway) is unknown, never sent again.
  */
 static ReOutcome
 classify(ReJob *job, TimestampTz *next_attempt_at, bool *disable_target)
@@ -958,6 +1017,11 @@ classify(ReJob *job, TimestampTz *next_attempt_at, bool *disable_target)
 		return RE_OUTCOME_DEAD;
 	if (!req->transport_error && s >= 200 && s < 300)
 		return RE_OUTCOME_SENT;
+	if (job->kind == RE_JOB_SEND && req->response != NULL && whatsapp_final_error(req->response))
+		return RE_OUTCOME_DEAD;
+	if (job->kind == RE_JOB_SEND && t->at_most_once &&
+		((req->transport_error && req->request_sent) || s == 502 || s == 504))
+		return RE_OUTCOME_UNKNOWN;
 	if (!req->transport_error && s == 410)
 	{
 		*disable_target = (job->kind == RE_JOB_EVENT);
@@ -1180,6 +1244,8 @@ record_group(ReJob **jobs, int njobs, int *nsent, int *nretry, int *ndead)
 
 		if (err == NULL && outcome != RE_OUTCOME_SENT)
 			err = psprintf("HTTP %ld", req->status);
+		if (outcome == RE_OUTCOME_UNKNOWN)
+			err = psprintf("outcome unknown (%s); at-most-once channel: not sent again", err);
 		if (job->record_error != NULL)
 		{
 			/*
@@ -1242,7 +1308,8 @@ record_group(ReJob **jobs, int njobs, int *nsent, int *nretry, int *ndead)
 		else
 		{
 			status = outcome == RE_OUTCOME_SENT ? "sent" :
-				outcome == RE_OUTCOME_RETRY ? "queued" : "failed";
+				outcome == RE_OUTCOME_RETRY ? "queued" :
+				outcome == RE_OUTCOME_UNKNOWN ? "unknown" : "failed";
 			s_tenant[ns] = CStringGetTextDatum(job->tenant);
 			s_id[ns] = Int64GetDatum(job->send_id);
 			s_status[ns] = CStringGetTextDatum(status);

@@ -59,6 +59,7 @@ typedef struct ReTarget
 	long		connect_timeout_ms;
 	double	   *retry_s;
 	int			nretry;
+	bool		at_most_once;	/* channels: delivery at_most_once */
 } ReTarget;
 
 /*
@@ -109,7 +110,10 @@ typedef enum ReOutcome
 {
 	RE_OUTCOME_SENT,
 	RE_OUTCOME_RETRY,
-	RE_OUTCOME_DEAD
+	RE_OUTCOME_DEAD,
+	RE_OUTCOME_UNKNOWN			/* sends of at-most-once channels: the request
+								 * may have arrived, its answer is lost; never
+								 * sent again */
 } ReOutcome;
 
 extern void re_delivery_reclaim_all(void);

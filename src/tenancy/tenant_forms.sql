@@ -69,7 +69,22 @@ BEGIN
         'revenue_engine.untag_contact(text, text)',
         'revenue_engine.set_consent(text, text, text, boolean, text)',
         'revenue_engine.create_template(text, text, text, jsonb, text)',
-        'revenue_engine.render_template(text, text, jsonb, text)'
+        'revenue_engine.render_template(text, text, jsonb, text)',
+        -- campaigns: definitions
+        'revenue_engine.create_campaign(text, text, jsonb, jsonb)',
+        'revenue_engine.update_campaign(text, jsonb, jsonb, text)',
+        'revenue_engine.activate_campaign(text)',
+        'revenue_engine.pause_campaign(text)',
+        'revenue_engine.archive_campaign(text)',
+        'revenue_engine.clone_campaign(text, text)',
+        'revenue_engine.campaign_definition(text, integer)',
+        'revenue_engine.set_holidays(date[])',
+        'revenue_engine.add_holiday(date, text)',
+        'revenue_engine.remove_holiday(date)',
+        'revenue_engine.list_holidays(date)',
+        -- campaigns: enrollment
+        'revenue_engine.enroll(text, text, jsonb, timestamptz)',
+        'revenue_engine.exit_enrollment(text, text, text)'
     ]::pg_catalog.regprocedure[] LOOP
         SELECT * INTO STRICT p FROM pg_catalog.pg_proc c WHERE c.oid OPERATOR(pg_catalog.=) plain;
         -- every argument but TABLE columns, which the result names, without defaults

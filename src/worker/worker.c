@@ -77,6 +77,7 @@
 #include "http/http.h"
 #include "outbox/delivery.h"
 #include "blasts/blasts.h"
+#include "campaigns/runner.h"
 #include "worker/worker.h"
 
 #define RE_MAX_DATABASES 64
@@ -92,6 +93,11 @@
 #define RE_CLAIM_EVERY_MS 2		/* while requests are in flight, freed room is
 								 * claimed in batches this far apart */
 #define RE_CLAIM_ALL_EVERY_MS 1000	/* and every target is looked at this often */
+/* campaign steps: at most this many per loop turn, shared by the due tenants */
+#define RE_CAMPAIGN_BUDGET 1000
+#define RE_CAMPAIGN_MIN_SHARE 50
+#define RE_CAMPAIGN_SCAN_EVERY_MS 1000	/* due enrollments are looked for this often */
+#define RE_BLAST_FOLLOWUPS_EVERY_MS 5000
 
 /* A stopped worker is started again after this, doubled per quick exit. */
 #define RE_RESTART_DELAY_MS 1000
@@ -116,6 +122,7 @@
 
 bool		re_http_allow_private = false;
 int			re_worker_max_in_flight = 256;
+bool		re_worker_campaign_steps = true;
 
 typedef enum ReSlotPhase
 {
@@ -612,6 +619,15 @@ re_worker_init(void)
 							PGC_SIGHUP,
 							0,
 							NULL, NULL, NULL);
+
+	DefineCustomBoolVariable("revenue_engine.worker_campaign_steps",
+							 "Let the delivery worker run due campaign steps and blast follow-ups.",
+							 "Off (tests): revenue_engine.run_campaign_steps() runs them by hand.",
+							 &re_worker_campaign_steps,
+							 true,
+							 PGC_SIGHUP,
+							 0,
+							 NULL, NULL, NULL);
 
 	DefineCustomIntVariable("revenue_engine.parked_sweep_interval",
 							"How often a busy delivery worker applies statuses parked in a race with their message id landing.",
@@ -1424,6 +1440,12 @@ typedef struct WorkerLoop
 	TimestampTz last_sweep;
 	TimestampTz stop_at;		/* after SIGTERM: when requests in flight are
 								 * given up */
+	bool		campaigns_now;	/* campaign steps may be due now (woken, or
+								 * the last turn left some) */
+	TimestampTz campaigns_due;	/* the next due campaign step (0: unknown) */
+	TimestampTz campaigns_last_scan;
+	TimestampTz last_followups;
+	int			campaign_cursor;	/* round robin over the tenants */
 } WorkerLoop;
 
 /*
@@ -1798,6 +1820,190 @@ claim_step(WorkerLoop *w, TimestampTz now)
 								 * bring the next claim */
 }
 
+/*
+ * Campaign steps (src/campaigns/runner.c): one more kind of job.  The due
+ * tenants are served in turn, each up to its share of the turn's budget,
+ * each batch its own unit: a tenant whose batch fails has its enrollments
+ * run one by one, and only an enrollment that fails alone is recorded as
+ * failed and tried again later.  Sends they queue are claimed in the same
+ * loop turn (claim_step runs next).
+ */
+typedef struct CampaignScanArgs
+{
+	ReCampaignTenant *tenants;
+	int			n;
+} CampaignScanArgs;
+
+typedef struct CampaignBatchArgs
+{
+	const char *tenant;
+	int			limit;
+	int64		only_id;
+	TimestampTz now;
+	ReCampaignBatch out;
+} CampaignBatchArgs;
+
+typedef struct CampaignFailArgs
+{
+	const char *tenant;
+	int64		id;
+	const char *error;
+	TimestampTz now;
+} CampaignFailArgs;
+
+static void
+campaign_scan_unit(void *arg)
+{
+	CampaignScanArgs *a = arg;
+
+	a->n = re_campaigns_scan(&a->tenants);
+}
+
+static void
+campaign_batch_unit(void *arg)
+{
+	CampaignBatchArgs *a = arg;
+
+	re_campaigns_run_batch(a->tenant, a->limit, a->only_id, a->now, &a->out);
+}
+
+static void
+campaign_fail_unit(void *arg)
+{
+	CampaignFailArgs *a = arg;
+
+	re_campaigns_record_failure(a->tenant, a->id, a->error, a->now);
+}
+
+static void
+followups_unit(void *arg)
+{
+	re_campaigns_blast_followups(*(TimestampTz *) arg);
+}
+
+/* What a batch queued: its sends and events are claimed in this turn. */
+static void
+campaign_batch_done(WorkerLoop *w, ReCampaignBatch *out)
+{
+	if (out->sends > 0 || out->events > 0)
+		w->want_claim = true;
+}
+
+/* Run a failed batch's enrollments one by one. */
+static void
+campaign_one_by_one(WorkerLoop *w, const char *tenant, const int64 *ids, int n,
+					TimestampTz now)
+{
+	int			i;
+
+	for (i = 0; i < n; i++)
+	{
+		CampaignBatchArgs one;
+		char	   *error = NULL;
+
+		memset(&one, 0, sizeof(one));
+		one.tenant = tenant;
+		one.limit = 1;
+		one.only_id = ids[i];
+		one.now = now;
+		if (run_unit("running a campaign step", campaign_batch_unit, &one, &error))
+			campaign_batch_done(w, &one.out);
+		else
+		{
+			CampaignFailArgs f = {tenant, ids[i], error ? error : "unknown error", now};
+
+			(void) run_unit("recording a failed campaign step", campaign_fail_unit, &f, NULL);
+		}
+	}
+}
+
+static void
+campaign_step(WorkerLoop *w, TimestampTz now)
+{
+	CampaignScanArgs s = {NULL, 0};
+	TimestampTz next = 0;
+	bool		more = false;
+	int			budget = RE_CAMPAIGN_BUDGET;
+	int			ndue = 0;
+	int			i;
+
+	if (!re_worker_campaign_steps)
+	{
+		w->campaigns_now = false;
+		w->campaigns_due = 0;
+		w->campaigns_last_scan = now;
+		return;
+	}
+	if (now - w->last_followups >= RE_BLAST_FOLLOWUPS_EVERY_MS * 1000L)
+	{
+		(void) run_unit("blast follow-ups", followups_unit, &now, NULL);
+		w->last_followups = now;
+	}
+	if (!(w->campaigns_now || (w->campaigns_due != 0 && now >= w->campaigns_due) ||
+		  now - w->campaigns_last_scan >= RE_CAMPAIGN_SCAN_EVERY_MS * 1000L))
+		return;
+	w->campaigns_now = false;
+	w->campaigns_last_scan = now;
+	w->campaigns_due = 0;
+	if (!run_unit("looking for due campaign steps", campaign_scan_unit, &s, NULL))
+	{
+		w->campaigns_due = TimestampTzPlusMilliseconds(now, RE_ERROR_BACKOFF_MS);
+		return;
+	}
+	for (i = 0; i < s.n; i++)
+	{
+		if (s.tenants[i].due <= now)
+			ndue++;
+		else if (next == 0 || s.tenants[i].due < next)
+			next = s.tenants[i].due;
+	}
+	if (ndue > 0)
+	{
+		int			share = Max(RE_CAMPAIGN_MIN_SHARE, budget / ndue);
+		int64	   *ids = palloc(sizeof(int64) * share);
+
+		set_state("campaign steps");
+		for (i = 0; i < s.n && budget > 0; i++)
+		{
+			ReCampaignTenant *t = &s.tenants[(w->campaign_cursor + i) % s.n];
+			CampaignBatchArgs a;
+
+			if (t->due > now)
+				continue;
+			memset(&a, 0, sizeof(a));
+			a.tenant = t->tenant;
+			a.limit = Min(share, budget);
+			a.now = now;
+			a.out.ids = ids;
+			if (run_unit("running campaign steps", campaign_batch_unit, &a, NULL))
+			{
+				campaign_batch_done(w, &a.out);
+				budget -= Max(a.out.claimed, 1);
+				/* a full batch that moved: the tenant may have more */
+				if (a.out.claimed == a.limit && a.out.run > 0)
+					more = true;
+				if (a.out.token_due != 0 && (next == 0 || a.out.token_due < next))
+					next = a.out.token_due;
+			}
+			else
+			{
+				int64	   *failed = palloc(sizeof(int64) * Max(a.out.nids, 1));
+				int			n = a.out.nids;
+
+				memcpy(failed, ids, sizeof(int64) * n);
+				campaign_one_by_one(w, t->tenant, failed, n, now);
+				budget -= Max(n, 1);
+				more = true;
+			}
+		}
+		w->campaign_cursor = s.n > 0 ? (w->campaign_cursor + 1) % s.n : 0;
+	}
+	if (more)
+		w->campaigns_now = true;
+	else
+		w->campaigns_due = next;
+}
+
 /* Requests on the network */
 
 static void
@@ -2009,6 +2215,7 @@ handle_wakeup(WorkerLoop *w)
 	if (MyLatch->is_set)
 	{
 		w->want_claim = true;
+		w->campaigns_now = true;	/* an enrolling commit: its steps are due now */
 		w->sweep_soon = true;	/* a callback may have parked a status in a race */
 	}
 	ResetLatch(MyLatch);
@@ -2075,7 +2282,7 @@ wait_step(WorkerLoop *w, TimestampTz now)
 	long		curl_ms = re_http_timeout_ms(w->client);
 	WaitEvent	event;
 
-	if ((w->want_claim || w->claim_more) && w->stop_at == 0)
+	if ((w->want_claim || w->claim_more || w->campaigns_now) && w->stop_at == 0)
 		return;
 	if (w->nin_flight == 0 && w->ndone == 0)
 		timeout = w->stop_at == 0 ? idle_timeout(w, now) : 0;
@@ -2091,6 +2298,16 @@ wait_step(WorkerLoop *w, TimestampTz now)
 	}
 	if (curl_ms >= 0)
 		timeout = Min(timeout, curl_ms);
+	/* campaign steps: the next due one, and the periodic look for new ones */
+	if (w->stop_at == 0 && re_worker_campaign_steps)
+	{
+		TimestampTz campaigns = TimestampTzPlusMilliseconds(w->campaigns_last_scan,
+															RE_CAMPAIGN_SCAN_EVERY_MS);
+
+		if (w->campaigns_due != 0 && w->campaigns_due < campaigns)
+			campaigns = w->campaigns_due;
+		timeout = Min(timeout, ms_until(campaigns, now));
+	}
 	if (timeout <= 0)
 		return;
 	if (w->nin_flight == 0 && w->ndone == 0)
@@ -2122,7 +2339,13 @@ delivery_loop(WorkerLoop *w)
 		}
 		now = GetCurrentTimestamp();
 		if (w->stop_at == 0)
+		{
+			campaign_step(w, now);
+			if (re_delivery_extension_gone)
+				continue;
+			now = GetCurrentTimestamp();
 			claim_step(w, now);
+		}
 		if (re_delivery_extension_gone)
 			continue;
 		if (w->nin_flight > 0)

@@ -14,6 +14,7 @@
 /* Settings */
 extern bool re_http_allow_private;
 extern int	re_worker_max_in_flight;
+extern bool re_worker_campaign_steps;
 
 /* Called from _PG_init. */
 extern void re_worker_init(void);

@@ -6,7 +6,9 @@
 #     types, profiles, role bindings; data: usage, events, deliveries, the
 #     attempt log, blasts, recipients, history, poll queue);
 #  2. the funnel (blast_counters is not dumped) is counted again from the
-#     restored recipients by the insert trigger, to the same numbers;
+#     restored recipients by the insert trigger, to the same numbers, and
+#     the campaign counters (campaign_counters, not dumped) from the restored
+#     enrollments, campaign messages and history;
 #  3. every identity sequence comes back: a new endpoint, channel, blast,
 #     attempt get ids above the restored ones;
 #  4. the restored database works: its worker starts, re-sends nothing that
@@ -97,6 +99,28 @@ my $seq_sql = q{
 	 ORDER BY 1};
 my $funnel_sql = q{SELECT * FROM revenue_engine.blast_funnel ORDER BY blast_id};
 
+# Campaign rows written directly (a paused campaign: the worker runs none of
+# it); campaign_counters is not dumped either, and is counted again from the
+# restored enrollments, messages and history by their row triggers.
+q1('src', q{
+	INSERT INTO revenue_engine.campaigns (tenant_id, name, status) VALUES ('acme', 'dump', 'paused');
+	INSERT INTO revenue_engine.contacts (tenant_id, external_ref) VALUES ('acme', 'k1'), ('acme', 'k2');
+	INSERT INTO revenue_engine.enrollments (tenant_id, campaign_id, contact_id, version, status, ended_at)
+	SELECT 'acme', c.id, k.id, 1, CASE k.external_ref WHEN 'k1' THEN 'active' ELSE 'completed' END,
+	       CASE k.external_ref WHEN 'k1' THEN NULL ELSE now() END
+	  FROM revenue_engine.campaigns c, revenue_engine.contacts k WHERE c.name = 'dump' AND k.tenant_id = 'acme';
+	INSERT INTO revenue_engine.campaign_messages (tenant_id, send_id, enrollment_id, campaign_id, version, step,
+	                                              contact_id, channel_id, status, sent_at)
+	SELECT 'acme', 1000 + e.id, e.id, e.campaign_id, 1, 1, e.contact_id, 1, 'read', now()
+	  FROM revenue_engine.enrollments e WHERE e.tenant_id = 'acme';
+	INSERT INTO revenue_engine.enrollment_history (tenant_id, enrollment_id, campaign_id, version, step, event)
+	SELECT 'acme', e.id, e.campaign_id, 1, 1, 'deferred' FROM revenue_engine.enrollments e WHERE e.tenant_id = 'acme';
+});
+my $campaign_counters_sql = q{
+	SELECT campaign_id, version, step, template_id, template_version, sum(enrolled), sum(active), sum(completed),
+	       sum(messages), sum(sent), sum(delivered), sum(read), sum(deferred)
+	  FROM revenue_engine.campaign_counters GROUP BY 1, 2, 3, 4, 5 ORDER BY 1, 2, 3, 4, 5};
+
 for my $t (qw(endpoints channels usage_types event_types user_profiles role_tenants daily_usage
 	lifetime_usage milestones_reached webhook_events deliveries delivery_attempts blasts
 	blast_recipients status_history sends))
@@ -108,6 +132,10 @@ like($seqs, qr/endpoints_id_seq 2\b/, 'identity sequences are dumped (endpoints_
 my $src_digests = q1('src', $digest_sql);
 my $src_funnel  = q1('src', $funnel_sql);
 like($src_funnel, qr/\|3\|/, 'the source blast\'s funnel counts its 3 recipients');
+my $src_campaign_counters = q1('src', $campaign_counters_sql);
+like($src_campaign_counters, qr/\|0\|0\|0\|2\|1\|1\|0\|0\|0\|0\|0\n.*\|1\|0\|0\|0\|0\|0\|2\|2\|2\|2\|2$/s,
+	'the source campaign\'s counters: 2 enrolled, 1 active, 1 completed; 2 messages read; 2 deferred');
+ok(!(grep { $_ eq 'revenue_engine.campaign_counters' } @tables), 'campaign_counters is not dumped');
 
 # ---------------------------------------------------------------------------
 # pg_dump -Fc, pg_restore into a new database
@@ -121,6 +149,8 @@ $node->command_ok([ 'pg_restore', '--exit-on-error', '-d', $node->connstr('dst')
 is(q1('dst', $digest_sql), $src_digests, 'every dumped table has the same rows after the restore (' . scalar(@tables) . ' tables)');
 is(q1('dst', $seq_sql), $seqs, 'every dumped identity sequence has the same value');
 is(q1('dst', $funnel_sql), $src_funnel, 'the funnel counters were counted again from the restored recipients');
+is(q1('dst', $campaign_counters_sql), $src_campaign_counters,
+	'the campaign counters were counted again from the restored enrollments, messages and history');
 
 # ---------------------------------------------------------------------------
 # The restored database works
