@@ -5,17 +5,16 @@
 SET TimeZone = 'UTC';
 SET DateStyle = ISO;
 
--- Tenant defs_a: a channel, an endpoint, templates, event types (the owner's
--- functions; templates as rows until create_template is on main).
+-- Tenant defs_a: channels, an endpoint, templates (welcome in two
+-- versions), event types (the owner's functions).
 SET revenue_engine.tenant = 'defs_a';
 SELECT revenue_engine.create_channel('defs_wa', 'https://graph.example.com/v17.0/1/messages', enabled => false) > 0 AS channel;
 SELECT revenue_engine.create_channel('defs_sms', 'https://sms.example.com/send', enabled => false) > 0 AS channel;
 SELECT revenue_engine.create_endpoint('defs_crm', 'https://hooks.example.com/crm', enabled => false) > 0 AS endpoint;
-INSERT INTO revenue_engine.templates (tenant_id, name, latest_version)
-VALUES ('defs_a', 'welcome', 2), ('defs_a', 'reminder', 1), ('defs_a', 'last_call', 1);
-INSERT INTO revenue_engine.template_versions (tenant_id, template_id, version, body)
-SELECT t.tenant_id, t.id, v, 'Hi {{first_name|there}}' FROM revenue_engine.templates t, generate_series(1, t.latest_version) v
- WHERE t.tenant_id = 'defs_a';
+SELECT revenue_engine.create_template('welcome', 'Hi {{first_name|there}}') AS welcome,
+       revenue_engine.create_template('welcome', 'Hello {{first_name|there}}') AS welcome,
+       revenue_engine.create_template('reminder', 'Still there, {{first_name|friend}}?') AS reminder,
+       revenue_engine.create_template('last_call', 'Last call') AS last_call;
 SELECT revenue_engine.register_event_type('defs.conversion'), revenue_engine.register_event_type('defs.paid'),
        revenue_engine.register_event_type('defs.crm_update');
 RESET revenue_engine.tenant;
@@ -141,15 +140,13 @@ SELECT revenue_engine.pause_campaign('plain') AS paused, revenue_engine.pause_ca
 SELECT revenue_engine.campaign_definition('plain') ->> 'status' AS status;
 \c - postgres
 SELECT status, paused_at IS NOT NULL AS paused_at FROM revenue_engine.campaigns WHERE tenant_id = 'defs_a' AND name = 'plain';
--- An enrollment running on version 1 (the enrollment part writes these; here a row).
-INSERT INTO revenue_engine.contacts (tenant_id, external_ref) VALUES ('defs_a', 'defs-contact-1');
-INSERT INTO revenue_engine.enrollments (tenant_id, campaign_id, contact_id, version)
-SELECT 'defs_a', c.id, k.id, c.version FROM revenue_engine.campaigns c, revenue_engine.contacts k
- WHERE c.tenant_id = 'defs_a' AND c.name = 'plain' AND k.tenant_id = 'defs_a' AND k.external_ref = 'defs-contact-1';
 \c - re_defs_app
 \set SHOW_CONTEXT never
 SET revenue_engine.tenant = 'defs_a';
 SELECT revenue_engine.activate_campaign('plain') AS resumed;
+-- A contact enrolled on version 1 (its first step due in 2030: nothing runs here).
+SELECT revenue_engine.upsert_contact('defs-contact-1') > 0 AS contact,
+       revenue_engine.enroll('plain', 'defs-contact-1', '{}', '2030-01-01 09:00+00') > 0 AS enrolled;
 SELECT revenue_engine.campaign_definition('plain') ->> 'status' AS status;
 SELECT revenue_engine.update_campaign('plain', steps => '[{"kind": "wait", "amount": 1, "unit": "hours"},
                                                         {"kind": "send", "template": "reminder"}]') AS version;
@@ -192,6 +189,15 @@ SELECT d ->> 'status' AS status, d -> 'version' AS version, d ->> 'channel' AS c
 SELECT revenue_engine.archive_campaign('plain') AS archived, revenue_engine.archive_campaign('plain') AS again,
        revenue_engine.archive_campaign('t_1') AS draft_archived;
 SELECT revenue_engine.campaign_definition('plain') ->> 'status' AS status;
+-- its running enrollment exited with the reason
+\c - postgres
+SELECT e.version, e.status, e.end_reason, e.next_run_at,
+       (SELECT array_agg(h.event || ':' || coalesce(h.reason, '') ORDER BY h.id) FROM revenue_engine.enrollment_history h
+         WHERE h.tenant_id = e.tenant_id AND h.enrollment_id = e.id) AS history
+  FROM revenue_engine.enrollments e WHERE e.tenant_id = 'defs_a';
+\c - re_defs_app
+\set SHOW_CONTEXT never
+SET revenue_engine.tenant = 'defs_a';
 SELECT revenue_engine.clone_campaign('plain', 'plain_v3') > 0 AS cloned_from_archived;
 SELECT revenue_engine.activate_campaign('plain_v3') AS version;
 
@@ -250,3 +256,18 @@ SELECT p.oid::regprocedure AS function, p.prosecdef AS security_definer, p.proco
  ORDER BY 1::text;
 DROP FUNCTION defs_rows(text);
 DROP ROLE re_defs_app;
+-- Leave no rows for the other tests: every tenant table's rows of these
+-- tenants (as replica: no trigger, the append-only history's included).
+SET session_replication_role = replica;
+DO $$
+DECLARE
+    r record;
+BEGIN
+    FOR r IN SELECT c.oid::regclass AS rel FROM pg_class c
+               JOIN pg_attribute a ON a.attrelid = c.oid AND a.attname = 'tenant_id'
+              WHERE c.relnamespace = 'revenue_engine'::regnamespace AND c.relkind = 'r' LOOP
+        EXECUTE format('DELETE FROM %s WHERE tenant_id IN (''defs_a'', ''defs_b'')', r.rel);
+    END LOOP;
+END
+$$;
+RESET session_replication_role;

@@ -19,11 +19,10 @@
  * the campaign row, so concurrent updates number their versions one after
  * the other.
  *
- * Archive: no new enrollments (enroll requires an active campaign); the
- * runner runs no step of an archived (or paused) campaign.  Running
- * enrollments are left as they are: ending them (status exited, reason
- * 'archived', queued sends cancelled) is the enrollment part's stop code,
- * which this file does not call.
+ * Archive: no new enrollments (enroll requires an active campaign), and the
+ * running ones exit with the reason 'archived', their queued sends
+ * cancelled, by the enrollment part's stop code (campaign_stop_enrollments).
+ * The runner runs no step of a paused or archived campaign.
  *
  * Every function here runs as the extension owner (the application role has
  * no rights on the tables), with search_path pinned; it evaluates no object
@@ -162,6 +161,25 @@ BEGIN
 END
 $fn$;
 
+-- A tag as contacts take it (tag_problem, contacts.sql): else 22023 naming it.
+CREATE FUNCTION revenue_engine.campaign_json_tag(v jsonb, what text)
+RETURNS text
+LANGUAGE plpgsql IMMUTABLE
+SET search_path = pg_catalog, pg_temp
+AS $fn$
+DECLARE
+    tag     text := revenue_engine.campaign_json_text(v, what);
+    problem text := revenue_engine.tag_problem(tag);
+BEGIN
+    IF problem IS NOT NULL THEN
+        RAISE EXCEPTION '% "%" %', what, tag, problem
+            USING ERRCODE = '22023',
+                  HINT = 'A tag has 1 to 63 characters, no control characters and no surrounding white space.';
+    END IF;
+    RETURN tag;
+END
+$fn$;
+
 /*
  * The steps, checked, in canonical form: a JSON array of objects, each with
  * "kind" and that kind's keys (see README, Campaigns and steps).  Templates
@@ -289,7 +307,7 @@ BEGIN
         WHEN 'tag', 'untag' THEN
             PERFORM revenue_engine.campaign_json_keys(step, '{kind,tag}', what);
             norm := jsonb_build_object('kind', kind, 'tag',
-                                       revenue_engine.campaign_json_text(step -> 'tag', what || ' tag'));
+                                       revenue_engine.campaign_json_tag(step -> 'tag', what || ' tag'));
         WHEN 'notify' THEN
             PERFORM revenue_engine.campaign_json_keys(step, '{kind,endpoint,event_type,data}', what);
             tname := revenue_engine.campaign_json_text(step -> 'endpoint', what || ' endpoint');
@@ -389,7 +407,7 @@ BEGIN
         RAISE EXCEPTION 'trigger % takes no after', tkind USING ERRCODE = '22023';
     END IF;
     trig := jsonb_build_object('kind', tkind) || CASE tkind
-        WHEN 'tag_added' THEN jsonb_build_object('value', revenue_engine.campaign_json_text(trig -> 'value', 'trigger.value (the tag)'))
+        WHEN 'tag_added' THEN jsonb_build_object('value', revenue_engine.campaign_json_tag(trig -> 'value', 'trigger.value (the tag)'))
         WHEN 'event' THEN jsonb_build_object('value', revenue_engine.campaign_json_event_type(trig -> 'value', 'trigger.value (the event type)'))
         WHEN 'blast_no_reply' THEN jsonb_build_object(
             'value', revenue_engine.campaign_json_text(trig -> 'value', 'trigger.value (the blast tag)'),
@@ -855,9 +873,15 @@ COMMENT ON FUNCTION revenue_engine.pause_campaign(text) IS
 
 /*
  * Archive a campaign (from any status): no one enrolls and no step runs any
- * more; it cannot be changed or activated again (clone it).  Running
- * enrollments are left as they are (see the top of this file).  True if it
- * was not archived already.
+ * more; it cannot be changed or activated again (clone it).  Its running
+ * enrollments exit with the reason 'archived' and their queued sends are
+ * cancelled (campaign_stop_enrollments, enroll.sql: the one stop code).  The
+ * campaign row is locked first, so an enrollment inserted before (its
+ * foreign key check holds the row) has committed and is stopped here.  (One
+ * whose enroll read the campaign active before this committed, and inserts
+ * after, would stay open, never run: closing that needs enroll_internal to
+ * read the campaign row FOR SHARE and check its status.)  True if it was not
+ * archived already.
  */
 CREATE FUNCTION revenue_engine.archive_campaign(name text)
 RETURNS boolean
@@ -875,11 +899,15 @@ BEGIN
     END IF;
     UPDATE revenue_engine.campaigns x SET status = 'archived', updated_at = ts
      WHERE x.tenant_id = tenant AND x.id = c.id;
+    PERFORM revenue_engine.campaign_stop_enrollments(tenant,
+        ARRAY(SELECT e.id FROM revenue_engine.enrollments e
+               WHERE e.tenant_id = tenant AND e.campaign_id = c.id AND e.status = 'active'),
+        'archived');
     RETURN true;
 END
 $fn$;
 COMMENT ON FUNCTION revenue_engine.archive_campaign(text) IS
-    'archive a campaign: no new enrollments, no more steps run, no more changes; clone_campaign copies it';
+    'archive a campaign: its running enrollments exit (reason archived, queued sends cancelled), no new ones, no more changes; clone_campaign copies it';
 
 -- A draft copy of a campaign's current version (any status), named new_name; returns its id.
 CREATE FUNCTION revenue_engine.clone_campaign(name text, new_name text)
