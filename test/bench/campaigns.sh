@@ -27,7 +27,8 @@
 # extension already installed (it does not build).  The report is printed and
 # saved to test/bench/results/campaigns-<date>.txt.
 # Knobs: BENCH_TENANTS (50), BENCH_PER_TENANT (2000), BENCH_LAT_RATE (1000),
-# BENCH_LAT_SECONDS (10), BENCH_ROUNDS (3), BENCH_MAX_IN_FLIGHT (256).
+# BENCH_LAT_SECONDS (10), BENCH_ROUNDS (3), BENCH_MAX_IN_FLIGHT (256),
+# BENCH_PARTS ("a b c": the measurements to run), BENCH_TIMEOUT (300 s for (a)).
 set -euo pipefail
 
 ROOT=$(cd "$(dirname "$0")/../.." && pwd)
@@ -42,6 +43,9 @@ LAT_RATE=${BENCH_LAT_RATE:-1000}
 LAT_SECONDS=${BENCH_LAT_SECONDS:-10}
 ROUNDS=${BENCH_ROUNDS:-3}
 WORKER_MIF=${BENCH_MAX_IN_FLIGHT:-256}
+PARTS=" ${BENCH_PARTS:-a b c} "		# which measurements to run
+part() { [[ "$PARTS" == *" $1 "* ]]; }
+warm=0
 LAT_CONTACTS=$((LAT_RATE * LAT_SECONDS * 2 + 1000))
 
 SO="$($PG_CONFIG --pkglibdir)/revenue_engine.so"
@@ -97,6 +101,7 @@ pq -c "CREATE EXTENSION revenue_engine" >/dev/null
 # =============================================================================
 # (c) track_daily_usage with one active milestone-triggered campaign vs none
 # =============================================================================
+if part c; then
 log "(c) setup: the usage benchmark's data (10,000 users), 10,000 contacts (one per user), a campaign on milestone_reached"
 pq -f "$DIR/reference.sql" >/dev/null
 pq -f "$DIR/setup.sql" >/dev/null
@@ -150,10 +155,12 @@ for round in $(seq 1 "$ROUNDS"); do
 	done
 done
 reset_usage
+fi
 
 # =============================================================================
 # (a) 100,000 steps due at once across 50 tenants
 # =============================================================================
+if part a; then
 log "(a) setup: $TENANTS tenants x $PER contacts, each enrolled with a start a day ahead"
 for t in $(seq 1 "$TENANTS"); do
 	tn=$(printf 't%02d' "$t")
@@ -211,10 +218,12 @@ log "(a) queued in ${tq}s, all sent in ${ts}s (last request at the sink ${tsink}
 # Per tenant: when its first and last request arrived (fairness).
 awk -v t0="$t0" '{split($2, a, "-"); t = a[4]; if (!(t in f) || $1 < f[t]) f[t] = $1; if ($1 > l[t]) l[t] = $1}
      END {for (t in f) printf "af %s %.3f %.3f\n", t, f[t] - t0, l[t] - t0}' "$NGX/sink.log" >>"$RAW"
+fi
 
 # =============================================================================
 # (b) latency: enrolling commit -> provider request, 1,000 enrollments/s
 # =============================================================================
+if part b; then
 log "(b) setup: $LAT_CONTACTS contacts of the default tenant, a one-step campaign to the logging sink"
 pq >/dev/null <<-SQL
 SELECT revenue_engine.create_channel('lat', 'http://127.0.0.1:$LAT_PORT/lat', max_in_flight => 64);
@@ -261,11 +270,13 @@ pq -F ' ' -c "SELECT m.send_id, e.context->>'t'
 cp "$NGX/lat.log" "$DIR/lat_sink.txt"
 echo "b $nlat $LAT_RATE $LAT_SECONDS $l $left" >>"$RAW"
 log "(b) $nlat enrollments; $(wc -l <"$DIR/lat_sink.txt") requests at the sink"
+fi
 
 # =============================================================================
 # report
 # =============================================================================
 mkdir -p "$RESULTS"
+touch "$DIR/lat_enr.txt" "$DIR/lat_sink.txt"
 python3 - "$RAW" "$DIR/lat_enr.txt" "$DIR/lat_sink.txt" "$warm" "$ENV_LINE" "$(($(date +%s) - START))" \
 	"$TENANTS" "$PER" "$ROUNDS" "$WORKER_MIF" <<-'PY' | tee "$REPORT_FILE"
 import statistics, sys
@@ -289,6 +300,8 @@ p(f"worker_max_in_flight {mif}; sink: local nginx answering 204")
 p("")
 
 # (a)
+if a is None:
+    p("(a) not run (BENCH_PARTS)"); a = ["nan"] * 3 + ["0"] * 7 + ["-"]
 tq, ts, tsink = float(a[0]), float(a[1]), float(a[2])
 nmsg, nsends, nsent, ndist, nreq, nkeys, ntenants = (int(x) for x in a[3:10])
 p(f"(a) {total:,} steps due at once across {tenants} tenants ({per:,} each, one send step; 1-min load {a[10]})")
@@ -305,6 +318,8 @@ if af:
 p("")
 
 # (b)
+if b is None:
+    b = ["0", "-", "-", "-", "-"]
 t_of = {}
 for line in open(enr_f):
     f = line.split()
@@ -338,7 +353,7 @@ p("")
 p(f"(c) track_daily_usage, 200,000 calls in one transaction (usage benchmark (a)), median of {rounds} alternated rounds")
 med = {}; cpu = {}
 if not c["none"] or not c["campaign"]:
-    p("    not run (BENCH_ROUNDS=0)")
+    p("    not run (BENCH_PARTS or BENCH_ROUNDS=0)")
     c["none"] = c["campaign"] = [(float("nan"),) * 6]
 for v, name in (("none", "no active campaign"), ("campaign", "one active milestone campaign")):
     runs = c[v]
