@@ -2,9 +2,9 @@
 -- (contact created, tag added, an outbox event, blast follow-ups), the
 -- re-entry policies, and bad input leaving nothing behind.
 --
--- Campaigns are written as rows here (the definitions part's functions are
--- tested in their own file); nothing is sent: the runner is not part of
--- this test.  The clock is the setup's 2026-11-20 12:00 UTC (T0), moved with
+-- Campaigns, contacts and tags are written through their functions
+-- (create_campaign, upsert_contact ...); nothing is sent: the runner is not
+-- part of this test.  The clock is the setup's 2026-11-20 12:00 UTC (T0), moved with
 -- revenue_engine.clock_override where a test needs another instant.
 \c
 \set SHOW_CONTEXT never
@@ -14,7 +14,10 @@ SET IntervalStyle = 'postgres';
 
 SELECT revenue_engine.create_channel('ce_channel', 'https://hooks.example.com/ce', enabled => false) > 0 AS channel;
 
--- A campaign as rows: version 1 with one send step (and the exit rules given).
+SELECT revenue_engine.create_template('ce_hello', 'Hello {{first_name|there}}') AS template_version;
+
+-- A campaign through the definitions' functions: one send step, the trigger,
+-- re-entry and exit rules given, left draft, active or paused.
 CREATE FUNCTION ce_campaign(p_name text, p_kind text, p_value text DEFAULT NULL,
                             p_reentry text DEFAULT 'never', p_cooldown interval DEFAULT NULL,
                             p_status text DEFAULT 'active', p_exit_rules jsonb DEFAULT '[]',
@@ -23,23 +26,26 @@ RETURNS bigint LANGUAGE plpgsql AS $$
 DECLARE
     cid bigint;
 BEGIN
-    INSERT INTO revenue_engine.campaigns (name, channel_id, status, trigger_kind, trigger_value,
-                                          trigger_after, reentry, reentry_cooldown)
-    VALUES (p_name, (SELECT id FROM revenue_engine.channels WHERE name = 'ce_channel'), p_status,
-            p_kind, p_value, p_after, p_reentry, p_cooldown)
-    RETURNING id INTO cid;
-    INSERT INTO revenue_engine.campaign_versions (campaign_id, version, exit_rules)
-    VALUES (cid, 1, p_exit_rules);
-    INSERT INTO revenue_engine.campaign_steps (campaign_id, version, position, kind, template)
-    VALUES (cid, 1, 1, 'send', 'welcome');
+    cid := revenue_engine.create_campaign(p_name, 'ce_channel', '[{"kind": "send", "template": "ce_hello"}]',
+        jsonb_build_object(
+            'trigger', jsonb_strip_nulls(jsonb_build_object('kind', p_kind, 'value', p_value,
+                                                            'after', p_after::text)),
+            'reentry', CASE WHEN p_reentry = 'cooldown' THEN jsonb_build_object('cooldown', p_cooldown::text)
+                            ELSE to_jsonb(p_reentry) END,
+            'exit_rules', p_exit_rules));
+    IF p_status IN ('active', 'paused') THEN
+        PERFORM revenue_engine.activate_campaign(p_name);
+    END IF;
+    IF p_status = 'paused' THEN
+        PERFORM revenue_engine.pause_campaign(p_name);
+    END IF;
     RETURN cid;
 END
 $$;
 CREATE FUNCTION ce_contact(p_ref text, p_user uuid DEFAULT NULL, p_phone text DEFAULT NULL,
-                           p_tags text[] DEFAULT '{}')
+                           p_tags text[] DEFAULT NULL)
 RETURNS bigint LANGUAGE sql AS $$
-    INSERT INTO revenue_engine.contacts (external_ref, user_id, phone, tags)
-    VALUES (p_ref, p_user, p_phone, p_tags) RETURNING id
+    SELECT revenue_engine.upsert_contact(p_ref, phone => p_phone, tags => p_tags, user_id => p_user)
 $$;
 -- A contact's enrollments: times as offsets from the clock's instant.
 CREATE FUNCTION ce_enrollments(p_ref text)
@@ -75,8 +81,10 @@ EXCEPTION WHEN OTHERS THEN
 END
 $$;
 CREATE VIEW ce_counts AS
-    SELECT (SELECT count(*) FROM revenue_engine.enrollments) AS enrollments,
-           (SELECT count(*) FROM revenue_engine.enrollment_history) AS history;
+    SELECT (SELECT count(*) FROM revenue_engine.enrollments e JOIN revenue_engine.campaigns c ON c.id = e.campaign_id
+             WHERE c.name LIKE 'ce\_%') AS enrollments,
+           (SELECT count(*) FROM revenue_engine.enrollment_history h JOIN revenue_engine.campaigns c ON c.id = h.campaign_id
+             WHERE c.name LIKE 'ce\_%') AS history;
 
 -- enroll(): a manual campaign, zero delay (due now) and a later start.
 SELECT ce_campaign('ce_manual', 'manual') > 0 AS created;
@@ -156,26 +164,26 @@ SELECT ce_campaign('ce_trial', 'tag_added', 'trial') > 0 AS created;
 SELECT ce_campaign('ce_vip', 'tag_added', 'vip', p_reentry => 'always') > 0 AS created;
 SELECT ce_contact('cat', p_tags => '{trial}') > 0 AS cat;
 SELECT campaign, entry, status, due, trigger_kind, context FROM ce_enrollments('cat');
-UPDATE revenue_engine.contacts SET tags = '{trial,vip}' WHERE external_ref = 'cat';
-UPDATE revenue_engine.contacts SET tags = '{vip,trial}' WHERE external_ref = 'cat';
-UPDATE revenue_engine.contacts SET name = 'Cat' WHERE external_ref = 'cat';
+SELECT revenue_engine.tag_contact('cat', 'vip') AS added;
+SELECT revenue_engine.upsert_contact('cat', tags => '{vip,trial}') > 0 AS same_tags;
+SELECT revenue_engine.upsert_contact('cat', name => 'Cat') > 0 AS renamed;
 SELECT campaign, entry, status, trigger_kind, context FROM ce_enrollments('cat');
 -- vip removed and added again after its enrollment ended: re-entry always
 SELECT revenue_engine.exit_enrollment('ce_vip', 'cat');
-UPDATE revenue_engine.contacts SET tags = '{trial}' WHERE external_ref = 'cat';
-UPDATE revenue_engine.contacts SET tags = '{trial,vip}' WHERE external_ref = 'cat';
+SELECT revenue_engine.untag_contact('cat', 'vip') AS removed;
+SELECT revenue_engine.tag_contact('cat', 'vip') AS added_again;
 SELECT campaign, entry, status, trigger_kind FROM ce_enrollments('cat') WHERE campaign = 'ce_vip';
 -- a draft campaign's trigger does nothing
 SELECT ce_campaign('ce_draft_tag', 'tag_added', 'later', p_status => 'draft') > 0 AS created;
-UPDATE revenue_engine.contacts SET tags = '{trial,vip,later}' WHERE external_ref = 'cat';
+SELECT revenue_engine.tag_contact('cat', 'later') AS added;
 SELECT count(*) AS draft_enrollments FROM ce_enrollments('cat') WHERE campaign = 'ce_draft_tag';
 -- (the welcome campaign is paused: contacts below are not enrolled in it)
-UPDATE revenue_engine.campaigns SET status = 'paused' WHERE name = 'ce_welcome';
+SELECT revenue_engine.pause_campaign('ce_welcome');
 
 -- Trigger: an outbox event type, in the transaction that wrote the event.
 -- The first event comes before any campaign names its type (the backend
 -- caches "no campaign"); creating the campaign must be seen by the next one.
-SELECT revenue_engine.register_event_type('ce_signup');
+SELECT revenue_engine.register_event_type('ce_signup'), revenue_engine.register_event_type('ce_cancel');
 SELECT ce_contact('dan', p_user => u(9101)) > 0 AS dan;
 SELECT revenue_engine.enqueue_event(u(9101), 'ce_signup', '{"plan": "basic"}') IS NOT NULL AS event;
 SELECT count(*) AS before_campaign FROM ce_enrollments('dan') WHERE campaign = 'ce_signup_flow';
@@ -189,11 +197,11 @@ SELECT revenue_engine.register_event_type('ce_other');
 SELECT revenue_engine.enqueue_event(u(9101), 'ce_other', '{}') IS NOT NULL AS other_type;
 SELECT count(*) AS dan_enrollments FROM ce_enrollments('dan');
 -- paused: the next event does not enroll (the cache sees the status change)
-UPDATE revenue_engine.campaigns SET status = 'paused' WHERE name = 'ce_signup_flow';
+SELECT revenue_engine.pause_campaign('ce_signup_flow');
 SELECT revenue_engine.exit_enrollment('ce_signup_flow', 'dan');
 SELECT revenue_engine.enqueue_event(u(9101), 'ce_signup', '{"plan": "pro"}') IS NOT NULL AS event;
 SELECT count(*) FILTER (WHERE status = 'active') AS open FROM ce_enrollments('dan');
-UPDATE revenue_engine.campaigns SET status = 'active' WHERE name = 'ce_signup_flow';
+SELECT revenue_engine.activate_campaign('ce_signup_flow');
 
 -- track_daily_usage reaching a milestone enrolls in the same transaction,
 -- and a rollback leaves neither the event nor the enrollment.
@@ -242,7 +250,7 @@ SELECT campaign, status, trigger_kind FROM ce_enrollments('hal');
 SELECT has_function_privilege('revenue_engine_user', 'revenue_engine.enroll(text, text, jsonb, timestamptz)', 'EXECUTE') AS enroll,
        has_function_privilege('revenue_engine_user', 'revenue_engine.exit_enrollment(text, text, text)', 'EXECUTE') AS exit_enrollment,
        has_function_privilege('revenue_engine_user', 'revenue_engine.enroll_internal(text, bigint, bigint, jsonb, timestamptz, text, text)', 'EXECUTE') AS enroll_internal,
-       has_function_privilege('revenue_engine_user', 'revenue_engine.campaign_stop_contact(text, bigint, text, text, text)', 'EXECUTE') AS stop_contact,
+       has_function_privilege('revenue_engine_user', 'revenue_engine.campaign_stop_contact(text, bigint, text, text)', 'EXECUTE') AS stop_contact,
        has_function_privilege('revenue_engine_user', 'revenue_engine.campaign_blast_followups(timestamptz)', 'EXECUTE') AS followups;
 
 -- Rows loaded by COPY (pg_restore, a plain dump) enroll nothing: a restore
@@ -264,8 +272,9 @@ SELECT entry, status, context->>'plan' AS plan FROM ce_enrollments('dan');
 /* a comment */ INSERT INTO revenue_engine.contacts (external_ref, tags) VALUES ('ce_inserted', '{trial}');
 SELECT campaign, status, trigger_kind FROM ce_enrollments('ce_inserted');
 
--- Nothing of this file stays running for the files after it.
+-- Nothing of this file stays running for the files after it, and no
+-- campaign of it remains (history rows are append-only and stay).
 SELECT revenue_engine.campaign_stop_enrollments('default', array_agg(e.id), 'test over') >= 0 AS stopped
   FROM revenue_engine.enrollments e JOIN revenue_engine.campaigns c ON c.id = e.campaign_id
  WHERE c.name LIKE 'ce\_%' AND e.status = 'active';
-UPDATE revenue_engine.campaigns SET status = 'archived' WHERE name LIKE 'ce\_%';
+DELETE FROM revenue_engine.campaigns WHERE name LIKE 'ce\_%';

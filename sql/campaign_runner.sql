@@ -386,7 +386,7 @@ SELECT payload FROM revenue_engine.sends WHERE tenant_id = 'runner_a' AND idempo
 SELECT * FROM rt_state('runner_a', :o1);
 
 -- 12. The channel's rate limit (2 a minute): 2 of 5 due sends are queued,
--- the others stay due.
+-- the others are due again at their turns in the bucket (about 30 s apart).
 SELECT rt_campaign('runner_a', 'limited', :slow, '[{"kind":"send","template":"welcome"}]') AS limited \gset
 SELECT count(rt_enroll('runner_a', :limited, rt_contact('runner_a', 'rl' || i, 'UTC', NULL), '2030-10-01 10:00+00'))
   FROM generate_series(1, 5) i;
@@ -394,7 +394,9 @@ INSERT INTO revenue_engine.contact_consents (tenant_id, contact_id, channel_kind
 SELECT 'runner_a', id, 'email', 'marketing', true FROM revenue_engine.contacts
  WHERE tenant_id = 'runner_a' AND external_ref LIKE 'rl%';
 SELECT revenue_engine.run_campaign_steps(100, '2030-10-01 10:00+00');
-SELECT status, count(*) FROM revenue_engine.enrollments
+SELECT status, count(*), count(DISTINCT next_run_at) AS turns,
+       bool_and(next_run_at > '2030-10-01 10:00+00' AND next_run_at < '2030-10-01 10:02+00') AS within_2_min
+  FROM revenue_engine.enrollments
  WHERE tenant_id = 'runner_a' AND campaign_id = :limited GROUP BY status ORDER BY status;
 -- (paused from here on: its bucket refills with the wall clock)
 UPDATE revenue_engine.campaigns SET status = 'paused' WHERE tenant_id = 'runner_a' AND id = :limited;

@@ -4,8 +4,9 @@
 -- key), a manual exit_enrollment; each exits the enrollment with its reason
 -- and cancels its queued sends.  And wait_event steps resumed by their event.
 --
--- Campaigns, steps and the runner's sends are written as rows here; the
--- channel is disabled, so the delivery worker claims nothing.  The clock is
+-- Campaigns, contacts and consents go through their functions; the runner's
+-- part (its sends, a step reached) is written as rows here.  The channels are
+-- disabled, so the delivery worker claims nothing.  The clock is
 -- the setup's 2026-11-20 12:00 UTC.
 \c
 \set SHOW_CONTEXT never
@@ -17,33 +18,27 @@ SELECT revenue_engine.create_channel('cs_whatsapp', 'https://hooks.example.com/w
        revenue_engine.create_channel('cs_email', 'https://hooks.example.com/mail', enabled => false) > 0 AS email;
 SELECT revenue_engine.set_channel_kind('cs_whatsapp', 'whatsapp'), revenue_engine.set_channel_kind('cs_email', 'email');
 
--- A campaign as rows: version 1, steps as (kind, event_type, match_key) triples.
+SELECT revenue_engine.create_template('cs_hello', 'Hello {{first_name|there}}') AS template_version;
+SELECT revenue_engine.register_event_type('cs_conversion'), revenue_engine.register_event_type('cs_churned'),
+       revenue_engine.register_event_type('cs_paid'), revenue_engine.register_event_type('cs_refund');
+
+-- An active campaign through the definitions' functions (re-entry always).
 CREATE FUNCTION cs_campaign(p_name text, p_channel text DEFAULT 'cs_whatsapp',
                             p_purpose text DEFAULT 'marketing', p_exit_rules jsonb DEFAULT '[]',
-                            p_steps jsonb DEFAULT '[{"kind": "send"}]')
+                            p_steps jsonb DEFAULT '[{"kind": "send", "template": "cs_hello"}]')
 RETURNS bigint LANGUAGE plpgsql AS $$
 DECLARE
     cid bigint;
 BEGIN
-    INSERT INTO revenue_engine.campaigns (name, channel_id, purpose, status, reentry)
-    VALUES (p_name, (SELECT id FROM revenue_engine.channels WHERE name = p_channel), p_purpose,
-            'active', 'always')
-    RETURNING id INTO cid;
-    INSERT INTO revenue_engine.campaign_versions (campaign_id, version, exit_rules)
-    VALUES (cid, 1, p_exit_rules);
-    INSERT INTO revenue_engine.campaign_steps (campaign_id, version, position, kind, template,
-                                               event_type, match_key, timeout, timeout_action)
-    SELECT cid, 1, s.n, s.step->>'kind', CASE WHEN s.step->>'kind' = 'send' THEN 'hello' END,
-           s.step->>'event_type', s.step->>'match_key',
-           CASE WHEN s.step->>'kind' = 'wait_event' THEN interval '3 days' END,
-           CASE WHEN s.step->>'kind' = 'wait_event' THEN 'continue' END
-      FROM jsonb_array_elements(p_steps) WITH ORDINALITY AS s(step, n);
+    cid := revenue_engine.create_campaign(p_name, p_channel, p_steps,
+        jsonb_build_object('purpose', p_purpose, 'reentry', 'always', 'exit_rules', p_exit_rules));
+    PERFORM revenue_engine.activate_campaign(p_name);
     RETURN cid;
 END
 $$;
 CREATE FUNCTION cs_contact(p_ref text, p_user uuid DEFAULT NULL)
 RETURNS bigint LANGUAGE sql AS $$
-    INSERT INTO revenue_engine.contacts (external_ref, user_id) VALUES (p_ref, p_user) RETURNING id
+    SELECT revenue_engine.upsert_contact(p_ref, user_id => p_user)
 $$;
 -- The runner's part: the enrollment's step queued as a send and a campaign message.
 CREATE FUNCTION cs_queue(p_enrollment bigint, p_send_status text DEFAULT 'queued')
@@ -134,25 +129,22 @@ SELECT cs_contact('cs_bob') AS cs_bob \gset
 SELECT cs_queue(revenue_engine.enroll('cs_drip', 'cs_bob')) > 0 AS drip,
        cs_queue(revenue_engine.enroll('cs_receipts', 'cs_bob')) > 0 AS receipts,
        revenue_engine.enroll('cs_mail', 'cs_bob') > 0 AS mail;
-INSERT INTO revenue_engine.contact_consents (contact_id, channel_kind, purpose, granted)
-VALUES (:cs_bob, 'whatsapp', 'marketing', true);
+SELECT revenue_engine.set_consent('cs_bob', 'whatsapp', 'marketing', true) AS changed;
 SELECT count(*) FILTER (WHERE status = 'active') AS open_after_grant FROM cs_enrollments('cs_bob');
-UPDATE revenue_engine.contact_consents SET granted = false WHERE contact_id = :cs_bob;
+SELECT revenue_engine.set_consent('cs_bob', 'whatsapp', 'marketing', false) AS changed;
 SELECT * FROM cs_enrollments('cs_bob');
 SELECT * FROM cs_messages('cs_bob');
 -- granted again, and false again: nothing more to stop
-UPDATE revenue_engine.contact_consents SET granted = true WHERE contact_id = :cs_bob;
-UPDATE revenue_engine.contact_consents SET granted = false WHERE contact_id = :cs_bob;
+SELECT revenue_engine.set_consent('cs_bob', 'whatsapp', 'marketing', true) AS changed;
+SELECT revenue_engine.set_consent('cs_bob', 'whatsapp', 'marketing', false) AS changed;
 -- a first consent row recorded as false (e-mail marketing) stops too
-INSERT INTO revenue_engine.contact_consents (contact_id, channel_kind, purpose, granted)
-VALUES (:cs_bob, 'email', 'marketing', false);
+SELECT revenue_engine.set_consent('cs_bob', 'email', 'marketing', false) AS changed;
 SELECT * FROM cs_enrollments('cs_bob');
 SELECT campaign, step, event, reason FROM cs_history('cs_bob') WHERE event <> 'enrolled';
 
 -- Exit rules: a conversion of the same membership stops the enrollment;
 -- another membership's does not.  A rule without match_key: any such event.
 -- They apply while the campaign is paused too.
-SELECT revenue_engine.register_event_type('cs_conversion'), revenue_engine.register_event_type('cs_churned');
 SELECT cs_campaign('cs_trial', p_exit_rules => '[{"event_type": "cs_conversion", "match_key": "membership_id"},
                                                  {"event_type": "cs_churned"}]') > 0 AS trial;
 SELECT cs_contact('cs_cat', u(9201)) > 0 AS cat, cs_contact('cs_cal', u(9202)) > 0 AS cal;
@@ -165,10 +157,10 @@ SELECT revenue_engine.enqueue_event(u(9201), 'cs_conversion', '{"membership_id":
 SELECT * FROM cs_enrollments('cs_cat');
 SELECT * FROM cs_messages('cs_cat');
 SELECT campaign, step, event, reason FROM cs_history('cs_cat');
-UPDATE revenue_engine.campaigns SET status = 'paused' WHERE name = 'cs_trial';
+SELECT revenue_engine.pause_campaign('cs_trial');
 SELECT revenue_engine.enqueue_event(u(9202), 'cs_churned', '{"membership_id": "m9"}') IS NOT NULL AS churned;
 SELECT * FROM cs_enrollments('cs_cal');
-UPDATE revenue_engine.campaigns SET status = 'active' WHERE name = 'cs_trial';
+SELECT revenue_engine.activate_campaign('cs_trial');
 
 -- Manual: exit_enrollment stops and cancels; a second time there is nothing to stop.
 SELECT cs_contact('cs_dot') > 0 AS dot;
@@ -188,11 +180,11 @@ SELECT * FROM cs_messages('cs_dot') WHERE campaign = 'cs_news';
 -- wait_event: an enrollment waiting at step 2 for cs_paid of its membership
 -- (the runner set next_run_at to the timeout, 3 days) moves on to step 3,
 -- due now, when the event comes; another membership's event changes nothing.
-SELECT revenue_engine.register_event_type('cs_paid');
-SELECT cs_campaign('cs_dunning', p_steps => '[{"kind": "send"},
-    {"kind": "wait_event", "event_type": "cs_paid", "match_key": "membership_id"},
-    {"kind": "send"}]') > 0 AS dunning;
-SELECT cs_campaign('cs_other_wait', p_steps => '[{"kind": "wait_event", "event_type": "cs_refund"}]') > 0 AS other;
+SELECT cs_campaign('cs_dunning', p_steps => '[{"kind": "send", "template": "cs_hello"},
+    {"kind": "wait_event", "event_type": "cs_paid", "match_key": "membership_id",
+     "timeout": "3 days", "timeout_action": "continue"},
+    {"kind": "send", "template": "cs_hello"}]') > 0 AS dunning;
+SELECT cs_campaign('cs_other_wait', p_steps => '[{"kind": "wait_event", "event_type": "cs_refund", "timeout": "none"}]') > 0 AS other;
 SELECT cs_contact('cs_eve', u(9203)) > 0 AS eve;
 SELECT revenue_engine.enroll('cs_dunning', 'cs_eve', '{"membership_id": "m7"}') AS dunning_enrollment \gset
 SELECT revenue_engine.enroll('cs_other_wait', 'cs_eve') > 0 AS other_in;
@@ -210,8 +202,9 @@ SELECT campaign, step, event, reason FROM cs_history('cs_eve');
 SELECT revenue_engine.enqueue_event(u(9203), 'cs_paid', '{"membership_id": "m7"}') IS NOT NULL AS paid_again;
 SELECT * FROM cs_enrollments('cs_eve');
 
--- Nothing of this file stays running for the files after it.
+-- Nothing of this file stays running for the files after it, and no
+-- campaign of it remains (history rows are append-only and stay).
 SELECT revenue_engine.campaign_stop_enrollments('default', array_agg(e.id), 'test over') >= 0 AS stopped
   FROM revenue_engine.enrollments e JOIN revenue_engine.campaigns c ON c.id = e.campaign_id
  WHERE c.name LIKE 'cs\_%' AND e.status = 'active';
-UPDATE revenue_engine.campaigns SET status = 'archived' WHERE name LIKE 'cs\_%';
+DELETE FROM revenue_engine.campaigns WHERE name LIKE 'cs\_%';

@@ -51,9 +51,23 @@ DECLARE
     due      timestamptz;
     attempt  integer := 0;
 BEGIN
-    SELECT cp.version, cp.reentry, cp.reentry_cooldown INTO c
+    /*
+     * The campaign row FOR SHARE: an archive_campaign() (or pause) that has
+     * not committed yet is waited for and its status seen, and one that
+     * comes later waits for this transaction, so that its stop finds this
+     * enrollment.  Without the lock an enrollment that read the campaign
+     * active just before the archive committed would stay open, never run.
+     * Only an active campaign enrolls; the callers raised their error
+     * already, so a campaign that stopped being active meanwhile enrolls
+     * nobody (NULL), without failing the writing transaction.
+     */
+    SELECT cp.version, cp.reentry, cp.reentry_cooldown, cp.status INTO c
       FROM revenue_engine.campaigns cp
-     WHERE cp.tenant_id = tenant AND cp.id = campaign_id;
+     WHERE cp.tenant_id = tenant AND cp.id = campaign_id
+       FOR SHARE;
+    IF NOT FOUND OR c.status <> 'active' THEN
+        RETURN NULL;
+    END IF;
     due := CASE WHEN start_at IS NULL OR start_at <= ts THEN ts ELSE start_at END;
     LOOP
         attempt := attempt + 1;
@@ -138,9 +152,10 @@ DECLARE
     c   record;
     n   integer := 0;
 BEGIN
+    -- campaigns_trigger_idx: trigger_value = value, or IS NULL (contact_created)
     FOR c IN SELECT cp.id FROM revenue_engine.campaigns cp
-              WHERE cp.tenant_id = tenant AND cp.trigger_kind = kind
-                AND cp.trigger_value IS NOT DISTINCT FROM value AND cp.status = 'active'
+              WHERE cp.tenant_id = tenant AND cp.trigger_kind = kind AND cp.status = 'active'
+                AND (cp.trigger_value = value OR (value IS NULL AND cp.trigger_value IS NULL))
               ORDER BY cp.id
     LOOP
         IF revenue_engine.enroll_internal(tenant, c.id, contact_id, context, NULL, kind,
@@ -193,12 +208,7 @@ BEGIN
         RAISE EXCEPTION 'campaign "%" is %, not active', campaign, c.status
             USING ERRCODE = '55000', HINT = 'Activate it with revenue_engine.activate_campaign().';
     END IF;
-    SELECT k.id INTO ct FROM revenue_engine.contacts k
-     WHERE k.tenant_id = tenant AND k.external_ref = contact;
-    IF NOT FOUND THEN
-        RAISE EXCEPTION 'contact "%" does not exist', contact
-            USING ERRCODE = '42704', HINT = 'Create it with revenue_engine.upsert_contact().';
-    END IF;
+    ct := revenue_engine.contact_id_of(tenant, contact);
     RETURN revenue_engine.enroll_internal(tenant, c.id, ct, context, start_at, 'manual',
                                           revenue_engine.campaign_entry_key(tenant, c.id, context));
 END
@@ -220,59 +230,48 @@ SET search_path = pg_catalog, pg_temp
 AS $fn$
 #variable_conflict use_variable
 DECLARE
-    ts       timestamptz := revenue_engine.clock_now();
-    e_ids    bigint[];
-    e_camps  bigint[];
-    e_vers   integer[];
-    e_steps  integer[];
-    queued   bigint[];
-    cancelled bigint[];
-    n        integer;
+    ts   timestamptz := revenue_engine.clock_now();
+    x    bigint;
+    e    record;
+    m    record;
+    n    integer := 0;
 BEGIN
-    -- lock in id order: two stops of one contact (a reply, an opt-out) never deadlock
-    PERFORM 1 FROM revenue_engine.enrollments e
-     WHERE e.tenant_id = tenant AND e.id = ANY (ids) AND e.status = 'active'
-     ORDER BY e.id FOR UPDATE;
-    -- single-table statements routed by tenant_id (Citus), linked by arrays
-    WITH s AS (
-        UPDATE revenue_engine.enrollments e
-           SET status = 'exited', ended_at = ts, end_reason = reason, next_run_at = NULL, updated_at = ts
-         WHERE e.tenant_id = tenant AND e.id = ANY (ids) AND e.status = 'active'
-        RETURNING e.id, e.campaign_id, e.version, e.step)
-    SELECT array_agg(s.id), array_agg(s.campaign_id), array_agg(s.version), array_agg(s.step)
-      INTO e_ids, e_camps, e_vers, e_steps FROM s;
-    IF e_ids IS NULL THEN
+    /*
+     * One enrollment at a time, in id order (two stops of one contact, a
+     * reply and an opt-out, lock in the same order and never deadlock), by
+     * its primary key: statements with scalar keys, whose plans probe the
+     * keys also when made before the tables were analyzed; each routed by
+     * tenant_id (Citus).
+     */
+    IF ids IS NULL OR cardinality(ids) = 0 THEN
         RETURN 0;
     END IF;
-    n := cardinality(e_ids);
-    INSERT INTO revenue_engine.enrollment_history
-           (tenant_id, enrollment_id, campaign_id, version, step, event, reason, at)
-    SELECT tenant, u.id, u.campaign_id, u.version, u.step, 'exited', reason, ts
-      FROM unnest(e_ids, e_camps, e_vers, e_steps) AS u(id, campaign_id, version, step);
-    -- their queued sends; the delivery worker claims queued sends only
-    SELECT array_agg(m.send_id) INTO queued FROM revenue_engine.campaign_messages m
-     WHERE m.tenant_id = tenant AND m.enrollment_id = ANY (e_ids) AND m.status = 'queued';
-    IF queued IS NULL THEN
-        RETURN n;
-    END IF;
-    WITH sd AS (
-        UPDATE revenue_engine.sends sd SET status = 'cancelled'
-         WHERE sd.tenant_id = tenant AND sd.id = ANY (queued) AND sd.status = 'queued'
-        RETURNING sd.id)
-    SELECT array_agg(sd.id) INTO cancelled FROM sd;
-    WITH m AS (
-        UPDATE revenue_engine.campaign_messages m SET status = 'cancelled'
-         WHERE m.tenant_id = tenant AND m.send_id = ANY (cancelled) AND m.status = 'queued'
-        RETURNING m.enrollment_id, m.campaign_id, m.version, m.step, m.send_id),
-    a AS (SELECT array_agg(m.enrollment_id) AS enr, array_agg(m.campaign_id) AS camp,
-                 array_agg(m.version) AS ver, array_agg(m.step) AS step, array_agg(m.send_id) AS send
-            FROM m)
-    SELECT a.enr, a.camp, a.ver, a.step, a.send INTO e_ids, e_camps, e_vers, e_steps, queued FROM a;
-    INSERT INTO revenue_engine.enrollment_history
-           (tenant_id, enrollment_id, campaign_id, version, step, event, reason, detail, at)
-    SELECT tenant, u.id, u.campaign_id, u.version, u.step, 'cancelled', reason,
-           jsonb_build_object('send_id', u.send_id), ts
-      FROM unnest(e_ids, e_camps, e_vers, e_steps, queued) AS u(id, campaign_id, version, step, send_id);
+    FOREACH x IN ARRAY (SELECT array_agg(DISTINCT u.id ORDER BY u.id) FROM unnest(ids) AS u(id)) LOOP
+        UPDATE revenue_engine.enrollments en
+           SET status = 'exited', ended_at = ts, end_reason = reason, next_run_at = NULL, updated_at = ts
+         WHERE en.tenant_id = tenant AND en.id = x AND en.status = 'active'
+        RETURNING en.id, en.campaign_id, en.version, en.step INTO e;
+        CONTINUE WHEN NOT FOUND;
+        n := n + 1;
+        INSERT INTO revenue_engine.enrollment_history
+               (tenant_id, enrollment_id, campaign_id, version, step, event, reason, at)
+        VALUES (tenant, e.id, e.campaign_id, e.version, e.step, 'exited', reason, ts);
+        -- its queued sends; the delivery worker claims queued sends only
+        FOR m IN SELECT cm.send_id, cm.step FROM revenue_engine.campaign_messages cm
+                  WHERE cm.tenant_id = tenant AND cm.enrollment_id = x AND cm.status = 'queued'
+                  ORDER BY cm.step
+        LOOP
+            UPDATE revenue_engine.sends sd SET status = 'cancelled'
+             WHERE sd.tenant_id = tenant AND sd.id = m.send_id AND sd.status = 'queued';
+            CONTINUE WHEN NOT FOUND;
+            UPDATE revenue_engine.campaign_messages cm SET status = 'cancelled'
+             WHERE cm.tenant_id = tenant AND cm.send_id = m.send_id AND cm.status = 'queued';
+            INSERT INTO revenue_engine.enrollment_history
+                   (tenant_id, enrollment_id, campaign_id, version, step, event, reason, detail, at)
+            VALUES (tenant, e.id, e.campaign_id, e.version, m.step, 'cancelled', reason,
+                    jsonb_build_object('send_id', m.send_id), ts);
+        END LOOP;
+    END LOOP;
     RETURN n;
 END
 $fn$;
@@ -280,27 +279,20 @@ COMMENT ON FUNCTION revenue_engine.campaign_stop_enrollments(text, bigint[], tex
     'internal: stop open enrollments with a reason (history exited) and cancel their queued sends (history cancelled)';
 
 /*
- * Stop every open enrollment of a contact, or those in campaigns whose
- * channel is of channel_kind and (or) whose purpose is purpose.  Called on
- * an inbound reply (outcomes), an opt-out (the consent trigger below).
+ * The contact's open enrollments, all or those in campaigns whose channel is
+ * of channel_kind (and, when given, whose purpose is purpose); the enroll
+ * part's selection for campaign_stop_contact and the opt-out trigger.
  */
-CREATE FUNCTION revenue_engine.campaign_stop_contact(
-    tenant       text,
-    contact_id   bigint,
-    reason       text,
-    channel_kind text DEFAULT NULL,
-    purpose      text DEFAULT NULL)
-RETURNS integer
-LANGUAGE plpgsql VOLATILE
+CREATE FUNCTION revenue_engine.campaign_open_enrollments(
+    tenant text, contact_id bigint, channel_kind text, purpose text)
+RETURNS bigint[]
+LANGUAGE plpgsql STABLE
 SET search_path = pg_catalog, pg_temp
 AS $fn$
 #variable_conflict use_variable
 DECLARE
     ids bigint[];
 BEGIN
-    IF tenant IS NULL OR contact_id IS NULL OR reason IS NULL THEN
-        RAISE EXCEPTION 'tenant, contact_id and reason must not be null' USING ERRCODE = '22004';
-    END IF;
     IF channel_kind IS NULL AND purpose IS NULL THEN
         SELECT array_agg(e.id) INTO ids FROM revenue_engine.enrollments e
          WHERE e.tenant_id = tenant AND e.contact_id = contact_id AND e.status = 'active';
@@ -318,14 +310,39 @@ BEGIN
          WHERE e.tenant_id = tenant AND e.contact_id = contact_id AND e.status = 'active'
            AND ch.kind = channel_kind AND (purpose IS NULL OR cp.purpose = purpose);
     END IF;
+    RETURN ids;
+END
+$fn$;
+
+/*
+ * Stop every open enrollment of a contact, or those in campaigns whose
+ * channel is of channel_kind; how many.  Called on an inbound reply (the
+ * outcomes part's status ingestion: reason 'replied').
+ */
+CREATE FUNCTION revenue_engine.campaign_stop_contact(
+    tenant       text,
+    contact_id   bigint,
+    reason       text,
+    channel_kind text DEFAULT NULL)
+RETURNS integer
+LANGUAGE plpgsql VOLATILE
+SET search_path = pg_catalog, pg_temp
+AS $fn$
+DECLARE
+    ids bigint[];
+BEGIN
+    IF tenant IS NULL OR contact_id IS NULL OR reason IS NULL THEN
+        RAISE EXCEPTION 'tenant, contact_id and reason must not be null' USING ERRCODE = '22004';
+    END IF;
+    ids := revenue_engine.campaign_open_enrollments(tenant, contact_id, channel_kind, NULL);
     IF ids IS NULL THEN
         RETURN 0;
     END IF;
     RETURN revenue_engine.campaign_stop_enrollments(tenant, ids, reason);
 END
 $fn$;
-COMMENT ON FUNCTION revenue_engine.campaign_stop_contact(text, bigint, text, text, text) IS
-    'internal: stop a contact''s open enrollments (all, or of a channel kind and purpose) with a reason; how many';
+COMMENT ON FUNCTION revenue_engine.campaign_stop_contact(text, bigint, text, text) IS
+    'internal: stop a contact''s open enrollments (all, or of a channel kind) with a reason, cancelling their queued sends; how many';
 
 -- The application's manual stop: true when an open enrollment was stopped.
 CREATE FUNCTION revenue_engine.exit_enrollment(
@@ -351,11 +368,7 @@ BEGIN
     IF NOT FOUND THEN
         RAISE EXCEPTION 'campaign "%" does not exist', campaign USING ERRCODE = '42704';
     END IF;
-    SELECT k.id INTO ct FROM revenue_engine.contacts k
-     WHERE k.tenant_id = tenant AND k.external_ref = contact;
-    IF NOT FOUND THEN
-        RAISE EXCEPTION 'contact "%" does not exist', contact USING ERRCODE = '42704';
-    END IF;
+    ct := revenue_engine.contact_id_of(tenant, contact);
     SELECT e.id INTO enr FROM revenue_engine.enrollments e
      WHERE e.tenant_id = tenant AND e.campaign_id = cp_id AND e.contact_id = ct AND e.status = 'active';
     IF NOT FOUND THEN
@@ -441,12 +454,16 @@ RETURNS trigger
 LANGUAGE plpgsql SECURITY DEFINER
 SET search_path = pg_catalog, pg_temp
 AS $fn$
+DECLARE
+    ids bigint[];
 BEGIN
     IF revenue_engine.campaign_rows_copied() THEN
         RETURN NULL;
     END IF;
-    PERFORM revenue_engine.campaign_stop_contact(NEW.tenant_id, NEW.contact_id, 'opt-out',
-                                                 NEW.channel_kind, NEW.purpose);
+    ids := revenue_engine.campaign_open_enrollments(NEW.tenant_id, NEW.contact_id, NEW.channel_kind, NEW.purpose);
+    IF ids IS NOT NULL THEN
+        PERFORM revenue_engine.campaign_stop_enrollments(NEW.tenant_id, ids, 'opt-out');
+    END IF;
     RETURN NULL;
 END
 $fn$;
@@ -496,38 +513,43 @@ BEGIN
         event_data := '{}';
     END IF;
 
-    -- exit rules of the enrollment's own version
-    SELECT array_agg(e.id) INTO ids
-      FROM revenue_engine.enrollments e
-      JOIN revenue_engine.campaign_versions v
-        ON v.tenant_id = e.tenant_id AND v.campaign_id = e.campaign_id AND v.version = e.version
-     WHERE e.tenant_id = tenant AND e.contact_id = ANY (contacts) AND e.status = 'active'
-       AND EXISTS (SELECT 1 FROM jsonb_array_elements(v.exit_rules) AS r(rule)
-                    WHERE r.rule ->> 'event_type' = event_type
-                      AND (NOT r.rule ? 'match_key'
-                           OR e.context ->> (r.rule ->> 'match_key') = event_data ->> (r.rule ->> 'match_key')));
-    IF ids IS NOT NULL THEN
-        n := n + revenue_engine.campaign_stop_enrollments(tenant, ids, 'exit rule: ' || event_type);
-    END IF;
+    -- Per contact (usually one), with scalar keys: a plan made before the
+    -- tables were analyzed then still probes enrollments_contact_idx by
+    -- (tenant, contact), not every open enrollment of the tenant.
+    FOREACH ct IN ARRAY contacts LOOP
+        -- exit rules of the enrollment's own version
+        SELECT array_agg(e.id) INTO ids
+          FROM revenue_engine.enrollments e
+          JOIN revenue_engine.campaign_versions v
+            ON v.tenant_id = e.tenant_id AND v.campaign_id = e.campaign_id AND v.version = e.version
+         WHERE e.tenant_id = tenant AND e.contact_id = ct AND e.status = 'active'
+           AND EXISTS (SELECT 1 FROM jsonb_array_elements(v.exit_rules) AS r(rule)
+                        WHERE r.rule ->> 'event_type' = event_type
+                          AND (NOT r.rule ? 'match_key'
+                               OR e.context ->> (r.rule ->> 'match_key') = event_data ->> (r.rule ->> 'match_key')));
+        IF ids IS NOT NULL THEN
+            n := n + revenue_engine.campaign_stop_enrollments(tenant, ids, 'exit rule: ' || event_type);
+        END IF;
 
-    -- enrollments waiting for this event: locked, moved on, due now
-    WITH w AS (
-        UPDATE revenue_engine.enrollments e
-           SET step = e.step + 1, step_started_at = ts, next_run_at = ts, updated_at = ts
-          FROM revenue_engine.campaign_steps s
-         WHERE e.tenant_id = tenant AND e.contact_id = ANY (contacts) AND e.status = 'active'
-           AND s.tenant_id = e.tenant_id AND s.campaign_id = e.campaign_id AND s.version = e.version
-           AND s.position = e.step AND s.kind = 'wait_event' AND s.event_type = event_type
-           AND (s.match_key IS NULL OR e.context ->> s.match_key = event_data ->> s.match_key)
-        RETURNING e.id, e.campaign_id, e.version, e.step - 1 AS waited)
-    INSERT INTO revenue_engine.enrollment_history
-           (tenant_id, enrollment_id, campaign_id, version, step, event, reason, detail, at)
-    SELECT tenant, w.id, w.campaign_id, w.version, w.waited, 'resumed', 'event ' || event_type,
-           jsonb_build_object('event_id', event_id), ts
-      FROM w;
-    IF FOUND THEN
-        PERFORM revenue_engine.wake_worker();
-    END IF;
+        -- enrollments waiting for this event: locked, moved on, due now
+        WITH w AS (
+            UPDATE revenue_engine.enrollments e
+               SET step = e.step + 1, step_started_at = ts, next_run_at = ts, updated_at = ts
+              FROM revenue_engine.campaign_steps s
+             WHERE e.tenant_id = tenant AND e.contact_id = ct AND e.status = 'active'
+               AND s.tenant_id = e.tenant_id AND s.campaign_id = e.campaign_id AND s.version = e.version
+               AND s.position = e.step AND s.kind = 'wait_event' AND s.event_type = event_type
+               AND (s.match_key IS NULL OR e.context ->> s.match_key = event_data ->> s.match_key)
+            RETURNING e.id, e.campaign_id, e.version, e.step - 1 AS waited)
+        INSERT INTO revenue_engine.enrollment_history
+               (tenant_id, enrollment_id, campaign_id, version, step, event, reason, detail, at)
+        SELECT tenant, w.id, w.campaign_id, w.version, w.waited, 'resumed', 'event ' || event_type,
+               jsonb_build_object('event_id', event_id), ts
+          FROM w;
+        IF FOUND THEN
+            PERFORM revenue_engine.wake_worker();
+        END IF;
+    END LOOP;
 
     -- campaigns this event type triggers
     IF EXISTS (SELECT 1 FROM revenue_engine.campaigns cp
@@ -557,6 +579,7 @@ SET search_path = pg_catalog, pg_temp
 AS $fn$
 #variable_conflict use_variable
 DECLARE
+    t       record;
     c       record;
     r       record;
     cutoff  timestamptz;
@@ -567,12 +590,19 @@ BEGIN
     IF now IS NULL THEN
         RAISE EXCEPTION 'now must not be null' USING ERRCODE = '22004';
     END IF;
-    FOR c IN SELECT cp.tenant_id, cp.id, cp.trigger_value, cp.trigger_after, cp.followups_until, cp.created_at
-               FROM revenue_engine.campaigns cp
+    -- The campaigns of every tenant (a small table), then each one locked by
+    -- its key (one tenant per statement: Citus locks no rows across shards).
+    FOR t IN SELECT cp.tenant_id, cp.id FROM revenue_engine.campaigns cp
               WHERE cp.trigger_kind = 'blast_no_reply' AND cp.status = 'active'
               ORDER BY cp.tenant_id, cp.id
-                FOR UPDATE SKIP LOCKED
     LOOP
+        SELECT cp.tenant_id, cp.id, cp.trigger_value, cp.trigger_after, cp.followups_until, cp.created_at
+          INTO c
+          FROM revenue_engine.campaigns cp
+         WHERE cp.tenant_id = t.tenant_id AND cp.id = t.id
+           AND cp.trigger_kind = 'blast_no_reply' AND cp.status = 'active'
+           FOR UPDATE SKIP LOCKED;
+        CONTINUE WHEN NOT FOUND;
         cutoff := now - coalesce(c.trigger_after, interval '0');
         since := coalesce(c.followups_until, c.created_at - coalesce(c.trigger_after, interval '0'));
         CONTINUE WHEN cutoff <= since;
@@ -641,7 +671,8 @@ REVOKE ALL ON FUNCTION revenue_engine.enroll_internal(text, bigint, bigint, json
 REVOKE ALL ON FUNCTION revenue_engine.campaign_entry_key(text, bigint, jsonb) FROM PUBLIC;
 REVOKE ALL ON FUNCTION revenue_engine.campaign_trigger_enroll(text, text, text, bigint, jsonb) FROM PUBLIC;
 REVOKE ALL ON FUNCTION revenue_engine.campaign_stop_enrollments(text, bigint[], text) FROM PUBLIC;
-REVOKE ALL ON FUNCTION revenue_engine.campaign_stop_contact(text, bigint, text, text, text) FROM PUBLIC;
+REVOKE ALL ON FUNCTION revenue_engine.campaign_stop_contact(text, bigint, text, text) FROM PUBLIC;
+REVOKE ALL ON FUNCTION revenue_engine.campaign_open_enrollments(text, bigint, text, text) FROM PUBLIC;
 REVOKE ALL ON FUNCTION revenue_engine.campaign_contact_inserted() FROM PUBLIC;
 REVOKE ALL ON FUNCTION revenue_engine.campaign_contact_tagged() FROM PUBLIC;
 REVOKE ALL ON FUNCTION revenue_engine.campaign_consent_withdrawn() FROM PUBLIC;

@@ -183,7 +183,11 @@ typedef struct Bucket
 	BucketKey	key;
 	double		tokens;
 	TimestampTz at;
+	uint64		batch;			/* the batch that held rows for it last */
+	int			held;			/* rows that batch held for a token */
 } Bucket;
+
+static uint64 batch_serial = 0;
 
 static HTAB *buckets = NULL;
 
@@ -257,8 +261,15 @@ prepare_plans(void)
 	{
 		Oid			types[3] = {TEXTOID, TIMESTAMPTZOID, INT4OID};
 
-		/* planned per batch: the LIMIT and the tenant's share of the index matter */
-		claim_plan = re_prepare_saved_custom(CLAIM_COLUMNS
+		/*
+		 * One generic plan each: the claim is an ordered scan of the
+		 * tenant's part of enrollments_due_idx whatever its LIMIT; the
+		 * batch's other statements take arrays (ROWS FROM unnest, estimated
+		 * at a few rows) and probe primary keys.  Planning them for each
+		 * batch (mostly one or two enrollments on a worker woken by each
+		 * enrolling commit) cost more than running them.
+		 */
+		claim_plan = re_prepare_saved(CLAIM_COLUMNS
 											 " ORDER BY e.next_run_at LIMIT $3"
 											 " FOR UPDATE OF e SKIP LOCKED", 3, types);
 	}
@@ -271,7 +282,7 @@ prepare_plans(void)
 	{
 		Oid			types[3] = {TEXTOID, INT8ARRAYOID, INT4ARRAYOID};
 
-		versions_plan = re_prepare_saved_custom(
+		versions_plan = re_prepare_saved(
 												"SELECT v.campaign_id, v.version, v.window_start, v.window_end, v.quiet_start,"
 												"       v.quiet_end, v.fallback_timezone, v.cap_count, v.cap_period = 'rolling',"
 												"       v.cap_window, v.cap_action = 'defer', v.stale_after, v.whatsapp_margin,"
@@ -282,7 +293,7 @@ prepare_plans(void)
 												"  JOIN revenue_engine.campaigns c ON c.tenant_id = $1 AND c.id = k.campaign_id"
 												"  LEFT JOIN revenue_engine.channels ch ON ch.tenant_id = $1 AND ch.id = c.channel_id",
 												3, types);
-		steps_plan = re_prepare_saved_custom(
+		steps_plan = re_prepare_saved(
 											 "SELECT s.campaign_id, s.version, s.position, s.kind, s.template, s.template_version,"
 											 "       s.outside_window, s.delay_amount, s.delay_unit, s.at_local_time, s.event_type,"
 											 "       s.timeout, s.timeout_action = 'exit', s.tag, s.endpoint, s.data, s.reason"
@@ -306,7 +317,7 @@ prepare_plans(void)
 		 * it is not waited for; a row we could not lock but that exists is
 		 * "busy" and the step waits for the next claim.
 		 */
-		consent_plan = re_prepare_saved_custom(
+		consent_plan = re_prepare_saved(
 											   "SELECT k.i, l.granted,"
 											   "       l.granted IS NULL AND EXISTS (SELECT 1 FROM revenue_engine.contact_consents x"
 											   "         WHERE x.tenant_id = $1 AND x.contact_id = k.contact_id"
@@ -363,7 +374,7 @@ prepare_plans(void)
 		Oid			types[2 + NHIST] = {TEXTOID, TIMESTAMPTZOID, INT8ARRAYOID, INT8ARRAYOID,
 		INT4ARRAYOID, INT4ARRAYOID, TEXTARRAYOID, TEXTARRAYOID, JSONBARRAYOID};
 
-		hist_plan = re_prepare_saved_custom(
+		hist_plan = re_prepare_saved(
 											"INSERT INTO revenue_engine.enrollment_history"
 											"   (tenant_id, enrollment_id, campaign_id, version, step, event, reason, detail, at)"
 											" SELECT $1, h.e, h.c, h.v, h.s, h.ev, h.r, h.d, $2"
@@ -377,7 +388,7 @@ prepare_plans(void)
 		Oid			types[2 + NUPD] = {TEXTOID, TIMESTAMPTZOID, INT8ARRAYOID, INT4ARRAYOID,
 		TEXTARRAYOID, TIMESTAMPTZARRAYOID, TIMESTAMPTZARRAYOID, TEXTARRAYOID, BOOLARRAYOID};
 
-		upd_plan = re_prepare_saved_custom(
+		upd_plan = re_prepare_saved(
 										   "UPDATE revenue_engine.enrollments e"
 										   "   SET step = u.step, status = u.status, next_run_at = u.next_run_at,"
 										   "       step_started_at = u.started, end_reason = u.end_reason,"
@@ -398,7 +409,7 @@ prepare_plans(void)
 		 * The sends and their campaign messages in one statement; a key
 		 * already used (the step ran before a crash) queues nothing again.
 		 */
-		send_plan = re_prepare_saved_custom(
+		send_plan = re_prepare_saved(
 											"WITH m AS (SELECT * FROM ROWS FROM (pg_catalog.unnest($3::int8[]), pg_catalog.unnest($4::text[]),"
 											"      pg_catalog.unnest($5::jsonb[]), pg_catalog.unnest($6::jsonb[]), pg_catalog.unnest($7::int8[]),"
 											"      pg_catalog.unnest($8::int8[]), pg_catalog.unnest($9::int4[]), pg_catalog.unnest($10::int4[]),"
@@ -920,7 +931,8 @@ next_position(Version *v, Step *s)
 
 typedef enum SendResult
 {
-	SEND_QUEUED, SEND_SKIPPED, SEND_DEFERRED, SEND_HELD
+	SEND_QUEUED, SEND_SKIPPED, SEND_DEFERRED, SEND_HELD,
+	SEND_THROTTLED				/* no token: due again at its turn (*defer_to) */
 } SendResult;
 
 static const char *
@@ -1157,17 +1169,32 @@ run_send(Batch *b, Enrollment *e, Step *s, bool claimed_step, TimestampTz *defer
 		}
 	}
 
-	/* the channel's rate limit: no token, the step stays due */
+	/*
+	 * The channel's rate limit: without a token the step is due again at its
+	 * turn in the bucket (the rows held in one batch one token apart), so
+	 * that the tenant's steps of other channels behind it are claimed
+	 * meanwhile.  No history row: it is not a deferral of the schedule.
+	 */
 	bucket = bucket_for(b, v);
 	if (bucket != NULL && bucket->tokens < 1.0)
 	{
+		double		per_token_s = v->rate_period_s / v->rate_limit;
 		TimestampTz due = TimestampTzPlusMilliseconds(GetCurrentTimestamp(),
 													  (int64) ((1.0 - bucket->tokens) *
-															   v->rate_period_s / v->rate_limit * 1000) + 1);
+															   per_token_s * 1000) + 1);
 
 		if (b->out->token_due == 0 || due < b->out->token_due)
 			b->out->token_due = due;
-		return SEND_HELD;
+		if (bucket->batch != batch_serial)
+		{
+			bucket->batch = batch_serial;
+			bucket->held = 0;
+		}
+		*defer_to = TimestampTzPlusMilliseconds(b->now,
+												(int64) ((1.0 - bucket->tokens + bucket->held) *
+														 per_token_s * 1000) + 1);
+		bucket->held++;
+		return SEND_THROTTLED;
 	}
 
 	/* render */
@@ -1374,6 +1401,12 @@ run_enrollment(Batch *b, Enrollment *e)
 						e->next = b->now;
 						b->out->held++;
 						return true;
+					case SEND_THROTTLED:
+						b->out->steps--;
+						b->out->held++;
+						e->has_next = true;
+						e->next = defer_to;
+						return true;
 					case SEND_DEFERRED:
 						e->has_next = true;
 						e->next = defer_to;
@@ -1534,6 +1567,7 @@ run_batch(const char *tenant, int limit, int64 only_id, TimestampTz now, ReCampa
 	int			ret;
 
 	prepare_plans();
+	batch_serial++;
 	memset(&b, 0, sizeof(b));
 	b.tenant = tenant;
 	b.now = now;

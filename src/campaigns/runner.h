@@ -35,7 +35,8 @@ typedef struct ReCampaignBatch
 	int			steps;			/* steps run */
 	int			sends;			/* sends queued */
 	int			events;			/* outbox events queued (notify steps) */
-	int			held;			/* left due: out of tokens, consent row busy */
+	int			held;			/* not run: out of tokens (due again at its
+								 * turn), or its consent row busy (due now) */
 	TimestampTz token_due;		/* held for tokens: when the next one comes */
 	int			nids;			/* the claimed enrollments (for one-by-one retry) */
 	int64	   *ids;			/* allocated by the caller, room for the limit */
