@@ -54,6 +54,7 @@
 #include "revenue_engine.h"
 #include "campaigns/runner.h"
 #include "campaigns/schedule.h"
+#include "campaigns/template.h"
 #include "worker/worker.h"
 
 /* A WhatsApp step deferred for the 24-hour window is looked at again after this. */
@@ -130,6 +131,9 @@ typedef struct Enrollment
 	char	   *phone;
 	char	   *email;
 	char	   *external_ref;
+	char	   *name;
+	Jsonb	   *attributes;
+	TimestampTz since;			/* tenure_days counts from here */
 	bool		has_inbound;
 	TimestampTz inbound;
 	Version    *v;
@@ -198,7 +202,6 @@ static SPIPlanPtr versions_plan = NULL;
 static SPIPlanPtr steps_plan = NULL;
 static SPIPlanPtr holidays_plan = NULL;
 static SPIPlanPtr consent_plan = NULL;
-static SPIPlanPtr render_plan = NULL;
 static SPIPlanPtr freq_lock_plan = NULL;
 static SPIPlanPtr freq_set_plan = NULL;
 static SPIPlanPtr tag_plan = NULL;
@@ -244,7 +247,10 @@ static SPIPlanPtr fail_plan = NULL;
 	"       e.next_run_at, e.context, c.purpose, ct.timezone, ct.phone, ct.email, ct.external_ref," \
 	"       (SELECT i.last_inbound_at FROM revenue_engine.contact_inbound i" \
 	"         WHERE i.tenant_id = e.tenant_id AND i.contact_id = e.contact_id" \
-	"           AND i.channel_id = c.channel_id)" \
+	"           AND i.channel_id = c.channel_id)," \
+	"       ct.name, ct.attributes," \
+	"       coalesce((SELECT p.created_at FROM revenue_engine.user_profiles p" \
+	"                  WHERE p.tenant_id = ct.tenant_id AND p.user_id = ct.user_id), ct.created_at)" \
 	"  FROM revenue_engine.enrollments e" \
 	"  JOIN revenue_engine.campaigns c ON c.tenant_id = e.tenant_id AND c.id = e.campaign_id" \
 	"  JOIN revenue_engine.contacts ct ON ct.tenant_id = e.tenant_id AND ct.id = e.contact_id" \
@@ -444,37 +450,6 @@ prepare_plans(void)
 									 "   (tenant_id, enrollment_id, campaign_id, version, step, event, reason, at)"
 									 " SELECT $1, e.id, e.campaign_id, e.version, e.step, 'failed', $3, $4 FROM e",
 									 4, types);
-	}
-}
-
-/*
- * Rendering: prepared at the first send, so that the runner works (waits,
- * tags, notify) without it and reports a missing renderer only for sends.
- */
-static void
-prepare_render_plan(void)
-{
-	if (render_plan != NULL)
-		return;
-	{
-		Oid			types[8] = {TEXTOID, TEXTOID, INT4OID, INT8OID, JSONBOID, TEXTOID, TEXTOID, TEXTOID};
-
-		render_plan = re_prepare_saved(
-									   "SELECT coalesce((r->>'skipped')::boolean, false), r->>'reason',"
-									   "       (r->>'template_id')::int8, (r->>'version')::int4, coalesce(r->>'form', $6),"
-									   "       CASE WHEN $7 = 'whatsapp' AND coalesce(r->>'form', $6) = 'whatsapp_template'"
-									   "            THEN pg_catalog.jsonb_build_object('to', $8, 'type', 'template',"
-									   "                                               'template', r->'whatsapp')"
-									   "            WHEN $7 = 'whatsapp'"
-									   "            THEN pg_catalog.jsonb_strip_nulls(pg_catalog.jsonb_build_object('to', $8,"
-									   "                   'type', 'text', 'text', pg_catalog.jsonb_build_object('body', r->>'text'),"
-									   "                   'cta_url', r->'cta_url'))"
-									   "            ELSE pg_catalog.jsonb_strip_nulls(pg_catalog.jsonb_build_object('to', $8,"
-									   "                   'text', r->>'text', 'cta_url', r->'cta_url')) END,"
-									   "       pg_catalog.jsonb_build_object('template', r->'template', 'version', r->'version',"
-									   "                                     'form', r->'form', 'fallback_used', r->'fallback_used')"
-									   "  FROM (SELECT revenue_engine.render_for_send($1, $2, $3, $4, $5, $6) AS r) x",
-									   8, types);
 	}
 }
 
@@ -1066,6 +1041,39 @@ frequency_allows(Batch *b, Enrollment *e, TimestampTz *defer_to)
 	return true;
 }
 
+/*
+ * The send's payload: WhatsApp's template form, WhatsApp text, or the text
+ * (with the call-to-action URL when there is one) for the other channels.
+ */
+static Jsonb *
+send_payload(const char *channel_kind, const char *form, const char *address, ReRendered *r)
+{
+	JsonbParseState *st = NULL;
+
+	re_jb_begin(&st);
+	re_jb_str(&st, "to", address);
+	if (strcmp(channel_kind, "whatsapp") == 0 && strcmp(form, "whatsapp_template") == 0)
+	{
+		re_jb_str(&st, "type", "template");
+		re_jb_jsonb(&st, "template", r->whatsapp);
+		return re_jb_end(&st);
+	}
+	if (strcmp(channel_kind, "whatsapp") == 0)
+	{
+		re_jb_str(&st, "type", "text");
+		re_jb_key(&st, "text");
+		pushJsonbValue(&st, WJB_BEGIN_OBJECT, NULL);
+		if (r->text)
+			re_jb_str(&st, "body", r->text);
+		pushJsonbValue(&st, WJB_END_OBJECT, NULL);
+	}
+	else if (r->text)
+		re_jb_str(&st, "text", r->text);
+	if (r->cta_url)
+		re_jb_str(&st, "cta_url", r->cta_url);
+	return re_jb_end(&st);
+}
+
 static SendResult
 run_send(Batch *b, Enrollment *e, Step *s, bool claimed_step, TimestampTz *defer_to,
 		 char **reason)
@@ -1078,16 +1086,9 @@ run_send(Batch *b, Enrollment *e, Step *s, bool claimed_step, TimestampTz *defer
 	bool		whatsapp;
 	bool		transactional = strcmp(e->purpose, "transactional") == 0;
 	Bucket	   *bucket;
-	Datum		values[8];
-	char		nulls[8];
-	bool		isnull;
-	HeapTuple	tup;
-	TupleDesc	desc;
 	char	   *key;
 	Datum		template_id;
-	bool		template_id_null;
 	Datum		template_version;
-	bool		template_version_null;
 	char	   *rendered_form;
 	Datum		payload;
 	Jsonb	   *detail;
@@ -1197,41 +1198,37 @@ run_send(Batch *b, Enrollment *e, Step *s, bool claimed_step, TimestampTz *defer
 		return SEND_THROTTLED;
 	}
 
-	/* render */
-	prepare_render_plan();
-	memset(nulls, ' ', sizeof(nulls));
-	values[0] = CStringGetTextDatum(b->tenant);
-	values[1] = text_or_null(s->template, &isnull);
-	if (isnull)
-		nulls[1] = 'n';
-	values[2] = Int32GetDatum(s->template_version);
-	if (s->template_version == 0)
-		nulls[2] = 'n';
-	values[3] = Int64GetDatum(e->contact_id);
-	values[4] = JsonbPGetDatum(e->context);
-	values[5] = CStringGetTextDatum(form);
-	values[6] = CStringGetTextDatum(v->channel_kind);
-	values[7] = CStringGetTextDatum(address);
-	if (SPI_execute_plan(render_plan, values, nulls, false, 1) != SPI_OK_SELECT || SPI_processed != 1)
-		elog(ERROR, "rendering template \"%s\" failed", s->template ? s->template : "");
-	tup = SPI_tuptable->vals[0];
-	desc = SPI_tuptable->tupdesc;
-	if (DatumGetBool(SPI_getbinval(tup, desc, 1, &isnull)))
+	/* render (template.c, in this SPI connection; the template read once a batch) */
 	{
-		char	   *why = get_text(tup, desc, 2);
+		ReRenderContact c;
+		ReRendered	r;
 
-		SPI_freetuptable(SPI_tuptable);
-		*reason = why ? why : "the template could not be rendered";
-		return SEND_SKIPPED;
+		c.name = e->name;
+		c.phone = e->phone;
+		c.email = e->email;
+		c.external_ref = e->external_ref;
+		c.timezone = e->tz;
+		c.attributes = e->attributes;
+		c.since = e->since;
+		re_render_contact(b->tenant, s->template ? s->template : "", s->template_version,
+						  &c, e->context, form, &r);
+		if (r.skipped)
+		{
+			*reason = r.reason ? r.reason : "the template could not be rendered";
+			return SEND_SKIPPED;
+		}
+		template_id = Int64GetDatum(r.template_id);
+		template_version = Int32GetDatum(r.version);
+		rendered_form = (char *) form;
+		payload = JsonbPGetDatum(send_payload(v->channel_kind, form, address, &r));
+		re_jb_begin(&state);
+		re_jb_str(&state, "template", r.template_name);
+		re_jb_int(&state, "version", r.version);
+		re_jb_str(&state, "form", form);
+		re_jb_bool(&state, "fallback_used", r.fallback_used);
+		detail = re_jb_end(&state);
+		state = NULL;
 	}
-	template_id = SPI_getbinval(tup, desc, 3, &template_id_null);
-	template_id = template_id_null ? (Datum) 0 : Int64GetDatum(DatumGetInt64(template_id));
-	template_version = SPI_getbinval(tup, desc, 4, &template_version_null);
-	rendered_form = get_text(tup, desc, 5);
-	payload = SPI_getbinval(tup, desc, 6, &isnull);
-	payload = datumCopy(payload, false, -1);
-	detail = DatumGetJsonbPCopy(SPI_getbinval(tup, desc, 7, &isnull));
-	SPI_freetuptable(SPI_tuptable);
 
 	/* the frequency cap (transactional messages bypass it, never consent) */
 	if (!transactional && v->cap_count > 0 && !frequency_allows(b, e, defer_to))
@@ -1257,8 +1254,8 @@ run_send(Batch *b, Enrollment *e, Step *s, bool claimed_step, TimestampTz *defer
 	col_add(&b->send[6], Int32GetDatum(e->version), false);
 	col_add(&b->send[7], Int32GetDatum(s->position), false);
 	col_add(&b->send[8], Int64GetDatum(e->contact_id), false);
-	col_add(&b->send[9], template_id, template_id_null);
-	col_add(&b->send[10], template_version, template_version_null);
+	col_add(&b->send[9], template_id, false);
+	col_add(&b->send[10], template_version, false);
 	col_add(&b->send[11], CStringGetTextDatum(rendered_form), false);
 	history(b, e, s->position, "sent", NULL, detail);
 	if (bucket != NULL)
@@ -1518,6 +1515,9 @@ read_claimed(int *n)
 		d = SPI_getbinval(tup, desc, 14, &isnull);
 		e->has_inbound = !isnull;
 		e->inbound = isnull ? 0 : DatumGetTimestampTz(d);
+		e->name = get_text(tup, desc, 15);
+		e->attributes = DatumGetJsonbPCopy(SPI_getbinval(tup, desc, 16, &isnull));
+		e->since = DatumGetTimestampTz(SPI_getbinval(tup, desc, 17, &isnull));
 	}
 	*n = (int) SPI_processed;
 	return es;
@@ -1614,6 +1614,7 @@ run_batch(const char *tenant, int limit, int64 only_id, TimestampTz now, ReCampa
 	load_holidays(&b);
 	load_consents(&b, es, n);
 
+	re_render_batch_begin();
 	for (i = 0; i < n; i++)
 	{
 		Enrollment *e = &es[i];
@@ -1640,6 +1641,7 @@ run_batch(const char *tenant, int limit, int64 only_id, TimestampTz now, ReCampa
 		}
 		col_add(&b.upd[6], BoolGetDatum(e->status != 'a'), false);
 	}
+	re_render_batch_end();
 	flush(&b);
 	if (out->sends > 0 || out->events > 0)
 		re_worker_wake_at_commit();
