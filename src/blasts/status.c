@@ -1899,6 +1899,18 @@ ingest_message(Ingest *in, JsonbContainer *c, bool whatsapp)
 		ingest_system(in, c, id, sender, u.at);
 		return;
 	}
+	if (!whatsapp)
+	{
+		char	   *direction = get_string(c, "direction");
+
+		/* a provider's copy of a message sent (Twilio's outbound-api ...) */
+		if (direction != NULL && pg_strncasecmp(direction, "outbound", 8) == 0)
+		{
+			emit(in, kind, id, NULL, RE_RES_UNMATCHED,
+				 psprintf("an outbound message (direction \"%s\"), not a reply", clipped(direction)));
+			return;
+		}
+	}
 	if (type != NULL && (strcmp(type, "request_welcome") == 0 || strcmp(type, "revoke") == 0))
 	{
 		/*

@@ -877,11 +877,10 @@ COMMENT ON FUNCTION revenue_engine.pause_campaign(text) IS
  * enrollments exit with the reason 'archived' and their queued sends are
  * cancelled (campaign_stop_enrollments, enroll.sql: the one stop code).  The
  * campaign row is locked first, so an enrollment inserted before (its
- * foreign key check holds the row) has committed and is stopped here.  (One
- * whose enroll read the campaign active before this committed, and inserts
- * after, would stay open, never run: closing that needs enroll_internal to
- * read the campaign row FOR SHARE and check its status.)  True if it was not
- * archived already.
+ * foreign key check holds the row) has committed and is stopped here, and
+ * one that comes later sees the campaign archived (enroll_internal reads
+ * the row FOR SHARE) and enrolls nobody.  True if it was not archived
+ * already.
  */
 CREATE FUNCTION revenue_engine.archive_campaign(name text)
 RETURNS boolean

@@ -51,9 +51,23 @@ DECLARE
     due      timestamptz;
     attempt  integer := 0;
 BEGIN
-    SELECT cp.version, cp.reentry, cp.reentry_cooldown INTO c
+    /*
+     * The campaign row FOR SHARE: an archive_campaign() (or pause) that has
+     * not committed yet is waited for and its status seen, and one that
+     * comes later waits for this transaction, so that its stop finds this
+     * enrollment.  Without the lock an enrollment that read the campaign
+     * active just before the archive committed would stay open, never run.
+     * Only an active campaign enrolls; the callers raised their error
+     * already, so a campaign that stopped being active meanwhile enrolls
+     * nobody (NULL), without failing the writing transaction.
+     */
+    SELECT cp.version, cp.reentry, cp.reentry_cooldown, cp.status INTO c
       FROM revenue_engine.campaigns cp
-     WHERE cp.tenant_id = tenant AND cp.id = campaign_id;
+     WHERE cp.tenant_id = tenant AND cp.id = campaign_id
+       FOR SHARE;
+    IF NOT FOUND OR c.status <> 'active' THEN
+        RETURN NULL;
+    END IF;
     due := CASE WHEN start_at IS NULL OR start_at <= ts THEN ts ELSE start_at END;
     LOOP
         attempt := attempt + 1;

@@ -15,7 +15,9 @@
  *   - the send's own outcome: the trigger sends_campaign_outcome below, on
  *     sends whose idempotency key is a campaign's ('campaign:...'), so other
  *     sends pay one comparison in the trigger's WHEN and nothing else;
- *   - provider statuses (record_message_status, ingest_status_webhook): C in
+ *   - provider statuses (record_message_status, ingest_status_webhook,
+ *     polls: a campaign message of a polling channel is in poll_queue as
+ *     recipient -send_id): C in
  *     src/blasts/status.c looks the message id up among blast recipients,
  *     then here (campaign_message_status), then parks it; a campaign
  *     message's id landing applies the statuses parked for it
@@ -39,7 +41,7 @@
  *           'campaign:<enrollment>:<step>:whatsapp_template').
  *   131049  per-user marketing limit: the same send is queued again 24 hours
  *           later (history 'deferred'); the enrollment's next step is not
- *           run before it.
+ *           run before it.  A fourth 131049 for the step is a failure.
  *   131050  the user stopped marketing messages: a marketing opt-out for
  *           whatsapp is recorded (contact_consents granted false, source
  *           'whatsapp 131050'), which stops the contact's enrollments
@@ -83,17 +85,23 @@ $fn$;
 COMMENT ON FUNCTION revenue_engine.whatsapp_template_payload(text, jsonb) IS
     'the WhatsApp Cloud API body of a template message: {"to", "type": "template", "template": {"name", "language", "components"}}';
 
--- One row of enrollment_history for a campaign message.
+-- One row of enrollment_history for a campaign message.  (PL/pgSQL, not
+-- SQL: Citus plans no statement with parameters in a SQL function.)
 CREATE FUNCTION revenue_engine.campaign_message_history(
     m revenue_engine.campaign_messages, event text, reason text, detail jsonb, at timestamptz)
 RETURNS void
-LANGUAGE sql VOLATILE
+LANGUAGE plpgsql VOLATILE
 SET search_path = pg_catalog, pg_temp
 AS $fn$
-    INSERT INTO revenue_engine.enrollment_history
+DECLARE
+    tenant text := m.tenant_id;
+    d      jsonb := jsonb_build_object('send_id', m.send_id, 'form', m.form) || coalesce(detail, '{}');
+BEGIN
+    INSERT INTO revenue_engine.enrollment_history AS h
            (tenant_id, enrollment_id, campaign_id, version, step, event, reason, detail, at)
-    VALUES (($1).tenant_id, ($1).enrollment_id, ($1).campaign_id, ($1).version, ($1).step, $2, $3,
-            jsonb_build_object('send_id', ($1).send_id, 'form', ($1).form) || coalesce($4, '{}'), $5)
+    VALUES (tenant, m.enrollment_id, m.campaign_id, m.version, m.step,
+            campaign_message_history.event, campaign_message_history.reason, d, campaign_message_history.at);
+END
 $fn$;
 
 /*
@@ -128,6 +136,13 @@ BEGIN
         IF enr.status IS DISTINCT FROM 'active' THEN
             why := pg_catalog.format('WhatsApp %s, and the enrollment has ended: nothing queued again', code);
             code := NULL;
+        ELSIF code = 131049 AND (SELECT count(*) FROM revenue_engine.enrollment_history h
+                                  WHERE h.tenant_id = tenant AND h.enrollment_id = m.enrollment_id
+                                    AND h.step = m.step AND h.event = 'deferred'
+                                    AND h.reason LIKE 'WhatsApp 131049%') >= 3 THEN
+            -- the limit holds day after day: given up after three deferrals
+            why := 'WhatsApp 131049 (per-user marketing limit) a fourth time: given up';
+            code := NULL;
         END IF;
     END IF;
 
@@ -140,6 +155,7 @@ BEGIN
         UPDATE revenue_engine.campaign_messages cm
            SET status = 'queued', message_id = NULL, sent_at = NULL, error = campaign_message_failed.error
          WHERE cm.tenant_id = tenant AND cm.send_id = m.send_id;
+        DELETE FROM revenue_engine.poll_queue q WHERE q.tenant_id = tenant AND q.recipient_id = - m.send_id;
         UPDATE revenue_engine.enrollments e
            SET next_run_at = until, updated_at = ts
          WHERE e.tenant_id = tenant AND e.id = m.enrollment_id AND e.status = 'active'
@@ -173,11 +189,16 @@ BEGIN
         ELSIF st.template IS NULL OR phone IS NULL THEN
             why := 'WhatsApp 131047 (24-hour window closed), and the step has no template or the contact no phone';
         ELSE
-            r := revenue_engine.render_for_send(tenant, st.template, st.template_version, m.contact_id,
-                                                enr.context, 'whatsapp_template');
+            -- an error here would fail the worker's whole batch of outcomes: kept as the reason
+            BEGIN
+                r := revenue_engine.render_for_send(tenant, st.template, st.template_version, m.contact_id,
+                                                    enr.context, 'whatsapp_template');
+            EXCEPTION WHEN OTHERS THEN
+                r := jsonb_build_object('skipped', true, 'reason', SQLERRM);
+            END;
             IF coalesce((r ->> 'skipped')::boolean, false) OR jsonb_typeof(r -> 'whatsapp') IS DISTINCT FROM 'object' THEN
-                why := pg_catalog.format('WhatsApp 131047 (24-hour window closed), and template "%s" has no WhatsApp form to send instead%s',
-                                         st.template, coalesce(': ' || (r ->> 'reason'), ''));
+                why := 'WhatsApp 131047 (24-hour window closed), and the template''s WhatsApp form cannot be sent: '
+                       || coalesce(r ->> 'reason', pg_catalog.format('template "%s" has none', st.template));
             ELSE
                 INSERT INTO revenue_engine.sends AS s
                        (tenant_id, channel_id, idempotency_key, user_id, payload, metadata,
@@ -243,8 +264,19 @@ BEGIN
                message_id = coalesce(NEW.provider_message_id, cm.message_id),
                sent_at = coalesce(NEW.sent_at, ts), error = NULL, failed_at = NULL
          WHERE cm.tenant_id = m.tenant_id AND cm.send_id = m.send_id;
-        -- statuses the provider reported before the send's answer landed
         IF NEW.provider_message_id IS NOT NULL THEN
+            -- a polling channel polls it, as blast recipients (its key in
+            -- poll_queue is -send_id; delivery.c drops it once final)
+            INSERT INTO revenue_engine.poll_queue AS q
+                   (tenant_id, recipient_id, channel_id, message_id, sent_at, next_poll_at)
+            SELECT c.tenant_id, - m.send_id, c.id, NEW.provider_message_id, coalesce(NEW.sent_at, ts),
+                   coalesce(NEW.sent_at, ts) + c.poll_interval
+              FROM revenue_engine.channels c
+             WHERE c.tenant_id = m.tenant_id AND c.id = m.channel_id AND c.status_url IS NOT NULL
+                ON CONFLICT (tenant_id, recipient_id) DO UPDATE
+               SET message_id = EXCLUDED.message_id, sent_at = EXCLUDED.sent_at,
+                   next_poll_at = EXCLUDED.next_poll_at;
+            -- statuses the provider reported before the send's answer landed
             PERFORM revenue_engine.campaign_message_landed(m.tenant_id, NEW.provider_message_id);
         END IF;
     ELSIF NEW.status = 'failed' THEN
@@ -390,8 +422,8 @@ BEGIN
             pg_catalog.format('reconciled: the provider reported %s for the message whose outcome was unknown', status),
             jsonb_build_object('source', source, 'message_id', m.message_id), ts);
     END IF;
-    IF status = 'replied' AND to_regprocedure('revenue_engine.campaign_stop_contact(text,bigint,text,text)') IS NOT NULL THEN
-        PERFORM revenue_engine.campaign_stop_contact(tenant, m.contact_id, 'replied', NULL);
+    IF status = 'replied' THEN
+        PERFORM revenue_engine.campaign_stop_contact(tenant, m.contact_id, 'replied');
     END IF;
     RETURN 'applied';
 END
@@ -404,8 +436,9 @@ $fn$;
  * inbound message on the channel (note_inbound; without a channel, the one
  * of the campaign message answered), stop on reply (campaign_stop_contact
  * 'replied': every open enrollment of the contact), and the campaign
- * message answered marked replied: the one context_id names, else the
- * contact's latest sent within reply_window.  Returns how many contacts it
+ * message answered marked replied: the one context_id names (none when it
+ * names another message, e.g. a blast's), else the contact's latest sent
+ * within reply_window.  Returns how many contacts it
  * found (a context naming a campaign message counts its contact).
  */
 CREATE FUNCTION revenue_engine.campaign_inbound(
@@ -442,7 +475,7 @@ BEGIN
              WHERE cm.tenant_id = tenant AND cm.message_id = context_id AND cm.contact_id = contact
              ORDER BY cm.send_id DESC LIMIT 1 FOR UPDATE;
         END IF;
-        IF m.send_id IS NULL THEN
+        IF context_id IS NULL THEN
             SELECT * INTO m FROM revenue_engine.campaign_messages cm
              WHERE cm.tenant_id = tenant AND cm.contact_id = contact
                AND cm.sent_at > at - reply_window AND cm.sent_at <= at
@@ -451,12 +484,10 @@ BEGIN
              ORDER BY cm.sent_at DESC, cm.send_id DESC LIMIT 1 FOR UPDATE;
         END IF;
         ch := coalesce(channel_id, m.channel_id);
-        IF ch IS NOT NULL AND to_regprocedure('revenue_engine.note_inbound(text,bigint,bigint,timestamptz)') IS NOT NULL THEN
+        IF ch IS NOT NULL THEN
             PERFORM revenue_engine.note_inbound(tenant, contact, ch, at);
         END IF;
-        IF to_regprocedure('revenue_engine.campaign_stop_contact(text,bigint,text,text)') IS NOT NULL THEN
-            PERFORM revenue_engine.campaign_stop_contact(tenant, contact, 'replied', NULL);
-        END IF;
+        PERFORM revenue_engine.campaign_stop_contact(tenant, contact, 'replied');
         IF m.send_id IS NOT NULL THEN
             PERFORM revenue_engine.campaign_message_apply(m, 'replied', at, 'webhook', raw);
         END IF;

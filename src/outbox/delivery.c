@@ -1478,7 +1478,11 @@ record_polls_group(ReJob **jobs, int njobs)
 								" WHERE q.tenant_id = o.tenant_id AND q.recipient_id = o.recipient_id"
 								"   AND NOT EXISTS (SELECT 1 FROM revenue_engine.blast_recipients r"
 								"                    WHERE r.tenant_id = q.tenant_id AND r.id = q.recipient_id"
-								"                      AND r.status IN ('pending', 'sent', 'delivered'))"),
+								"                      AND r.status IN ('pending', 'sent', 'delivered'))"
+								/* a campaign message is polled as recipient -send_id (outcomes.sql) */
+								"   AND NOT EXISTS (SELECT 1 FROM revenue_engine.campaign_messages m"
+								"                    WHERE m.tenant_id = q.tenant_id AND m.send_id = - q.recipient_id"
+								"                      AND m.status IN ('queued', 'sent', 'delivered', 'unknown'))"),
 								2, dtypes);
 	}
 	{

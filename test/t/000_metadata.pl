@@ -35,8 +35,15 @@ like($readme, qr/PostgreSQL \Q$listed\E \(the versions the test suite runs on\)/
 
 # Every module's SQL goes into the install script, in the Makefile's order.
 my $makefile = slurp_file("$root/Makefile");
-my ($list) = $makefile =~ /^MODULE_SQL\s*=\s*((?:.*\\\n)*.*)$/m;
-my @files = grep { length } split /[\s\\]+/, $list;
+# a variable's list of words, with the variables it names expanded
+sub make_list
+{
+	my ($name) = @_;
+	my ($list) = $makefile =~ /^\Q$name\E\s*=\s*((?:.*\\\n)*.*)$/m;
+	die "Makefile sets no $name" unless defined $list;
+	return map { /^\$\((\w+)\)$/ ? make_list($1) : $_ } grep { length } split /[\s\\]+/, $list;
+}
+my @files = make_list('MODULE_SQL');
 ok(scalar(@files) >= 3, 'Makefile lists the modules\' SQL files');
 ok(-f "$root/$_", "$_ exists") foreach @files;
 
