@@ -8,7 +8,8 @@
  *	  contact's zone, WhatsApp's 24-hour window, the frequency cap (the
  *	  contact_frequency row locked) and the channel's rate limit (a token
  *	  bucket per tenant and channel in this process), renders the template
- *	  (revenue_engine.render_for_send) and queues the send with the key
+ *	  (re_render_contact: render_for_send's code, called from C with the
+ *	  contact the claim read) and queues the send with the key
  *	  'campaign:<enrollment>:<step>'; immediate steps that follow run in the
  *	  same go until a wait.
  *
@@ -24,8 +25,9 @@
  * Writes are batched: the history rows, the enrollments' new state, the
  * sends and their campaign_messages rows go in one statement each per batch
  * (arrays through unnest); per enrollment there are only the statements a
- * step needs for itself (render, frequency counter, tag, notify).  Every
- * statement is a saved plan.
+ * step needs for itself (frequency counter, tag, notify).  A send's render
+ * runs no statement once the batch has read its template's row (the first
+ * send of each template per batch).  Every statement is a saved plan.
  *
  *-------------------------------------------------------------------------
  */
