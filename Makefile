@@ -136,3 +136,4 @@ bench:
 	bash test/bench/blasts.sh
 	bash test/bench/idle.sh
 	bash test/bench/citus.sh
+	bash test/bench/campaigns.sh
