@@ -161,7 +161,7 @@ typedef struct Col
 
 #define NHIST 7
 #define NUPD 7
-#define NSEND 12
+#define NSEND 13
 
 typedef struct Batch
 {
@@ -171,7 +171,8 @@ typedef struct Batch
 	Col			hist[NHIST];	/* enrollment, campaign, version, step, event, reason, detail */
 	Col			upd[NUPD];		/* id, step, status, next_run_at, step_started_at, end_reason, ended */
 	Col			send[NSEND];	/* channel, key, payload, metadata, enrollment, campaign,
-								 * version, step, contact, template_id, template_version, form */
+								 * version, step, contact, template_id, template_version, form,
+								 * fallback_used */
 	DateADT    *holidays;
 	int			nholidays;
 	ReCampaignBatch *out;
@@ -411,7 +412,7 @@ prepare_plans(void)
 	{
 		Oid			types[2 + NSEND] = {TEXTOID, TIMESTAMPTZOID, INT8ARRAYOID, TEXTARRAYOID,
 			JSONBARRAYOID, JSONBARRAYOID, INT8ARRAYOID, INT8ARRAYOID, INT4ARRAYOID, INT4ARRAYOID,
-		INT8ARRAYOID, INT8ARRAYOID, INT4ARRAYOID, TEXTARRAYOID};
+		INT8ARRAYOID, INT8ARRAYOID, INT4ARRAYOID, TEXTARRAYOID, BOOLARRAYOID};
 
 		/*
 		 * The sends and their campaign messages in one statement; a key
@@ -422,9 +423,10 @@ prepare_plans(void)
 											"      pg_catalog.unnest($5::jsonb[]), pg_catalog.unnest($6::jsonb[]), pg_catalog.unnest($7::int8[]),"
 											"      pg_catalog.unnest($8::int8[]), pg_catalog.unnest($9::int4[]), pg_catalog.unnest($10::int4[]),"
 											"      pg_catalog.unnest($11::int8[]), pg_catalog.unnest($12::int8[]), pg_catalog.unnest($13::int4[]),"
-											"      pg_catalog.unnest($14::text[]))"
+											"      pg_catalog.unnest($14::text[]), pg_catalog.unnest($15::bool[]))"
 											"           WITH ORDINALITY m(channel_id, key, payload, metadata, enrollment_id,"
-											"                campaign_id, version, step, contact_id, template_id, template_version, form, o)),"
+											"                campaign_id, version, step, contact_id, template_id, template_version, form,"
+											"                fallback_used, o)),"
 											" s AS (INSERT INTO revenue_engine.sends"
 											"          (tenant_id, channel_id, idempotency_key, payload, metadata,"
 											"           scheduled_for, next_attempt_at)"
@@ -433,9 +435,9 @@ prepare_plans(void)
 											"       RETURNING id, channel_id, idempotency_key)"
 											" INSERT INTO revenue_engine.campaign_messages"
 											"   (tenant_id, send_id, enrollment_id, campaign_id, version, step, contact_id,"
-											"    channel_id, template_id, template_version, form, created_at)"
+											"    channel_id, template_id, template_version, form, fallback_used, created_at)"
 											" SELECT $1, s.id, m.enrollment_id, m.campaign_id, m.version, m.step, m.contact_id,"
-											"        m.channel_id, m.template_id, m.template_version, m.form, $2"
+											"        m.channel_id, m.template_id, m.template_version, m.form, m.fallback_used, $2"
 											"   FROM s JOIN m ON m.channel_id = s.channel_id AND m.key = s.idempotency_key"
 											" ON CONFLICT DO NOTHING", 2 + NSEND, types);
 	}
@@ -1043,37 +1045,148 @@ frequency_allows(Batch *b, Enrollment *e, TimestampTz *defer_to)
 	return true;
 }
 
+/* A string member of a JSON object, or NULL. */
+static char *
+jb_member_text(Jsonb *jb, const char *key)
+{
+	JsonbValue *v;
+
+	if (jb == NULL || !JB_ROOT_IS_OBJECT(jb))
+		return NULL;
+	v = getKeyJsonValueFromContainer(&jb->root, key, strlen(key), NULL);
+	if (v == NULL || v->type != jbvString)
+		return NULL;
+	return pnstrdup(v->val.string.val, v->val.string.len);
+}
+
 /*
- * The send's payload: WhatsApp's template form, WhatsApp text, or the text
- * (with the call-to-action URL when there is one) for the other channels.
+ * WhatsApp Cloud API's "template" object from a rendered WhatsApp form
+ * {"name", "language", "params": [...]} (template.c): {"name", "language":
+ * {"code"}, "components": [{"type": "body", "parameters": [{"type": "text",
+ * "text"} ...]}]}.  The one builder of that shape: the runner's sends and
+ * revenue_engine.whatsapp_template_payload() (the 131047 remedy) use it.
+ */
+static void
+push_whatsapp_template(JsonbParseState **st, Jsonb *wa)
+{
+	char	   *name = jb_member_text(wa, "name");
+	char	   *language = jb_member_text(wa, "language");
+	JsonbValue *params = NULL;
+	int			n = 0;
+	int			i;
+
+	if (name == NULL)
+		ereport(ERROR,
+				(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
+				 errmsg("the WhatsApp form has no template name"),
+				 errhint("A template's whatsapp form is {\"name\": ..., \"language\": ..., \"params\": [...]}.")));
+	if (JB_ROOT_IS_OBJECT(wa))
+		params = getKeyJsonValueFromContainer(&wa->root, "params", 6, NULL);
+	if (params != NULL && params->type == jbvBinary &&
+		JsonContainerIsArray(params->val.binary.data))
+		n = JsonContainerSize(params->val.binary.data);
+	re_jb_key(st, "template");
+	pushJsonbValue(st, WJB_BEGIN_OBJECT, NULL);
+	re_jb_str(st, "name", name);
+	re_jb_key(st, "language");
+	pushJsonbValue(st, WJB_BEGIN_OBJECT, NULL);
+	re_jb_str(st, "code", language ? language : "en_US");
+	pushJsonbValue(st, WJB_END_OBJECT, NULL);
+	if (n > 0)
+	{
+		re_jb_key(st, "components");
+		pushJsonbValue(st, WJB_BEGIN_ARRAY, NULL);
+		pushJsonbValue(st, WJB_BEGIN_OBJECT, NULL);
+		re_jb_str(st, "type", "body");
+		re_jb_key(st, "parameters");
+		pushJsonbValue(st, WJB_BEGIN_ARRAY, NULL);
+		for (i = 0; i < n; i++)
+		{
+			JsonbValue *p = getIthJsonbValueFromContainer(params->val.binary.data, i);
+			char	   *text;
+
+			if (p->type == jbvString)
+				text = pnstrdup(p->val.string.val, p->val.string.len);
+			else if (p->type == jbvNumeric)
+				text = DatumGetCString(DirectFunctionCall1(numeric_out,
+														   NumericGetDatum(p->val.numeric)));
+			else
+				text = "";
+			pushJsonbValue(st, WJB_BEGIN_OBJECT, NULL);
+			re_jb_str(st, "type", "text");
+			re_jb_str(st, "text", text);
+			pushJsonbValue(st, WJB_END_OBJECT, NULL);
+		}
+		pushJsonbValue(st, WJB_END_ARRAY, NULL);
+		pushJsonbValue(st, WJB_END_OBJECT, NULL);
+		pushJsonbValue(st, WJB_END_ARRAY, NULL);
+	}
+	pushJsonbValue(st, WJB_END_OBJECT, NULL);
+}
+
+/* {"to", "type": "template", "template": {...}}: a WhatsApp template message. */
+static Jsonb *
+whatsapp_template_message(const char *to, Jsonb *wa)
+{
+	JsonbParseState *st = NULL;
+
+	re_jb_begin(&st);
+	re_jb_str(&st, "to", to);
+	re_jb_str(&st, "type", "template");
+	push_whatsapp_template(&st, wa);
+	return re_jb_end(&st);
+}
+
+/*
+ * The send's payload: WhatsApp's template form; WhatsApp text, whose
+ * call-to-action URL ends the body (with a link preview: the Cloud API's
+ * text message has no separate URL); or the text and the call-to-action
+ * URL as members for the other channels (their body template places them).
  */
 static Jsonb *
 send_payload(const char *channel_kind, const char *form, const char *address, ReRendered *r)
 {
 	JsonbParseState *st = NULL;
 
+	if (strcmp(channel_kind, "whatsapp") == 0 && strcmp(form, "whatsapp_template") == 0)
+		return whatsapp_template_message(address, r->whatsapp);
 	re_jb_begin(&st);
 	re_jb_str(&st, "to", address);
-	if (strcmp(channel_kind, "whatsapp") == 0 && strcmp(form, "whatsapp_template") == 0)
-	{
-		re_jb_str(&st, "type", "template");
-		re_jb_jsonb(&st, "template", r->whatsapp);
-		return re_jb_end(&st);
-	}
 	if (strcmp(channel_kind, "whatsapp") == 0)
 	{
 		re_jb_str(&st, "type", "text");
 		re_jb_key(&st, "text");
 		pushJsonbValue(&st, WJB_BEGIN_OBJECT, NULL);
-		if (r->text)
+		if (r->cta_url)
+		{
+			re_jb_str(&st, "body", psprintf("%s\n%s", r->text ? r->text : "", r->cta_url));
+			re_jb_bool(&st, "preview_url", true);
+		}
+		else if (r->text)
 			re_jb_str(&st, "body", r->text);
 		pushJsonbValue(&st, WJB_END_OBJECT, NULL);
+		return re_jb_end(&st);
 	}
-	else if (r->text)
+	if (r->text)
 		re_jb_str(&st, "text", r->text);
 	if (r->cta_url)
 		re_jb_str(&st, "cta_url", r->cta_url);
 	return re_jb_end(&st);
+}
+
+/*
+ * SQL: revenue_engine.whatsapp_template_payload(phone text, whatsapp jsonb)
+ * The WhatsApp Cloud API body of a template message (outcomes.sql's 131047
+ * remedy), with the runner's builder.
+ */
+PG_FUNCTION_INFO_V1(re_whatsapp_template_payload);
+Datum
+re_whatsapp_template_payload(PG_FUNCTION_ARGS)
+{
+	re_require_arg(fcinfo, 0, "phone");
+	re_require_arg(fcinfo, 1, "whatsapp");
+	PG_RETURN_JSONB_P(whatsapp_template_message(text_to_cstring(PG_GETARG_TEXT_PP(0)),
+												PG_GETARG_JSONB_P(1)));
 }
 
 static SendResult
@@ -1091,6 +1204,7 @@ run_send(Batch *b, Enrollment *e, Step *s, bool claimed_step, TimestampTz *defer
 	char	   *key;
 	Datum		template_id;
 	Datum		template_version;
+	bool		fallback_used;
 	char	   *rendered_form;
 	Datum		payload;
 	Jsonb	   *detail;
@@ -1221,6 +1335,7 @@ run_send(Batch *b, Enrollment *e, Step *s, bool claimed_step, TimestampTz *defer
 		}
 		template_id = Int64GetDatum(r.template_id);
 		template_version = Int32GetDatum(r.version);
+		fallback_used = r.fallback_used;
 		rendered_form = (char *) form;
 		payload = JsonbPGetDatum(send_payload(v->channel_kind, form, address, &r));
 		re_jb_begin(&state);
@@ -1259,6 +1374,7 @@ run_send(Batch *b, Enrollment *e, Step *s, bool claimed_step, TimestampTz *defer
 	col_add(&b->send[9], template_id, false);
 	col_add(&b->send[10], template_version, false);
 	col_add(&b->send[11], CStringGetTextDatum(rendered_form), false);
+	col_add(&b->send[12], BoolGetDatum(fallback_used), false);
 	history(b, e, s->position, "sent", NULL, detail);
 	if (bucket != NULL)
 		bucket->tokens -= 1.0;
@@ -1579,7 +1695,7 @@ run_batch(const char *tenant, int limit, int64 only_id, TimestampTz now, ReCampa
 		static const Oid hist_types[NHIST] = {INT8OID, INT8OID, INT4OID, INT4OID, TEXTOID, TEXTOID, JSONBOID};
 		static const Oid upd_types[NUPD] = {INT8OID, INT4OID, TEXTOID, TIMESTAMPTZOID, TIMESTAMPTZOID, TEXTOID, BOOLOID};
 		static const Oid send_types[NSEND] = {INT8OID, TEXTOID, JSONBOID, JSONBOID, INT8OID, INT8OID,
-		INT4OID, INT4OID, INT8OID, INT8OID, INT4OID, TEXTOID};
+		INT4OID, INT4OID, INT8OID, INT8OID, INT4OID, TEXTOID, BOOLOID};
 
 		for (i = 0; i < NHIST; i++)
 			col_init(&b.hist[i], hist_types[i], b.size);
@@ -1752,15 +1868,8 @@ void
 re_campaigns_blast_followups(TimestampTz now)
 {
 	ReOwnerScope scope = {0};
-	bool		isnull;
 
 	begin_tx("revenue_engine: blast follow-ups", &scope);
-	/* the enroll part's function, once it is installed */
-	if (SPI_execute("SELECT pg_catalog.to_regprocedure("
-					"'revenue_engine.campaign_blast_followups(timestamptz)') IS NOT NULL",
-					true, 1) != SPI_OK_SELECT)
-		elog(ERROR, "looking up campaign_blast_followups failed");
-	if (DatumGetBool(SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 1, &isnull)))
 	{
 		static SPIPlanPtr plan = NULL;
 		Oid			types[1] = {TIMESTAMPTZOID};
