@@ -7,28 +7,6 @@
 SET client_min_messages = warning;
 SET timezone = 'UTC';
 
--- Until the templates part is installed: a stand-in renderer for this test
--- only (the body as it is; the test's bodies have no variables).
-DO $$
-BEGIN
-    IF to_regprocedure('revenue_engine.render_for_send(text,text,integer,bigint,jsonb,text)') IS NULL THEN
-        CREATE FUNCTION revenue_engine.render_for_send(tenant text, template text, template_version integer,
-                                                       contact_id bigint, context jsonb, form text)
-        RETURNS jsonb LANGUAGE sql STABLE AS $f$
-            SELECT jsonb_build_object('template', t.name, 'version', v.version, 'template_id', t.id,
-                                      'form', form, 'text', v.body, 'cta_url', v.cta_url,
-                                      'whatsapp', CASE WHEN form = 'whatsapp_template' THEN v.whatsapp END,
-                                      'fallback_used', false, 'skipped', false)
-              FROM revenue_engine.templates t
-              JOIN revenue_engine.template_versions v
-                ON v.tenant_id = t.tenant_id AND v.template_id = t.id
-               AND v.version = coalesce(template_version, t.latest_version)
-             WHERE t.tenant_id = tenant AND t.name = template
-        $f$;
-    END IF;
-END
-$$;
-
 CREATE FUNCTION rt_contact(t text, ref text, tz text, phone text DEFAULT '+4915112345678')
 RETURNS bigint LANGUAGE sql AS $$
     INSERT INTO revenue_engine.contacts (tenant_id, external_ref, timezone, phone, email, name)
@@ -416,6 +394,40 @@ SELECT revenue_engine.run_campaign_steps(60, '2030-12-01 10:00+00');
 SELECT tenant_id, count(*) FILTER (WHERE step = 2) AS run, count(*) FILTER (WHERE step = 1) AS waiting
   FROM revenue_engine.enrollments WHERE campaign_id IN (:bulk_c, :small_c)
  GROUP BY tenant_id ORDER BY tenant_id;
+
+-- a required variable missing: the fallback template is sent, and the
+-- campaign message says so (template_stats counts it); WhatsApp text carries
+-- the call-to-action URL in its body
+SET revenue_engine.tenant = 'runner_a';
+SELECT revenue_engine.create_template('fb_plain', 'Hello there') AS v \gset
+SELECT revenue_engine.create_template('fb_main', 'Hi {{first_name}}, your plan {{attributes.plan}}',
+                                      cta_url => 'https://example.com/p/{{attributes.plan|basic}}',
+                                      fallback => 'fb_plain') AS v \gset
+RESET revenue_engine.tenant;
+SELECT rt_channel('runner_a', 'wa_fb', 'whatsapp') AS wa_fb \gset
+SELECT rt_campaign('runner_a', 'fallbacks', :wa_fb, '[{"kind":"send","template":"fb_main"}]', '{}',
+                   'transactional') AS fb_c \gset
+SELECT rt_contact('runner_a', 'fb_with', 'UTC', '+4915100000071') AS c_with \gset
+UPDATE revenue_engine.contacts SET attributes = '{"plan": "pro"}' WHERE tenant_id = 'runner_a' AND id = :c_with;
+SELECT rt_enroll('runner_a', :fb_c, :c_with, '2030-12-02 10:00+00') AS e_fb_with \gset
+SELECT rt_enroll('runner_a', :fb_c, rt_contact('runner_a', 'fb_without', 'UTC', '+4915100000072'),
+                 '2030-12-02 10:00+00') AS e_fb_without \gset
+-- both wrote an hour before: free text is allowed (WhatsApp's 24-hour window)
+INSERT INTO revenue_engine.contact_inbound (tenant_id, contact_id, channel_id, last_inbound_at)
+SELECT 'runner_a', id, :wa_fb, '2030-12-02 09:00+00' FROM revenue_engine.contacts
+ WHERE tenant_id = 'runner_a' AND external_ref IN ('fb_with', 'fb_without');
+SELECT revenue_engine.run_campaign_steps(1000, '2030-12-02 10:00+00') > 0 AS ran;
+SELECT * FROM rt_history('runner_a', :e_fb_with);
+SELECT * FROM rt_history('runner_a', :e_fb_without);
+SELECT m.enrollment_id = :e_fb_with AS has_plan, t.name AS template, m.fallback_used, s.payload
+  FROM revenue_engine.campaign_messages m
+  JOIN revenue_engine.templates t ON t.tenant_id = m.tenant_id AND t.id = m.template_id
+  JOIN revenue_engine.sends s ON s.tenant_id = m.tenant_id AND s.id = m.send_id
+ WHERE m.tenant_id = 'runner_a' AND m.campaign_id = :fb_c ORDER BY 1 DESC;
+SET revenue_engine.tenant = 'runner_a';
+SELECT template, messages, fallback FROM revenue_engine.template_stats
+ WHERE template IN ('fb_main', 'fb_plain') ORDER BY template;
+RESET revenue_engine.tenant;
 
 -- bad input
 SELECT revenue_engine.run_campaign_steps(0);

@@ -67,21 +67,8 @@ COMMENT ON FUNCTION revenue_engine.whatsapp_error_code(jsonb) IS
 -- template's "whatsapp" form ({"name", "language", "params": [...]}).
 CREATE FUNCTION revenue_engine.whatsapp_template_payload(phone text, whatsapp jsonb)
 RETURNS jsonb
-LANGUAGE sql IMMUTABLE PARALLEL SAFE
-SET search_path = pg_catalog, pg_temp
-AS $fn$
-    SELECT jsonb_build_object('to', phone, 'type', 'template', 'template',
-               jsonb_build_object('name', whatsapp ->> 'name',
-                                  'language', jsonb_build_object('code', coalesce(whatsapp ->> 'language', 'en_US')))
-               || CASE WHEN jsonb_typeof(whatsapp -> 'params') = 'array'
-                            AND jsonb_array_length(whatsapp -> 'params') > 0
-                       THEN jsonb_build_object('components', jsonb_build_array(jsonb_build_object(
-                                'type', 'body', 'parameters',
-                                (SELECT jsonb_agg(jsonb_build_object('type', 'text', 'text', p.v #>> '{}')
-                                                  ORDER BY p.n)
-                                   FROM jsonb_array_elements(whatsapp -> 'params') WITH ORDINALITY AS p(v, n)))))
-                       ELSE '{}'::jsonb END)
-$fn$;
+LANGUAGE C IMMUTABLE PARALLEL SAFE
+AS 'MODULE_PATHNAME', 're_whatsapp_template_payload';
 COMMENT ON FUNCTION revenue_engine.whatsapp_template_payload(text, jsonb) IS
     'the WhatsApp Cloud API body of a template message: {"to", "type": "template", "template": {"name", "language", "components"}}';
 

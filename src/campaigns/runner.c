@@ -8,7 +8,8 @@
  *	  contact's zone, WhatsApp's 24-hour window, the frequency cap (the
  *	  contact_frequency row locked) and the channel's rate limit (a token
  *	  bucket per tenant and channel in this process), renders the template
- *	  (revenue_engine.render_for_send) and queues the send with the key
+ *	  (re_render_contact: render_for_send's code, called from C with the
+ *	  contact the claim read) and queues the send with the key
  *	  'campaign:<enrollment>:<step>'; immediate steps that follow run in the
  *	  same go until a wait.
  *
@@ -24,8 +25,9 @@
  * Writes are batched: the history rows, the enrollments' new state, the
  * sends and their campaign_messages rows go in one statement each per batch
  * (arrays through unnest); per enrollment there are only the statements a
- * step needs for itself (render, frequency counter, tag, notify).  Every
- * statement is a saved plan.
+ * step needs for itself (frequency counter, tag, notify).  A send's render
+ * runs no statement once the batch has read its template's row (the first
+ * send of each template per batch).  Every statement is a saved plan.
  *
  *-------------------------------------------------------------------------
  */
@@ -56,6 +58,7 @@
 #include "revenue_engine.h"
 #include "campaigns/runner.h"
 #include "campaigns/schedule.h"
+#include "campaigns/template.h"
 #include "worker/worker.h"
 
 /* A WhatsApp step deferred for the 24-hour window is looked at again after this. */
@@ -132,6 +135,9 @@ typedef struct Enrollment
 	char	   *phone;
 	char	   *email;
 	char	   *external_ref;
+	char	   *name;
+	Jsonb	   *attributes;
+	TimestampTz since;			/* tenure_days counts from here */
 	bool		has_inbound;
 	TimestampTz inbound;
 	Version    *v;
@@ -157,7 +163,7 @@ typedef struct Col
 
 #define NHIST 7
 #define NUPD 7
-#define NSEND 12
+#define NSEND 13
 
 typedef struct Batch
 {
@@ -167,7 +173,8 @@ typedef struct Batch
 	Col			hist[NHIST];	/* enrollment, campaign, version, step, event, reason, detail */
 	Col			upd[NUPD];		/* id, step, status, next_run_at, step_started_at, end_reason, ended */
 	Col			send[NSEND];	/* channel, key, payload, metadata, enrollment, campaign,
-								 * version, step, contact, template_id, template_version, form */
+								 * version, step, contact, template_id, template_version, form,
+								 * fallback_used */
 	DateADT    *holidays;
 	int			nholidays;
 	ReCampaignBatch *out;
@@ -200,7 +207,6 @@ static SPIPlanPtr versions_plan = NULL;
 static SPIPlanPtr steps_plan = NULL;
 static SPIPlanPtr holidays_plan = NULL;
 static SPIPlanPtr consent_plan = NULL;
-static SPIPlanPtr render_plan = NULL;
 static SPIPlanPtr freq_lock_plan = NULL;
 static SPIPlanPtr freq_set_plan = NULL;
 static SPIPlanPtr tag_plan = NULL;
@@ -242,19 +248,21 @@ static SPIPlanPtr fail_plan = NULL;
 	"  FROM t WHERE t.tenant_id IS NOT NULL"
 
 /*
- * The contact's last inbound message by a join (its primary key: one row at
- * most), not a correlated subquery: Citus routes a FOR UPDATE only when every
- * relation is joined on the tenant (README, "Citus").
+ * The contact's last inbound message and its user's profile (tenure) by
+ * joins (their primary keys: one row at most), not correlated subqueries:
+ * Citus routes a FOR UPDATE only when every relation is joined on the tenant
+ * (README, "Citus").
  */
 #define CLAIM_COLUMNS \
 	"SELECT e.id, e.campaign_id, e.contact_id, e.version, e.step, e.step_started_at," \
 	"       e.next_run_at, e.context, c.purpose, ct.timezone, ct.phone, ct.email, ct.external_ref," \
-	"       i.last_inbound_at" \
+	"       i.last_inbound_at, ct.name, ct.attributes, coalesce(p.created_at, ct.created_at)" \
 	"  FROM revenue_engine.enrollments e" \
 	"  JOIN revenue_engine.campaigns c ON c.tenant_id = e.tenant_id AND c.id = e.campaign_id" \
 	"  JOIN revenue_engine.contacts ct ON ct.tenant_id = e.tenant_id AND ct.id = e.contact_id" \
 	"  LEFT JOIN revenue_engine.contact_inbound i" \
 	"    ON i.tenant_id = e.tenant_id AND i.contact_id = e.contact_id AND i.channel_id = c.channel_id" \
+	"  LEFT JOIN revenue_engine.user_profiles p ON p.tenant_id = ct.tenant_id AND p.user_id = ct.user_id" \
 	" WHERE e.tenant_id = $1 AND e.status = 'active' AND e.next_run_at <= $2" \
 	"   AND c.status = 'active'"
 
@@ -410,7 +418,7 @@ prepare_plans(void)
 	{
 		Oid			types[2 + NSEND] = {TEXTOID, TIMESTAMPTZOID, INT8ARRAYOID, TEXTARRAYOID,
 			JSONBARRAYOID, JSONBARRAYOID, INT8ARRAYOID, INT8ARRAYOID, INT4ARRAYOID, INT4ARRAYOID,
-		INT8ARRAYOID, INT8ARRAYOID, INT4ARRAYOID, TEXTARRAYOID};
+		INT8ARRAYOID, INT8ARRAYOID, INT4ARRAYOID, TEXTARRAYOID, BOOLARRAYOID};
 
 		/*
 		 * The sends and their campaign messages in one statement; a key
@@ -421,9 +429,10 @@ prepare_plans(void)
 											"      pg_catalog.unnest($5::jsonb[]), pg_catalog.unnest($6::jsonb[]), pg_catalog.unnest($7::int8[]),"
 											"      pg_catalog.unnest($8::int8[]), pg_catalog.unnest($9::int4[]), pg_catalog.unnest($10::int4[]),"
 											"      pg_catalog.unnest($11::int8[]), pg_catalog.unnest($12::int8[]), pg_catalog.unnest($13::int4[]),"
-											"      pg_catalog.unnest($14::text[]))"
+											"      pg_catalog.unnest($14::text[]), pg_catalog.unnest($15::bool[]))"
 											"           WITH ORDINALITY m(channel_id, key, payload, metadata, enrollment_id,"
-											"                campaign_id, version, step, contact_id, template_id, template_version, form, o)),"
+											"                campaign_id, version, step, contact_id, template_id, template_version, form,"
+											"                fallback_used, o)),"
 											" s AS (INSERT INTO revenue_engine.sends"
 											"          (tenant_id, channel_id, idempotency_key, payload, metadata,"
 											"           scheduled_for, next_attempt_at)"
@@ -432,9 +441,9 @@ prepare_plans(void)
 											"       RETURNING id, channel_id, idempotency_key)"
 											" INSERT INTO revenue_engine.campaign_messages"
 											"   (tenant_id, send_id, enrollment_id, campaign_id, version, step, contact_id,"
-											"    channel_id, template_id, template_version, form, created_at)"
+											"    channel_id, template_id, template_version, form, fallback_used, created_at)"
 											" SELECT $1, s.id, m.enrollment_id, m.campaign_id, m.version, m.step, m.contact_id,"
-											"        m.channel_id, m.template_id, m.template_version, m.form, $2"
+											"        m.channel_id, m.template_id, m.template_version, m.form, m.fallback_used, $2"
 											"   FROM s JOIN m ON m.channel_id = s.channel_id AND m.key = s.idempotency_key"
 											" ON CONFLICT DO NOTHING", 2 + NSEND, types);
 	}
@@ -451,37 +460,6 @@ prepare_plans(void)
 									 "   (tenant_id, enrollment_id, campaign_id, version, step, event, reason, at)"
 									 " SELECT $1, e.id, e.campaign_id, e.version, e.step, 'failed', $3, $4 FROM e",
 									 4, types);
-	}
-}
-
-/*
- * Rendering: prepared at the first send, so that the runner works (waits,
- * tags, notify) without it and reports a missing renderer only for sends.
- */
-static void
-prepare_render_plan(void)
-{
-	if (render_plan != NULL)
-		return;
-	{
-		Oid			types[8] = {TEXTOID, TEXTOID, INT4OID, INT8OID, JSONBOID, TEXTOID, TEXTOID, TEXTOID};
-
-		render_plan = re_prepare_saved(
-									   "SELECT coalesce((r->>'skipped')::boolean, false), r->>'reason',"
-									   "       (r->>'template_id')::int8, (r->>'version')::int4, coalesce(r->>'form', $6),"
-									   "       CASE WHEN $7 = 'whatsapp' AND coalesce(r->>'form', $6) = 'whatsapp_template'"
-									   "            THEN pg_catalog.jsonb_build_object('to', $8, 'type', 'template',"
-									   "                                               'template', r->'whatsapp')"
-									   "            WHEN $7 = 'whatsapp'"
-									   "            THEN pg_catalog.jsonb_strip_nulls(pg_catalog.jsonb_build_object('to', $8,"
-									   "                   'type', 'text', 'text', pg_catalog.jsonb_build_object('body', r->>'text'),"
-									   "                   'cta_url', r->'cta_url'))"
-									   "            ELSE pg_catalog.jsonb_strip_nulls(pg_catalog.jsonb_build_object('to', $8,"
-									   "                   'text', r->>'text', 'cta_url', r->'cta_url')) END,"
-									   "       pg_catalog.jsonb_build_object('template', r->'template', 'version', r->'version',"
-									   "                                     'form', r->'form', 'fallback_used', r->'fallback_used')"
-									   "  FROM (SELECT revenue_engine.render_for_send($1, $2, $3, $4, $5, $6) AS r) x",
-									   8, types);
 	}
 }
 
@@ -1073,6 +1051,150 @@ frequency_allows(Batch *b, Enrollment *e, TimestampTz *defer_to)
 	return true;
 }
 
+/* A string member of a JSON object, or NULL. */
+static char *
+jb_member_text(Jsonb *jb, const char *key)
+{
+	JsonbValue *v;
+
+	if (jb == NULL || !JB_ROOT_IS_OBJECT(jb))
+		return NULL;
+	v = getKeyJsonValueFromContainer(&jb->root, key, strlen(key), NULL);
+	if (v == NULL || v->type != jbvString)
+		return NULL;
+	return pnstrdup(v->val.string.val, v->val.string.len);
+}
+
+/*
+ * WhatsApp Cloud API's "template" object from a rendered WhatsApp form
+ * {"name", "language", "params": [...]} (template.c): {"name", "language":
+ * {"code"}, "components": [{"type": "body", "parameters": [{"type": "text",
+ * "text"} ...]}]}.  The one builder of that shape: the runner's sends and
+ * revenue_engine.whatsapp_template_payload() (the 131047 remedy) use it.
+ */
+static void
+push_whatsapp_template(JsonbParseState **st, Jsonb *wa)
+{
+	char	   *name = jb_member_text(wa, "name");
+	char	   *language = jb_member_text(wa, "language");
+	JsonbValue *params = NULL;
+	int			n = 0;
+	int			i;
+
+	if (name == NULL)
+		ereport(ERROR,
+				(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
+				 errmsg("the WhatsApp form has no template name"),
+				 errhint("A template's whatsapp form is {\"name\": ..., \"language\": ..., \"params\": [...]}.")));
+	if (JB_ROOT_IS_OBJECT(wa))
+		params = getKeyJsonValueFromContainer(&wa->root, "params", 6, NULL);
+	if (params != NULL && params->type == jbvBinary &&
+		JsonContainerIsArray(params->val.binary.data))
+		n = JsonContainerSize(params->val.binary.data);
+	re_jb_key(st, "template");
+	pushJsonbValue(st, WJB_BEGIN_OBJECT, NULL);
+	re_jb_str(st, "name", name);
+	re_jb_key(st, "language");
+	pushJsonbValue(st, WJB_BEGIN_OBJECT, NULL);
+	re_jb_str(st, "code", language ? language : "en_US");
+	pushJsonbValue(st, WJB_END_OBJECT, NULL);
+	if (n > 0)
+	{
+		re_jb_key(st, "components");
+		pushJsonbValue(st, WJB_BEGIN_ARRAY, NULL);
+		pushJsonbValue(st, WJB_BEGIN_OBJECT, NULL);
+		re_jb_str(st, "type", "body");
+		re_jb_key(st, "parameters");
+		pushJsonbValue(st, WJB_BEGIN_ARRAY, NULL);
+		for (i = 0; i < n; i++)
+		{
+			JsonbValue *p = getIthJsonbValueFromContainer(params->val.binary.data, i);
+			char	   *text;
+
+			if (p->type == jbvString)
+				text = pnstrdup(p->val.string.val, p->val.string.len);
+			else if (p->type == jbvNumeric)
+				text = DatumGetCString(DirectFunctionCall1(numeric_out,
+														   NumericGetDatum(p->val.numeric)));
+			else
+				text = "";
+			pushJsonbValue(st, WJB_BEGIN_OBJECT, NULL);
+			re_jb_str(st, "type", "text");
+			re_jb_str(st, "text", text);
+			pushJsonbValue(st, WJB_END_OBJECT, NULL);
+		}
+		pushJsonbValue(st, WJB_END_ARRAY, NULL);
+		pushJsonbValue(st, WJB_END_OBJECT, NULL);
+		pushJsonbValue(st, WJB_END_ARRAY, NULL);
+	}
+	pushJsonbValue(st, WJB_END_OBJECT, NULL);
+}
+
+/* {"to", "type": "template", "template": {...}}: a WhatsApp template message. */
+static Jsonb *
+whatsapp_template_message(const char *to, Jsonb *wa)
+{
+	JsonbParseState *st = NULL;
+
+	re_jb_begin(&st);
+	re_jb_str(&st, "to", to);
+	re_jb_str(&st, "type", "template");
+	push_whatsapp_template(&st, wa);
+	return re_jb_end(&st);
+}
+
+/*
+ * The send's payload: WhatsApp's template form; WhatsApp text, whose
+ * call-to-action URL ends the body (with a link preview: the Cloud API's
+ * text message has no separate URL); or the text and the call-to-action
+ * URL as members for the other channels (their body template places them).
+ */
+static Jsonb *
+send_payload(const char *channel_kind, const char *form, const char *address, ReRendered *r)
+{
+	JsonbParseState *st = NULL;
+
+	if (strcmp(channel_kind, "whatsapp") == 0 && strcmp(form, "whatsapp_template") == 0)
+		return whatsapp_template_message(address, r->whatsapp);
+	re_jb_begin(&st);
+	re_jb_str(&st, "to", address);
+	if (strcmp(channel_kind, "whatsapp") == 0)
+	{
+		re_jb_str(&st, "type", "text");
+		re_jb_key(&st, "text");
+		pushJsonbValue(&st, WJB_BEGIN_OBJECT, NULL);
+		if (r->cta_url)
+		{
+			re_jb_str(&st, "body", psprintf("%s\n%s", r->text ? r->text : "", r->cta_url));
+			re_jb_bool(&st, "preview_url", true);
+		}
+		else if (r->text)
+			re_jb_str(&st, "body", r->text);
+		pushJsonbValue(&st, WJB_END_OBJECT, NULL);
+		return re_jb_end(&st);
+	}
+	if (r->text)
+		re_jb_str(&st, "text", r->text);
+	if (r->cta_url)
+		re_jb_str(&st, "cta_url", r->cta_url);
+	return re_jb_end(&st);
+}
+
+/*
+ * SQL: revenue_engine.whatsapp_template_payload(phone text, whatsapp jsonb)
+ * The WhatsApp Cloud API body of a template message (outcomes.sql's 131047
+ * remedy), with the runner's builder.
+ */
+PG_FUNCTION_INFO_V1(re_whatsapp_template_payload);
+Datum
+re_whatsapp_template_payload(PG_FUNCTION_ARGS)
+{
+	re_require_arg(fcinfo, 0, "phone");
+	re_require_arg(fcinfo, 1, "whatsapp");
+	PG_RETURN_JSONB_P(whatsapp_template_message(text_to_cstring(PG_GETARG_TEXT_PP(0)),
+												PG_GETARG_JSONB_P(1)));
+}
+
 static SendResult
 run_send(Batch *b, Enrollment *e, Step *s, bool claimed_step, TimestampTz *defer_to,
 		 char **reason)
@@ -1085,16 +1207,10 @@ run_send(Batch *b, Enrollment *e, Step *s, bool claimed_step, TimestampTz *defer
 	bool		whatsapp;
 	bool		transactional = strcmp(e->purpose, "transactional") == 0;
 	Bucket	   *bucket;
-	Datum		values[8];
-	char		nulls[8];
-	bool		isnull;
-	HeapTuple	tup;
-	TupleDesc	desc;
 	char	   *key;
 	Datum		template_id;
-	bool		template_id_null;
 	Datum		template_version;
-	bool		template_version_null;
+	bool		fallback_used;
 	char	   *rendered_form;
 	Datum		payload;
 	Jsonb	   *detail;
@@ -1204,41 +1320,38 @@ run_send(Batch *b, Enrollment *e, Step *s, bool claimed_step, TimestampTz *defer
 		return SEND_THROTTLED;
 	}
 
-	/* render */
-	prepare_render_plan();
-	memset(nulls, ' ', sizeof(nulls));
-	values[0] = CStringGetTextDatum(b->tenant);
-	values[1] = text_or_null(s->template, &isnull);
-	if (isnull)
-		nulls[1] = 'n';
-	values[2] = Int32GetDatum(s->template_version);
-	if (s->template_version == 0)
-		nulls[2] = 'n';
-	values[3] = Int64GetDatum(e->contact_id);
-	values[4] = JsonbPGetDatum(e->context);
-	values[5] = CStringGetTextDatum(form);
-	values[6] = CStringGetTextDatum(v->channel_kind);
-	values[7] = CStringGetTextDatum(address);
-	if (SPI_execute_plan(render_plan, values, nulls, false, 1) != SPI_OK_SELECT || SPI_processed != 1)
-		elog(ERROR, "rendering template \"%s\" failed", s->template ? s->template : "");
-	tup = SPI_tuptable->vals[0];
-	desc = SPI_tuptable->tupdesc;
-	if (DatumGetBool(SPI_getbinval(tup, desc, 1, &isnull)))
+	/* render (template.c, in this SPI connection; the template read once a batch) */
 	{
-		char	   *why = get_text(tup, desc, 2);
+		ReRenderContact c;
+		ReRendered	r;
 
-		SPI_freetuptable(SPI_tuptable);
-		*reason = why ? why : "the template could not be rendered";
-		return SEND_SKIPPED;
+		c.name = e->name;
+		c.phone = e->phone;
+		c.email = e->email;
+		c.external_ref = e->external_ref;
+		c.timezone = e->tz;
+		c.attributes = e->attributes;
+		c.since = e->since;
+		re_render_contact(b->tenant, s->template ? s->template : "", s->template_version,
+						  &c, e->context, form, &r);
+		if (r.skipped)
+		{
+			*reason = r.reason ? r.reason : "the template could not be rendered";
+			return SEND_SKIPPED;
+		}
+		template_id = Int64GetDatum(r.template_id);
+		template_version = Int32GetDatum(r.version);
+		fallback_used = r.fallback_used;
+		rendered_form = (char *) form;
+		payload = JsonbPGetDatum(send_payload(v->channel_kind, form, address, &r));
+		re_jb_begin(&state);
+		re_jb_str(&state, "template", r.template_name);
+		re_jb_int(&state, "version", r.version);
+		re_jb_str(&state, "form", form);
+		re_jb_bool(&state, "fallback_used", r.fallback_used);
+		detail = re_jb_end(&state);
+		state = NULL;
 	}
-	template_id = SPI_getbinval(tup, desc, 3, &template_id_null);
-	template_id = template_id_null ? (Datum) 0 : Int64GetDatum(DatumGetInt64(template_id));
-	template_version = SPI_getbinval(tup, desc, 4, &template_version_null);
-	rendered_form = get_text(tup, desc, 5);
-	payload = SPI_getbinval(tup, desc, 6, &isnull);
-	payload = datumCopy(payload, false, -1);
-	detail = DatumGetJsonbPCopy(SPI_getbinval(tup, desc, 7, &isnull));
-	SPI_freetuptable(SPI_tuptable);
 
 	/* the frequency cap (transactional messages bypass it, never consent) */
 	if (!transactional && v->cap_count > 0 && !frequency_allows(b, e, defer_to))
@@ -1264,9 +1377,10 @@ run_send(Batch *b, Enrollment *e, Step *s, bool claimed_step, TimestampTz *defer
 	col_add(&b->send[6], Int32GetDatum(e->version), false);
 	col_add(&b->send[7], Int32GetDatum(s->position), false);
 	col_add(&b->send[8], Int64GetDatum(e->contact_id), false);
-	col_add(&b->send[9], template_id, template_id_null);
-	col_add(&b->send[10], template_version, template_version_null);
+	col_add(&b->send[9], template_id, false);
+	col_add(&b->send[10], template_version, false);
 	col_add(&b->send[11], CStringGetTextDatum(rendered_form), false);
+	col_add(&b->send[12], BoolGetDatum(fallback_used), false);
 	history(b, e, s->position, "sent", NULL, detail);
 	if (bucket != NULL)
 		bucket->tokens -= 1.0;
@@ -1525,6 +1639,9 @@ read_claimed(int *n)
 		d = SPI_getbinval(tup, desc, 14, &isnull);
 		e->has_inbound = !isnull;
 		e->inbound = isnull ? 0 : DatumGetTimestampTz(d);
+		e->name = get_text(tup, desc, 15);
+		e->attributes = DatumGetJsonbPCopy(SPI_getbinval(tup, desc, 16, &isnull));
+		e->since = DatumGetTimestampTz(SPI_getbinval(tup, desc, 17, &isnull));
 	}
 	*n = (int) SPI_processed;
 	return es;
@@ -1584,7 +1701,7 @@ run_batch(const char *tenant, int limit, int64 only_id, TimestampTz now, ReCampa
 		static const Oid hist_types[NHIST] = {INT8OID, INT8OID, INT4OID, INT4OID, TEXTOID, TEXTOID, JSONBOID};
 		static const Oid upd_types[NUPD] = {INT8OID, INT4OID, TEXTOID, TIMESTAMPTZOID, TIMESTAMPTZOID, TEXTOID, BOOLOID};
 		static const Oid send_types[NSEND] = {INT8OID, TEXTOID, JSONBOID, JSONBOID, INT8OID, INT8OID,
-		INT4OID, INT4OID, INT8OID, INT8OID, INT4OID, TEXTOID};
+		INT4OID, INT4OID, INT8OID, INT8OID, INT4OID, TEXTOID, BOOLOID};
 
 		for (i = 0; i < NHIST; i++)
 			col_init(&b.hist[i], hist_types[i], b.size);
@@ -1621,6 +1738,7 @@ run_batch(const char *tenant, int limit, int64 only_id, TimestampTz now, ReCampa
 	load_holidays(&b);
 	load_consents(&b, es, n);
 
+	re_render_batch_begin();
 	for (i = 0; i < n; i++)
 	{
 		Enrollment *e = &es[i];
@@ -1647,6 +1765,7 @@ run_batch(const char *tenant, int limit, int64 only_id, TimestampTz now, ReCampa
 		}
 		col_add(&b.upd[6], BoolGetDatum(e->status != 'a'), false);
 	}
+	re_render_batch_end();
 	flush(&b);
 	if (out->sends > 0 || out->events > 0)
 		re_worker_wake_at_commit();
@@ -1879,7 +1998,6 @@ void
 re_campaigns_blast_followups(TimestampTz now)
 {
 	ReOwnerScope scope = {0};
-	bool		isnull;
 
 	begin_tx("revenue_engine: blast follow-ups", &scope);
 	/*
@@ -1906,12 +2024,6 @@ re_campaigns_blast_followups(TimestampTz now)
 			return;				/* run again at the next turn */
 		}
 	}
-	/* the enroll part's function, once it is installed */
-	if (SPI_execute("SELECT pg_catalog.to_regprocedure("
-					"'revenue_engine.campaign_blast_followups(timestamptz)') IS NOT NULL",
-					true, 1) != SPI_OK_SELECT)
-		elog(ERROR, "looking up campaign_blast_followups failed");
-	if (DatumGetBool(SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 1, &isnull)))
 	{
 		static SPIPlanPtr plan = NULL;
 		Oid			types[1] = {TIMESTAMPTZOID};

@@ -37,6 +37,7 @@
 #include "funcapi.h"
 #include "lib/stringinfo.h"
 #include "mb/pg_wchar.h"
+#include "storage/proc.h"
 #include "utils/array.h"
 #include "utils/builtins.h"
 #include "utils/datetime.h"
@@ -1022,55 +1023,135 @@ push_str_or_null(JsonbParseState **st, const char *key, const char *value)
 		re_jb_null(st, key);
 }
 
-Jsonb *
-re_render_for_send(const char *tenant, const char *template_name, int32 version,
-				   int64 contact_id, Jsonb *context, const char *form)
+/*
+ * The runner's per-batch look-ups: (tenant, name, requested version) -> the
+ * version found (or none), so that a batch of sends of one template reads
+ * its row once.  Valid only between re_render_batch_begin() and
+ * re_render_batch_end() in one transaction (the local transaction id is
+ * checked), and used only by re_render_contact(): render_template() and
+ * render_for_send() always read the row.
+ */
+typedef struct BatchLookup
 {
-	ReOwnerScope scope = {0};
-	RenderCtx	ctx;
-	bool		whatsapp;
+	char		tenant[RE_MAX_NAME_LEN + 1];
+	char	   *name;
+	int32		version;		/* requested; 0: the latest */
+	bool		exists;
+	VersionKey	key;			/* the version found */
+} BatchLookup;
+
+#define RE_BATCH_LOOKUPS 32
+
+static MemoryContext batch_cxt = NULL;
+static BatchLookup batch_lookups[RE_BATCH_LOOKUPS];
+static int	batch_nlookups = 0;
+static bool batch_active = false;
+static LocalTransactionId batch_lxid = InvalidLocalTransactionId;
+
+void
+re_render_batch_begin(void)
+{
+	if (batch_cxt == NULL)
+		batch_cxt = AllocSetContextCreate(TopMemoryContext, "revenue_engine template look-ups",
+										  ALLOCSET_SMALL_SIZES);
+	else
+		MemoryContextReset(batch_cxt);
+	batch_nlookups = 0;
+	batch_active = true;
+	batch_lxid = MyProc->lxid;
+}
+
+void
+re_render_batch_end(void)
+{
+	batch_active = false;
+	batch_nlookups = 0;
+	if (batch_cxt != NULL)
+		MemoryContextReset(batch_cxt);
+}
+
+/*
+ * The parsed version of template name (version; 0: the latest), or NULL when
+ * it does not exist.  use_batch: through the batch's look-ups.
+ */
+static ParsedVersion *
+lookup_version(const char *tenant, const char *name, int32 version, bool use_batch)
+{
 	HeapTuple	row;
 	TupleDesc	desc;
 	ParsedVersion *pv;
-	char	   *name;
+	BatchLookup *l = NULL;
+	int			i;
+
+	use_batch = use_batch && batch_active && batch_lxid == MyProc->lxid;
+	if (use_batch)
+	{
+		for (i = 0; i < batch_nlookups; i++)
+		{
+			l = &batch_lookups[i];
+			if (l->version == version && strcmp(l->name, name) == 0 &&
+				strcmp(l->tenant, tenant) == 0)
+			{
+				if (!l->exists)
+					return NULL;
+				pv = version_cache ? hash_search(version_cache, &l->key, HASH_FIND, NULL) : NULL;
+				if (pv != NULL)
+					return pv;
+				break;			/* the parse cache was emptied: read it again */
+			}
+		}
+		if (i == batch_nlookups)
+			l = NULL;
+	}
+	row = fetch_version(tenant, name, version, &desc);
+	pv = row ? parsed_version(tenant, row, desc) : NULL;
+	if (use_batch && l == NULL && batch_nlookups < RE_BATCH_LOOKUPS)
+	{
+		l = &batch_lookups[batch_nlookups++];
+		strlcpy(l->tenant, tenant, sizeof(l->tenant));
+		l->name = MemoryContextStrdup(batch_cxt, name);
+		l->version = version;
+	}
+	if (use_batch && l != NULL)
+	{
+		l->exists = (pv != NULL);
+		if (pv)
+			l->key = pv->key;
+	}
+	return pv;
+}
+
+/* What a render came to: the template or a fallback, or skipped. */
+typedef struct Outcome
+{
+	bool		sent;
+	const char *name;			/* the version rendered (sent) */
+	int32		version;
+	int64		template_id;
+	int32		req_version;	/* the version asked for */
 	int64		req_id;
-	int32		req_version;
+	Rendered	r;				/* the one rendered */
+	Rendered	first;			/* the template's own */
+	char	   *reason;			/* NULL unless the template's own failed */
+} Outcome;
+
+static void
+render_outcome(const char *tenant, const char *template_name, int32 version,
+			   RenderCtx *ctx, bool whatsapp, bool use_batch, Outcome *o)
+{
+	ParsedVersion *pv;
+	char	   *name;
 	Rendered	r,
 				first;
 	List	   *visited;
 	StringInfoData reason;
-	bool		sent = false;
 	int			hops;
-	JsonbParseState *st;
-	Jsonb	   *res;
-	Jsonb	   *out;
 	ListCell   *lc;
 
-	if (strcmp(form, "text") == 0)
-		whatsapp = false;
-	else if (strcmp(form, "whatsapp_template") == 0)
-		whatsapp = true;
-	else
-		ereport(ERROR,
-				(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
-				 errmsg("form \"%s\" is not known", form),
-				 errhint("Use text or whatsapp_template.")));
-	if (!JB_ROOT_IS_OBJECT(context) || JB_ROOT_IS_SCALAR(context))
-		ereport(ERROR,
-				(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
-				 errmsg("context must be a JSON object")));
-
-	re_connect_as_owner(&scope);
-	prepare_plans();
-
-	memset(&ctx, 0, sizeof(ctx));
-	load_contact(&ctx, tenant, contact_id);
-	ctx.context = context;
-
-	row = fetch_version(tenant, template_name, version, &desc);
-	if (row == NULL)
+	pv = lookup_version(tenant, template_name, version, use_batch);
+	if (pv == NULL)
 	{
-		if (version > 0 && fetch_version(tenant, template_name, 0, &desc) != NULL)
+		if (version > 0 && lookup_version(tenant, template_name, 0, use_batch) != NULL)
 			ereport(ERROR,
 					(errcode(ERRCODE_UNDEFINED_OBJECT),
 					 errmsg("template \"%s\" has no version %d", template_name, version)));
@@ -1079,13 +1160,12 @@ re_render_for_send(const char *tenant, const char *template_name, int32 version,
 				 errmsg("template \"%s\" does not exist", template_name),
 				 errhint("Create it with revenue_engine.create_template().")));
 	}
-	pv = parsed_version(tenant, row, desc);
 	name = pstrdup(template_name);
-	req_id = pv->key.template_id;
-	req_version = pv->key.version;
+	o->req_id = pv->key.template_id;
+	o->req_version = pv->key.version;
 
 	/* the template, else its fallbacks in turn */
-	render_version(&ctx, pv, name, whatsapp, &first);
+	render_version(ctx, pv, name, whatsapp, &first);
 	r = first;
 	visited = list_make1(name);
 	initStringInfo(&reason);
@@ -1107,35 +1187,86 @@ re_render_for_send(const char *tenant, const char *template_name, int32 version,
 			break;
 		}
 		visited = lappend(visited, fb);
-		row = fetch_version(tenant, fb, 0, &desc);
-		if (row == NULL)
+		pv = lookup_version(tenant, fb, 0, use_batch);
+		if (pv == NULL)
 		{
 			appendStringInfo(&reason, "; fallback template \"%s\" does not exist", fb);
 			break;
 		}
-		pv = parsed_version(tenant, row, desc);
 		name = fb;
-		render_version(&ctx, pv, name, whatsapp, &r);
+		render_version(ctx, pv, name, whatsapp, &r);
 		if (r.problem)
 			appendStringInfo(&reason, "; fallback \"%s\": %s", fb, r.problem);
 	}
-	sent = (r.problem == NULL);
+	o->sent = (r.problem == NULL);
+	o->name = o->sent ? name : template_name;
+	o->version = o->sent ? pv->key.version : o->req_version;
+	o->template_id = o->sent ? pv->key.template_id : o->req_id;
+	o->r = r;
+	o->first = first;
+	o->reason = first.problem ? reason.data : NULL;
+}
+
+static bool
+parse_form(const char *form)
+{
+	if (strcmp(form, "text") == 0)
+		return false;
+	if (strcmp(form, "whatsapp_template") == 0)
+		return true;
+	ereport(ERROR,
+			(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
+			 errmsg("form \"%s\" is not known", form),
+			 errhint("Use text or whatsapp_template.")));
+	return false;
+}
+
+static void
+check_context(Jsonb *context)
+{
+	if (!JB_ROOT_IS_OBJECT(context) || JB_ROOT_IS_SCALAR(context))
+		ereport(ERROR,
+				(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
+				 errmsg("context must be a JSON object")));
+}
+
+Jsonb *
+re_render_for_send(const char *tenant, const char *template_name, int32 version,
+				   int64 contact_id, Jsonb *context, const char *form)
+{
+	ReOwnerScope scope = {0};
+	RenderCtx	ctx;
+	bool		whatsapp;
+	Outcome		o;
+	JsonbParseState *st;
+	Jsonb	   *res;
+	Jsonb	   *out;
+	ListCell   *lc;
+
+	whatsapp = parse_form(form);
+	check_context(context);
+
+	re_connect_as_owner(&scope);
+	prepare_plans();
+
+	memset(&ctx, 0, sizeof(ctx));
+	load_contact(&ctx, tenant, contact_id);
+	ctx.context = context;
+
+	render_outcome(tenant, template_name, version, &ctx, whatsapp, false, &o);
 
 	re_jb_begin(&st);
-	if (sent)
-		push_ref(&st, name, pv->key.version, pv->key.template_id);
-	else
-		push_ref(&st, template_name, req_version, req_id);
+	push_ref(&st, o.name, o.version, o.template_id);
 	re_jb_str(&st, "form", form);
-	push_str_or_null(&st, "text", sent ? r.text : NULL);
-	push_str_or_null(&st, "cta_url", sent ? r.cta_url : NULL);
-	re_jb_jsonb(&st, "whatsapp", sent ? r.whatsapp : NULL);
-	re_jb_bool(&st, "fallback_used", sent && first.problem != NULL);
-	re_jb_bool(&st, "skipped", !sent);
-	push_str_or_null(&st, "reason", first.problem ? reason.data : NULL);
+	push_str_or_null(&st, "text", o.sent ? o.r.text : NULL);
+	push_str_or_null(&st, "cta_url", o.sent ? o.r.cta_url : NULL);
+	re_jb_jsonb(&st, "whatsapp", o.sent ? o.r.whatsapp : NULL);
+	re_jb_bool(&st, "fallback_used", o.sent && o.first.problem != NULL);
+	re_jb_bool(&st, "skipped", !o.sent);
+	push_str_or_null(&st, "reason", o.reason);
 	re_jb_key(&st, "missing");
 	pushJsonbValue(&st, WJB_BEGIN_ARRAY, NULL);
-	foreach(lc, first.missing)
+	foreach(lc, o.first.missing)
 	{
 		JsonbValue	v;
 
@@ -1147,7 +1278,7 @@ re_render_for_send(const char *tenant, const char *template_name, int32 version,
 	pushJsonbValue(&st, WJB_END_ARRAY, NULL);
 	re_jb_key(&st, "requested");
 	pushJsonbValue(&st, WJB_BEGIN_OBJECT, NULL);
-	push_ref(&st, template_name, req_version, req_id);
+	push_ref(&st, template_name, o.req_version, o.req_id);
 	pushJsonbValue(&st, WJB_END_OBJECT, NULL);
 	res = re_jb_end(&st);
 
@@ -1156,6 +1287,41 @@ re_render_for_send(const char *tenant, const char *template_name, int32 version,
 	memcpy(out, res, VARSIZE(res));
 	re_disconnect_as_owner(&scope);
 	return out;
+}
+
+void
+re_render_contact(const char *tenant, const char *template_name, int32 version,
+				  const ReRenderContact *contact, Jsonb *context, const char *form,
+				  ReRendered *out)
+{
+	RenderCtx	ctx;
+	Outcome		o;
+	bool		whatsapp = parse_form(form);
+
+	check_context(context);
+	prepare_plans();
+	memset(&ctx, 0, sizeof(ctx));
+	ctx.name = contact->name;
+	ctx.phone = contact->phone;
+	ctx.email = contact->email;
+	ctx.external_ref = contact->external_ref;
+	ctx.timezone = contact->timezone;
+	ctx.attributes = contact->attributes;
+	ctx.since = contact->since;
+	ctx.context = context;
+
+	render_outcome(tenant, template_name, version, &ctx, whatsapp, true, &o);
+
+	memset(out, 0, sizeof(*out));
+	out->skipped = !o.sent;
+	out->reason = o.reason;
+	out->template_name = pstrdup(o.name);
+	out->version = o.version;
+	out->template_id = o.template_id;
+	out->text = o.sent ? o.r.text : NULL;
+	out->cta_url = o.sent ? o.r.cta_url : NULL;
+	out->whatsapp = o.sent ? o.r.whatsapp : NULL;
+	out->fallback_used = o.sent && o.first.problem != NULL;
 }
 
 /*
