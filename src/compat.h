@@ -277,4 +277,11 @@ re_unpin_search_path(int pin)
 	pg_b64_decode((src), (len), (char *) (dst), (dstlen))
 #endif
 
+/* 17: the backend's local transaction id moved into PGPROC.vxid. */
+#if PG_VERSION_NUM >= 170000
+#define RE_MY_LXID (MyProc->vxid.lxid)
+#else
+#define RE_MY_LXID (MyProc->lxid)
+#endif
+
 #endif							/* RE_COMPAT_H */

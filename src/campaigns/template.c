@@ -48,6 +48,7 @@
 #include "utils/timestamp.h"
 
 #include "revenue_engine.h"
+#include "compat.h"
 #include "campaigns/template.h"
 
 PG_FUNCTION_INFO_V1(re_template_variables);
@@ -1058,7 +1059,7 @@ re_render_batch_begin(void)
 		MemoryContextReset(batch_cxt);
 	batch_nlookups = 0;
 	batch_active = true;
-	batch_lxid = MyProc->lxid;
+	batch_lxid = RE_MY_LXID;
 }
 
 void
@@ -1083,7 +1084,7 @@ lookup_version(const char *tenant, const char *name, int32 version, bool use_bat
 	BatchLookup *l = NULL;
 	int			i;
 
-	use_batch = use_batch && batch_active && batch_lxid == MyProc->lxid;
+	use_batch = use_batch && batch_active && batch_lxid == RE_MY_LXID;
 	if (use_batch)
 	{
 		for (i = 0; i < batch_nlookups; i++)
