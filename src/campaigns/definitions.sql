@@ -841,6 +841,8 @@ BEGIN
     IF c.status <> 'active' THEN
         UPDATE revenue_engine.campaigns x SET status = 'active', paused_at = NULL, updated_at = ts
          WHERE x.tenant_id = tenant AND x.id = c.id;
+        -- a resumed campaign's due steps run now (the worker passed them over)
+        PERFORM revenue_engine.wake_worker();
     END IF;
     RETURN c.version;
 END

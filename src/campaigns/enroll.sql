@@ -115,10 +115,10 @@ BEGIN
             jsonb_build_object('entry', coalesce(prev.entry, 0) + 1, 'entry_key', entry_key,
                                'next_run_at', due),
             ts);
-    IF due <= ts THEN
-        -- zero delay: the worker runs the first step right after this commit
-        PERFORM revenue_engine.wake_worker();
-    END IF;
+    -- The worker learns of it at this commit: a zero delay runs the first
+    -- step right away, a later start may come before the next due step it
+    -- knows of (it looks for new ones by itself only every 10 s).
+    PERFORM revenue_engine.wake_worker();
     RETURN enr;
 END
 $fn$;

@@ -96,8 +96,13 @@
 /* campaign steps: at most this many per loop turn, shared by the due tenants */
 #define RE_CAMPAIGN_BUDGET 1000
 #define RE_CAMPAIGN_MIN_SHARE 50
-#define RE_CAMPAIGN_SCAN_EVERY_MS 1000	/* due enrollments are looked for this often */
-#define RE_BLAST_FOLLOWUPS_EVERY_MS 5000
+/*
+ * Due enrollments are looked for when the worker is woken (an enrolling or
+ * resuming commit), at the next due step it knows of, and else this often:
+ * a safety net that costs an idle worker one short transaction.
+ */
+#define RE_CAMPAIGN_SCAN_EVERY_MS 10000
+#define RE_BLAST_FOLLOWUPS_EVERY_MS 30000
 
 /* A stopped worker is started again after this, doubled per quick exit. */
 #define RE_RESTART_DELAY_MS 1000

@@ -36,9 +36,15 @@ sub psql
 {
 	my ($sql) = @_;
 	my ($stdout, $stderr) = ('', '');
-	my $ok = IPC::Run::run(
-		[ 'psql', '-X', '-q', '-A', '-t', '-v', 'ON_ERROR_STOP=1', '-d', $connstr ],
-		'<', \$sql, '>', \$stdout, '2>', \$stderr);
+	# IPC::Run dies when it cannot start psql (a fork refused on a loaded
+	# machine): that is a failed try like a lost connection, not the end of
+	# this client and of the results of its remaining operations.
+	my $ok = eval {
+		IPC::Run::run(
+			[ 'psql', '-X', '-q', '-A', '-t', '-v', 'ON_ERROR_STOP=1', '-d', $connstr ],
+			'<', \$sql, '>', \$stdout, '2>', \$stderr);
+	};
+	return (0, '', "client: could not run psql: $@") if !defined $ok && $@;
 	return ($ok, $stdout, $stderr);
 }
 

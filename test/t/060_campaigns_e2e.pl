@@ -268,7 +268,7 @@ my @clients;
 	{
 		my ($name, $list) = @$j;
 		write_ops("$tmp/$name.ops", $list);
-		push @clients, { name => $name, results => "$tmp/$name.results",
+		push @clients, { name => $name, results => "$tmp/$name.results", err => "$tmp/$name.err",
 			h => IPC::Run::start(
 				[ 'perl', "$root/test/lib/campaign_client.pl", $node->connstr('postgres'), $T0,
 				  "$tmp/$name.ops", "$tmp/$name.results", $DEADLINE ],
@@ -324,7 +324,8 @@ for my $c (@clients)
 	my %r = map { %{ $res{"stops$_"} // {} } } 0 .. $NCLIENTS - 1;
 	my @failed = grep { !($r{ $_->{id} } && $r{ $_->{id} }{ok}) } @ops;
 	is(scalar(@failed), 0, scalar(@ops) . " stops and controls from $NCLIENTS clients all committed")
-	  or diag(explain([ map { { op => $_->{kind}, n => $_->{n}, res => $r{ $_->{id} } } } @failed[ 0 .. min(4, $#failed) ] ]));
+	  or diag(explain([ map { { op => $_->{kind}, n => $_->{n}, res => $r{ $_->{id} } } } @failed[ 0 .. min(4, $#failed) ] ]),
+		"clients' errors:\n", join('', map { -s $_->{err} ? "$_->{name}: " . slurp_file($_->{err}) : '' } @clients));
 	my $retried = grep { $_->{tries} > 1 } values %r;
 	note "$retried stop operations were retried across the crash";
 }
